@@ -1,0 +1,5 @@
+"""tune_unlearn: find and prove safe hyperparameters for machine unlearning."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

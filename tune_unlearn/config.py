@@ -1,0 +1,346 @@
+"""The study file: YAML parsed into pydantic models, then checked as a whole.
+
+:func:`load_study` reports *every* problem at once, each as a :class:`ConfigIssue` with its
+dotted path, the bad value and what was expected. Structural problems come from pydantic;
+cross-field problems (a search key the method does not take, a task the problem does not have)
+come from :func:`semantic_issues`, which reads the raw mapping defensively so that it still runs
+when another part of the file is malformed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tune_unlearn.metrics import METRICS
+from tune_unlearn.methods import METHODS
+from tune_unlearn.problems import PROBLEMS, Problem, build_problem
+from tune_unlearn.registry import UnknownNameError
+
+DEFAULT_OBJECTIVES = ("forget_efficacy", "retained_utility", "uis", "gpu_seconds")
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
+
+
+def _metric_name(name: str) -> str:
+    METRICS.get(name)  # raises with the valid names and the closest one
+    return name
+
+
+MetricName = Annotated[str, AfterValidator(_metric_name)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SearchParam(_Strict):
+    """One dimension of the search space: ``float``, ``int`` or ``categorical``."""
+
+    type: Literal["float", "int", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+        if not self.low < self.high:
+            raise ValueError(f"'low' ({self.low}) must be below 'high' ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scaled range needs 'low' > 0, got {self.low}")
+        return self
+
+
+class Constraint(_Strict):
+    """``metric <= bound`` or ``metric >= bound``; feasible when :meth:`violation` ≤ 0."""
+
+    metric: MetricName
+    op: Literal["<=", ">="]
+    bound: float
+
+    def violation(self, value: float) -> float:
+        if math.isnan(value):
+            return math.inf
+        return value - self.bound if self.op == "<=" else self.bound - value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+class SamplerConfig(_Strict):
+    name: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    seed: int = 0
+
+
+class ProblemConfig(_Strict):
+    """A built-in problem by ``name``, or a user's by ``factory: "package.module:function"``."""
+
+    name: str | None = None
+    factory: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ProblemConfig:
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("give exactly one of 'name' (a built-in problem) or 'factory'")
+        return self
+
+    def build(self) -> Problem:
+        return build_problem(self.name, self.factory, self.params)
+
+
+class ForgetConfig(_Strict):
+    """Which train instances to forget (``where`` + ``fraction``, or ``index_file``), from which
+    tasks (``target_tasks``; every task in ``full`` mode)."""
+
+    mode: Literal["full", "partial"] = "full"
+    target_tasks: list[str] | None = None
+    where: dict[str, int | float] = Field(default_factory=dict)
+    fraction: float = Field(1.0, gt=0.0, le=1.0)
+    index_file: Path | None = None
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _mode_rules(self) -> ForgetConfig:
+        if self.mode == "partial" and not self.target_tasks:
+            raise ValueError("partial mode needs 'target_tasks': the tasks to forget from")
+        if not self.where and self.index_file is None:
+            raise ValueError("select instances with 'where' (label or attribute values) or 'index_file'")
+        if self.where and self.index_file is not None:
+            raise ValueError("give either 'where' or 'index_file', not both")
+        return self
+
+
+class MethodConfig(_Strict):
+    name: str
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, SearchParam] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        METHODS.get(name)  # raises with the valid names and the closest one
+        return name
+
+
+class ReferencesConfig(_Strict):
+    retrain: bool = True
+    cache_dir: Path | None = None
+
+
+class TrialsConfig(_Strict):
+    """How each trial's configuration runs."""
+
+    seeds_per_trial: int = Field(1, ge=1)
+
+
+class StudyConfig(_Strict):
+    """A whole study file."""
+
+    name: str = Field(pattern=r"^[\w.-]+$")
+    problem: ProblemConfig
+    forget: ForgetConfig
+    method: MethodConfig
+    n_trials: int = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    objectives: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES), min_length=1)
+    constraints: list[Constraint] = Field(default_factory=list)
+    storage: str | None = None
+    output: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    references: ReferencesConfig = Field(default_factory=ReferencesConfig)
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct_objectives(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("objectives must not repeat")
+        return names
+
+    @field_validator("constraints", mode="before")
+    @classmethod
+    def _parse_constraints(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        parsed = []
+        for item in value:
+            match = _CONSTRAINT.match(item) if isinstance(item, str) else None
+            if isinstance(item, str) and match is None:
+                raise ValueError(f"expected 'metric <= number' or 'metric >= number', got {item!r}")
+            parsed.append(
+                {"metric": match.group(1), "op": match.group(2), "bound": float(match.group(3))}
+                if match
+                else item
+            )
+        return parsed
+
+    def output_dir(self) -> Path:
+        return self.output if self.output is not None else Path("runs") / self.name
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a study file."""
+
+    path: str
+    message: str
+    value: Any = None
+
+    def __str__(self) -> str:
+        shown = "" if self.value is None else f" (got {self.value!r})"
+        return f"{self.path or '<file>'}: {self.message}{shown}"
+
+
+class ConfigError(Exception):
+    """A study file with one or more problems; ``issues`` lists them all."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source, self.issues = source, issues
+        lines = "\n".join(f"  {issue}" for issue in issues)
+        super().__init__(f"{source}: {len(issues)} problem(s) in the study file\n{lines}")
+
+
+def _pydantic_issues(error: ValidationError) -> list[ConfigIssue]:
+    issues = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        value = item.get("input") if item["type"] not in ("missing", "value_error") else None
+        if isinstance(value, Mapping):
+            value = None  # the message names the problem; echoing a whole section adds noise
+        issues.append(ConfigIssue(path, message, value))
+    return issues
+
+
+def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """Cross-field checks that pydantic's per-field rules cannot see."""
+    method_raw = _mapping(raw, "method")
+    method_name = method_raw.get("name")
+    if isinstance(method_name, str) and method_name in METHODS:
+        accepted = METHODS.get(method_name).hyperparameters()
+        for section in ("fixed", "search"):
+            for key in _mapping(method_raw, section):
+                if key not in accepted:
+                    yield ConfigIssue(
+                        f"method.{section}.{key}",
+                        f"{method_name} has no hyperparameter {key!r}; valid: {', '.join(accepted)}",
+                    )
+        yield from _type_issues(method_raw, accepted)
+        both = set(_mapping(method_raw, "fixed")) & set(_mapping(method_raw, "search"))
+        for key in sorted(both):
+            yield ConfigIssue(f"method.search.{key}", "is also fixed; give it in one place only")
+
+    problem_raw = _mapping(raw, "problem")
+    problem = None
+    try:
+        problem = ProblemConfig.model_validate(problem_raw).build()
+    except (ValidationError, TypeError):
+        pass  # reported by the structural pass, or below for a bad parameter
+    except UnknownNameError as error:
+        yield ConfigIssue("problem.name", str(error))
+    except (ImportError, ValueError) as error:
+        yield ConfigIssue("problem.factory", f"cannot load: {error}", problem_raw.get("factory"))
+    if problem is None and isinstance(problem_raw.get("name"), str) and problem_raw["name"] in PROBLEMS:
+        try:
+            PROBLEMS.get(problem_raw["name"])(**_mapping(problem_raw, "params"))
+        except TypeError as error:
+            yield ConfigIssue("problem.params", str(error))
+    if problem is None:
+        return
+    yield from _forget_issues(_mapping(raw, "forget"), problem)
+
+
+def _type_issues(method_raw: Mapping[str, Any], accepted: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """Fixed values and search dimensions must fit the type of the hyperparameter's default."""
+    for key, value in _mapping(method_raw, "fixed").items():
+        default = accepted.get(key)
+        if isinstance(default, bool) or default is None:
+            continue
+        fits = isinstance(value, int) if isinstance(default, int) else isinstance(value, (int, float))
+        if isinstance(value, bool) or not fits:
+            yield ConfigIssue(f"method.fixed.{key}", f"expected {type(default).__name__}", value)
+    for key, dimension in _mapping(method_raw, "search").items():
+        default = accepted.get(key)
+        if isinstance(dimension, Mapping) and isinstance(default, int) and not isinstance(default, bool):
+            if dimension.get("type", "float") == "float":
+                yield ConfigIssue(f"method.search.{key}", "is an integer hyperparameter; use 'type: int'")
+
+
+def _forget_issues(forget: Mapping[str, Any], problem: Problem) -> Iterator[ConfigIssue]:
+    tasks = problem.task_names
+    targets = forget.get("target_tasks")
+    if isinstance(targets, list):
+        for i, name in enumerate(targets):
+            if name not in tasks:
+                yield ConfigIssue(f"forget.target_tasks.{i}", f"unknown task; valid: {', '.join(tasks)}", name)
+        if forget.get("mode") == "partial" and set(targets) >= set(tasks):
+            yield ConfigIssue("forget.target_tasks", "partial mode must leave at least one task to keep")
+    known = tasks + list(problem.attributes)
+    for key, value in _mapping(forget, "where").items():
+        if key not in known:
+            yield ConfigIssue(f"forget.where.{key}", f"no task or attribute of that name; valid: {', '.join(known)}")
+        elif key in tasks:
+            task = problem.task(key)
+            valid = task.kind != "classification" or (isinstance(value, int) and 0 <= value < task.num_classes)
+            if not valid:
+                yield ConfigIssue(f"forget.where.{key}", f"expected a class of {key} in 0..{task.num_classes - 1}", value)
+    index_file = forget.get("index_file")
+    if isinstance(index_file, str) and not Path(index_file).is_file():
+        yield ConfigIssue("forget.index_file", "no such file", index_file)
+
+
+def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
+    """Validate a study mapping; raise :class:`ConfigError` listing every problem."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, [ConfigIssue("", "expected a mapping at the top level", type(raw).__name__)])
+    issues: list[ConfigIssue] = []
+    config = None
+    try:
+        config = StudyConfig.model_validate(raw)
+    except ValidationError as error:
+        issues.extend(_pydantic_issues(error))
+    issues.extend(semantic_issues(raw))
+    if issues or config is None:
+        raise ConfigError(source, issues)
+    return config
+
+
+def load_study(path: Path) -> StudyConfig:
+    """Read and validate a study file. Relative paths in it are relative to the working folder."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {error.strerror}")]) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(str(path), [ConfigIssue("", f"not valid YAML: {error}")]) from None
+    return parse_study(raw, str(path))

@@ -1,0 +1,45 @@
+"""Unlearning methods by name (DESIGN §3). A new method is one module and one line here."""
+
+from __future__ import annotations
+
+from tune_unlearn.methods._base import (
+    DivergenceError,
+    StepLog,
+    StepMonitor,
+    UnlearningMethod,
+    UnlearningSetup,
+)
+from tune_unlearn.methods._instance_orthogonalization import InstanceOrthogonalization
+from tune_unlearn.methods._interference_aware import InterferenceAware
+from tune_unlearn.methods._simple import Finetune, GradDiff, GradientAscent
+from tune_unlearn.methods._subspace_projection import SubspaceProjection
+from tune_unlearn.methods._task_projection import TaskProjection
+from tune_unlearn.registry import Registry
+
+METHODS: Registry[type[UnlearningMethod]] = Registry("method")
+for _method in (
+    Finetune,
+    GradientAscent,
+    GradDiff,
+    TaskProjection,
+    SubspaceProjection,
+    InstanceOrthogonalization,
+    InterferenceAware,
+):
+    METHODS.register(_method.name)(_method)
+
+__all__ = [
+    "METHODS",
+    "DivergenceError",
+    "Finetune",
+    "GradDiff",
+    "GradientAscent",
+    "InstanceOrthogonalization",
+    "InterferenceAware",
+    "StepLog",
+    "StepMonitor",
+    "SubspaceProjection",
+    "TaskProjection",
+    "UnlearningMethod",
+    "UnlearningSetup",
+]

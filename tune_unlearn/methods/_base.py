@@ -1,0 +1,192 @@
+"""The unlearning method contract and the one step loop every method shares (DESIGN §3).
+
+A method is a keyword-only dataclass: its fields are its hyperparameters, with defaults, and
+``__init__`` only stores them (as scikit-learn estimators do), so a search space can be checked
+against :meth:`UnlearningMethod.hyperparameters` and a configuration round-trips.
+
+Per step: ``θ ← θ + η_a·u − η_r·g_r``, where ``u`` is :meth:`forget_direction` (the method's
+projection of ``g_f`` on the shared parameters; heads of target tasks take the raw ``g_f``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from tune_unlearn.forget import LabeledSet
+from tune_unlearn.methods._gradients import Batch, ParameterLayout, StepGradients
+from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Task
+
+#: Called as ``monitor(step, model)`` every ``monitor_every`` steps; may raise to stop early.
+StepMonitor = Callable[[int, MultiTaskModel], None]
+
+
+class DivergenceError(RuntimeError):
+    """The unlearning loss or the parameters became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class UnlearningSetup:
+    """What a method runs on: the data (on the device), the tasks, the forget and retain sets."""
+
+    data: MultiTaskData
+    tasks: tuple[Task, ...]
+    target: Tensor  # bool [T]: which tasks the request forgets
+    forget: LabeledSet
+    retain: LabeledSet
+
+    def batch(self, labeled: LabeledSet, positions: Tensor) -> Batch:
+        rows = labeled.indices[positions]
+        return Batch(
+            inputs=self.data.inputs[rows],
+            labels={name: column[rows] for name, column in self.data.labels.items()},
+            mask=labeled.mask[positions],
+        )
+
+
+@dataclass
+class StepLog:
+    """Per-step diagnostics, kept on the device during the loop and read once at the end."""
+
+    forget_loss: Tensor  # [S]
+    retain_loss: Tensor  # [S, T]
+    conflict: Tensor  # [S, T]: ⟨g_f, g_r^t⟩ > 0 on shared parameters; NaN where not computed
+    norm_ratio: Tensor  # [S]: ‖u‖ / ‖g_f‖ on shared parameters; NaN where not computed
+    steps_run: int = 0
+
+    @classmethod
+    def empty(cls, steps: int, num_tasks: int, device: torch.device) -> StepLog:
+        nan = float("nan")
+        return cls(
+            torch.full((steps,), nan, device=device),
+            torch.full((steps, num_tasks), nan, device=device),
+            torch.full((steps, num_tasks), nan, device=device),
+            torch.full((steps,), nan, device=device),
+        )
+
+    def summary(self, task_names: list[str]) -> dict[str, float]:
+        """Conflict rate per task and the mean norm ratio, over the steps that ran."""
+        n = self.steps_run
+        conflict = self.conflict[:n].cpu()
+        out: dict[str, float] = {}
+        for column, name in enumerate(task_names):
+            known = conflict[:, column][~conflict[:, column].isnan()]
+            out[f"conflict_rate/{name}"] = float(known.mean()) if len(known) else math.nan
+        ratio = self.norm_ratio[:n].cpu()
+        known_ratio = ratio[~ratio.isnan()]
+        out["norm_ratio"] = float(known_ratio.mean()) if len(known_ratio) else math.nan
+        return out
+
+    def curves(self, task_names: list[str]) -> dict[str, list[float]]:
+        n = self.steps_run
+        curves = {"forget_loss": self.forget_loss[:n].tolist(), "norm_ratio": self.norm_ratio[:n].tolist()}
+        retain = self.retain_loss[:n].cpu()
+        for column, name in enumerate(task_names):
+            curves[f"retain_loss/{name}"] = retain[:, column].tolist()
+        return curves
+
+
+@dataclass(kw_only=True)
+class UnlearningMethod(ABC):
+    """Base class of unlearning methods; subclasses add hyperparameters as fields."""
+
+    steps: int = 50
+    batch_size: int = 32
+
+    name: ClassVar[str] = ""
+    uses_forget: ClassVar[bool] = True
+    uses_retain: ClassVar[bool] = True
+    #: Host synchronisations for the divergence check happen only this often.
+    check_every: ClassVar[int] = 10
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Any]:
+        """Every hyperparameter with its default."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    def get_params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def learning_rates(self) -> tuple[float, float]:
+        """``(η_a, η_r)``; a method without one of the terms reports 0 for it."""
+        return float(getattr(self, "ascent_lr", 0.0)), float(getattr(self, "retain_lr", 0.0))
+
+    def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:
+        """Per-run state (task order, subspace bases); nothing by default."""
+
+    @abstractmethod
+    def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
+        """``u`` as a flat vector in the layout of :class:`ParameterLayout`."""
+
+    def unlearn(
+        self,
+        model: MultiTaskModel,
+        setup: UnlearningSetup,
+        *,
+        seed: int,
+        monitor: StepMonitor | None = None,
+        monitor_every: int = 0,
+    ) -> StepLog:
+        """Run the step budget on ``model`` in place; raise :class:`DivergenceError` on NaN/inf."""
+        device = setup.data.inputs.device
+        layout = ParameterLayout(model)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        self.prepare(layout, setup, seed)
+        ascent_lr, retain_lr = self.learning_rates
+        log = StepLog.empty(self.steps, len(setup.tasks), device)
+        model.train()
+        n_shared = layout.num_shared
+        for step in range(self.steps):
+            forget = retain = None
+            if self.uses_forget:
+                forget = setup.batch(setup.forget, self._positions(setup.forget, generator))
+            if self.uses_retain:
+                retain = setup.batch(setup.retain, self._positions(setup.retain, generator))
+            grads = StepGradients(layout, setup.tasks, setup.target, forget, retain)
+
+            delta = torch.zeros(sum(layout.numels), device=device)
+            if forget is not None:
+                direction = self.forget_direction(grads, step)
+                delta.add_(direction, alpha=ascent_lr)
+                log.forget_loss[step] = grads.forget_loss
+                g_f = grads.forget[:n_shared]
+                log.norm_ratio[step] = direction[:n_shared].norm() / g_f.norm().clamp(min=1e-12)
+                if "retain_by_task" in grads.__dict__:
+                    log.conflict[step] = (grads.retain_by_task[:, :n_shared] @ g_f > 0).float()
+            if retain is not None:
+                delta.sub_(grads.retain, alpha=retain_lr)
+                log.retain_loss[step] = grads.retain_losses
+            layout.add_(delta)
+            log.steps_run = step + 1
+
+            if (step + 1) % self.check_every == 0 or step + 1 == self.steps:
+                self._check_finite(log, layout, step)
+            if monitor is not None and monitor_every > 0 and (step + 1) % monitor_every == 0:
+                monitor(step + 1, model)
+        return log
+
+    def _positions(self, labeled: LabeledSet, generator: torch.Generator) -> Tensor:
+        return torch.randint(
+            len(labeled), (self.batch_size,), generator=generator, device=generator.device
+        )
+
+    def _check_finite(self, log: StepLog, layout: ParameterLayout, step: int) -> None:
+        # One host sync every `check_every` steps rather than one per step.
+        checks = [p.isfinite().all() for p in layout.params]
+        if self.uses_forget:
+            checks.append(log.forget_loss[: step + 1].isfinite().all())
+        if self.uses_retain:
+            checks.append(log.retain_loss[: step + 1].isfinite().all())
+        if bool(torch.stack(checks).all()):
+            return
+        bad = (~torch.isfinite(log.forget_loss[: step + 1])).nonzero()
+        where = f"; forget loss first non-finite at step {int(bad[0]) + 1}" if len(bad) else ""
+        raise DivergenceError(f"unlearning diverged by step {step + 1}: NaN or inf{where}")

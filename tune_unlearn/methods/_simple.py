@@ -1,0 +1,50 @@
+"""The baselines: fine-tuning, gradient ascent and GradDiff."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor
+
+from tune_unlearn.methods._base import UnlearningMethod
+from tune_unlearn.methods._gradients import StepGradients
+
+
+@dataclass(kw_only=True)
+class Finetune(UnlearningMethod):
+    """Descent on the retain set only: forgetting by catastrophic interference."""
+
+    retain_lr: float = 0.05
+
+    name: ClassVar[str] = "finetune"
+    uses_forget: ClassVar[bool] = False
+
+    def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
+        raise RuntimeError("finetune takes no forget direction")
+
+
+@dataclass(kw_only=True)
+class GradientAscent(UnlearningMethod):
+    """Ascent on the forget loss, with nothing to hold the retained knowledge in place."""
+
+    ascent_lr: float = 0.01
+
+    name: ClassVar[str] = "gradient_ascent"
+    uses_retain: ClassVar[bool] = False
+
+    def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
+        return grads.forget
+
+
+@dataclass(kw_only=True)
+class GradDiff(UnlearningMethod):
+    """Ascent on the forget loss and descent on the retain loss, unprojected."""
+
+    ascent_lr: float = 0.01
+    retain_lr: float = 0.05
+
+    name: ClassVar[str] = "graddiff"
+
+    def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
+        return grads.forget

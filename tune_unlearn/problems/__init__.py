@@ -1,0 +1,55 @@
+"""Multi-task problems: the built-in ones by name, and user problems from a factory path."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from tune_unlearn.problems._base import (
+    SPLITS,
+    MultiTaskData,
+    MultiTaskModel,
+    Problem,
+    Task,
+    TrainRecipe,
+)
+from tune_unlearn.problems._digits import DigitsProblem
+from tune_unlearn.registry import Registry
+
+PROBLEMS: Registry[type[Problem]] = Registry("problem")
+PROBLEMS.register("digits")(DigitsProblem)
+
+
+def load_factory(path: str) -> Any:
+    """Import ``"package.module:function"`` and return the attribute it names."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"expected 'package.module:function', got {path!r}")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attribute!r}") from None
+
+
+def build_problem(name: str | None, factory: str | None, params: dict[str, Any]) -> Problem:
+    """The problem a study file names, built with its parameters."""
+    make = load_factory(factory) if factory else PROBLEMS.get(name or "")
+    problem = make(**params)
+    if not isinstance(problem, Problem):
+        raise TypeError(f"{factory or name} returned {type(problem).__name__}, not a Problem")
+    return problem
+
+
+__all__ = [
+    "PROBLEMS",
+    "SPLITS",
+    "DigitsProblem",
+    "MultiTaskData",
+    "MultiTaskModel",
+    "Problem",
+    "Task",
+    "TrainRecipe",
+    "build_problem",
+    "load_factory",
+]

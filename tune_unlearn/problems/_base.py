@@ -1,0 +1,151 @@
+"""The multi-task problem contract: tasks, data, model factory, training recipe, splits.
+
+A problem owns everything specific to one model and data set. The rest of the package only
+sees :class:`Task` (how to score and lose on one head), :class:`MultiTaskData` (inputs, one
+label tensor per task, optional attributes) and :class:`MultiTaskModel` (a shared backbone and
+one head per task).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+TaskKind = Literal["classification", "regression"]
+SPLITS = ("train", "val", "holdout")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One head of the model, with its loss and its score in [0, 1].
+
+    Classification scores accuracy; regression scores the fraction of predictions within
+    ``tolerance`` of the target (absolute error), in the spirit of NYUv2's δ < 1.25.
+    """
+
+    name: str
+    kind: TaskKind
+    num_classes: int = 0
+    tolerance: float = 0.1
+
+    @property
+    def output_size(self) -> int:
+        return self.num_classes if self.kind == "classification" else 1
+
+    def per_sample_loss(self, output: Tensor, target: Tensor) -> Tensor:
+        if self.kind == "classification":
+            return F.cross_entropy(output, target.long(), reduction="none")
+        return (output.squeeze(-1) - target.float()).pow(2)
+
+    def per_sample_correct(self, output: Tensor, target: Tensor) -> Tensor:
+        """1.0 where the prediction counts as right, else 0.0, per sample."""
+        if self.kind == "classification":
+            return (output.argmax(dim=-1) == target.long()).float()
+        return ((output.squeeze(-1) - target.float()).abs() <= self.tolerance).float()
+
+
+@dataclass
+class MultiTaskData:
+    """All samples of a problem, in memory: inputs, one label tensor per task, attributes."""
+
+    inputs: Tensor
+    labels: dict[str, Tensor]
+    attributes: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def to(self, device: torch.device | str) -> MultiTaskData:
+        return MultiTaskData(
+            self.inputs.to(device),
+            {k: v.to(device) for k, v in self.labels.items()},
+            {k: v.to(device) for k, v in self.attributes.items()},
+        )
+
+
+class MultiTaskModel(nn.Module):
+    """A shared backbone feeding one head per task.
+
+    The split matters to the methods: projections act on the backbone's (shared) parameters,
+    while each head belongs to exactly one task.
+    """
+
+    def __init__(self, backbone: nn.Module, heads: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(dict(heads))
+
+    def features(self, inputs: Tensor) -> Tensor:
+        return self.backbone(inputs)  # type: ignore[no-any-return]
+
+    def forward(self, inputs: Tensor) -> dict[str, Tensor]:
+        shared = self.backbone(inputs)
+        return {name: head(shared) for name, head in self.heads.items()}
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How the problem's references (original and retrain) are trained."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+class Problem(ABC):
+    """Base class of a multi-task problem.
+
+    Subclasses declare ``tasks`` (and optionally ``attributes``), and implement
+    :meth:`load_data` and :meth:`build_model`. Constructor keyword arguments are the problem's
+    parameters from the study file; like scikit-learn estimators, ``__init__`` only stores them.
+    """
+
+    tasks: tuple[Task, ...] = ()
+    attributes: tuple[str, ...] = ()
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+
+    @abstractmethod
+    def load_data(self) -> MultiTaskData:
+        """All samples; called once per process and cached by the caller."""
+
+    @abstractmethod
+    def build_model(self) -> MultiTaskModel:
+        """A freshly initialised model; the caller seeds the global RNG first."""
+
+    def recipe(self) -> TrainRecipe:
+        return TrainRecipe()
+
+    def params(self) -> dict[str, Any]:
+        """The problem's parameters, for hashing the reference cache and for logging."""
+        if dataclasses.is_dataclass(self):
+            return dataclasses.asdict(self)
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def task(self, name: str) -> Task:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(f"unknown task {name!r}; valid: {', '.join(self.task_names)}")
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def split(self, num_samples: int, seed: int) -> dict[str, Tensor]:
+        """Seeded train/val/holdout index tensors (sorted, disjoint, covering every sample)."""
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(num_samples, generator=generator)
+        n_train = int(round(self.split_fractions[0] * num_samples))
+        n_val = int(round(self.split_fractions[1] * num_samples))
+        bounds = (0, n_train, n_train + n_val, num_samples)
+        return {
+            name: order[bounds[i] : bounds[i + 1]].sort().values for i, name in enumerate(SPLITS)
+        }

@@ -1,0 +1,155 @@
+"""Reference models (`original`, `retrain`): trained with the problem's recipe, cached on disk.
+
+The cache key is a content hash of everything that decides the weights — problem class and
+parameters, recipe, seed, package version and, for `retrain`, the forget request — so a second
+run of a study, and every trial of it, reuses them. Writes are atomic (temporary file, then
+``os.replace``) and guarded by a file lock, so concurrent workers train each reference once:
+a worker that finds one being trained waits for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from filelock import FileLock
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tune_unlearn import __version__
+from tune_unlearn.forget import ForgetRequest, LabeledSet
+from tune_unlearn.methods._gradients import Batch, masked_task_losses
+from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Problem
+
+ReferenceKind = Literal["original", "retrain"]
+StateDict = dict[str, Tensor]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("TUNE_UNLEARN_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "tune_unlearn"
+
+
+def seeded_model(problem: Problem, seed: int, device: torch.device) -> MultiTaskModel:
+    """A fresh model whose initial weights depend on ``seed`` only."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return problem.build_model().to(device)
+
+
+def train_model(
+    problem: Problem,
+    data: MultiTaskData,
+    labeled: LabeledSet,
+    *,
+    seed: int,
+    description: str = "training",
+) -> MultiTaskModel:
+    """Train a fresh model on ``labeled`` with the problem's recipe (masked multi-task loss)."""
+    device = data.inputs.device
+    recipe = problem.recipe()
+    model = seeded_model(problem, seed, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    labeled = labeled.to(device)
+    tasks = problem.tasks
+    model.train()
+    for _ in tqdm(range(recipe.epochs), desc=description, unit="epoch", leave=False):
+        order = torch.randperm(len(labeled), generator=generator).to(device)
+        for positions in order.split(recipe.batch_size):
+            rows = labeled.indices[positions]
+            batch = Batch(
+                data.inputs[rows],
+                {name: column[rows] for name, column in data.labels.items()},
+                labeled.mask[positions],
+            )
+            loss = masked_task_losses(model(batch.inputs), batch, tasks).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    return model
+
+
+@dataclass(frozen=True)
+class Reference:
+    kind: ReferenceKind
+    state_dict: StateDict
+    train_seconds: float
+    path: Path
+
+
+class ReferenceCache:
+    """Trained reference weights on disk, by content hash."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def key(
+        self,
+        kind: ReferenceKind,
+        problem: Problem,
+        seed: int,
+        forget: ForgetRequest | None = None,
+    ) -> str:
+        payload: dict[str, Any] = {
+            "kind": kind,
+            "problem": f"{type(problem).__module__}.{type(problem).__qualname__}",
+            "params": problem.params(),
+            "recipe": dataclasses.asdict(problem.recipe()),
+            "seed": seed,
+            "version": __version__,
+        }
+        if kind == "retrain":
+            if forget is None:
+                raise ValueError("the retrain reference depends on the forget request")
+            payload["forget"] = forget.fingerprint()
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def get_or_train(
+        self, kind: ReferenceKind, key: str, train: Callable[[], MultiTaskModel]
+    ) -> tuple[Reference, bool]:
+        """The cached reference, training it first if absent; also says whether it trained."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        weights = self.root / f"{kind}-{key}.pt"
+        meta = self.root / f"{kind}-{key}.json"
+        with FileLock(str(self.root / f"{kind}-{key}.lock")):
+            trained = not (weights.exists() and meta.exists())
+            if trained:
+                start = time.perf_counter()
+                model = train()
+                seconds = time.perf_counter() - start
+                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                _atomic_write(weights, lambda f: torch.save(state, f))
+                info = {"kind": kind, "train_seconds": seconds, "version": __version__}
+                _atomic_write(meta, lambda f: f.write(json.dumps(info).encode()))
+            state = torch.load(weights, weights_only=True)
+            seconds = float(json.loads(meta.read_text())["train_seconds"])
+        return Reference(kind, state, seconds, weights), trained
+
+
+def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_state_dict(state: StateDict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda f: torch.save(state, f))
