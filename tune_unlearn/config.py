@@ -27,8 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from tune_unlearn.metrics import METRICS
 from tune_unlearn.methods import METHODS
+from tune_unlearn.metrics import METRICS
 from tune_unlearn.problems import PROBLEMS, Problem, build_problem
 from tune_unlearn.registry import UnknownNameError
 
@@ -291,9 +291,9 @@ def _type_issues(method_raw: Mapping[str, Any], accepted: Mapping[str, Any]) -> 
             yield ConfigIssue(f"method.fixed.{key}", f"expected {type(default).__name__}", value)
     for key, dimension in _mapping(method_raw, "search").items():
         default = accepted.get(key)
-        if isinstance(dimension, Mapping) and isinstance(default, int) and not isinstance(default, bool):
-            if dimension.get("type", "float") == "float":
-                yield ConfigIssue(f"method.search.{key}", "is an integer hyperparameter; use 'type: int'")
+        integer = isinstance(default, int) and not isinstance(default, bool)
+        if integer and isinstance(dimension, Mapping) and dimension.get("type", "float") == "float":
+            yield ConfigIssue(f"method.search.{key}", "is an integer hyperparameter; use 'type: int'")
 
 
 def _forget_issues(forget: Mapping[str, Any], problem: Problem) -> Iterator[ConfigIssue]:
@@ -302,18 +302,26 @@ def _forget_issues(forget: Mapping[str, Any], problem: Problem) -> Iterator[Conf
     if isinstance(targets, list):
         for i, name in enumerate(targets):
             if name not in tasks:
-                yield ConfigIssue(f"forget.target_tasks.{i}", f"unknown task; valid: {', '.join(tasks)}", name)
+                yield ConfigIssue(
+                    f"forget.target_tasks.{i}", f"unknown task; valid: {', '.join(tasks)}", name
+                )
         if forget.get("mode") == "partial" and set(targets) >= set(tasks):
             yield ConfigIssue("forget.target_tasks", "partial mode must leave at least one task to keep")
     known = tasks + list(problem.attributes)
     for key, value in _mapping(forget, "where").items():
         if key not in known:
-            yield ConfigIssue(f"forget.where.{key}", f"no task or attribute of that name; valid: {', '.join(known)}")
+            yield ConfigIssue(
+                f"forget.where.{key}", f"no task or attribute of that name; valid: {', '.join(known)}"
+            )
         elif key in tasks:
             task = problem.task(key)
-            valid = task.kind != "classification" or (isinstance(value, int) and 0 <= value < task.num_classes)
+            valid = task.kind != "classification" or (
+                isinstance(value, int) and 0 <= value < task.num_classes
+            )
             if not valid:
-                yield ConfigIssue(f"forget.where.{key}", f"expected a class of {key} in 0..{task.num_classes - 1}", value)
+                yield ConfigIssue(
+                    f"forget.where.{key}", f"expected a class of {key} in 0..{task.num_classes - 1}", value
+                )
     index_file = forget.get("index_file")
     if isinstance(index_file, str) and not Path(index_file).is_file():
         yield ConfigIssue("forget.index_file", "no such file", index_file)
@@ -322,7 +330,9 @@ def _forget_issues(forget: Mapping[str, Any], problem: Problem) -> Iterator[Conf
 def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
     """Validate a study mapping; raise :class:`ConfigError` listing every problem."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(source, [ConfigIssue("", "expected a mapping at the top level", type(raw).__name__)])
+        raise ConfigError(
+            source, [ConfigIssue("", "expected a mapping at the top level", type(raw).__name__)]
+        )
     issues: list[ConfigIssue] = []
     config = None
     try:

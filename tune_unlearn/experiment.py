@@ -10,6 +10,7 @@ the validators alone.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Problem
 from tune_unlearn.references import (
     Reference,
     ReferenceCache,
+    ReferenceKind,
     default_cache_dir,
     seeded_model,
     train_model,
@@ -90,7 +92,11 @@ class Experiment:
         cpu_data = self.problem.load_data()
         self.splits = self.problem.split(len(cpu_data), config.problem.seed)
         forget_cfg = config.forget
-        targets = tuple(forget_cfg.target_tasks or self.task_names) if forget_cfg.mode == "partial" else tuple(self.task_names)
+        targets = (
+            tuple(forget_cfg.target_tasks or self.task_names)
+            if forget_cfg.mode == "partial"
+            else tuple(self.task_names)
+        )
         indices = select_forget_indices(
             cpu_data,
             self.splits["train"],
@@ -102,7 +108,10 @@ class Experiment:
         self.request = ForgetRequest(forget_cfg.mode, targets, indices)
         self.data: MultiTaskData = cpu_data.to(self.device)
         self.sets: dict[str, LabeledSet] = {
-            "val": LabeledSet(self.splits["val"], torch.ones(len(self.splits["val"]), len(self.task_names), dtype=torch.bool)),
+            "val": LabeledSet(
+                self.splits["val"],
+                torch.ones(len(self.splits["val"]), len(self.task_names), dtype=torch.bool),
+            ),
             "forget": self.request.forget_set(self.task_names),
             "retain": self.request.retain_set(self.splits["train"], self.task_names),
         }
@@ -120,7 +129,9 @@ class Experiment:
         self.reference_scores: dict[str, float] = {}
         for kind, reference in self.references.items():
             model = self.model_from(reference.state_dict)
-            self.reference_scores.update(self.score(kind, evaluate(model, self.data, self._rows, self.problem.tasks)))
+            self.reference_scores.update(
+                self.score(kind, evaluate(model, self.data, self._rows, self.problem.tasks))
+            )
         self.original_vector = _flat(self.references["original"].state_dict).to(self.device)
 
     # -- references ---------------------------------------------------------------------------
@@ -129,22 +140,25 @@ class Experiment:
         cache = ReferenceCache(cfg.references.cache_dir or default_cache_dir())
         seed = cfg.problem.seed
         all_train = LabeledSet(
-            self.splits["train"], torch.ones(len(self.splits["train"]), len(self.task_names), dtype=torch.bool)
+            self.splits["train"],
+            torch.ones(len(self.splits["train"]), len(self.task_names), dtype=torch.bool),
         )
-        plans = {"original": (all_train, None)}
+        plans: dict[ReferenceKind, tuple[LabeledSet, ForgetRequest | None]] = {"original": (all_train, None)}
         if cfg.references.retrain:
             plans["retrain"] = (self.sets["retain"], self.request)
         references: dict[str, Reference] = {}
         self.trained_references: list[str] = []
         for kind, (labeled, request) in plans.items():
-            key = cache.key(kind, self.problem, seed, request)  # type: ignore[arg-type]
-            reference, trained = cache.get_or_train(
-                kind,  # type: ignore[arg-type]
-                key,
-                lambda labeled=labeled, kind=kind: train_model(
-                    self.problem, self.data, labeled, seed=seed, description=f"training {kind}" if progress else ""
-                ),
+            train = functools.partial(
+                train_model,
+                self.problem,
+                self.data,
+                labeled,
+                seed=seed,
+                description=f"training {kind}",
+                progress=progress,
             )
+            reference, trained = cache.get_or_train(kind, cache.key(kind, self.problem, seed, request), train)
             if trained:
                 self.trained_references.append(kind)
             references[kind] = reference
@@ -181,14 +195,14 @@ class Experiment:
         method = self.build_method(params)
         model = self.model_from(self.references["original"].state_dict)
         model = copy.deepcopy(model)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(seed)  # svd_lowrank draws from the global generator
-            with PhaseTimer(self.device) as timer:
-                log = method.unlearn(model, self.setup, seed=seed, monitor=monitor, monitor_every=monitor_every)
+        with PhaseTimer(self.device) as timer:
+            log = method.unlearn(model, self.setup, seed=seed, monitor=monitor, monitor_every=monitor_every)
         metrics = self.measure(model, gpu_seconds=timer.seconds, seed=seed)
         return RunResult(model, metrics, log, method.get_params(), seed, log.summary(self.task_names))
 
-    def measure(self, model: MultiTaskModel, *, gpu_seconds: float = math.nan, seed: int = 0) -> dict[str, float]:
+    def measure(
+        self, model: MultiTaskModel, *, gpu_seconds: float = math.nan, seed: int = 0
+    ) -> dict[str, float]:
         per_sample = evaluate(model, self.data, self._rows, self.problem.tasks)
         scores = {**self.reference_scores, **self.score("unlearned", per_sample)}
         target = self.request.target_columns(self.task_names)

@@ -112,7 +112,7 @@ def select_forget_indices(
         chosen = train_indices[selected]
     if fraction < 1.0:
         generator = torch.Generator().manual_seed(seed)
-        keep = torch.randperm(len(chosen), generator=generator)[: int(round(fraction * len(chosen)))]
+        keep = torch.randperm(len(chosen), generator=generator)[: round(fraction * len(chosen))]
         chosen = chosen[keep.sort().values]
     if len(chosen) == 0:
         raise ValueError("the forget request selects no train instance")

@@ -56,6 +56,10 @@ class Metric(ABC):
     direction: ClassVar[Direction]
     #: For ``direction == "target"``: the value to approach; the objective is the distance to it.
     target: ClassVar[float] = 0.0
+    #: Objective values (see :meth:`objective`) of a perfect and of a worthless model; they fix
+    #: the hypervolume box so that fronts of different studies compare. ``None``: set per study.
+    ideal: ClassVar[float] = 0.0
+    worst: ClassVar[float | None] = 1.0
 
     @abstractmethod
     def compute(self, ctx: MetricContext) -> float: ...
@@ -86,6 +90,7 @@ class ForgetEfficacy(Metric):
 
     name = "forget_efficacy"
     direction = "maximize"
+    ideal, worst = 1.0, 0.0
 
     def compute(self, ctx: MetricContext) -> float:
         values = []
@@ -112,9 +117,12 @@ class RetainedUtility(Metric):
 
     name = "retained_utility"
     direction = "maximize"
+    ideal, worst = 1.0, 0.0
 
     def compute(self, ctx: MetricContext) -> float:
-        ratios = [_ratio(ctx.score("unlearned", "val", t), ctx.score("original", "val", t)) for t in ctx.tasks]
+        ratios = [
+            _ratio(ctx.score("unlearned", "val", t), ctx.score("original", "val", t)) for t in ctx.tasks
+        ]
         if ctx.mode == "partial":
             ratios += [
                 _ratio(ctx.score("unlearned", "kept", t), ctx.score("original", "kept", t))
@@ -134,9 +142,14 @@ class UnlearningImpactScore(Metric):
         def relative(a: float, o: float) -> float:
             return abs(o - a) / o if o > 0 else 0.0
 
-        utility = np.mean([relative(ctx.score("unlearned", "val", t), ctx.score("original", "val", t)) for t in ctx.tasks])
+        utility = np.mean(
+            [relative(ctx.score("unlearned", "val", t), ctx.score("original", "val", t)) for t in ctx.tasks]
+        )
         forgetting = np.mean(
-            [relative(ctx.score("unlearned", "forget", t), ctx.score("original", "val", t)) for t in ctx.target_tasks]
+            [
+                relative(ctx.score("unlearned", "forget", t), ctx.score("original", "val", t))
+                for t in ctx.target_tasks
+            ]
         )
         return float(0.5 * utility + 0.5 * forgetting)
 
@@ -158,6 +171,7 @@ class GpuSeconds(Metric):
 
     name = "gpu_seconds"
     direction = "minimize"
+    worst = None  # the retrain reference's training seconds: unlearning must cost less
 
     def compute(self, ctx: MetricContext) -> float:
         return ctx.gpu_seconds
@@ -175,6 +189,7 @@ class MiaAuc(Metric):
     name = "mia_auc"
     direction = "target"
     target = 0.5
+    ideal, worst = 0.0, 0.5
 
     def compute(self, ctx: MetricContext) -> float:
         if ctx.forget_losses is None or ctx.val_losses is None:

@@ -53,6 +53,7 @@ def train_model(
     *,
     seed: int,
     description: str = "training",
+    progress: bool = True,
 ) -> MultiTaskModel:
     """Train a fresh model on ``labeled`` with the problem's recipe (masked multi-task loss)."""
     device = data.inputs.device
@@ -63,7 +64,7 @@ def train_model(
     labeled = labeled.to(device)
     tasks = problem.tasks
     model.train()
-    for _ in tqdm(range(recipe.epochs), desc=description, unit="epoch", leave=False):
+    for _ in tqdm(range(recipe.epochs), desc=description, unit="epoch", leave=False, disable=not progress):
         order = torch.randperm(len(labeled), generator=generator).to(device)
         for positions in order.split(recipe.batch_size):
             rows = labeled.indices[positions]

@@ -119,7 +119,7 @@ class UnlearningMethod(ABC):
         """``(η_a, η_r)``; a method without one of the terms reports 0 for it."""
         return float(getattr(self, "ascent_lr", 0.0)), float(getattr(self, "retain_lr", 0.0))
 
-    def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:
+    def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:  # noqa: B027
         """Per-run state (task order, subspace bases); nothing by default."""
 
     @abstractmethod
@@ -135,15 +135,32 @@ class UnlearningMethod(ABC):
         monitor: StepMonitor | None = None,
         monitor_every: int = 0,
     ) -> StepLog:
-        """Run the step budget on ``model`` in place; raise :class:`DivergenceError` on NaN/inf."""
+        """Run the step budget on ``model`` in place; raise :class:`DivergenceError` on NaN/inf.
+
+        The same seed gives the same updates: batches come from a seeded generator, and the
+        global generator (which ``torch.svd_lowrank`` draws from) is seeded inside a fork.
+        """
+        device = setup.data.inputs.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return self._run_steps(model, setup, seed, monitor, monitor_every)
+
+    def _run_steps(
+        self,
+        model: MultiTaskModel,
+        setup: UnlearningSetup,
+        seed: int,
+        monitor: StepMonitor | None,
+        monitor_every: int,
+    ) -> StepLog:
         device = setup.data.inputs.device
         layout = ParameterLayout(model)
         generator = torch.Generator(device=device).manual_seed(seed)
         self.prepare(layout, setup, seed)
-        ascent_lr, retain_lr = self.learning_rates
         log = StepLog.empty(self.steps, len(setup.tasks), device)
-        model.train()
-        n_shared = layout.num_shared
+        # Eval mode: normalisation layers keep the original's statistics and per-sample
+        # gradients (vmap over single samples) stay well defined; gradients flow as usual.
+        model.eval()
         for step in range(self.steps):
             forget = retain = None
             if self.uses_forget:
@@ -151,19 +168,11 @@ class UnlearningMethod(ABC):
             if self.uses_retain:
                 retain = setup.batch(setup.retain, self._positions(setup.retain, generator))
             grads = StepGradients(layout, setup.tasks, setup.target, forget, retain)
-
-            delta = torch.zeros(sum(layout.numels), device=device)
-            if forget is not None:
-                direction = self.forget_direction(grads, step)
-                delta.add_(direction, alpha=ascent_lr)
-                log.forget_loss[step] = grads.forget_loss
-                g_f = grads.forget[:n_shared]
-                log.norm_ratio[step] = direction[:n_shared].norm() / g_f.norm().clamp(min=1e-12)
-                if "retain_by_task" in grads.__dict__:
-                    log.conflict[step] = (grads.retain_by_task[:, :n_shared] @ g_f > 0).float()
-            if retain is not None:
-                delta.sub_(grads.retain, alpha=retain_lr)
-                log.retain_loss[step] = grads.retain_losses
+            try:
+                delta = self._step_delta(grads, step, log)
+            except torch.linalg.LinAlgError as error:  # type: ignore[attr-defined]
+                # SVD/QR fail only on non-finite gradients: the trajectory has blown up.
+                raise DivergenceError(f"unlearning diverged at step {step + 1}: {error}") from error
             layout.add_(delta)
             log.steps_run = step + 1
 
@@ -173,10 +182,27 @@ class UnlearningMethod(ABC):
                 monitor(step + 1, model)
         return log
 
+    def _step_delta(self, grads: StepGradients, step: int, log: StepLog) -> Tensor:
+        """``η_a·u − η_r·g_r`` for this step, logging the diagnostics on the device."""
+        ascent_lr, retain_lr = self.learning_rates
+        layout = grads.layout
+        n_shared = layout.num_shared
+        delta = torch.zeros(sum(layout.numels), device=grads.target.device)
+        if grads.forget_batch is not None:
+            direction = self.forget_direction(grads, step)
+            delta.add_(direction, alpha=ascent_lr)
+            log.forget_loss[step] = grads.forget_loss
+            g_f = grads.forget[:n_shared]
+            log.norm_ratio[step] = direction[:n_shared].norm() / g_f.norm().clamp(min=1e-12)
+            if "retain_by_task" in grads.__dict__:
+                log.conflict[step] = (grads.retain_by_task[:, :n_shared] @ g_f > 0).float()
+        if grads.retain_batch is not None:
+            delta.sub_(grads.retain, alpha=retain_lr)
+            log.retain_loss[step] = grads.retain_losses
+        return delta
+
     def _positions(self, labeled: LabeledSet, generator: torch.Generator) -> Tensor:
-        return torch.randint(
-            len(labeled), (self.batch_size,), generator=generator, device=generator.device
-        )
+        return torch.randint(len(labeled), (self.batch_size,), generator=generator, device=generator.device)
 
     def _check_finite(self, log: StepLog, layout: ParameterLayout, step: int) -> None:
         # One host sync every `check_every` steps rather than one per step.

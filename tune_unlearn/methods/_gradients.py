@@ -57,7 +57,7 @@ class ParameterLayout:
         self.shared_names = [f"backbone.{n}" for n, _ in model.backbone.named_parameters()]
         self.head_names = [f"heads.{n}" for n, _ in model.heads.named_parameters()]
         named = dict(model.named_parameters())
-        self.params = [named[n] for n in self.shared_names + self.head_names]
+        self.params: list[Tensor] = [named[n] for n in self.shared_names + self.head_names]
         self.num_shared = sum(named[n].numel() for n in self.shared_names)
         self.numels = [p.numel() for p in self.params]
 
@@ -129,9 +129,7 @@ class StepGradients:
         """``g_r = Σ_t g_r^t``; one backward unless the per-task gradients exist already."""
         if "retain_by_task" in self.__dict__:
             return self.retain_by_task.sum(dim=0)
-        grads = torch.autograd.grad(
-            self._retain_losses_graph.sum(), self.layout.params, allow_unused=True
-        )
+        grads = torch.autograd.grad(self._retain_losses_graph.sum(), self.layout.params, allow_unused=True)
         return flatten(grads, self.layout.params)
 
     # -- per-sample (shared parameters only) -------------------------------------------------

@@ -7,6 +7,9 @@ from torch import Tensor
 
 #: Directions with a singular value below this share of the largest are numerically absent.
 _RANK_TOLERANCE = 1e-6
+#: Extra random directions for the randomized SVD (Halko et al.): the top ``rank`` come out
+#: far more accurately when the sketch is a little wider than ``rank``.
+_OVERSAMPLING = 5
 
 
 def pcgrad(u: Tensor, task_grads: Tensor, order: list[int], strength: float) -> Tensor:
@@ -25,22 +28,26 @@ def project_out(vectors: Tensor, basis: Tensor, strength: float) -> Tensor:
     """``v − λ·B(Bᵀv)`` for a vector ``[P]`` or rows ``[N, P]``; ``basis`` is ``[P, k]``."""
     if basis.shape[1] == 0:
         return vectors
-    return vectors - strength * (vectors @ basis) @ basis.T
+    projected: Tensor = vectors - strength * (vectors @ basis) @ basis.T
+    return projected
 
 
 def orthonormal_basis(columns: Tensor) -> Tensor:
-    """An orthonormal basis of the span of ``columns`` (``[P, m]``) by QR, ``[P, k]``.
+    """An orthonormal basis of the span of ``columns`` (``[P, m]``), as ``[P, m]``.
 
-    Zero columns (samples without a label for the task, say) are dropped first, so the basis
-    spans exactly what the gradients span and nothing the projection would remove in vain.
+    DESIGN §3 names QR; but batches drawn with replacement repeat samples, and on linearly
+    dependent columns QR's extra ``Q`` columns are arbitrary directions outside the span. The
+    left singular vectors span exactly the same space as QR's ``Q`` when the columns are
+    independent, and stay exact when they are not. Directions with a negligible singular
+    value (zero gradients of unlabeled samples, repeats) are zeroed rather than dropped: a zero
+    column changes no projection ``B(Bᵀv)``, and a fixed shape needs no host sync.
     """
-    norms = columns.norm(dim=0)
-    keep = norms > _RANK_TOLERANCE * norms.max().clamp(min=1e-30)
-    q, r = torch.linalg.qr(columns[:, keep])
-    # With linearly dependent columns, QR leaves near-zero diagonal entries; their Q columns
-    # are arbitrary directions, not part of the span.
-    diagonal = r.diagonal().abs()
-    return q[:, diagonal > _RANK_TOLERANCE * diagonal.max().clamp(min=1e-30)]
+    if columns.shape[1] == 0:
+        return columns
+    left, singular, _ = torch.linalg.svd(columns, full_matrices=False)
+    keep = singular > _RANK_TOLERANCE * singular.amax().clamp(min=1e-30)
+    basis: Tensor = left * keep.to(left.dtype)
+    return basis
 
 
 def task_subspace_basis(per_task_samples: Tensor, rank: int) -> Tensor:
@@ -48,11 +55,13 @@ def task_subspace_basis(per_task_samples: Tensor, rank: int) -> Tensor:
 
     ``per_task_samples`` is ``[T, B, P]`` (per-sample retain gradients of each task); the top
     right singular vectors come from randomized SVD (``torch.svd_lowrank``), and the union is
-    orthonormalised by QR. Returns ``[P, k]`` with ``k ≤ T·rank``.
+    orthonormalised. Returns ``[P, T·rank]``; directions that are absent are zero columns.
     """
-    directions = []
+    directions = [per_task_samples.new_zeros(per_task_samples.shape[2], 0)]
     for samples in per_task_samples:
-        q = min(rank, *samples.shape)
+        q = min(rank + _OVERSAMPLING, *samples.shape)
         _, singular, v = torch.svd_lowrank(samples, q=q, niter=2)
-        directions.append(v[:, singular > _RANK_TOLERANCE * singular.max().clamp(min=1e-30)])
+        singular, v = singular[:rank], v[:, :rank]
+        keep = singular > _RANK_TOLERANCE * singular.amax().clamp(min=1e-30)
+        directions.append(v * keep.to(v.dtype))
     return orthonormal_basis(torch.cat(directions, dim=1))

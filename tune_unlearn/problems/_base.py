@@ -143,9 +143,7 @@ class Problem(ABC):
         """Seeded train/val/holdout index tensors (sorted, disjoint, covering every sample)."""
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(num_samples, generator=generator)
-        n_train = int(round(self.split_fractions[0] * num_samples))
-        n_val = int(round(self.split_fractions[1] * num_samples))
+        n_train = round(self.split_fractions[0] * num_samples)
+        n_val = round(self.split_fractions[1] * num_samples)
         bounds = (0, n_train, n_train + n_val, num_samples)
-        return {
-            name: order[bounds[i] : bounds[i + 1]].sort().values for i, name in enumerate(SPLITS)
-        }
+        return {name: order[bounds[i] : bounds[i + 1]].sort().values for i, name in enumerate(SPLITS)}

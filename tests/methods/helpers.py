@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import torch
+
+from tune_unlearn.experiment import Experiment
+from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
+from tune_unlearn.problems import MultiTaskModel
+
+
+def original_model(experiment: Experiment) -> MultiTaskModel:
+    return experiment.model_from(experiment.references["original"].state_dict)
+
+
+def step_gradients(
+    experiment: Experiment, model: MultiTaskModel, seed: int = 0, batch: int = 12
+) -> StepGradients:
+    """Gradients of one step on seeded forget and retain batches of the tiny experiment."""
+    setup = experiment.setup
+    generator = torch.Generator().manual_seed(seed)
+    forget = setup.batch(setup.forget, torch.randint(len(setup.forget), (batch,), generator=generator))
+    retain = setup.batch(setup.retain, torch.randint(len(setup.retain), (batch,), generator=generator))
+    return StepGradients(ParameterLayout(model), setup.tasks, setup.target, forget, retain)

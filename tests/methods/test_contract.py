@@ -1,0 +1,51 @@
+"""The contract every registered method meets; a new method is covered by registering it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from tune_unlearn.experiment import Experiment
+from tune_unlearn.methods import METHODS, DivergenceError, GradientAscent
+
+from .helpers import original_model
+
+ALL_METHODS = METHODS.names()
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_hyperparameters_are_keyword_arguments_with_defaults_that_round_trip(name: str) -> None:
+    cls = METHODS.get(name)
+    hyper = cls.hyperparameters()
+    assert {"steps", "batch_size"} <= set(hyper)
+    assert all(value is not dataclasses.MISSING for value in hyper.values())
+    method = cls(**hyper)
+    assert method.get_params() == hyper
+    changed = {k: (v * 2 if isinstance(v, (int, float)) else v) for k, v in hyper.items()}
+    assert cls(**changed).get_params() == changed
+    with pytest.raises(TypeError):
+        cls(1)  # type: ignore[misc]  # positional hyperparameters are refused
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_unlearning_moves_the_model_and_is_deterministic_under_a_seed(
+    tiny_experiment: Experiment, name: str
+) -> None:
+    method = METHODS.get(name)(steps=4, batch_size=8)
+    first, second = original_model(tiny_experiment), original_model(tiny_experiment)
+    before = [p.detach().clone() for p in first.parameters()]
+    log = method.unlearn(first, tiny_experiment.setup, seed=5)
+    method.unlearn(second, tiny_experiment.setup, seed=5)
+    assert log.steps_run == 4
+    assert any(not torch.equal(a, b) for a, b in zip(before, first.parameters(), strict=True))
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert bool(torch.isfinite(log.retain_loss).any() | torch.isfinite(log.forget_loss).any())
+
+
+def test_a_huge_ascent_rate_raises_divergence(tiny_experiment: Experiment) -> None:
+    model = original_model(tiny_experiment)
+    with pytest.raises(DivergenceError, match="diverged"):
+        GradientAscent(steps=40, ascent_lr=1e6).unlearn(model, tiny_experiment.setup, seed=0)

@@ -1,0 +1,188 @@
+"""What a study leaves in its output folder: ``pareto.json``, ``trials.csv`` and a console table.
+
+Everything here is rebuilt from the Optuna storage alone (plus the study file), so ``report``
+can reproduce the files without running a trial. No timestamps are written, so the same
+storage gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tune_unlearn import __version__
+from tune_unlearn.config import StudyConfig
+from tune_unlearn.metrics import METRICS
+from tune_unlearn.pareto import HypervolumeBox, hypervolume_history, is_feasible, recommend_ideal_point
+from tune_unlearn.study import directions
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """The analysed state of a study."""
+
+    config: StudyConfig
+    trials: list[FrozenTrial]
+    front: list[FrozenTrial]
+    recommended: FrozenTrial | None
+    box: HypervolumeBox
+    hypervolume: float
+    history: list[float]
+
+    @property
+    def complete(self) -> list[FrozenTrial]:
+        return [t for t in self.trials if t.state == TrialState.COMPLETE]
+
+    @property
+    def feasible(self) -> list[FrozenTrial]:
+        return [t for t in self.complete if is_feasible(t)]
+
+    def is_pareto(self, trial: FrozenTrial) -> bool:
+        return any(t.number == trial.number for t in self.front)
+
+    def is_recommended(self, trial: FrozenTrial) -> bool:
+        return self.recommended is not None and self.recommended.number == trial.number
+
+
+def summarise(study: optuna.Study, config: StudyConfig, gpu_seconds_budget: float) -> StudySummary:
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    dirs = directions(config)
+    # Optuna's best_trials already restricts the front to feasible trials when constrained.
+    front = (
+        sorted(study.best_trials, key=lambda t: t.number)
+        if any(t.state == TrialState.COMPLETE for t in trials)
+        else []
+    )
+    front = [t for t in front if is_feasible(t)]
+    box = HypervolumeBox.for_objectives(config.objectives, gpu_seconds_budget)
+    volume = box.hypervolume([t.values for t in front]) if front else 0.0  # type: ignore[arg-type]
+    return StudySummary(
+        config=config,
+        trials=trials,
+        front=front,
+        recommended=recommend_ideal_point(front, dirs),
+        box=box,
+        hypervolume=volume,
+        history=hypervolume_history(trials, box, dirs),
+    )
+
+
+def _trial_entry(summary: StudySummary, trial: FrozenTrial) -> dict[str, Any]:
+    return {
+        "number": trial.number,
+        "params": trial.params,
+        "values": dict(zip(summary.config.objectives, trial.values or [], strict=False)),
+        "metrics": trial.user_attrs.get("metrics", {}),
+        "diagnostics": trial.user_attrs.get("diagnostics", {}),
+        "constraints": trial.constraints,
+        "feasible": is_feasible(trial),
+        "pareto": summary.is_pareto(trial),
+        "recommended": summary.is_recommended(trial),
+        "seed": trial.user_attrs.get("seed"),
+    }
+
+
+def pareto_document(summary: StudySummary) -> dict[str, Any]:
+    config = summary.config
+    states = Counter(t.state.name.lower() for t in summary.trials)
+    not_complete = [
+        {
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "params": t.params,
+            "reason": t.user_attrs.get("fail_reason") or t.user_attrs.get("pruned_reason"),
+        }
+        for t in summary.trials
+        if t.state in (TrialState.FAIL, TrialState.PRUNED)
+    ]
+    return {
+        "study": config.name,
+        "package_version": __version__,
+        "problem": config.problem.name or config.problem.factory,
+        "method": config.method.name,
+        "forget_mode": config.forget.mode,
+        "objectives": [
+            {"name": name, "direction": direction, "metric_direction": METRICS.get(name).direction}
+            for name, direction in zip(config.objectives, directions(config), strict=True)
+        ],
+        "constraints": [str(c) for c in config.constraints],
+        "counts": {
+            **{s: states.get(s, 0) for s in ("complete", "fail", "pruned", "running")},
+            "feasible": len(summary.feasible),
+            "pareto": len(summary.front),
+        },
+        "hypervolume": {"value": summary.hypervolume, "history": summary.history, **summary.box.as_dict()},
+        "recommended": summary.recommended.number if summary.recommended else None,
+        "recommendation_rule": "ideal_point",
+        "trials": [_trial_entry(summary, t) for t in summary.complete],
+        "not_complete": not_complete,
+    }
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def write_trials_csv(path: Path, summary: StudySummary) -> None:
+    """One row per trial of every state, with params, objectives and the headline metrics."""
+    param_names = sorted({k for t in summary.trials for k in t.params})
+    metric_names = [n for n in METRICS.names()]
+    header = ["number", "state", "feasible", "pareto", "recommended", "seed"]
+    header += [f"param/{p}" for p in param_names] + [f"metric/{m}" for m in metric_names] + ["reason"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        for t in summary.trials:
+            metrics = t.user_attrs.get("metrics", {})
+            writer.writerow(
+                [
+                    t.number,
+                    t.state.name.lower(),
+                    is_feasible(t) if t.state == TrialState.COMPLETE else "",
+                    summary.is_pareto(t),
+                    summary.is_recommended(t),
+                    t.user_attrs.get("seed", ""),
+                ]
+                + [t.params.get(p, "") for p in param_names]
+                + [_cell(metrics.get(m)) for m in metric_names]
+                + [t.user_attrs.get("fail_reason") or t.user_attrs.get("pruned_reason") or ""]
+            )
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def pareto_table(summary: StudySummary) -> str:
+    """The Pareto trials as a fixed-width text table, the recommendation marked with ``*``."""
+    if not summary.front:
+        reason = "no feasible trial" if summary.complete else "no complete trial"
+        return f"Pareto front: empty ({reason})"
+    params = sorted({k for t in summary.front for k in t.params})
+    columns = ["trial", *params, *summary.config.objectives]
+    rows = []
+    for t in summary.front:
+        metrics = t.user_attrs.get("metrics", {})
+        mark = "*" if summary.is_recommended(t) else " "
+        rows.append(
+            [f"{mark}{t.number}"]
+            + [_cell(t.params.get(p)) for p in params]
+            + [_cell(metrics.get(o)) for o in summary.config.objectives]
+        )
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    line = "  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))
+    body = "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows)
+    title = (
+        f"Pareto front: {len(summary.front)} of {len(summary.complete)} complete trials "
+        f"(hypervolume {summary.hypervolume:.4f}; * = recommended)"
+    )
+    return f"{title}\n{line}\n{body}"

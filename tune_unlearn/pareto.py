@@ -1,0 +1,107 @@
+"""The trade-off a study reveals: feasible trials, the Pareto front, its hypervolume, and one
+recommended configuration (DESIGN §5).
+
+Hypervolume is computed by moocore in a fixed, documented box so that fronts of different
+studies (with and without the collapse guard, or of different samplers) compare: each objective
+is mapped to [0, 1] by ``(value − ideal) / (worst − ideal)`` with the metric's own ideal and worst
+values (``gpu_seconds``: worst = the retrain reference's training seconds), clipped, and the
+reference point is (1, …, 1). A hypervolume of 1 would be a single perfect, free trial.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import moocore
+import numpy as np
+from optuna.trial import FrozenTrial, TrialState
+
+from tune_unlearn.metrics import METRICS
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return all(value <= 0.0 for value in trial.constraints.values())
+
+
+@dataclass(frozen=True)
+class HypervolumeBox:
+    """Per objective, the objective value of a perfect model and the reference (worst) value."""
+
+    objectives: tuple[str, ...]
+    ideal: tuple[float, ...]
+    worst: tuple[float, ...]
+
+    @classmethod
+    def for_objectives(cls, objectives: Sequence[str], gpu_seconds_budget: float) -> HypervolumeBox:
+        ideal, worst = [], []
+        for name in objectives:
+            metric = METRICS.get(name)
+            ideal.append(metric.ideal)
+            worst.append(gpu_seconds_budget if metric.worst is None else metric.worst)
+        return cls(tuple(objectives), tuple(ideal), tuple(worst))
+
+    def normalise(self, values: np.ndarray) -> np.ndarray:
+        """Objective values ``[n, k]`` to the unit box, 0 = ideal, 1 = reference; clipped."""
+        ideal, worst = np.asarray(self.ideal), np.asarray(self.worst)
+        normalised: np.ndarray = np.clip((values - ideal) / (worst - ideal), 0.0, 1.0)
+        return normalised
+
+    def hypervolume(self, values: np.ndarray) -> float:
+        if len(values) == 0:
+            return 0.0
+        points = self.normalise(np.asarray(values, dtype=float))
+        return float(moocore.hypervolume(points, ref=np.ones(points.shape[1])))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "objectives": list(self.objectives),
+            "ideal": list(self.ideal),
+            "reference_point": list(self.worst),
+            "normalisation": "(value - ideal) / (reference - ideal), clipped to [0, 1]; "
+            "hypervolume of the unit box that the normalised front dominates",
+        }
+
+
+def front_trials(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> list[FrozenTrial]:
+    """Feasible complete trials that no other feasible complete trial dominates."""
+    candidates = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t)]
+    if not candidates:
+        return []
+    signs = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
+    values = np.array([t.values for t in candidates]) * signs
+    mask = moocore.is_nondominated(values, keep_weakly=True)
+    return [t for t, keep in zip(candidates, mask, strict=True) if keep]
+
+
+def recommend_ideal_point(front: Sequence[FrozenTrial], directions: Sequence[str]) -> FrozenTrial | None:
+    """The front trial nearest the ideal point once each objective is normalised over the front."""
+    if not front:
+        return None
+    signs = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
+    values = np.array([t.values for t in front]) * signs
+    low, high = values.min(axis=0), values.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    distances = np.linalg.norm((values - low) / span, axis=1)
+    # ties (equal distance) go to the earlier trial, so the choice is stable
+    best = min(range(len(front)), key=lambda i: (round(float(distances[i]), 12), front[i].number))
+    return front[best]
+
+
+def hypervolume_history(
+    trials: Sequence[FrozenTrial], box: HypervolumeBox, directions: Sequence[str]
+) -> list[float]:
+    """Hypervolume of the feasible front after each trial, in trial order."""
+    history, seen = [], []
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.state == TrialState.COMPLETE and is_feasible(trial):
+            seen.append(trial)
+        front = front_trials(seen, directions)
+        history.append(box.hypervolume(np.array([t.values for t in front])) if front else 0.0)
+    return history
+
+
+def finite(value: float) -> float | None:
+    """JSON has no NaN; a metric that could not be computed is written as null."""
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None

@@ -1,0 +1,154 @@
+"""The Optuna study: storage, sampler, search space, and the objective of one trial (DESIGN §5)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+
+from tune_unlearn.config import SamplerConfig, SearchParam, StudyConfig
+from tune_unlearn.experiment import Experiment, RunResult
+from tune_unlearn.methods import DivergenceError
+from tune_unlearn.metrics import METRICS
+from tune_unlearn.pareto import finite
+
+_RDB_SCHEMES = ("sqlite://", "postgresql://", "postgresql+", "mysql://", "mysql+")
+
+
+def storage_url(config: StudyConfig, override: str | None = None) -> str:
+    """The storage string: ``--storage``, else the study file's, else SQLite in the output."""
+    if override:
+        return override
+    if config.storage:
+        return config.storage
+    return f"sqlite:///{(config.output_dir() / 'study.db').resolve()}"
+
+
+def open_storage(url: str) -> BaseStorage:
+    """RDB for SQL URLs, journal-on-Redis for ``redis://``, else a journal file at that path."""
+    if url.startswith(_RDB_SCHEMES):
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return RDBStorage(url)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return JournalStorage(JournalRedisBackend(url))
+    path = Path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def make_sampler(config: SamplerConfig) -> BaseSampler:
+    if config.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=config.seed)
+    if config.name == "gp":
+        return optuna.samplers.GPSampler(seed=config.seed)
+    if config.name == "random":
+        return optuna.samplers.RandomSampler(seed=config.seed)
+    return optuna.samplers.TPESampler(seed=config.seed)
+
+
+def directions(config: StudyConfig) -> list[Literal["minimize", "maximize"]]:
+    return [METRICS.get(name).study_direction() for name in config.objectives]
+
+
+def suggest(trial: optuna.Trial, space: Mapping[str, SearchParam]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, dim in space.items():
+        if dim.type == "categorical":
+            params[name] = trial.suggest_categorical(name, dim.choices or [])
+        elif dim.type == "int":
+            step = int(dim.step) if dim.step else 1
+            params[name] = trial.suggest_int(
+                name, int(dim.low or 0), int(dim.high or 0), step=step, log=dim.log
+            )
+        else:
+            params[name] = trial.suggest_float(
+                name, float(dim.low or 0), float(dim.high or 0), step=dim.step, log=dim.log
+            )
+    return params
+
+
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """A distinct, reproducible seed per trial."""
+    return (study_seed * 1_000_003 + trial_number) % (2**31 - 1)
+
+
+def create_or_load(config: StudyConfig, storage: BaseStorage | str) -> optuna.Study:
+    """Create the study, or load it to add trials; refuse one whose objectives differ.
+
+    On resume the sampler's seed is offset by the number of trials already stored: reseeding it
+    as on the first run would replay the same start-up suggestions and waste trials on repeats.
+    """
+    wanted = directions(config)
+    study = optuna.create_study(
+        study_name=config.name,
+        storage=storage,
+        sampler=make_sampler(config.sampler),
+        directions=wanted,
+        load_if_exists=True,
+    )
+    existing_trials = len(study.get_trials(deepcopy=False))
+    if existing_trials:
+        resumed = config.sampler.model_copy(update={"seed": config.sampler.seed + existing_trials})
+        study.sampler = make_sampler(resumed)
+    existing = [d.name.lower() for d in study.directions]
+    if existing != wanted:
+        raise ValueError(
+            f"study {config.name!r} in this storage optimises {existing}; the study file asks for "
+            f"{wanted}: use another study name or storage"
+        )
+    names = study.metric_names
+    if names is None:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(config.objectives))
+    elif list(names) != list(config.objectives):
+        raise ValueError(
+            f"study {config.name!r} in this storage has objectives {names}; the study file asks for "
+            f"{config.objectives}: use another study name or storage"
+        )
+    return study
+
+
+class QuietDivergence(logging.Filter):
+    """Optuna logs a caught trial exception with its traceback; a divergence is an expected
+    outcome of an aggressive configuration, so keep its one-line message and drop the trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], DivergenceError):
+            record.exc_info = None
+        return True
+
+
+class Objective:
+    """One trial: suggest, unlearn, measure, record, and return the objective values."""
+
+    def __init__(self, experiment: Experiment) -> None:
+        self.experiment = experiment
+        self.config = experiment.config
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        params = suggest(trial, self.config.method.search)
+        seed = trial_seed(self.config.sampler.seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        try:
+            result = self.experiment.run(params, seed=seed)
+        except DivergenceError as error:
+            trial.set_user_attr("fail_reason", str(error))
+            raise
+        self.record(trial, result)
+        return [METRICS.get(name)().objective(result.metrics[name]) for name in self.config.objectives]
+
+    def record(self, trial: optuna.Trial, result: RunResult) -> None:
+        # One attribute each rather than one per key: fewer storage writes per trial.
+        trial.set_user_attr("metrics", {k: finite(v) for k, v in result.metrics.items()})
+        trial.set_user_attr("diagnostics", {k: finite(v) for k, v in result.diagnostics.items()})
+        for constraint in self.config.constraints:
+            trial.set_constraint(str(constraint), constraint.violation(result.metrics[constraint.metric]))
