@@ -93,6 +93,40 @@ class Constraint(_Strict):
 class SamplerConfig(_Strict):
     name: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
     seed: int = 0
+    #: Random trials before a model-based sampler (TPE, GP) takes over; Optuna's default if unset.
+    n_startup_trials: int | None = Field(None, ge=1)
+
+
+class CollapseGuardConfig(_Strict):
+    """Prune a trial once retained utility on a ``val`` sample falls below ``floor``."""
+
+    enabled: bool = True
+    floor: float = Field(0.5, gt=0.0, le=1.0)
+    every: int = Field(10, ge=1)
+    sample_size: int = Field(256, ge=8)
+
+
+class RecommendConfig(_Strict):
+    """How one configuration is recommended from the feasible Pareto front.
+
+    ``ideal_point``: nearest the ideal once each objective is normalised over the front;
+    ``knee``: farthest below the hyperplane through the normalised extremes (smallest sum of
+    normalised objectives); ``lexicographic``: best on ``order[0]``, then among those within its
+    ``tolerances`` entry of that best, best on ``order[1]``, and so on.
+    """
+
+    rule: Literal["ideal_point", "knee", "lexicographic"] = "ideal_point"
+    order: list[MetricName] = Field(default_factory=list)
+    tolerances: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _lexicographic_needs_order(self) -> RecommendConfig:
+        if self.rule == "lexicographic" and not self.order:
+            raise ValueError("the lexicographic rule needs 'order': objectives, most important first")
+        unknown = set(self.tolerances) - set(self.order)
+        if unknown:
+            raise ValueError(f"tolerances for objectives not in 'order': {', '.join(sorted(unknown))}")
+        return self
 
 
 class ProblemConfig(_Strict):
@@ -167,13 +201,22 @@ class StudyConfig(_Strict):
     method: MethodConfig
     n_trials: int = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
-    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    sampler: SamplerConfig = SamplerConfig()
     objectives: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES), min_length=1)
     constraints: list[Constraint] = Field(default_factory=list)
     storage: str | None = None
     output: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     references: ReferencesConfig = Field(default_factory=ReferencesConfig)
+    collapse_guard: CollapseGuardConfig = CollapseGuardConfig()
+    recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+
+    @model_validator(mode="after")
+    def _recommend_uses_objectives(self) -> StudyConfig:
+        missing = [name for name in self.recommend.order if name not in self.objectives]
+        if missing:
+            raise ValueError(f"recommend.order names metrics that are not objectives: {', '.join(missing)}")
+        return self
 
     @field_validator("objectives")
     @classmethod

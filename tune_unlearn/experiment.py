@@ -24,6 +24,7 @@ from torch import Tensor
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.evaluation import PerSample, evaluate
 from tune_unlearn.forget import ForgetRequest, LabeledSet, select_forget_indices
+from tune_unlearn.guard import CollapseGuard
 from tune_unlearn.methods import METHODS, StepLog, StepMonitor, UnlearningMethod, UnlearningSetup
 from tune_unlearn.metrics import MetricContext, compute_metrics, score_key
 from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Problem
@@ -133,6 +134,20 @@ class Experiment:
                 self.score(kind, evaluate(model, self.data, self._rows, self.problem.tasks))
             )
         self.original_vector = _flat(self.references["original"].state_dict).to(self.device)
+        guard = config.collapse_guard
+        self.guard = (
+            CollapseGuard.on_sample(
+                self.model_from(self.references["original"].state_dict),
+                self.data,
+                self.splits["val"],
+                self.problem.tasks,
+                floor=guard.floor,
+                size=guard.sample_size,
+                seed=config.problem.seed,
+            )
+            if guard.enabled
+            else None
+        )
 
     # -- references ---------------------------------------------------------------------------
     def _load_references(self, progress: bool) -> dict[str, Reference]:

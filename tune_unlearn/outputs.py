@@ -19,8 +19,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tune_unlearn import __version__
 from tune_unlearn.config import StudyConfig
+from tune_unlearn.importances import param_importances
+from tune_unlearn.markdown import render_report
 from tune_unlearn.metrics import METRICS
-from tune_unlearn.pareto import HypervolumeBox, hypervolume_history, is_feasible, recommend_ideal_point
+from tune_unlearn.pareto import HypervolumeBox, hypervolume_history, is_feasible, recommend
 from tune_unlearn.study import directions
 
 
@@ -35,6 +37,7 @@ class StudySummary:
     box: HypervolumeBox
     hypervolume: float
     history: list[float]
+    importances: dict[str, dict[str, float]]
 
     @property
     def complete(self) -> list[FrozenTrial]:
@@ -67,10 +70,11 @@ def summarise(study: optuna.Study, config: StudyConfig, gpu_seconds_budget: floa
         config=config,
         trials=trials,
         front=front,
-        recommended=recommend_ideal_point(front, dirs),
+        recommended=recommend(front, dirs, config.recommend, config.objectives),
         box=box,
         hypervolume=volume,
         history=hypervolume_history(trials, box, dirs),
+        importances=param_importances(study, config.objectives, trials),
     )
 
 
@@ -119,11 +123,36 @@ def pareto_document(summary: StudySummary) -> dict[str, Any]:
             "pareto": len(summary.front),
         },
         "hypervolume": {"value": summary.hypervolume, "history": summary.history, **summary.box.as_dict()},
+        "importances": summary.importances,
+        "collapse_guard": _guard_summary(summary),
         "recommended": summary.recommended.number if summary.recommended else None,
-        "recommendation_rule": "ideal_point",
+        "recommendation_rule": summary.config.recommend.model_dump(mode="json"),
         "trials": [_trial_entry(summary, t) for t in summary.complete],
         "not_complete": not_complete,
     }
+
+
+def _guard_summary(summary: StudySummary) -> dict[str, Any]:
+    pruned = [t for t in summary.trials if t.state == TrialState.PRUNED]
+    return {
+        **summary.config.collapse_guard.model_dump(mode="json"),
+        "pruned": len(pruned),
+        "steps_saved": sum(int(t.user_attrs.get("steps_saved", 0)) for t in pruned),
+        "seconds_saved": sum(float(t.user_attrs.get("seconds_saved", 0.0)) for t in pruned),
+    }
+
+
+def write_outputs(summary: StudySummary, output: Path) -> None:
+    """Every file that the storage alone determines: JSON, CSV, plots and the report."""
+    from tune_unlearn import plots  # matplotlib is slow to import; only here
+
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(output / "pareto.json", pareto_document(summary))
+    write_trials_csv(output / "trials.csv", summary)
+    plots.pareto_plot(summary, output / "pareto.png")
+    plots.hypervolume_plot(summary, output / "hypervolume.png")
+    plots.importance_plot(summary, output / "importance.png")
+    (output / "report.md").write_text(render_report(summary))
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import moocore
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
+from tune_unlearn.config import RecommendConfig
 from tune_unlearn.metrics import METRICS
 
 
@@ -75,18 +76,52 @@ def front_trials(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> li
     return [t for t, keep in zip(candidates, mask, strict=True) if keep]
 
 
-def recommend_ideal_point(front: Sequence[FrozenTrial], directions: Sequence[str]) -> FrozenTrial | None:
-    """The front trial nearest the ideal point once each objective is normalised over the front."""
-    if not front:
-        return None
+def _normalised_front(front: Sequence[FrozenTrial], directions: Sequence[str]) -> np.ndarray:
+    """Front values as minimisation, each objective scaled to [0, 1] over the front."""
     signs = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
     values = np.array([t.values for t in front]) * signs
     low, high = values.min(axis=0), values.max(axis=0)
-    span = np.where(high > low, high - low, 1.0)
-    distances = np.linalg.norm((values - low) / span, axis=1)
-    # ties (equal distance) go to the earlier trial, so the choice is stable
-    best = min(range(len(front)), key=lambda i: (round(float(distances[i]), 12), front[i].number))
+    normalised: np.ndarray = (values - low) / np.where(high > low, high - low, 1.0)
+    return normalised
+
+
+def _first_best(front: Sequence[FrozenTrial], scores: np.ndarray) -> FrozenTrial:
+    # ties go to the earlier trial, so the choice is stable
+    best = min(range(len(front)), key=lambda i: (round(float(scores[i]), 12), front[i].number))
     return front[best]
+
+
+def recommend(
+    front: Sequence[FrozenTrial],
+    directions: Sequence[str],
+    rule: RecommendConfig,
+    objectives: Sequence[str],
+) -> FrozenTrial | None:
+    """The recommended front trial under ``rule`` (see :class:`RecommendConfig`)."""
+    if not front:
+        return None
+    if rule.rule == "lexicographic":
+        return _lexicographic(front, directions, rule, objectives)
+    normalised = _normalised_front(front, directions)
+    if rule.rule == "knee":
+        # distance below the hyperplane Σ n_i = 1 through the normalised extremes
+        return _first_best(front, normalised.sum(axis=1))
+    return _first_best(front, np.linalg.norm(normalised, axis=1))
+
+
+def _lexicographic(
+    front: Sequence[FrozenTrial], directions: Sequence[str], rule: RecommendConfig, objectives: Sequence[str]
+) -> FrozenTrial:
+    candidates = list(front)
+    for name in rule.order:
+        index = list(objectives).index(name)
+        sign = 1.0 if directions[index] == "minimize" else -1.0
+        best = min(sign * t.values[index] for t in candidates)
+        tolerance = rule.tolerances.get(name, 0.0)
+        candidates = [t for t in candidates if sign * t.values[index] <= best + tolerance]
+    last = list(objectives).index(rule.order[-1])
+    sign = 1.0 if directions[last] == "minimize" else -1.0
+    return _first_best(candidates, np.array([sign * t.values[last] for t in candidates]))
 
 
 def hypervolume_history(

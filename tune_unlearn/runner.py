@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import yaml
 
 from tune_unlearn import __version__
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import DivergenceError
-from tune_unlearn.outputs import StudySummary, pareto_document, summarise, write_json, write_trials_csv
+from tune_unlearn.outputs import StudySummary, summarise, write_json, write_outputs
 from tune_unlearn.pareto import finite
 from tune_unlearn.references import save_state_dict
 from tune_unlearn.study import Objective, QuietDivergence, create_or_load, open_storage, storage_url
@@ -47,6 +47,8 @@ def run_study(
     study.set_user_attr(_BUDGET_ATTR, budget)
     study.set_user_attr("package_version", __version__)
     study.set_user_attr("study_file", config.model_dump(mode="json"))
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "study.resolved.yaml").write_text(resolved_yaml(config))
     # The progress bar shows progress; per-trial INFO lines would interleave with it.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet = QuietDivergence()
@@ -67,11 +69,6 @@ def run_study(
     write_outputs(summary, output)
     write_models(experiment, summary, output)
     return StudyRun(study, summary, output, experiment.trained_references)
-
-
-def write_outputs(summary: StudySummary, output: Path) -> None:
-    write_json(output / "pareto.json", pareto_document(summary))
-    write_trials_csv(output / "trials.csv", summary)
 
 
 def write_models(experiment: Experiment, summary: StudySummary, output: Path) -> None:
@@ -113,5 +110,7 @@ def rebuild_report(config: StudyConfig, storage: str | None = None) -> StudySumm
     return summary
 
 
-def dump_config(config: StudyConfig) -> str:
-    return json.dumps(config.model_dump(mode="json"), indent=2)
+def resolved_yaml(config: StudyConfig) -> str:
+    """The study file with every default filled in, and the package version that ran it."""
+    header = f"# resolved by tune_unlearn {__version__}\n"
+    return header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

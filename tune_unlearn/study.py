@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
 from tune_unlearn.config import SamplerConfig, SearchParam, StudyConfig
 from tune_unlearn.experiment import Experiment, RunResult
+from tune_unlearn.guard import CollapseDetected
 from tune_unlearn.methods import DivergenceError
 from tune_unlearn.metrics import METRICS
 from tune_unlearn.pareto import finite
@@ -45,13 +47,14 @@ def open_storage(url: str) -> BaseStorage:
 
 
 def make_sampler(config: SamplerConfig) -> BaseSampler:
+    startup = 10 if config.n_startup_trials is None else config.n_startup_trials  # Optuna's default
     if config.name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=config.seed)
     if config.name == "gp":
-        return optuna.samplers.GPSampler(seed=config.seed)
+        return optuna.samplers.GPSampler(seed=config.seed, n_startup_trials=startup)
     if config.name == "random":
         return optuna.samplers.RandomSampler(seed=config.seed)
-    return optuna.samplers.TPESampler(seed=config.seed)
+    return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=startup)
 
 
 def directions(config: StudyConfig) -> list[Literal["minimize", "maximize"]]:
@@ -138,13 +141,30 @@ class Objective:
         params = suggest(trial, self.config.method.search)
         seed = trial_seed(self.config.sampler.seed, trial.number)
         trial.set_user_attr("seed", seed)
+        guard = self.experiment.guard
+        every = self.config.collapse_guard.every
+        started = time.perf_counter()
         try:
-            result = self.experiment.run(params, seed=seed)
+            result = self.experiment.run(params, seed=seed, monitor=guard, monitor_every=every)
         except DivergenceError as error:
             trial.set_user_attr("fail_reason", str(error))
             raise
+        except CollapseDetected as collapse:
+            self.record_pruned(trial, collapse, params, time.perf_counter() - started)
+            raise optuna.TrialPruned(str(collapse)) from collapse
         self.record(trial, result)
         return [METRICS.get(name)().objective(result.metrics[name]) for name in self.config.objectives]
+
+    def record_pruned(
+        self, trial: optuna.Trial, collapse: CollapseDetected, params: Mapping[str, Any], seconds: float
+    ) -> None:
+        """Why the guard stopped the trial, and the compute it saved (the remaining steps at the
+        rate the trial ran so far)."""
+        steps = self.experiment.build_method(params).steps
+        trial.set_user_attr("pruned_reason", str(collapse))
+        trial.set_user_attr("pruned_at_step", collapse.step)
+        trial.set_user_attr("steps_saved", steps - collapse.step)
+        trial.set_user_attr("seconds_saved", seconds * (steps - collapse.step) / collapse.step)
 
     def record(self, trial: optuna.Trial, result: RunResult) -> None:
         # One attribute each rather than one per key: fewer storage writes per trial.

@@ -178,7 +178,9 @@ class UnlearningMethod(ABC):
 
             if (step + 1) % self.check_every == 0 or step + 1 == self.steps:
                 self._check_finite(log, layout, step)
-            if monitor is not None and monitor_every > 0 and (step + 1) % monitor_every == 0:
+            # Not after the last step: stopping then would save nothing and lose a finished trial.
+            done = step + 1 == self.steps
+            if monitor is not None and monitor_every > 0 and (step + 1) % monitor_every == 0 and not done:
                 monitor(step + 1, model)
         return log
 

@@ -1,0 +1,115 @@
+"""``report.md``: the study in one page — the recommendation and why, the front, what failed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from optuna.trial import TrialState
+
+if TYPE_CHECKING:
+    from tune_unlearn.outputs import StudySummary
+
+_RULES = {
+    "ideal_point": "the feasible Pareto trial nearest the ideal point once each objective is "
+    "normalised to [0, 1] over the front",
+    "knee": "the feasible Pareto trial farthest below the hyperplane through the normalised "
+    "extremes of the front (smallest sum of normalised objectives)",
+    "lexicographic": "best on each objective in turn, within its tolerance",
+}
+
+
+def _number(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else "—" if value is None else str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_report(summary: StudySummary) -> str:
+    config = summary.config
+    objectives = list(config.objectives)
+    states = Counter(t.state for t in summary.trials)
+    out = [
+        f"# Study `{config.name}`",
+        "",
+        f"- problem: `{config.problem.name or config.problem.factory}`, forget mode `{config.forget.mode}`, "
+        f"method `{config.method.name}`, sampler `{config.sampler.name}` (seed {config.sampler.seed})",
+        f"- objectives: {', '.join(objectives)}; "
+        f"constraints: {', '.join(map(str, config.constraints)) or 'none'}",
+        f"- trials: {states[TrialState.COMPLETE]} complete ({len(summary.feasible)} feasible), "
+        f"{states[TrialState.PRUNED]} pruned, {states[TrialState.FAIL]} failed",
+        "",
+        "## Recommendation",
+        "",
+    ]
+    rule = config.recommend
+    if summary.recommended is None:
+        reason = "no trial is feasible under the constraints" if summary.complete else "no trial completed"
+        out += [f"**None**: {reason}.", ""]
+    else:
+        trial = summary.recommended
+        metrics = trial.user_attrs.get("metrics", {})
+        why = _RULES[rule.rule]
+        if rule.rule == "lexicographic":
+            why += f" (order: {', '.join(rule.order)}; tolerances: {rule.tolerances or 'none'})"
+        out += [
+            f"Trial **{trial.number}**, chosen by the `{rule.rule}` rule: {why}.",
+            "",
+            _table(["parameter", "value"], [[k, _number(v)] for k, v in sorted(trial.params.items())]),
+            "",
+            _table(
+                ["metric", "value"], [[k, _number(metrics.get(k))] for k in sorted(metrics) if "/" not in k]
+            ),
+            "",
+        ]
+    out += ["## Pareto front", ""]
+    if summary.front:
+        params = sorted({k for t in summary.front for k in t.params})
+        rows = [
+            [
+                ("**" if summary.is_recommended(t) else "")
+                + str(t.number)
+                + ("**" if summary.is_recommended(t) else "")
+            ]
+            + [_number(t.params.get(p)) for p in params]
+            + [_number(t.user_attrs.get("metrics", {}).get(o)) for o in objectives]
+            for t in summary.front
+        ]
+        out += [_table(["trial", *params, *objectives], rows), ""]
+    else:
+        out += ["Empty: no feasible complete trial.", ""]
+    out += [
+        f"Hypervolume: **{summary.hypervolume:.4f}** of the unit box between the ideal point "
+        f"{list(summary.box.ideal)} and the reference point {[round(w, 4) for w in summary.box.worst]} "
+        "(objective units; see `pareto.json`). ![front](pareto.png) ![hypervolume](hypervolume.png)",
+        "",
+        "## Hyperparameter importance",
+        "",
+    ]
+    if any(summary.importances.values()):
+        params = sorted({p for values in summary.importances.values() for p in values})
+        rows = [[p] + [_number(summary.importances[o].get(p)) for o in objectives] for p in params]
+        out += [_table(["parameter", *objectives], rows), "", "![importance](importance.png)", ""]
+    else:
+        out += ["Not enough complete trials with varied parameters.", ""]
+    out += ["## Pruned and failed trials", ""]
+    pruned = [t for t in summary.trials if t.state == TrialState.PRUNED]
+    failed = [t for t in summary.trials if t.state == TrialState.FAIL]
+    if pruned:
+        steps = sum(int(t.user_attrs.get("steps_saved", 0)) for t in pruned)
+        seconds = sum(float(t.user_attrs.get("seconds_saved", 0.0)) for t in pruned)
+        out += [f"- {len(pruned)} pruned by the collapse guard, saving {steps} steps (~{seconds:.1f} s):"]
+        out += [f"  - trial {t.number}: {t.user_attrs.get('pruned_reason', 'pruned')}" for t in pruned]
+    if failed:
+        out += [f"- {len(failed)} failed:"]
+        out += [
+            f"  - trial {t.number}: {t.user_attrs.get('fail_reason', 'an error (see the log)')}"
+            for t in failed
+        ]
+    if not pruned and not failed:
+        out += ["None."]
+    return "\n".join(out) + "\n"
