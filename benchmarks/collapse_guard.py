@@ -42,8 +42,13 @@ def run(guard: bool, trials: int, out: Path) -> dict:
     wall = time.perf_counter() - start
     document = json.loads((out / "pareto.json").read_text())
     unlearning = sum(t["metrics"]["gpu_seconds"] for t in document["trials"])
-    return {"wall": wall, "unlearning_seconds": unlearning, **document["counts"],
-            "hypervolume": document["hypervolume"]["value"], **document["collapse_guard"]}
+    return {
+        "wall": wall,
+        "unlearning_seconds": unlearning,
+        **document["counts"],
+        "hypervolume": document["hypervolume"]["value"],
+        **document["collapse_guard"],
+    }
 
 
 def main() -> None:
@@ -54,11 +59,16 @@ def main() -> None:
         on = run(True, args.trials, Path(tmp) / "on")
         off = run(False, args.trials, Path(tmp) / "off")
     for name, r in (("guard on", on), ("guard off", off)):
-        print(f"{name}: wall {r['wall']:.1f} s, complete {r['complete']}, pruned {r['pruned']}, failed {r['fail']}, "
-              f"steps saved {r['steps_saved']}, seconds saved {r['seconds_saved']:.2f}, "
-              f"hypervolume {r['hypervolume']:.4f}")
-    print(f"wall ratio on/off: {on['wall'] / off['wall']:.3f}; "
-          f"hypervolume on/off: {on['hypervolume']:.4f} / {off['hypervolume']:.4f}")
+        print(
+            f"{name}: wall {r['wall']:.1f} s, complete {r['complete']}, pruned {r['pruned']}, "
+            f"failed {r['fail']}, "
+            f"steps saved {r['steps_saved']}, seconds saved {r['seconds_saved']:.2f}, "
+            f"hypervolume {r['hypervolume']:.4f}"
+        )
+    print(
+        f"wall ratio on/off: {on['wall'] / off['wall']:.3f}; "
+        f"hypervolume on/off: {on['hypervolume']:.4f} / {off['hypervolume']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -70,24 +70,42 @@ def main() -> None:
         gd_rows, gd_seconds = run(graddiff, Path(tmp) / "gd", trials)
     ia, gd = best_forgetting(ia_rows), best_forgetting(gd_rows)
     print(f"machine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}")
-    print(f"trials per study: {trials}; wall: interference_aware {ia_seconds:.1f} s, graddiff {gd_seconds:.1f} s")
+    print(
+        f"trials per study: {trials}; "
+        f"wall: interference_aware {ia_seconds:.1f} s, graddiff {gd_seconds:.1f} s"
+    )
     for name, best in (("interference_aware", ia), ("graddiff", gd)):
         if best is None:
             print(f"{name}: no trial reached forget efficacy >= {GOOD_FORGETTING}")
         else:
-            print(f"{name}: best utility among efficacy >= {GOOD_FORGETTING}: trial {best['number']} "
-                  f"efficacy {best['efficacy']:.4f} utility {best['utility']:.4f} params {best['params']}")
+            print(
+                f"{name}: best utility among efficacy >= {GOOD_FORGETTING}: trial {best['number']} "
+                f"efficacy {best['efficacy']:.4f} utility {best['utility']:.4f} params {best['params']}"
+            )
     if ia and gd:
         beats = ia["efficacy"] >= gd["efficacy"] and ia["utility"] > gd["utility"]
-        print(f"interference_aware beats graddiff on both: {beats} "
-              f"(utility ratio {ia['utility'] / gd['utility']:.4f})")
+        print(
+            f"interference_aware beats graddiff on both: {beats} "
+            f"(utility ratio {ia['utility'] / gd['utility']:.4f})"
+        )
     for name, rows in (("interference_aware", ia_rows), ("graddiff", gd_rows)):
-        front = sorted((r for r in rows if not any(
-            o["efficacy"] >= r["efficacy"] and o["utility"] >= r["utility"]
-            and (o["efficacy"] > r["efficacy"] or o["utility"] > r["utility"]) for o in rows)),
-            key=lambda r: -r["efficacy"])
-        print(f"{name} (efficacy, utility) front: "
-              + ", ".join(f"({r['efficacy']:.3f}, {r['utility']:.3f})" for r in front))
+        front = sorted(
+            (
+                r
+                for r in rows
+                if not any(
+                    o["efficacy"] >= r["efficacy"]
+                    and o["utility"] >= r["utility"]
+                    and (o["efficacy"] > r["efficacy"] or o["utility"] > r["utility"])
+                    for o in rows
+                )
+            ),
+            key=lambda r: -r["efficacy"],
+        )
+        print(
+            f"{name} (efficacy, utility) front: "
+            + ", ".join(f"({r['efficacy']:.3f}, {r['utility']:.3f})" for r in front)
+        )
 
 
 if __name__ == "__main__":
