@@ -25,6 +25,8 @@ def tiny_study(tmp: Path, **overrides: Any) -> StudyConfig:
         "output": str(tmp / "out"),
         "references": {"cache_dir": str(tmp / "cache")},
         "device": "cpu",
+        # MLflow's store set-up costs seconds per study; tests/test_tracking.py turns it on.
+        "tracking": {"enabled": False},
     }
     for key, value in overrides.items():
         raw[key] = value

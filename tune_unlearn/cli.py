@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path)
     run.add_argument("--n-trials", type=int)
     run.add_argument("--storage")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in the output folder)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     check = commands.add_parser("check", help="validate the study file only")
     check.add_argument("study", type=Path)
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
 
     from tune_unlearn.config import ConfigError, load_study
+    from tune_unlearn.tracking import TrackingUnavailable
 
     try:
         config = load_study(args.study)
@@ -73,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LookupError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    except TrackingUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept in the storage; run again to resume", file=sys.stderr)
         return EXIT_RUN_FAILED
@@ -85,7 +90,13 @@ def _run(config: object, args: argparse.Namespace) -> int:
     from tune_unlearn.outputs import pareto_table
     from tune_unlearn.runner import run_study
 
-    result = run_study(config, n_trials=args.n_trials, storage=args.storage, progress=not args.no_progress)  # type: ignore[arg-type]
+    result = run_study(
+        config,  # type: ignore[arg-type]
+        n_trials=args.n_trials,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        progress=not args.no_progress,
+    )
     print(pareto_table(result.summary))
     print(f"outputs: {result.output}")
     return EXIT_OK

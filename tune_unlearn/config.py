@@ -186,10 +186,14 @@ class ReferencesConfig(_Strict):
     cache_dir: Path | None = None
 
 
-class TrialsConfig(_Strict):
-    """How each trial's configuration runs."""
+class TrackingConfig(_Strict):
+    """MLflow: ``uri`` defaults to ``sqlite:///<output>/mlflow.db``; the experiment to the study
+    name. With ``required: false`` an unreachable server is a warning, not an error."""
 
-    seeds_per_trial: int = Field(1, ge=1)
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None
+    required: bool = True
 
 
 class StudyConfig(_Strict):
@@ -200,6 +204,8 @@ class StudyConfig(_Strict):
     forget: ForgetConfig
     method: MethodConfig
     n_trials: int = Field(20, ge=1)
+    #: Trials run in this many threads of one process (Optuna's ``n_jobs``).
+    n_jobs: int = Field(1, ge=1)
     timeout: float | None = Field(None, gt=0)
     sampler: SamplerConfig = SamplerConfig()
     objectives: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES), min_length=1)
@@ -210,6 +216,7 @@ class StudyConfig(_Strict):
     references: ReferencesConfig = Field(default_factory=ReferencesConfig)
     collapse_guard: CollapseGuardConfig = CollapseGuardConfig()
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _recommend_uses_objectives(self) -> StudyConfig:

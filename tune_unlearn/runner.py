@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import yaml
@@ -16,10 +18,27 @@ from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import DivergenceError
 from tune_unlearn.outputs import StudySummary, summarise, write_json, write_outputs
 from tune_unlearn.pareto import finite
+from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.references import save_state_dict
 from tune_unlearn.study import Objective, QuietDivergence, create_or_load, open_storage, storage_url
+from tune_unlearn.tracking import (
+    Tracker,
+    TrackingUnavailable,
+    check_reachable,
+    default_tracking_uri,
+    study_tags,
+)
 
 _BUDGET_ATTR = "gpu_seconds_budget"
+_ARTIFACTS = (
+    "study.resolved.yaml",
+    "pareto.json",
+    "trials.csv",
+    "report.md",
+    "pareto.png",
+    "hypervolume.png",
+    "importance.png",
+)
 
 
 @dataclass(frozen=True)
@@ -30,17 +49,42 @@ class StudyRun:
     trained_references: list[str]
 
 
+def open_tracker(config: StudyConfig, tracking_uri: str | None = None) -> Tracker | None:
+    """The study's MLflow tracker; ``None`` when tracking is off, or optional and unreachable."""
+    settings = config.tracking
+    if not settings.enabled:
+        return None
+    output = config.output_dir()
+    uri = tracking_uri or settings.uri or default_tracking_uri(output)
+    try:
+        check_reachable(uri)
+        if uri.startswith("sqlite:///"):
+            output.mkdir(parents=True, exist_ok=True)
+        return Tracker(uri, settings.experiment or config.name, artifact_root=output / "mlartifacts")
+    except Exception as error:  # MLflow raises many kinds; all mean "no tracking here"
+        if settings.required:
+            raise TrackingUnavailable(
+                f"{error}. Start the server, pass --tracking-uri, or set tracking.required: false "
+                "to run with local outputs only"
+            ) from None
+        print(f"warning: tracking disabled for this run: {error}", file=sys.stderr)
+        return None
+
+
 def run_study(
     config: StudyConfig,
     *,
     n_trials: int | None = None,
     storage: str | None = None,
+    tracking_uri: str | None = None,
     progress: bool = True,
 ) -> StudyRun:
     """Prepare the references, run the trials, write every output; resuming adds trials."""
     output = config.output_dir()
+    tracker = open_tracker(config, tracking_uri)  # before anything heavy: fail fast
     experiment = Experiment(config, progress=progress)
-    study = create_or_load(config, open_storage(storage_url(config, storage)))
+    url = storage_url(config, storage)
+    study = create_or_load(config, open_storage(url))
     budget = experiment.references[
         "retrain" if "retrain" in experiment.references else "original"
     ].train_seconds
@@ -49,6 +93,12 @@ def run_study(
     study.set_user_attr("study_file", config.model_dump(mode="json"))
     output.mkdir(parents=True, exist_ok=True)
     (output / "study.resolved.yaml").write_text(resolved_yaml(config))
+    if tracker is not None:
+        parent = tracker.start_study(
+            config.name, study_tags(config, url), _flatten(config.model_dump(mode="json"))
+        )
+        study.set_user_attr("mlflow_parent_run_id", parent)
+        study.set_user_attr("mlflow_tracking_uri", tracker.uri)
     # The progress bar shows progress; per-trial INFO lines would interleave with it.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet = QuietDivergence()
@@ -57,21 +107,64 @@ def run_study(
     trial_logger.addFilter(quiet)
     try:
         study.optimize(
-            Objective(experiment),
+            Objective(experiment, tracker),
             n_trials=n_trials if n_trials is not None else config.n_trials,
             timeout=config.timeout,
+            n_jobs=config.n_jobs,
             catch=(DivergenceError,),
             show_progress_bar=progress,
         )
+        summary = summarise(study, config, budget)
+        write_outputs(summary, output)
+        candidate = write_models(experiment, summary, output)
+        if tracker is not None:
+            publish(tracker, summary, output, candidate, experiment)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish_study("FAILED")
+        raise
     finally:
         trial_logger.removeFilter(quiet)
-    summary = summarise(study, config, budget)
-    write_outputs(summary, output)
-    write_models(experiment, summary, output)
+    if tracker is not None:
+        tracker.finish_study()
     return StudyRun(study, summary, output, experiment.trained_references)
 
 
-def write_models(experiment: Experiment, summary: StudySummary, output: Path) -> None:
+def publish(
+    tracker: Tracker,
+    summary: StudySummary,
+    output: Path,
+    candidate: MultiTaskModel | None,
+    experiment: Experiment,
+) -> None:
+    """Parent-run artifacts, the candidate model, and the final pareto/recommended tags."""
+    tracker.log_artifacts(output / name for name in _ARTIFACTS)
+    tracker.log_artifacts([output / "models" / "candidate.json"], "models")
+    if candidate is not None:
+        example = experiment.data.inputs[experiment.splits["val"][:4].to(experiment.device)]
+        tracker.log_model(candidate, example)
+    tracker.tag_runs(
+        {
+            str(t.user_attrs["mlflow_run_id"]): {
+                "pareto": str(summary.is_pareto(t)).lower(),
+                "recommended": str(summary.is_recommended(t)).lower(),
+            }
+            for t in summary.trials
+            if "mlflow_run_id" in t.user_attrs
+        }
+    )
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def write_models(experiment: Experiment, summary: StudySummary, output: Path) -> MultiTaskModel | None:
     """The references, and the recommended configuration's model re-run from its seed."""
     models = output / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -79,7 +172,7 @@ def write_models(experiment: Experiment, summary: StudySummary, output: Path) ->
         shutil.copyfile(experiment.reference_path(kind), models / f"{kind}.pt")
     trial = summary.recommended
     if trial is None:
-        return
+        return None
     result = experiment.run(trial.params, seed=int(trial.user_attrs["seed"]))
     save_state_dict(
         {k: v.detach().cpu() for k, v in result.model.state_dict().items()}, models / "candidate.pt"
@@ -91,6 +184,7 @@ def write_models(experiment: Experiment, summary: StudySummary, output: Path) ->
         "metrics": {k: finite(v) for k, v in result.metrics.items()},
     }
     write_json(models / "candidate.json", info)
+    return result.model
 
 
 def load_summary(config: StudyConfig, storage: str | None = None) -> StudySummary:

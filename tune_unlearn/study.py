@@ -20,6 +20,7 @@ from tune_unlearn.guard import CollapseDetected
 from tune_unlearn.methods import DivergenceError
 from tune_unlearn.metrics import METRICS
 from tune_unlearn.pareto import finite
+from tune_unlearn.tracking import Tracker
 
 _RDB_SCHEMES = ("sqlite://", "postgresql://", "postgresql+", "mysql://", "mysql+")
 
@@ -131,16 +132,21 @@ class QuietDivergence(logging.Filter):
 
 
 class Objective:
-    """One trial: suggest, unlearn, measure, record, and return the objective values."""
+    """One trial: suggest, unlearn, measure, record (storage and tracking), return the values."""
 
-    def __init__(self, experiment: Experiment) -> None:
+    def __init__(self, experiment: Experiment, tracker: Tracker | None = None) -> None:
         self.experiment = experiment
         self.config = experiment.config
+        self.tracker = tracker
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         params = suggest(trial, self.config.method.search)
         seed = trial_seed(self.config.sampler.seed, trial.number)
         trial.set_user_attr("seed", seed)
+        run_id = None
+        if self.tracker is not None:
+            run_id = self.tracker.start_trial(trial.number, params, {"seed": str(seed)})
+            trial.set_user_attr("mlflow_run_id", run_id)
         guard = self.experiment.guard
         every = self.config.collapse_guard.every
         started = time.perf_counter()
@@ -148,12 +154,33 @@ class Objective:
             result = self.experiment.run(params, seed=seed, monitor=guard, monitor_every=every)
         except DivergenceError as error:
             trial.set_user_attr("fail_reason", str(error))
+            self._end_run(run_id, "failed", tags={"fail_reason": str(error)})
             raise
         except CollapseDetected as collapse:
             self.record_pruned(trial, collapse, params, time.perf_counter() - started)
+            self._end_run(run_id, "pruned", tags={"pruned_reason": str(collapse)})
             raise optuna.TrialPruned(str(collapse)) from collapse
+        except BaseException as error:  # a bug or an interrupt: the run says so, then it propagates
+            self._end_run(run_id, "failed", tags={"fail_reason": repr(error)})
+            raise
         self.record(trial, result)
-        return [METRICS.get(name)().objective(result.metrics[name]) for name in self.config.objectives]
+        values = [METRICS.get(name)().objective(result.metrics[name]) for name in self.config.objectives]
+        self._end_run(
+            run_id,
+            "complete",
+            metrics={**result.metrics, **result.diagnostics},
+            curves=result.log.curves(self.experiment.task_names),
+            tags={
+                "feasible": str(
+                    all(c.violation(result.metrics[c.metric]) <= 0 for c in self.config.constraints)
+                )
+            },
+        )
+        return values
+
+    def _end_run(self, run_id: str | None, state: str, **kwargs: Any) -> None:
+        if self.tracker is not None and run_id is not None:
+            self.tracker.end_trial(run_id, state, **kwargs)
 
     def record_pruned(
         self, trial: optuna.Trial, collapse: CollapseDetected, params: Mapping[str, Any], seconds: float

@@ -176,11 +176,16 @@ class UnlearningMethod(ABC):
             layout.add_(delta)
             log.steps_run = step + 1
 
-            if (step + 1) % self.check_every == 0 or step + 1 == self.steps:
-                self._check_finite(log, layout, step)
-            # Not after the last step: stopping then would save nothing and lose a finished trial.
             done = step + 1 == self.steps
-            if monitor is not None and monitor_every > 0 and (step + 1) % monitor_every == 0 and not done:
+            # Not after the last step: stopping then would save nothing and lose a finished trial.
+            monitoring = (
+                monitor is not None and monitor_every > 0 and (step + 1) % monitor_every == 0 and not done
+            )
+            # Check for divergence before the monitor looks, so NaN weights fail the trial as
+            # divergence rather than being judged as a collapse.
+            if (step + 1) % self.check_every == 0 or done or monitoring:
+                self._check_finite(log, layout, step)
+            if monitoring and monitor is not None:
                 monitor(step + 1, model)
         return log
 
