@@ -91,7 +91,10 @@ class Experiment:
         self.problem: Problem = config.problem.build()
         self.task_names = self.problem.task_names
         cpu_data = self.problem.load_data()
-        self.splits = self.problem.split(len(cpu_data), config.problem.seed)
+        # The holdout split is dropped here: it belongs to the validators alone
+        # (tune_unlearn.validation), so no trial can tune on what validation will judge.
+        splits = self.problem.split(len(cpu_data), config.problem.seed)
+        self.splits = {name: splits[name] for name in ("train", "val")}
         forget_cfg = config.forget
         targets = (
             tuple(forget_cfg.target_tasks or self.task_names)

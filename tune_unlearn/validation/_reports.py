@@ -1,0 +1,83 @@
+"""A validation report as JSON, JUnit XML (one test case per check) and Markdown."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tune_unlearn.validation._run import ValidationReport
+
+
+def report_document(report: ValidationReport) -> dict[str, Any]:
+    return {
+        "suite": report.suite,
+        "candidate": report.candidate,
+        "verdict": report.verdict,
+        "passed": report.passed,
+        "masked_collapse": report.masked_collapse,
+        "checks": [asdict(r) for r in report.results],
+    }
+
+
+def write_json(report: ValidationReport, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report_document(report), indent=2, default=float) + "\n")
+
+
+def write_junit(report: ValidationReport, path: Path) -> None:
+    failures = sum(r.status == "fail" for r in report.results)
+    errors = sum(r.status == "error" for r in report.results)
+    suite = ET.Element(
+        "testsuite",
+        name=f"tune_unlearn.{report.suite}",
+        tests=str(len(report.results)),
+        failures=str(failures),
+        errors=str(errors),
+    )
+    for result in report.results:
+        case = ET.SubElement(
+            suite, "testcase", classname=f"tune_unlearn.{report.suite}", name=result.name, time="0"
+        )
+        if result.status == "fail":
+            ET.SubElement(case, "failure", message=result.message).text = json.dumps(
+                result.details, default=float
+            )
+        elif result.status == "error":
+            ET.SubElement(case, "error", message=result.message)
+        ET.SubElement(case, "system-out").text = result.message
+    if report.masked_collapse:
+        ET.SubElement(
+            suite, "system-err"
+        ).text = "masked collapse: static retain passes, a dependent probe fails"
+    root = ET.Element("testsuites")
+    root.append(suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def render_markdown(report: ValidationReport) -> str:
+    icon = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}
+    lines = [
+        f"# Validation: {report.verdict.upper()}",
+        "",
+        f"Suite `{report.suite}` on `{report.candidate}`.",
+        "",
+    ]
+    if report.masked_collapse:
+        lines += [
+            "**Masked collapse**: the static retain set (the samples the unlearning itself "
+            "descends on) looks healthy, while held-out knowledge next to the forgotten data "
+            "is damaged beyond the retrained reference.",
+            "",
+        ]
+    lines += ["| check | result | detail |", "|---|---|---|"]
+    lines += [f"| {r.name} | {icon[r.status]} | {r.message} |" for r in report.results]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: ValidationReport, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_markdown(report))
