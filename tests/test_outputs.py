@@ -46,3 +46,21 @@ def test_the_same_file_and_seed_suggest_the_same_parameters(tmp_path: Path) -> N
     first, second = suggestions("a"), suggestions("b")
     assert first == second
     assert len({tuple(p.values()) for p in first}) == 5
+
+
+def test_validators_run_after_the_study_on_the_recommended_trial(tmp_path: Path) -> None:
+    import json
+
+    release = Path(__file__).resolve().parents[1] / "validators" / "release.yaml"
+    config = tiny_study(tmp_path, n_trials=3, validation={"suite": str(release)})
+    run = run_study(config, progress=False)
+    document = json.loads((run.output / "pareto.json").read_text())
+    (recommended,) = [t for t in document["trials"] if t["recommended"]]
+    verdict = recommended["validation"]
+    assert verdict["suite"] == "release" and verdict["verdict"] in ("pass", "fail", "masked collapse")
+    assert verdict["passed"] == (verdict["verdict"] == "pass")
+    assert all(t["validation"] is None for t in document["trials"] if not t["recommended"])
+    number = recommended["number"]
+    for suffix in (".json", ".xml", ".md"):
+        assert (run.output / "validation" / f"trial_{number}{suffix}").exists()
+    assert "## Validation" in (run.output / "report.md").read_text()

@@ -8,10 +8,13 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from tune_unlearn.config import StudyConfig
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_RUN_FAILED = 0, 1, 2, 3
-COMMANDS = ("run", "check", "report")
+COMMANDS = ("run", "check", "report", "apply", "gate")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +40,23 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("study", type=Path)
     report.add_argument("--output", type=Path)
     report.add_argument("--storage")
+    apply = commands.add_parser("apply", help="run one configuration and save the unlearned model")
+    apply.add_argument("study", type=Path)
+    which = apply.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, help="a trial of the study (its params and seed)")
+    which.add_argument("--params", help="k=v,... (the study's fixed hyperparameters fill the rest)")
+    apply.add_argument("--seed", type=int, default=0, help="with --params (default 0)")
+    apply.add_argument("--save", type=Path, required=True, help="MODEL.pt; its metrics go to MODEL.json")
+    apply.add_argument("--storage")
+    gate = commands.add_parser("gate", help="validate a model; exit 0 only if every check passes")
+    gate.add_argument("study", type=Path)
+    gate.add_argument("--suite", type=Path, required=True)
+    gate.add_argument("--candidate", required=True, help="MODEL.pt, models:/NAME@ALIAS or runs:/ID/PATH")
+    gate.add_argument("--output", type=Path, help="report folder (default: <study output>/gate)")
+    gate.add_argument("--junit", type=Path)
+    gate.add_argument("--register", metavar="NAME", help="register a passing candidate in MLflow")
+    gate.add_argument("--alias", help="with --register: the alias to point at it")
+    gate.add_argument("--tracking-uri")
     return parser
 
 
@@ -54,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = load_study(args.study)
-        if getattr(args, "output", None) is not None:
+        if getattr(args, "output", None) is not None and args.command != "gate":
             config = config.model_copy(update={"output": args.output})
         if getattr(args, "n_trials", None) is not None and args.n_trials < 1:
             raise ConfigError("--n-trials", [])
@@ -71,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _report(config, args.storage)
+        if args.command == "apply":
+            return _apply(config, args)
+        if args.command == "gate":
+            return _gate(config, args)
         return _run(config, args)
     except (LookupError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -100,6 +124,71 @@ def _run(config: object, args: argparse.Namespace) -> int:
     print(pareto_table(result.summary))
     print(f"outputs: {result.output}")
     return EXIT_OK
+
+
+def _apply(config: StudyConfig, args: argparse.Namespace) -> int:
+    from tune_unlearn.runner import apply_configuration, load_summary
+
+    if args.trial is not None:
+        trials = {t.number: t for t in load_summary(config, args.storage).trials}
+        if args.trial not in trials or "seed" not in trials[args.trial].user_attrs:
+            print(f"error: the study has no trial {args.trial} with a configuration", file=sys.stderr)
+            return EXIT_CONFIG
+        trial = trials[args.trial]
+        params, seed = dict(trial.params), int(trial.user_attrs["seed"])
+    else:
+        params, seed = _parse_params(args.params), args.seed
+    metrics = apply_configuration(config, params, seed, args.save)
+    print(
+        f"saved {args.save} (forget_efficacy {metrics['forget_efficacy']:.4f}, "
+        f"retained_utility {metrics['retained_utility']:.4f})"
+    )
+    return EXIT_OK
+
+
+def _parse_params(text: str) -> dict[str, object]:
+    import yaml
+
+    params: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--params expects k=v,...; got {item!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
+
+def _gate(config: StudyConfig, args: argparse.Namespace) -> int:
+    from tune_unlearn.config import ConfigError
+    from tune_unlearn.gate import CandidateError, run_gate
+    from tune_unlearn.validation import load_suite, render_markdown
+
+    if args.alias and not args.register:
+        print("error: --alias needs --register NAME", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        suite = load_suite(args.suite)
+        outcome = run_gate(
+            config,
+            suite,
+            args.candidate,
+            output=args.output or config.output_dir() / "gate",
+            junit=args.junit,
+            register=args.register,
+            alias=args.alias,
+            tracking_uri=args.tracking_uri,
+        )
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return EXIT_CONFIG
+    except CandidateError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(render_markdown(outcome.report))
+    print(f"reports: {outcome.json_path}, {outcome.junit_path}, {outcome.markdown_path}")
+    if outcome.registered:
+        print(f"registered {outcome.registered}" + (f" as @{args.alias}" if args.alias else ""))
+    return EXIT_OK if outcome.report.passed else EXIT_CHECK_FAILED
 
 
 def _report(config: object, storage: str | None) -> int:

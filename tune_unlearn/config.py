@@ -186,6 +186,13 @@ class ReferencesConfig(_Strict):
     cache_dir: Path | None = None
 
 
+class ValidationConfig(_Strict):
+    """Validators to run after the study, on the recommended trial or on every Pareto trial."""
+
+    suite: Path | None = None
+    trials: Literal["recommended", "pareto"] = "recommended"
+
+
 class TrackingConfig(_Strict):
     """MLflow: ``uri`` defaults to ``sqlite:///<output>/mlflow.db``; the experiment to the study
     name. With ``required: false`` an unreachable server is a warning, not an error."""
@@ -217,6 +224,7 @@ class StudyConfig(_Strict):
     collapse_guard: CollapseGuardConfig = CollapseGuardConfig()
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     tracking: TrackingConfig = TrackingConfig()
+    validation: ValidationConfig = ValidationConfig()
 
     @model_validator(mode="after")
     def _recommend_uses_objectives(self) -> StudyConfig:
@@ -309,6 +317,18 @@ def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
         both = set(_mapping(method_raw, "fixed")) & set(_mapping(method_raw, "search"))
         for key in sorted(both):
             yield ConfigIssue(f"method.search.{key}", "is also fixed; give it in one place only")
+
+    suite = _mapping(raw, "validation").get("suite")
+    if isinstance(suite, str):
+        from tune_unlearn.validation import load_suite
+
+        try:
+            load_suite(Path(suite))
+        except ConfigError as error:
+            for issue in error.issues:
+                yield ConfigIssue(
+                    f"validation.suite ({suite}){'.' + issue.path if issue.path else ''}", issue.message
+                )
 
     problem_raw = _mapping(raw, "problem")
     problem = None

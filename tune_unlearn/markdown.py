@@ -96,6 +96,18 @@ def render_report(summary: StudySummary) -> str:
         out += [_table(["parameter", *objectives], rows), "", "![importance](importance.png)", ""]
     else:
         out += ["Not enough complete trials with varied parameters.", ""]
+    if summary.validation:
+        out += ["## Validation", ""]
+        rows = [
+            [number, v["suite"], f"**{v['verdict']}**", ", ".join(v["failed"]) or "—"]
+            for number, v in sorted(summary.validation.items(), key=lambda kv: int(kv[0]))
+        ]
+        out += [
+            _table(["trial", "suite", "verdict", "failed checks"], rows),
+            "",
+            "Reports: `validation/`.",
+            "",
+        ]
     out += ["## Pruned and failed trials", ""]
     pruned = [t for t in summary.trials if t.state == TrialState.PRUNED]
     failed = [t for t in summary.trials if t.state == TrialState.FAIL]

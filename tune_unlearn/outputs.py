@@ -38,6 +38,7 @@ class StudySummary:
     hypervolume: float
     history: list[float]
     importances: dict[str, dict[str, float]]
+    validation: dict[str, dict[str, Any]]
 
     @property
     def complete(self) -> list[FrozenTrial]:
@@ -75,6 +76,7 @@ def summarise(study: optuna.Study, config: StudyConfig, gpu_seconds_budget: floa
         hypervolume=volume,
         history=hypervolume_history(trials, box, dirs),
         importances=param_importances(study, config.objectives, trials),
+        validation=dict(study.user_attrs.get("validation", {})),
     )
 
 
@@ -90,6 +92,7 @@ def _trial_entry(summary: StudySummary, trial: FrozenTrial) -> dict[str, Any]:
         "pareto": summary.is_pareto(trial),
         "recommended": summary.is_recommended(trial),
         "seed": trial.user_attrs.get("seed"),
+        "validation": summary.validation.get(str(trial.number)),
     }
 
 

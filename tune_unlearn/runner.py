@@ -15,7 +15,7 @@ import yaml
 from tune_unlearn import __version__
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.experiment import Experiment
-from tune_unlearn.methods import DivergenceError
+from tune_unlearn.methods import METHODS, DivergenceError
 from tune_unlearn.outputs import StudySummary, summarise, write_json, write_outputs
 from tune_unlearn.pareto import finite
 from tune_unlearn.problems import MultiTaskModel
@@ -117,6 +117,10 @@ def run_study(
         summary = summarise(study, config, budget)
         write_outputs(summary, output)
         candidate = write_models(experiment, summary, output)
+        if config.validation.suite is not None and summary.recommended is not None:
+            validate_trials(experiment, study, summary, candidate, output, config.validation.suite)
+            summary = summarise(study, config, budget)
+            write_outputs(summary, output)
         if tracker is not None:
             publish(tracker, summary, output, candidate, experiment)
     except BaseException:
@@ -130,6 +134,57 @@ def run_study(
     return StudyRun(study, summary, output, experiment.trained_references)
 
 
+def validate_trials(
+    experiment: Experiment,
+    study: optuna.Study,
+    summary: StudySummary,
+    candidate: MultiTaskModel | None,
+    output: Path,
+    suite_path: Path,
+) -> None:
+    """Run the study file's suite on its recommended (or every Pareto) trial; reports go to
+    ``validation/`` and the verdicts into the storage, so ``report`` shows them too."""
+    from tune_unlearn.validation import (
+        Candidate,
+        ValidationContext,
+        load_suite,
+        validate,
+        write_junit,
+        write_markdown,
+    )
+    from tune_unlearn.validation import (
+        write_json as write_report_json,
+    )
+
+    settings = experiment.config.validation
+    suite = load_suite(suite_path)
+    context = ValidationContext(experiment)
+    trials = [summary.recommended] if settings.trials == "recommended" else summary.front
+    verdicts = dict(study.user_attrs.get("validation", {}))
+    for trial in trials:
+        if trial is None:
+            continue
+        seed = int(trial.user_attrs["seed"])
+        model = candidate if summary.is_recommended(trial) and candidate is not None else None
+        if model is None:
+            model = experiment.run(trial.params, seed=seed).model
+        metrics = {k: v for k, v in trial.user_attrs.get("metrics", {}).items() if v is not None}
+        report = validate(
+            context, Candidate(model, f"trial {trial.number}", metrics, trial.params, seed), suite
+        )
+        stem = output / "validation" / f"trial_{trial.number}"
+        write_report_json(report, stem.with_suffix(".json"))
+        write_junit(report, stem.with_suffix(".xml"))
+        write_markdown(report, stem.with_suffix(".md"))
+        verdicts[str(trial.number)] = {
+            "suite": suite.name,
+            "verdict": report.verdict,
+            "passed": report.passed,
+            "failed": [r.name for r in report.results if not r.passed],
+        }
+    study.set_user_attr("validation", verdicts)
+
+
 def publish(
     tracker: Tracker,
     summary: StudySummary,
@@ -139,6 +194,9 @@ def publish(
 ) -> None:
     """Parent-run artifacts, the candidate model, and the final pareto/recommended tags."""
     tracker.log_artifacts(output / name for name in _ARTIFACTS)
+    validation = output / "validation"
+    if validation.is_dir():
+        tracker.log_artifacts(sorted(validation.iterdir()), "validation")
     tracker.log_artifacts([output / "models" / "candidate.json"], "models")
     if candidate is not None:
         example = experiment.data.inputs[experiment.splits["val"][:4].to(experiment.device)]
@@ -208,3 +266,22 @@ def resolved_yaml(config: StudyConfig) -> str:
     """The study file with every default filled in, and the package version that ran it."""
     header = f"# resolved by tune_unlearn {__version__}\n"
     return header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def apply_configuration(
+    config: StudyConfig, params: dict[str, Any], seed: int, save: Path
+) -> dict[str, float]:
+    """Unlearn with one configuration, save the model and, beside it, its metrics as JSON."""
+    experiment = Experiment(config, progress=False)
+    unknown = set(params) - set(METHODS.get(config.method.name).hyperparameters())
+    if unknown:
+        raise ValueError(f"{config.method.name} has no hyperparameter {', '.join(sorted(unknown))}")
+    result = experiment.run(params, seed=seed)
+    save_state_dict({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, save)
+    info = {
+        "params": result.params,
+        "seed": seed,
+        "metrics": {k: finite(v) for k, v in result.metrics.items()},
+    }
+    write_json(save.with_suffix(".json"), info)
+    return result.metrics

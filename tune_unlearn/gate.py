@@ -1,0 +1,158 @@
+"""``gate``: validate any unlearned model against a study's problem and forget request, with exit
+codes a release pipeline can trust (DESIGN §6, §9), and optionally register it in MLflow.
+
+Exit 0 only when every check ran and passed; 1 when any failed or could not run; the caller
+maps configuration problems to 2.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tune_unlearn.config import StudyConfig
+from tune_unlearn.experiment import Experiment
+from tune_unlearn.validation import (
+    Candidate,
+    SuiteConfig,
+    ValidationContext,
+    ValidationReport,
+    validate,
+    write_json,
+    write_junit,
+    write_markdown,
+)
+
+
+class CandidateError(ValueError):
+    """The candidate cannot be loaded or does not fit the study's model."""
+
+
+def _is_mlflow_uri(spec: str) -> bool:
+    return spec.startswith(("models:/", "runs:/"))
+
+
+def load_candidate(spec: str, experiment: Experiment) -> Candidate:
+    """A state-dict file (with its ``.json`` metrics beside it, if any) or an MLflow model URI."""
+    info: dict[str, Any] = {}
+    if _is_mlflow_uri(spec):
+        import mlflow.pytorch
+
+        try:
+            module = mlflow.pytorch.load_model(spec)
+        except Exception as error:
+            raise CandidateError(f"cannot load {spec}: {error}") from None
+        state = module.state_dict()
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise CandidateError(f"no such candidate file: {path}")
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as error:
+            raise CandidateError(f"{path} is not a state dict torch can load safely: {error}") from None
+        sidecar = path.with_suffix(".json")
+        if sidecar.is_file():
+            info = json.loads(sidecar.read_text())
+    try:
+        model = experiment.model_from(state)
+    except RuntimeError as error:
+        raise CandidateError(f"{spec} does not fit the study's model: {error}") from None
+    metrics = {k: float(v) for k, v in info.get("metrics", {}).items() if isinstance(v, (int, float))}
+    return Candidate(model, spec, metrics, info.get("params"), info.get("seed"))
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    report: ValidationReport
+    json_path: Path
+    junit_path: Path
+    markdown_path: Path
+    registered: str | None = None
+
+
+def run_gate(
+    config: StudyConfig,
+    suite: SuiteConfig,
+    candidate_spec: str,
+    *,
+    output: Path,
+    junit: Path | None = None,
+    register: str | None = None,
+    alias: str | None = None,
+    tracking_uri: str | None = None,
+) -> GateOutcome:
+    experiment = Experiment(config, progress=False)
+    candidate = load_candidate(candidate_spec, experiment)
+    report = validate(ValidationContext(experiment), candidate, suite)
+    paths = (output / "gate.json", junit or output / "junit.xml", output / "gate.md")
+    write_json(report, paths[0])
+    write_junit(report, paths[1])
+    write_markdown(report, paths[2])
+    registered = None
+    if register:
+        example = experiment.data.inputs[experiment.splits["val"][:2].to(experiment.device)]
+        registered = registry_update(
+            config, candidate, report, register, alias, tracking_uri, [paths[0], paths[2]], example
+        )
+    return GateOutcome(report, *paths, registered=registered)
+
+
+def registry_update(
+    config: StudyConfig,
+    candidate: Candidate,
+    report: ValidationReport,
+    name: str,
+    alias: str | None,
+    tracking_uri: str | None,
+    attachments: list[Path],
+    example: torch.Tensor,
+) -> str | None:
+    """Register a passing candidate and point ``alias`` at it; never register a failing one, but
+    tag it with its verdict when it is a registered version already."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tune_unlearn.tracking import Tracker, default_tracking_uri
+
+    uri = tracking_uri or config.tracking.uri or default_tracking_uri(config.output_dir())
+    client = MlflowClient(tracking_uri=uri)
+    existing = _registered_version(client, candidate.description)
+    if existing is not None:
+        client.set_model_version_tag(existing.name, existing.version, "gate_verdict", report.verdict)
+    if not report.passed:
+        return None
+    if existing is not None and existing.name == name:
+        version = existing.version
+    else:
+        tracker = Tracker(uri, config.tracking.experiment or config.name, config.output_dir() / "mlartifacts")
+        run = tracker.client.create_run(
+            tracker.experiment_id, run_name=f"gate-{name}", tags={"tune_unlearn.role": "gate"}
+        )
+        tracker.parent_run_id = run.info.run_id
+        tracker.log_artifacts(attachments, "gate")
+        model_uri = tracker.log_model(candidate.model, example, name="gate_candidate")
+        tracker.finish_study()
+        version = mlflow.register_model(model_uri, name, tags={"gate_verdict": report.verdict}).version
+    if alias:
+        client.set_registered_model_alias(name, alias, str(version))
+    return f"models:/{name}/{version}"
+
+
+def _registered_version(client: Any, spec: str) -> Any:
+    """The registered model version a ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` names."""
+    if not spec.startswith("models:/"):
+        return None
+    body = spec.removeprefix("models:/")
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    if "/" in body:
+        name, version = body.split("/", 1)
+        if version.isdigit():
+            return client.get_model_version(name, version)
+    return None
