@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from tune_unlearn.config import StudyConfig
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_RUN_FAILED = 0, 1, 2, 3
-COMMANDS = ("run", "check", "report", "apply", "gate")
+COMMANDS = ("run", "check", "report", "apply", "gate", "worker")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("study", type=Path)
     report.add_argument("--output", type=Path)
     report.add_argument("--storage")
+    worker = commands.add_parser("worker", help="join a distributed study until its n_trials exist")
+    worker.add_argument("study", type=Path)
+    worker.add_argument("--storage")
+    worker.add_argument("--tracking-uri")
+    worker.add_argument("--no-progress", action="store_true")
     apply = commands.add_parser("apply", help="run one configuration and save the unlearned model")
     apply.add_argument("study", type=Path)
     which = apply.add_mutually_exclusive_group(required=True)
@@ -95,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _apply(config, args)
         if args.command == "gate":
             return _gate(config, args)
+        if args.command == "worker":
+            return _worker(config, args)
         return _run(config, args)
     except (LookupError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -123,6 +130,19 @@ def _run(config: object, args: argparse.Namespace) -> int:
     )
     print(pareto_table(result.summary))
     print(f"outputs: {result.output}")
+    return EXIT_OK
+
+
+def _worker(config: StudyConfig, args: argparse.Namespace) -> int:
+    from tune_unlearn.runner import run_worker
+
+    result = run_worker(
+        config, storage=args.storage, tracking_uri=args.tracking_uri, progress=not args.no_progress
+    )
+    trained = ", ".join(result.trained_references) or "none (cached)"
+    print(f"worker ran {result.trials_run} trials; trained references: {trained}")
+    if result.finished_study:
+        print(f"study complete: outputs in {config.output_dir()}")
     return EXIT_OK
 
 

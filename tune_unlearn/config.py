@@ -193,6 +193,20 @@ class ValidationConfig(_Strict):
     trials: Literal["recommended", "pareto"] = "recommended"
 
 
+class WorkersConfig(_Strict):
+    """Distributed workers: how often a running trial proves its worker alive, and how long a
+    silent trial may stay running before another worker fails and retries it."""
+
+    heartbeat_interval: float = Field(5.0, gt=0.0)
+    grace_period: float = Field(30.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _grace_exceeds_interval(self) -> WorkersConfig:
+        if self.grace_period <= 2 * self.heartbeat_interval:
+            raise ValueError("grace_period must exceed twice heartbeat_interval, or live trials look dead")
+        return self
+
+
 class TrackingConfig(_Strict):
     """MLflow: ``uri`` defaults to ``sqlite:///<output>/mlflow.db``; the experiment to the study
     name. With ``required: false`` an unreachable server is a warning, not an error."""
@@ -225,6 +239,7 @@ class StudyConfig(_Strict):
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     tracking: TrackingConfig = TrackingConfig()
     validation: ValidationConfig = ValidationConfig()
+    workers: WorkersConfig = WorkersConfig()
 
     @model_validator(mode="after")
     def _recommend_uses_objectives(self) -> StudyConfig:

@@ -11,9 +11,11 @@ from typing import Any
 
 import optuna
 import yaml
+from optuna.trial import TrialState
 
 from tune_unlearn import __version__
 from tune_unlearn.config import StudyConfig
+from tune_unlearn.distributed import Heartbeat, budget_lock, claim_trial
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import METHODS, DivergenceError
 from tune_unlearn.outputs import StudySummary, summarise, write_json, write_outputs
@@ -80,31 +82,12 @@ def run_study(
     progress: bool = True,
 ) -> StudyRun:
     """Prepare the references, run the trials, write every output; resuming adds trials."""
-    output = config.output_dir()
     tracker = open_tracker(config, tracking_uri)  # before anything heavy: fail fast
     experiment = Experiment(config, progress=progress)
     url = storage_url(config, storage)
     study = create_or_load(config, open_storage(url))
-    budget = experiment.references[
-        "retrain" if "retrain" in experiment.references else "original"
-    ].train_seconds
-    study.set_user_attr(_BUDGET_ATTR, budget)
-    study.set_user_attr("package_version", __version__)
-    study.set_user_attr("study_file", config.model_dump(mode="json"))
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "study.resolved.yaml").write_text(resolved_yaml(config))
-    if tracker is not None:
-        parent = tracker.start_study(
-            config.name, study_tags(config, url), _flatten(config.model_dump(mode="json"))
-        )
-        study.set_user_attr("mlflow_parent_run_id", parent)
-        study.set_user_attr("mlflow_tracking_uri", tracker.uri)
-    # The progress bar shows progress; per-trial INFO lines would interleave with it.
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    quiet = QuietDivergence()
-    # The logger that reports failed trials (a filter on a parent would not see its records).
-    trial_logger = logging.getLogger("optuna.study._optimize")
-    trial_logger.addFilter(quiet)
+    record_study(study, experiment, tracker, url, new_parent=True)
+    quiet_trial_logs()
     try:
         study.optimize(
             Objective(experiment, tracker),
@@ -114,24 +97,127 @@ def run_study(
             catch=(DivergenceError,),
             show_progress_bar=progress,
         )
-        summary = summarise(study, config, budget)
-        write_outputs(summary, output)
-        candidate = write_models(experiment, summary, output)
-        if config.validation.suite is not None and summary.recommended is not None:
-            validate_trials(experiment, study, summary, candidate, output, config.validation.suite)
-            summary = summarise(study, config, budget)
-            write_outputs(summary, output)
-        if tracker is not None:
-            publish(tracker, summary, output, candidate, experiment)
+        summary = finalize(study, experiment, tracker)
     except BaseException:
         if tracker is not None:
             tracker.finish_study("FAILED")
         raise
-    finally:
-        trial_logger.removeFilter(quiet)
+    return StudyRun(study, summary, config.output_dir(), experiment.trained_references)
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    study: optuna.Study
+    trials_run: int
+    finished_study: bool
+    trained_references: list[str]
+
+
+def run_worker(
+    config: StudyConfig,
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+) -> WorkerRun:
+    """Join a distributed study: run trials until the study file's ``n_trials`` exist in the
+    storage (a global budget), then, if this worker finished the study, write its outputs."""
+    tracker = open_tracker(config, tracking_uri)
+    experiment = Experiment(config, progress=progress)
+    url = storage_url(config, storage)
+    # One worker at a time creates the storage's tables, the study and its MLflow parent run:
+    # workers starting together on an empty database would otherwise race to create them.
+    with budget_lock(url, config.name):
+        study = create_or_load(config, open_storage(url))
+        new_parent = "mlflow_parent_run_id" not in study.user_attrs
+        record_study(study, experiment, tracker, url, new_parent=new_parent)
+    quiet_trial_logs()
+    objective = Objective(experiment, tracker)
+    settings = config.workers
+    done = 0
+    while (trial := claim_trial(study, url, config.n_trials, settings.grace_period)) is not None:
+        with Heartbeat(study, trial, settings.heartbeat_interval):
+            tell(study, trial, objective)
+        done += 1
+        if progress:
+            print(f"worker: trial {trial.number} done ({done} by this worker)", file=sys.stderr)
+    with budget_lock(url, study.study_name):
+        trials = study.get_trials(deepcopy=False)
+        unfinished = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        # Exactly one worker writes the outputs of each finished state of the study.
+        if not unfinished and study.user_attrs.get("finalized_trials") != len(trials):
+            finalize(study, experiment, tracker)
+            study.set_user_attr("finalized_trials", len(trials))
+    return WorkerRun(study, done, not unfinished, experiment.trained_references)
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
+    """Run one claimed trial and record its outcome, as ``study.optimize`` would."""
+    try:
+        values = objective(trial)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    except DivergenceError:
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    study.tell(trial, values)
+
+
+def record_study(
+    study: optuna.Study, experiment: Experiment, tracker: Tracker | None, url: str, *, new_parent: bool
+) -> None:
+    """Store what ``report`` needs with the study, and open (or join) its MLflow parent run."""
+    config = experiment.config
+    references = experiment.references
+    budget = references["retrain" if "retrain" in references else "original"].train_seconds
+    study.set_user_attr(_BUDGET_ATTR, budget)
+    study.set_user_attr("package_version", __version__)
+    study.set_user_attr("study_file", config.model_dump(mode="json"))
+    output = config.output_dir()
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "study.resolved.yaml").write_text(resolved_yaml(config))
+    if tracker is None:
+        return
+    if new_parent:
+        parent = tracker.start_study(
+            config.name, study_tags(config, url), _flatten(config.model_dump(mode="json"))
+        )
+        study.set_user_attr("mlflow_parent_run_id", parent)
+        study.set_user_attr("mlflow_tracking_uri", tracker.uri)
+    else:
+        tracker.attach(str(study.user_attrs["mlflow_parent_run_id"]))
+
+
+def quiet_trial_logs() -> None:
+    # The progress bar shows progress; per-trial INFO lines would interleave with it. A
+    # divergence is an expected outcome: keep its one-line warning, drop the traceback (on
+    # the logger that reports failed trials: a parent's filter would not see its records).
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial_logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, QuietDivergence) for f in trial_logger.filters):
+        trial_logger.addFilter(QuietDivergence())
+
+
+def finalize(study: optuna.Study, experiment: Experiment, tracker: Tracker | None) -> StudySummary:
+    """Every output of a finished study: files, candidate, validation, the MLflow parent run."""
+    config = experiment.config
+    output = config.output_dir()
+    budget = float(study.user_attrs[_BUDGET_ATTR])
+    summary = summarise(study, config, budget)
+    write_outputs(summary, output)
+    candidate = write_models(experiment, summary, output)
+    if config.validation.suite is not None and summary.recommended is not None:
+        validate_trials(experiment, study, summary, candidate, output, config.validation.suite)
+        summary = summarise(study, config, budget)
+        write_outputs(summary, output)
     if tracker is not None:
+        publish(tracker, summary, output, candidate, experiment)
         tracker.finish_study()
-    return StudyRun(study, summary, output, experiment.trained_references)
+    return summary
 
 
 def validate_trials(

@@ -41,7 +41,9 @@ def open_storage(url: str) -> BaseStorage:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return RDBStorage(url)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return JournalStorage(JournalRedisBackend(url))
+        with warnings.catch_warnings():  # experimental since Optuna 3.1, and what DESIGN names
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return JournalStorage(JournalRedisBackend(url))
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
