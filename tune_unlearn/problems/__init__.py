@@ -14,10 +14,12 @@ from tune_unlearn.problems._base import (
     TrainRecipe,
 )
 from tune_unlearn.problems._digits import DigitsProblem
+from tune_unlearn.problems._shapes import ShapesProblem
 from tune_unlearn.registry import Registry
 
 PROBLEMS: Registry[type[Problem]] = Registry("problem")
 PROBLEMS.register("digits")(DigitsProblem)
+PROBLEMS.register("shapes")(ShapesProblem)
 
 
 def load_factory(path: str) -> Any:
@@ -48,6 +50,7 @@ __all__ = [
     "MultiTaskData",
     "MultiTaskModel",
     "Problem",
+    "ShapesProblem",
     "Task",
     "TrainRecipe",
     "build_problem",

@@ -26,14 +26,17 @@ SPLITS = ("train", "val", "holdout")
 class Task:
     """One head of the model, with its loss and its score in [0, 1].
 
-    Classification scores accuracy; regression scores the fraction of predictions within
-    ``tolerance`` of the target (absolute error), in the spirit of NYUv2's δ < 1.25.
+    Classification scores accuracy. Regression scores the fraction of predictions within
+    ``tolerance`` of the target: absolute error by default, or with ``relative`` the ratio
+    ``max(ŷ/y, y/ŷ) < 1 + tolerance``, as depth estimation's δ < 1.25 on NYUv2 (positive
+    targets).
     """
 
     name: str
     kind: TaskKind
     num_classes: int = 0
     tolerance: float = 0.1
+    relative: bool = False
 
     @property
     def output_size(self) -> int:
@@ -48,7 +51,11 @@ class Task:
         """1.0 where the prediction counts as right, else 0.0, per sample."""
         if self.kind == "classification":
             return (output.argmax(dim=-1) == target.long()).float()
-        return ((output.squeeze(-1) - target.float()).abs() <= self.tolerance).float()
+        prediction, target = output.squeeze(-1), target.float()
+        if self.relative:
+            ratio = torch.maximum(prediction / target, target / prediction)
+            return ((prediction > 0) & (ratio < 1.0 + self.tolerance)).float()
+        return ((prediction - target).abs() <= self.tolerance).float()
 
 
 @dataclass
