@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from tune_unlearn.config import StudyConfig
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_RUN_FAILED = 0, 1, 2, 3
-COMMANDS = ("run", "check", "report", "apply", "gate", "worker")
+COMMANDS = ("run", "check", "report", "apply", "gate", "worker", "list")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("study", type=Path)
     report.add_argument("--output", type=Path)
     report.add_argument("--storage")
+    commands.add_parser("list", help="registered problems, methods, metrics and probe families")
     worker = commands.add_parser("worker", help="join a distributed study until its n_trials exist")
     worker.add_argument("study", type=Path)
     worker.add_argument("--storage")
@@ -73,6 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(args_list)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+
+    if args.command == "list":
+        from tune_unlearn.catalog import render_catalog
+
+        print(render_catalog())
+        return EXIT_OK
 
     from tune_unlearn.config import ConfigError, load_study
     from tune_unlearn.tracking import TrackingUnavailable

@@ -73,7 +73,11 @@ class Metric(ABC):
         return "maximize" if cls.direction == "maximize" else "minimize"
 
 
-METRICS: Registry[type[Metric]] = Registry("metric")
+METRICS: Registry[type[Metric]] = Registry(
+    "metric",
+    "tune_unlearn.metrics",
+    accepts=lambda entry: isinstance(entry, type) and issubclass(entry, Metric),
+)
 
 
 def _register(cls: type[Metric]) -> type[Metric]:

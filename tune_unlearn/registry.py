@@ -2,13 +2,16 @@
 
 A registry maps a name to a class or factory. Unknown names raise :class:`UnknownNameError`,
 which lists the valid names and suggests the closest one, so a typo in a study file is a
-one-line fix for the user.
+one-line fix for the user. Other packages add entries through Python entry points (the group
+given to the registry, e.g. ``tune_unlearn.methods``); they load on first use, and a plugin
+whose import fails is recorded in :attr:`Registry.broken` by name while the rest still load.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
+from importlib import metadata
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -37,9 +40,16 @@ class Registry(Generic[T]):
     True
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(
+        self, kind: str, entry_point_group: str | None = None, accepts: Callable[[object], bool] | None = None
+    ) -> None:
         self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._accepts = accepts
         self._entries: dict[str, T] = {}
+        self._plugins_loaded = entry_point_group is None
+        #: Entry points that could not be loaded: name → why.
+        self.broken: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(entry: T) -> T:
@@ -50,16 +60,37 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for point in metadata.entry_points(group=self.entry_point_group or ""):
+            if point.name in self._entries:
+                self.broken[point.name] = f"{point.value}: the name is taken by a built-in {self.kind}"
+                continue
+            try:
+                entry = point.load()
+            except Exception as error:  # a broken plugin must not take the others down
+                self.broken[point.name] = f"{point.value}: {type(error).__name__}: {error}"
+                continue
+            if self._accepts is not None and not self._accepts(entry):
+                self.broken[point.name] = f"{point.value}: not a {self.kind}"
+                continue
+            self._entries[point.name] = entry
+
     def get(self, name: str) -> T:
+        self._load_plugins()
         try:
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(self.kind, name, self.names()) from None
 
     def names(self) -> list[str]:
+        self._load_plugins()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        self._load_plugins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:

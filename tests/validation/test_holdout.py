@@ -7,50 +7,24 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor
 
-from tune_unlearn.problems import DigitsProblem, MultiTaskData
+from tune_unlearn.problems import DigitsProblem, Problem
 from tune_unlearn.runner import run_study
+from tune_unlearn.testing import GuardedInputs, HoldoutRead, guard_holdout
 
 from ..helpers import tiny_study
 
 
-class HoldoutRead(AssertionError):
-    pass
-
-
-class GuardedInputs(Tensor):
-    """The dataset's inputs; indexing them with any holdout index raises."""
-
-    holdout: Tensor = torch.empty(0, dtype=torch.long)
-
-    @classmethod
-    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        with torch._C.DisableTorchFunctionSubclass():  # results are plain tensors again
-            if func is Tensor.__getitem__ and isinstance(args[1], Tensor) and not args[1].is_floating_point():
-                index = args[1]
-                rows = index.nonzero().flatten() if index.dtype == torch.bool else index.flatten()
-                if bool(torch.isin(rows.cpu(), cls.holdout).any()):
-                    raise HoldoutRead("a holdout sample was read")
-            return func(*args, **(kwargs or {}))
-
-
-class GuardedDigits(DigitsProblem):
-    def load_data(self) -> MultiTaskData:
-        data = super().load_data()
-        GuardedInputs.holdout = self.split(len(data), seed=0)["holdout"]
-        return MultiTaskData(data.inputs.as_subclass(GuardedInputs), data.labels, data.attributes)
-
-
-def guarded_digits(**params: Any) -> GuardedDigits:
-    return GuardedDigits(**params)
+def guarded_digits(**params: Any) -> Problem:
+    return guard_holdout(DigitsProblem(**params), seed=0)
 
 
 def test_the_guard_itself_catches_a_holdout_read() -> None:
     data = guarded_digits().load_data()
     with pytest.raises(HoldoutRead):
         data.inputs[GuardedInputs.holdout[:3]]
-    data.inputs[torch.tensor([int(i) for i in range(5) if i not in GuardedInputs.holdout.tolist()])]
+    allowed = torch.tensor([i for i in range(10) if i not in set(GuardedInputs.holdout.tolist())])
+    assert data.inputs[allowed].shape[0] == len(allowed)
 
 
 def test_a_whole_study_never_reads_a_holdout_index(tmp_path: Path) -> None:

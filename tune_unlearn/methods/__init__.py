@@ -16,7 +16,11 @@ from tune_unlearn.methods._subspace_projection import SubspaceProjection
 from tune_unlearn.methods._task_projection import TaskProjection
 from tune_unlearn.registry import Registry
 
-METHODS: Registry[type[UnlearningMethod]] = Registry("method")
+METHODS: Registry[type[UnlearningMethod]] = Registry(
+    "method",
+    "tune_unlearn.methods",
+    accepts=lambda entry: isinstance(entry, type) and issubclass(entry, UnlearningMethod),
+)
 for _method in (
     Finetune,
     GradientAscent,

@@ -17,7 +17,7 @@ from tune_unlearn.problems._digits import DigitsProblem
 from tune_unlearn.problems._shapes import ShapesProblem
 from tune_unlearn.registry import Registry
 
-PROBLEMS: Registry[type[Problem]] = Registry("problem")
+PROBLEMS: Registry[type[Problem]] = Registry("problem", "tune_unlearn.problems", accepts=callable)
 PROBLEMS.register("digits")(DigitsProblem)
 PROBLEMS.register("shapes")(ShapesProblem)
 

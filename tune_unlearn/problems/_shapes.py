@@ -83,10 +83,8 @@ class ShapesProblem(Problem):
             raise ValueError(f"num_colours must be in 2..{len(_PALETTE)}, got {self.num_colours}")
         if not 0.0 <= self.correlation <= 1.0:
             raise ValueError(f"correlation must be in [0, 1], got {self.correlation}")
-
-    @property  # type: ignore[override]
-    def tasks(self) -> tuple[Task, ...]:
-        return (
+        # The class counts are parameters, so the tasks are per instance.
+        self.tasks = (
             Task("shape", "classification", num_classes=self.num_shapes),
             Task("colour", "classification", num_classes=self.num_colours),
             Task("position", "classification", num_classes=self.num_positions),
@@ -100,7 +98,9 @@ class ShapesProblem(Problem):
         n = self.num_samples
         shape = torch.randint(self.num_shapes, (n,), generator=generator)
         tied = torch.rand(n, generator=generator) < self.correlation
-        colour = torch.where(tied, shape % self.num_colours, torch.randint(self.num_colours, (n,), generator=generator))
+        colour = torch.where(
+            tied, shape % self.num_colours, torch.randint(self.num_colours, (n,), generator=generator)
+        )
         position = torch.randint(self.num_positions, (n,), generator=generator)
         size = _MIN_SIZE + (_MAX_SIZE - _MIN_SIZE) * torch.rand(n, generator=generator)
         cell = 1.0 / self.num_positions
@@ -114,7 +114,9 @@ class ShapesProblem(Problem):
             mask = _masks(shape[part], cx[part], cy[part], radius[part], self.image_size).unsqueeze(1)
             paint = _PALETTE[colour[part]].view(-1, 3, 1, 1)
             images[part] = (0.1 + mask * (paint - 0.1) + noise[part]).clamp(0.0, 1.0)
-        size_bin = torch.bucketize(size, torch.tensor([_MIN_SIZE + (_MAX_SIZE - _MIN_SIZE) * q for q in (1 / 3, 2 / 3)]))
+        size_bin = torch.bucketize(
+            size, torch.tensor([_MIN_SIZE + (_MAX_SIZE - _MIN_SIZE) * q for q in (1 / 3, 2 / 3)])
+        )
         return MultiTaskData(
             inputs=images,
             labels={"shape": shape, "colour": colour, "position": position, "size": size},
@@ -147,5 +149,9 @@ class ShapesProblem(Problem):
 
 def expected_chance(problem: ShapesProblem) -> dict[str, float]:
     """Chance-level scores, to read the trained model's figures against."""
-    return {"shape": 1 / problem.num_shapes, "colour": 1 / problem.num_colours, "position": 1 / problem.num_positions,
-            "size": math.nan}
+    return {
+        "shape": 1 / problem.num_shapes,
+        "colour": 1 / problem.num_colours,
+        "position": 1 / problem.num_positions,
+        "size": math.nan,
+    }

@@ -32,7 +32,11 @@ class ProbeFamily(ABC):
     def build(self, ctx: ValidationContext) -> Probe: ...
 
 
-PROBES: Registry[type[ProbeFamily]] = Registry("probe family")
+PROBES: Registry[type[ProbeFamily]] = Registry(
+    "probe family",
+    "tune_unlearn.probes",
+    accepts=lambda entry: isinstance(entry, type) and issubclass(entry, ProbeFamily),
+)
 
 
 def _register(cls: type[ProbeFamily]) -> type[ProbeFamily]:

@@ -1,0 +1,90 @@
+"""The contract checks of tune_unlearn.testing, on every built-in plugin and on broken ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import Tensor
+
+from tune_unlearn.methods import METHODS, GradDiff
+from tune_unlearn.methods._gradients import StepGradients
+from tune_unlearn.problems import DigitsProblem, MultiTaskModel, Problem, ShapesProblem
+from tune_unlearn.testing import check_method, check_problem
+
+BUILT_IN_PROBLEMS = {
+    "digits": lambda: DigitsProblem(hidden=8, epochs=2),
+    "shapes": lambda: ShapesProblem(num_samples=400, epochs=1, channels=4),
+}
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_built_in_method_meets_the_contract(name: str) -> None:
+    check_method(METHODS.get(name))
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN_PROBLEMS))
+def test_every_built_in_problem_meets_the_contract(name: str) -> None:
+    check_problem(BUILT_IN_PROBLEMS[name]())
+
+
+class Positional(GradDiff):  # not a keyword-only dataclass of its own
+    name: ClassVar[str] = "positional"
+
+    def __init__(self, ascent_lr: float = 0.01) -> None:
+        super().__init__(ascent_lr=ascent_lr)
+
+
+@dataclass(kw_only=True)
+class Frozen(GradDiff):
+    name: ClassVar[str] = "frozen"
+
+    def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
+        return torch.zeros_like(grads.forget)
+
+    @property
+    def learning_rates(self) -> tuple[float, float]:
+        return 0.0, 0.0
+
+
+def test_a_method_that_breaks_the_contract_is_told_why() -> None:
+    with pytest.raises(AssertionError, match="keyword-only"):
+        check_method(Positional)
+    with pytest.raises(AssertionError, match="unchanged"):
+        check_method(Frozen)
+
+
+@dataclass
+class WrongHead(DigitsProblem):
+    hidden: int = 8
+    epochs: int = 1
+
+    def build_model(self) -> MultiTaskModel:
+        model = super().build_model()
+        model.heads["parity"] = torch.nn.Linear(8, 3)
+        return model
+
+
+@dataclass
+class OverlappingSplits(DigitsProblem):
+    """Every sample in train: the holdout overlaps what trials read."""
+
+    hidden: int = 8
+    epochs: int = 1
+
+    def split(self, num_samples: int, seed: int) -> dict[str, Tensor]:
+        everything = torch.arange(num_samples)
+        return {"train": everything, "val": everything[:100], "holdout": everything[100:200]}
+
+
+def test_a_problem_that_breaks_the_contract_is_told_why() -> None:
+    with pytest.raises(AssertionError, match="head 'parity' must output"):
+        check_problem(WrongHead())
+    with pytest.raises(AssertionError, match="disjoint"):
+        check_problem(OverlappingSplits())
+
+
+def test_problem_check_runs_on_the_base_class_contract() -> None:
+    assert issubclass(ShapesProblem, Problem)

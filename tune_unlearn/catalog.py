@@ -1,0 +1,44 @@
+"""``list``: every registered problem, method, metric and probe family, plugins included."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from tune_unlearn.methods import METHODS
+from tune_unlearn.metrics import METRICS
+from tune_unlearn.problems import PROBLEMS
+from tune_unlearn.registry import Registry
+from tune_unlearn.validation import PROBES
+
+
+def _summary(entry: Any) -> str:
+    doc = inspect.getdoc(entry) or ""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def render_catalog() -> str:
+    lines: list[str] = []
+    lines.append("methods (hyperparameter=default):")
+    for name in METHODS:
+        method = METHODS.get(name)
+        hyper = ", ".join(f"{k}={v}" for k, v in method.hyperparameters().items())
+        lines += [f"  {name}({hyper})", f"      {_summary(method)}"]
+    lines.append("problems:")
+    lines += [f"  {name}: {_summary(PROBLEMS.get(name))}" for name in PROBLEMS]
+    lines.append("metrics:")
+    for name in METRICS:
+        metric = METRICS.get(name)
+        lines.append(f"  {name} ({metric.direction}): {_summary(metric)}")
+    lines.append("probe families:")
+    lines += [f"  {name}: {_summary(PROBES.get(name))}" for name in PROBES]
+    broken = _broken()
+    if broken:
+        lines.append("plugins that failed to load:")
+        lines += [f"  {line}" for line in broken]
+    return "\n".join(lines)
+
+
+def _broken() -> list[str]:
+    registries: list[Registry[Any]] = [METHODS, PROBLEMS, METRICS, PROBES]
+    return [f"{r.kind} {name}: {why}" for r in registries for name, why in sorted(r.broken.items())]
