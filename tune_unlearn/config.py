@@ -182,7 +182,15 @@ class MethodConfig(_Strict):
 
 
 class ReferencesConfig(_Strict):
-    retrain: bool = True
+    """Where the reference models come from.
+
+    ``original``: trained with the problem's recipe (default), or a state-dict file or MLflow
+    model URI of the model you already have. ``retrain``: trained (``true``), a file or URI, or
+    ``false`` for none: metrics and checks then use their reference-free forms.
+    """
+
+    original: str | None = None
+    retrain: bool | str = True
     cache_dir: Path | None = None
 
 

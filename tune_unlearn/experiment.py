@@ -33,6 +33,7 @@ from tune_unlearn.references import (
     ReferenceCache,
     ReferenceKind,
     default_cache_dir,
+    load_state,
     seeded_model,
     train_model,
 )
@@ -161,12 +162,22 @@ class Experiment:
             self.splits["train"],
             torch.ones(len(self.splits["train"]), len(self.task_names), dtype=torch.bool),
         )
-        plans: dict[ReferenceKind, tuple[LabeledSet, ForgetRequest | None]] = {"original": (all_train, None)}
-        if cfg.references.retrain:
-            plans["retrain"] = (self.sets["retain"], self.request)
+        plans: dict[ReferenceKind, tuple[LabeledSet, ForgetRequest | None, str | None]] = {
+            "original": (all_train, None, cfg.references.original)
+        }
+        retrain = cfg.references.retrain
+        if retrain is not False:
+            plans["retrain"] = (
+                self.sets["retain"],
+                self.request,
+                retrain if isinstance(retrain, str) else None,
+            )
         references: dict[str, Reference] = {}
         self.trained_references: list[str] = []
-        for kind, (labeled, request) in plans.items():
+        for kind, (labeled, request, given) in plans.items():
+            if given is not None:  # the user's own checkpoint: nothing to train, cost unknown
+                references[kind] = Reference(kind, load_state(given), math.nan, Path(given))
+                continue
             train = functools.partial(
                 train_model,
                 self.problem,
@@ -181,6 +192,16 @@ class Experiment:
                 self.trained_references.append(kind)
             references[kind] = reference
         return references
+
+    @property
+    def compute_budget(self) -> float | None:
+        """Training seconds of the retrain reference (else the original): what unlearning must
+        undercut. ``None`` when both came from checkpoints and their cost is unknown."""
+        for kind in ("retrain", "original"):
+            reference = self.references.get(kind)
+            if reference is not None and math.isfinite(reference.train_seconds):
+                return reference.train_seconds
+        return None
 
     def model_from(self, state_dict: Mapping[str, Tensor]) -> MultiTaskModel:
         model = seeded_model(self.problem, 0, self.device)
@@ -240,9 +261,6 @@ class Experiment:
             seed=seed,
         )
         return {**compute_metrics(ctx), **scores}
-
-    def reference_path(self, kind: str) -> Path:
-        return self.references[kind].path
 
 
 def _flat(state: Mapping[str, Tensor]) -> Tensor:

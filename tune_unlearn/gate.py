@@ -16,6 +16,7 @@ import torch
 
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.experiment import Experiment
+from tune_unlearn.references import load_state
 from tune_unlearn.validation import (
     Candidate,
     SuiteConfig,
@@ -39,25 +40,13 @@ def _is_mlflow_uri(spec: str) -> bool:
 def load_candidate(spec: str, experiment: Experiment) -> Candidate:
     """A state-dict file (with its ``.json`` metrics beside it, if any) or an MLflow model URI."""
     info: dict[str, Any] = {}
-    if _is_mlflow_uri(spec):
-        import mlflow.pytorch
-
-        try:
-            module = mlflow.pytorch.load_model(spec)
-        except Exception as error:
-            raise CandidateError(f"cannot load {spec}: {error}") from None
-        state = module.state_dict()
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise CandidateError(f"no such candidate file: {path}")
-        try:
-            state = torch.load(path, weights_only=True, map_location="cpu")
-        except Exception as error:
-            raise CandidateError(f"{path} is not a state dict torch can load safely: {error}") from None
-        sidecar = path.with_suffix(".json")
-        if sidecar.is_file():
-            info = json.loads(sidecar.read_text())
+    try:
+        state = load_state(spec)
+    except ValueError as error:
+        raise CandidateError(str(error)) from None
+    sidecar = Path(spec).with_suffix(".json")
+    if not _is_mlflow_uri(spec) and sidecar.is_file():
+        info = json.loads(sidecar.read_text())
     try:
         model = experiment.model_from(state)
     except RuntimeError as error:

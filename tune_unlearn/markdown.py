@@ -108,6 +108,16 @@ def render_report(summary: StudySummary) -> str:
             "Reports: `validation/`.",
             "",
         ]
+    if config.references.retrain is False:
+        out += [
+            "## Reference-free metrics",
+            "",
+            "This study has no retrain reference, so the reference-free forms are used: forget "
+            "efficacy takes the unlearned model's `val` score in place of the retrain's score on "
+            "the forget set (`F^r`), and validator probes measure damage against the original "
+            "(`excess = original − unlearned`) with membership inference judged against 0.5.",
+            "",
+        ]
     out += ["## Pruned and failed trials", ""]
     pruned = [t for t in summary.trials if t.state == TrialState.PRUNED]
     failed = [t for t in summary.trials if t.state == TrialState.FAIL]

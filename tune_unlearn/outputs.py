@@ -55,7 +55,7 @@ class StudySummary:
         return self.recommended is not None and self.recommended.number == trial.number
 
 
-def summarise(study: optuna.Study, config: StudyConfig, gpu_seconds_budget: float) -> StudySummary:
+def summarise(study: optuna.Study, config: StudyConfig, gpu_seconds_budget: float | None) -> StudySummary:
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     dirs = directions(config)
     # Optuna's best_trials already restricts the front to feasible trials when constrained.
@@ -65,6 +65,9 @@ def summarise(study: optuna.Study, config: StudyConfig, gpu_seconds_budget: floa
         else []
     )
     front = [t for t in front if is_feasible(t)]
+    if gpu_seconds_budget is None:  # no training cost known: the slowest trial bounds the box
+        seconds = [t.user_attrs.get("metrics", {}).get("gpu_seconds") for t in trials]
+        gpu_seconds_budget = max([s for s in seconds if isinstance(s, (int, float))], default=1.0) * 1.1
     box = HypervolumeBox.for_objectives(config.objectives, gpu_seconds_budget)
     volume = box.hypervolume([t.values for t in front]) if front else 0.0  # type: ignore[arg-type]
     return StudySummary(

@@ -154,3 +154,25 @@ def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:
 def save_state_dict(state: StateDict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_state(spec: str) -> StateDict:
+    """A state dict from a file (loaded with ``weights_only=True``) or an MLflow model URI."""
+    if spec.startswith(("models:/", "runs:/")):
+        import mlflow.pytorch
+
+        try:
+            module = mlflow.pytorch.load_model(spec)
+        except Exception as error:
+            raise ValueError(f"cannot load {spec}: {error}") from None
+        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"no such model file: {path}")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:
+        raise ValueError(f"{path} is not a state dict torch can load safely: {error}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return state

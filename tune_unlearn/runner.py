@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,9 +171,7 @@ def record_study(
 ) -> None:
     """Store what ``report`` needs with the study, and open (or join) its MLflow parent run."""
     config = experiment.config
-    references = experiment.references
-    budget = references["retrain" if "retrain" in references else "original"].train_seconds
-    study.set_user_attr(_BUDGET_ATTR, budget)
+    study.set_user_attr(_BUDGET_ATTR, experiment.compute_budget)
     study.set_user_attr("package_version", __version__)
     study.set_user_attr("study_file", config.model_dump(mode="json"))
     output = config.output_dir()
@@ -206,7 +203,7 @@ def finalize(study: optuna.Study, experiment: Experiment, tracker: Tracker | Non
     """Every output of a finished study: files, candidate, validation, the MLflow parent run."""
     config = experiment.config
     output = config.output_dir()
-    budget = float(study.user_attrs[_BUDGET_ATTR])
+    budget = study.user_attrs[_BUDGET_ATTR]
     summary = summarise(study, config, budget)
     write_outputs(summary, output)
     candidate = write_models(experiment, summary, output)
@@ -312,8 +309,8 @@ def write_models(experiment: Experiment, summary: StudySummary, output: Path) ->
     """The references, and the recommended configuration's model re-run from its seed."""
     models = output / "models"
     models.mkdir(parents=True, exist_ok=True)
-    for kind in experiment.references:
-        shutil.copyfile(experiment.reference_path(kind), models / f"{kind}.pt")
+    for kind, reference in experiment.references.items():
+        save_state_dict(reference.state_dict, models / f"{kind}.pt")
     trial = summary.recommended
     if trial is None:
         return None
@@ -338,7 +335,7 @@ def load_summary(config: StudyConfig, storage: str | None = None) -> StudySummar
         study = optuna.load_study(study_name=config.name, storage=open_storage(url))
     except KeyError:
         raise LookupError(f"no study named {config.name!r} in {url}") from None
-    budget = float(study.user_attrs.get(_BUDGET_ATTR, 1.0))
+    budget = study.user_attrs.get(_BUDGET_ATTR)
     return summarise(study, config, budget)
 
 

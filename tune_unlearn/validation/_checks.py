@@ -192,8 +192,9 @@ def compute_check(ctx: ValidationContext, candidate: Candidate, spec: ComputeBud
     seconds = candidate.metrics.get("gpu_seconds")
     if seconds is None or not math.isfinite(seconds):
         raise ValueError("the candidate's unlearning compute is unknown (no metrics from its study)")
-    references = ctx.experiment.references
-    budget = references["retrain" if "retrain" in references else "original"].train_seconds
+    budget = ctx.experiment.compute_budget
+    if budget is None:
+        raise ValueError("the references' training cost is unknown (both came from checkpoints)")
     fraction = seconds / budget
     return CheckResult(
         "compute_budget",

@@ -1,0 +1,57 @@
+"""A user's own trained model as the original, with no retrain reference (issue: bring your own)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tune_unlearn.cli import main
+from tune_unlearn.runner import run_study
+
+from .helpers import tiny_study
+
+RELEASE = Path(__file__).resolve().parents[1] / "validators" / "release.yaml"
+
+
+def test_a_study_from_a_checkpoint_without_retrain_runs_end_to_end_reference_free(tmp_path: Path) -> None:
+    trained = run_study(tiny_study(tmp_path / "first", n_trials=1), progress=False)
+    checkpoint = trained.output / "models" / "original.pt"
+
+    config = tiny_study(
+        tmp_path / "second",
+        references={
+            "original": str(checkpoint),
+            "retrain": False,
+            "cache_dir": str(tmp_path / "empty-cache"),
+        },
+    )
+    run = run_study(config, progress=False)
+    assert run.trained_references == []  # nothing trained: the original came from the file
+    assert not (tmp_path / "empty-cache").exists()
+    document = json.loads((run.output / "pareto.json").read_text())
+    metrics = document["trials"][0]["metrics"]
+    assert "score/retrain/val/digit" not in metrics
+    assert 0.0 <= metrics["forget_efficacy"] <= 1.0
+    report = (run.output / "report.md").read_text()
+    assert "## Reference-free metrics" in report and "in place of the retrain" in report
+
+    study_file = tmp_path / "second.yaml"
+    study_file.write_text(json.dumps(config.model_dump(mode="json")))
+    out = tmp_path / "gate"
+    code = main(
+        [
+            "gate",
+            str(study_file),
+            "--suite",
+            str(RELEASE),
+            "--candidate",
+            str(checkpoint),
+            "--output",
+            str(out),
+        ]
+    )
+    gate = json.loads((out / "gate.json").read_text())
+    probe = next(c for c in gate["checks"] if c["name"] == "probe/unrelated")
+    assert probe["details"]["reference"] == "original (reference-free)"
+    assert probe["value"] == 0.0  # the original judged against itself
+    assert code == 1  # an original forgets nothing: reference-free forget quality fails it
