@@ -64,3 +64,24 @@ def test_validators_run_after_the_study_on_the_recommended_trial(tmp_path: Path)
     for suffix in (".json", ".xml", ".md"):
         assert (run.output / "validation" / f"trial_{number}{suffix}").exists()
     assert "## Validation" in (run.output / "report.md").read_text()
+
+
+def test_the_study_suite_runs_robustness_and_compute_on_the_recommended_trial(tmp_path: Path) -> None:
+    import json
+
+    suite = Path(__file__).resolve().parents[1] / "validators" / "study.yaml"
+    config = tiny_study(tmp_path, n_trials=2, validation={"suite": str(suite)})
+    run = run_study(config, progress=False)
+    (recommended,) = [
+        t for t in json.loads((run.output / "pareto.json").read_text())["trials"] if t["recommended"]
+    ]
+    report = json.loads((run.output / "validation" / f"trial_{recommended['number']}.json").read_text())
+    checks = {c["name"]: c for c in report["checks"]}
+    robustness, compute = checks["robustness"], checks["compute_budget"]
+    assert robustness["status"] in ("pass", "fail")  # it ran: configuration and seed were known
+    assert set(robustness["details"]["spreads"]) == {"forget_efficacy", "retained_utility"}
+    assert len(robustness["details"]["outcomes"]["forget_efficacy"]) == 2 + 4 + 1  # seeds, lr ±, itself
+    assert compute["status"] in ("pass", "fail")
+    assert (
+        compute["value"] == recommended["metrics"]["gpu_seconds"] / run.study.user_attrs["gpu_seconds_budget"]
+    )

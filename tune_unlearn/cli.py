@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--storage")
     worker.add_argument("--tracking-uri")
     worker.add_argument("--no-progress", action="store_true")
+    worker.add_argument(
+        "--threads", type=int, help="torch CPU threads (several workers on one machine: cores / workers)"
+    )
     apply = commands.add_parser("apply", help="run one configuration and save the unlearned model")
     apply.add_argument("study", type=Path)
     which = apply.add_mutually_exclusive_group(required=True)
@@ -143,6 +146,13 @@ def _run(config: object, args: argparse.Namespace) -> int:
 def _worker(config: StudyConfig, args: argparse.Namespace) -> int:
     from tune_unlearn.runner import run_worker
 
+    if args.threads is not None:
+        if args.threads < 1:
+            print("error: --threads must be at least 1", file=sys.stderr)
+            return EXIT_CONFIG
+        import torch
+
+        torch.set_num_threads(args.threads)  # N workers each using every core would thrash
     result = run_worker(
         config, storage=args.storage, tracking_uri=args.tracking_uri, progress=not args.no_progress
     )

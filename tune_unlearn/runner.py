@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,14 @@ from tune_unlearn.outputs import StudySummary, summarise, write_json, write_outp
 from tune_unlearn.pareto import finite
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.references import save_state_dict
-from tune_unlearn.study import Objective, QuietDivergence, create_or_load, open_storage, storage_url
+from tune_unlearn.study import (
+    Objective,
+    QuietDivergence,
+    create_or_load,
+    make_sampler,
+    open_storage,
+    storage_url,
+)
 from tune_unlearn.tracking import (
     Tracker,
     TrackingUnavailable,
@@ -128,6 +136,10 @@ def run_worker(
     # workers starting together on an empty database would otherwise race to create them.
     with budget_lock(url, config.name):
         study = create_or_load(config, open_storage(url))
+        # Workers seeded alike would replay each other's suggestions: offset by the process.
+        study.sampler = make_sampler(
+            config.sampler.model_copy(update={"seed": config.sampler.seed + os.getpid()})
+        )
         new_parent = "mlflow_parent_run_id" not in study.user_attrs
         record_study(study, experiment, tracker, url, new_parent=new_parent)
     quiet_trial_logs()
