@@ -111,7 +111,8 @@ def test_a_killed_workers_trial_is_retried_and_the_study_completes(
         time.sleep(0.5)
         try:
             study = optuna.load_study(study_name="tiny", storage=open_storage(storage))
-            if any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if any(t.params for t in running):  # its configuration chosen: mid-trial
                 break
         except KeyError:
             pass  # not created yet

@@ -306,7 +306,7 @@ class ConfigError(Exception):
         super().__init__(f"{source}: {len(issues)} problem(s) in the study file\n{lines}")
 
 
-def _pydantic_issues(error: ValidationError) -> list[ConfigIssue]:
+def pydantic_issues(error: ValidationError) -> list[ConfigIssue]:
     issues = []
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"])
@@ -431,19 +431,23 @@ def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
     try:
         config = StudyConfig.model_validate(raw)
     except ValidationError as error:
-        issues.extend(_pydantic_issues(error))
+        issues.extend(pydantic_issues(error))
     issues.extend(semantic_issues(raw))
     if issues or config is None:
         raise ConfigError(source, issues)
     return config
 
 
-def load_study(path: Path) -> StudyConfig:
-    """Read and validate a study file. Relative paths in it are relative to the working folder."""
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; :class:`ConfigError` when it cannot be read or parsed."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as error:
         raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {error.strerror}")]) from None
     except yaml.YAMLError as error:
         raise ConfigError(str(path), [ConfigIssue("", f"not valid YAML: {error}")]) from None
-    return parse_study(raw, str(path))
+
+
+def load_study(path: Path) -> StudyConfig:
+    """Read and validate a study file. Relative paths in it are relative to the working folder."""
+    return parse_study(read_yaml(path), str(path))

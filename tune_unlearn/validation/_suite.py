@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tune_unlearn.config import ConfigError, ConfigIssue, _pydantic_issues
+from tune_unlearn.config import ConfigError, pydantic_issues, read_yaml
 from tune_unlearn.validation._probes import PROBES
 
 
@@ -67,12 +66,6 @@ class SuiteConfig(_Strict):
 def load_suite(path: Path) -> SuiteConfig:
     """Read and validate a suite file; :class:`ConfigError` lists every problem."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {error.strerror}")]) from None
-    except yaml.YAMLError as error:
-        raise ConfigError(str(path), [ConfigIssue("", f"not valid YAML: {error}")]) from None
-    try:
-        return SuiteConfig.model_validate(raw)
+        return SuiteConfig.model_validate(read_yaml(path))
     except ValidationError as error:
-        raise ConfigError(str(path), _pydantic_issues(error)) from None
+        raise ConfigError(str(path), pydantic_issues(error)) from None
