@@ -1,0 +1,128 @@
+"""Per-step cost of each method relative to GradDiff, and per-sample gradients through
+``torch.func.vmap`` relative to a Python loop (batch 64), measured in one run.
+
+    python benchmarks/step_cost.py [--problem shapes] [--samples 3000] [--steps 30] [--repeats 3]
+
+Every method runs the same number of steps on the same setup; the figure is the median over
+repeats of its unlearning seconds divided by GradDiff's. Targets (issue 7): task and subspace
+projection at most (T + 1)/2 × GradDiff + 10%, interference_aware at most 3×; vmap at least
+10× faster than the loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from tune_unlearn.config import parse_study
+from tune_unlearn.experiment import Experiment
+from tune_unlearn.methods import METHODS
+from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
+
+
+def experiment_for(problem: str, samples: int, cache: str) -> Experiment:
+    params = {"num_samples": samples} if problem == "shapes" else {}
+    task = "shape" if problem == "shapes" else "digit"
+    raw = {
+        "name": "step_cost",
+        "problem": {"name": problem, "params": params},
+        "forget": {"mode": "partial", "target_tasks": [task], "where": {task: 0}},
+        "method": {"name": "graddiff"},
+        "references": {"cache_dir": cache},
+        "tracking": {"enabled": False},
+        "collapse_guard": {"enabled": False},
+    }
+    return Experiment(parse_study(raw), progress=False)
+
+
+def method_seconds(experiment: Experiment, name: str, steps: int) -> float:
+    """Unlearning seconds of ``steps`` steps; tiny learning rates keep every method finite."""
+    cls = METHODS.get(name)
+    wanted = {"steps": steps, "batch_size": 64, "ascent_lr": 1e-6, "retain_lr": 1e-6}
+    method = cls(**{k: v for k, v in wanted.items() if k in cls.hyperparameters()})
+    model = experiment.model_from(experiment.references["original"].state_dict)
+    start = time.perf_counter()
+    method.unlearn(model, experiment.setup, seed=0)
+    return time.perf_counter() - start
+
+
+def per_sample_seconds(experiment: Experiment, repeats: int) -> tuple[float, float]:
+    """Seconds for the shared-parameter per-sample gradients of 64 retain samples: vmap, loop."""
+    model = experiment.model_from(experiment.references["original"].state_dict)
+    setup = experiment.setup
+    positions = torch.arange(64) % len(setup.retain)
+    batch = setup.batch(setup.retain, positions.to(setup.retain.indices.device))
+    layout = ParameterLayout(model)
+    grads = StepGradients(layout, setup.tasks, setup.target, None, batch)
+    n = layout.num_shared
+
+    def loop() -> torch.Tensor:
+        rows = []
+        for i in range(64):
+            one = setup.batch(setup.retain, positions[i : i + 1].to(setup.retain.indices.device))
+            single = StepGradients(layout, setup.tasks, setup.target, None, one)
+            rows.append(single.retain[:n])
+        return torch.stack(rows)
+
+    def timed(function: object) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = function()  # type: ignore[operator]
+            times.append(time.perf_counter() - start)
+        assert isinstance(result, torch.Tensor)
+        return statistics.median(times)
+
+    vectorised = grads.per_sample_retain()
+    looped = loop()
+    if not torch.allclose(vectorised, looped, atol=1e-5):
+        raise RuntimeError("vmap and loop per-sample gradients disagree")
+    return timed(grads.per_sample_retain), timed(loop)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--problem", choices=["digits", "shapes"], default="shapes")
+    parser.add_argument("--samples", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as cache:
+        experiment = experiment_for(args.problem, args.samples, cache)
+        tasks = len(experiment.task_names)
+        seconds = {
+            name: statistics.median(method_seconds(experiment, name, args.steps) for _ in range(args.repeats))
+            for name in METHODS.names()
+        }
+        base = seconds["graddiff"]
+        print(
+            f"{args.problem} ({tasks} tasks, batch 64, {args.steps} steps, median of {args.repeats}); "
+            f"graddiff {base / args.steps * 1000:.1f} ms/step"
+        )
+        targets = {
+            "task_projection": (tasks + 1) / 2 * 1.1,
+            "subspace_projection": (tasks + 1) / 2 * 1.1,
+            "interference_aware": 3.0,
+        }
+        for name, value in sorted(seconds.items(), key=lambda kv: kv[1]):
+            target = targets.get(name)
+            verdict = (
+                ""
+                if target is None
+                else f" (target ≤ {target:.2f}: {'met' if value / base <= target else 'MISSED'})"
+            )
+            print(f"  {name}: {value / base:.2f}× graddiff{verdict}")
+        vmap, loop = per_sample_seconds(experiment, args.repeats)
+        verdict = "met" if loop / vmap >= 10 else "MISSED"
+        print(
+            f"per-sample gradients, batch 64: vmap {vmap * 1000:.1f} ms, loop {loop * 1000:.1f} ms, "
+            f"speed-up {loop / vmap:.1f}× (target ≥ 10: {verdict})"
+        )
+
+
+if __name__ == "__main__":
+    main()
