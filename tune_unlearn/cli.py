@@ -127,12 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUN_FAILED
 
 
-def _run(config: object, args: argparse.Namespace) -> int:
+def _run(config: StudyConfig, args: argparse.Namespace) -> int:
     from tune_unlearn.outputs import pareto_table
     from tune_unlearn.runner import run_study
 
     result = run_study(
-        config,  # type: ignore[arg-type]
+        config,
         n_trials=args.n_trials,
         storage=args.storage,
         tracking_uri=args.tracking_uri,
@@ -228,10 +228,10 @@ def _gate(config: StudyConfig, args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.report.passed else EXIT_CHECK_FAILED
 
 
-def _report(config: object, storage: str | None) -> int:
+def _report(config: StudyConfig, storage: str | None) -> int:
     from tune_unlearn.outputs import pareto_table
     from tune_unlearn.runner import rebuild_report
 
-    summary = rebuild_report(config, storage)  # type: ignore[arg-type]
+    summary = rebuild_report(config, storage)
     print(pareto_table(summary))
     return EXIT_OK

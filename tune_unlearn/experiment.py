@@ -9,13 +9,11 @@ the validators alone.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -176,7 +174,7 @@ class Experiment:
         self.trained_references: list[str] = []
         for kind, (labeled, request, given) in plans.items():
             if given is not None:  # the user's own checkpoint: nothing to train, cost unknown
-                references[kind] = Reference(kind, load_state(given), math.nan, Path(given))
+                references[kind] = Reference(kind, load_state(given), math.nan)
                 continue
             train = functools.partial(
                 train_model,
@@ -232,8 +230,7 @@ class Experiment:
     ) -> RunResult:
         """Unlearn a copy of the original with ``params`` (plus the fixed ones) and measure it."""
         method = self.build_method(params)
-        model = self.model_from(self.references["original"].state_dict)
-        model = copy.deepcopy(model)
+        model = self.model_from(self.references["original"].state_dict)  # a fresh copy
         with PhaseTimer(self.device) as timer:
             log = method.unlearn(model, self.setup, seed=seed, monitor=monitor, monitor_every=monitor_every)
         metrics = self.measure(model, gpu_seconds=timer.seconds, seed=seed)

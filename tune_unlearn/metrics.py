@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from tune_unlearn.registry import Registry
+from tune_unlearn.registry import Registry, subclass_of
 
 Direction = Literal["maximize", "minimize", "target"]
 
@@ -73,18 +73,10 @@ class Metric(ABC):
         return "maximize" if cls.direction == "maximize" else "minimize"
 
 
-METRICS: Registry[type[Metric]] = Registry(
-    "metric",
-    "tune_unlearn.metrics",
-    accepts=lambda entry: isinstance(entry, type) and issubclass(entry, Metric),
-)
+METRICS: Registry[type[Metric]] = Registry("metric", "tune_unlearn.metrics", accepts=subclass_of(Metric))
 
 
-def _register(cls: type[Metric]) -> type[Metric]:
-    return METRICS.register(cls.name)(cls)
-
-
-@_register
+@METRICS.add
 class ForgetEfficacy(Metric):
     """``1 − |F^u − F^r| / max(|F^o − F^r|, 0.01)`` per target task, clipped to [0, 1], averaged.
 
@@ -114,7 +106,7 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else (1.0 if numerator <= 0 else math.inf)
 
 
-@_register
+@METRICS.add
 class RetainedUtility(Metric):
     """Mean of ``U_t / O_t`` over every task and, in partial mode, ``K^u_t / K^o_t`` over kept
     tasks."""
@@ -135,7 +127,7 @@ class RetainedUtility(Metric):
         return float(np.mean(ratios))
 
 
-@_register
+@METRICS.add
 class UnlearningImpactScore(Metric):
     """``½·mean_t |O_t − U_t|/O_t + ½·mean_{t∈T_F} |O_t − F^u_t|/O_t`` (lower is better)."""
 
@@ -158,7 +150,7 @@ class UnlearningImpactScore(Metric):
         return float(0.5 * utility + 0.5 * forgetting)
 
 
-@_register
+@METRICS.add
 class ParamShift(Metric):
     """``‖θ_u − θ_o‖₂ / ‖θ_o‖₂``, computed by the caller on the device."""
 
@@ -169,7 +161,7 @@ class ParamShift(Metric):
         return ctx.param_shift
 
 
-@_register
+@METRICS.add
 class GpuSeconds(Metric):
     """Accelerator seconds of the unlearning phase (wall seconds on CPU), measured by the caller."""
 
@@ -181,7 +173,7 @@ class GpuSeconds(Metric):
         return ctx.gpu_seconds
 
 
-@_register
+@METRICS.add
 class MiaAuc(Metric):
     """Loss-based membership inference: forget instances (label 1) against ``val`` (label 0).
 

@@ -86,7 +86,6 @@ class Reference:
     kind: ReferenceKind
     state_dict: StateDict
     train_seconds: float
-    path: Path
 
 
 class ReferenceCache:
@@ -136,7 +135,7 @@ class ReferenceCache:
                 _atomic_write(meta, lambda f: f.write(json.dumps(info).encode()))
             state = torch.load(weights, weights_only=True)
             seconds = float(json.loads(meta.read_text())["train_seconds"])
-        return Reference(kind, state, seconds, weights), trained
+        return Reference(kind, state, seconds), trained
 
 
 def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:

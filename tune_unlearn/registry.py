@@ -30,6 +30,11 @@ class UnknownNameError(KeyError, ValueError):
         return str(self.args[0])
 
 
+def subclass_of(base: type) -> Callable[[object], bool]:
+    """The ``accepts`` test of a registry of classes: a plugin must subclass ``base``."""
+    return lambda entry: isinstance(entry, type) and issubclass(entry, base)
+
+
 class Registry(Generic[T]):
     """Names to plugins of one kind.
 
@@ -50,6 +55,10 @@ class Registry(Generic[T]):
         self._plugins_loaded = entry_point_group is None
         #: Entry points that could not be loaded: name → why.
         self.broken: dict[str, str] = {}
+
+    def add(self, entry: T) -> T:
+        """Register a class under its own ``name`` attribute; usable as a decorator."""
+        return self.register(str(getattr(entry, "name")))(entry)  # noqa: B009
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(entry: T) -> T:

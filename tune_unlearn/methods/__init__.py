@@ -14,12 +14,10 @@ from tune_unlearn.methods._interference_aware import InterferenceAware
 from tune_unlearn.methods._simple import Finetune, GradDiff, GradientAscent
 from tune_unlearn.methods._subspace_projection import SubspaceProjection
 from tune_unlearn.methods._task_projection import TaskProjection
-from tune_unlearn.registry import Registry
+from tune_unlearn.registry import Registry, subclass_of
 
 METHODS: Registry[type[UnlearningMethod]] = Registry(
-    "method",
-    "tune_unlearn.methods",
-    accepts=lambda entry: isinstance(entry, type) and issubclass(entry, UnlearningMethod),
+    "method", "tune_unlearn.methods", accepts=subclass_of(UnlearningMethod)
 )
 for _method in (
     Finetune,
@@ -30,7 +28,7 @@ for _method in (
     InstanceOrthogonalization,
     InterferenceAware,
 ):
-    METHODS.register(_method.name)(_method)
+    METHODS.add(_method)
 
 __all__ = [
     "METHODS",

@@ -31,8 +31,7 @@ class ValidationContext:
     def __init__(self, experiment: Experiment) -> None:
         self.experiment = experiment
         config = experiment.config
-        data = experiment.problem.load_data()  # sizes only; the experiment's copy is on the device
-        self.holdout: Tensor = experiment.problem.split(len(data), config.problem.seed)["holdout"]
+        self.holdout: Tensor = experiment.problem.split(len(experiment.data), config.problem.seed)["holdout"]
         self.original = experiment.model_from(experiment.references["original"].state_dict)
         self.retrain = (
             experiment.model_from(experiment.references["retrain"].state_dict)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from tune_unlearn.forget import LabeledSet
-from tune_unlearn.registry import Registry
+from tune_unlearn.registry import Registry, subclass_of
 from tune_unlearn.validation._context import Probe, ValidationContext
 
 
@@ -33,14 +33,8 @@ class ProbeFamily(ABC):
 
 
 PROBES: Registry[type[ProbeFamily]] = Registry(
-    "probe family",
-    "tune_unlearn.probes",
-    accepts=lambda entry: isinstance(entry, type) and issubclass(entry, ProbeFamily),
+    "probe family", "tune_unlearn.probes", accepts=subclass_of(ProbeFamily)
 )
-
-
-def _register(cls: type[ProbeFamily]) -> type[ProbeFamily]:
-    return PROBES.register(cls.name)(cls)
 
 
 def _nearest(ctx: ValidationContext, anchors: Tensor, pool: Tensor, k: int) -> Tensor:
@@ -50,7 +44,7 @@ def _nearest(ctx: ValidationContext, anchors: Tensor, pool: Tensor, k: int) -> T
     return pool[nearest.unique()]
 
 
-@_register
+@PROBES.add
 class DependentNeighbors(ProbeFamily):
     """Holdout samples nearest the forget instances (k-NN on the original's features); every
     task label is to be kept, beyond what the retrained reference loses."""
@@ -64,7 +58,7 @@ class DependentNeighbors(ProbeFamily):
         return Probe(self.name, ctx.all_tasks(neighbours))
 
 
-@_register
+@PROBES.add
 class SharedLabel(ProbeFamily):
     """Holdout samples that share a target-task label value with the forget set."""
 
@@ -81,7 +75,7 @@ class SharedLabel(ProbeFamily):
         return Probe(self.name, ctx.all_tasks(ctx.holdout[chosen.cpu()]))
 
 
-@_register
+@PROBES.add
 class SharedAttribute(ProbeFamily):
     """Holdout samples that share a problem attribute value with the forget set (``attribute``;
     default the problem's first). Each attribute value counts in proportion to the forget set."""
@@ -102,7 +96,7 @@ class SharedAttribute(ProbeFamily):
         return Probe(self.name, ctx.all_tasks(ctx.holdout[torch.isin(column[ctx.holdout], dominant)]))
 
 
-@_register
+@PROBES.add
 class CrossTask(ProbeFamily):
     """Partial mode: the forget instances' retained tasks, and their holdout neighbours' labels
     on those tasks."""
@@ -120,7 +114,7 @@ class CrossTask(ProbeFamily):
         return Probe(self.name, LabeledSet(indices, kept.expand(len(indices), -1).clone()))
 
 
-@_register
+@PROBES.add
 class Unrelated(ProbeFamily):
     """A seeded random holdout sample: damage far from the request (and prediction churn)."""
 
@@ -133,7 +127,7 @@ class Unrelated(ProbeFamily):
         return Probe(self.name, ctx.all_tasks(chosen.sort().values))
 
 
-@_register
+@PROBES.add
 class StaticRetain(ProbeFamily):
     """The classic check: retain *training* samples, which the unlearning itself descends on.
     Kept to show what it alone would conclude."""
