@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
 
 from tune_unlearn.config import parse_study
-from tune_unlearn.experiment import Experiment
+from tune_unlearn.experiment import Experiment, PhaseTimer
 from tune_unlearn.methods import METHODS
 from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 
@@ -39,15 +38,30 @@ def experiment_for(problem: str, samples: int, cache: str) -> Experiment:
     return Experiment(parse_study(raw), progress=False)
 
 
-def method_seconds(experiment: Experiment, name: str, steps: int) -> float:
+def variants() -> list[str]:
+    """Every method, and the projection methods again in their representation-level form."""
+    names = METHODS.names()
+    return names + [
+        f"{n}@representation" for n in names if "projection_space" in METHODS.get(n).hyperparameters()
+    ]
+
+
+def method_seconds(experiment: Experiment, variant: str, steps: int) -> float:
     """Unlearning seconds of ``steps`` steps; tiny learning rates keep every method finite."""
+    name, _, space = variant.partition("@")
     cls = METHODS.get(name)
-    wanted = {"steps": steps, "batch_size": 64, "ascent_lr": 1e-6, "retain_lr": 1e-6}
-    method = cls(**{k: v for k, v in wanted.items() if k in cls.hyperparameters()})
+    wanted = {
+        "steps": steps,
+        "batch_size": 64,
+        "ascent_lr": 1e-6,
+        "retain_lr": 1e-6,
+        "projection_space": space,
+    }
+    method = cls(**{k: v for k, v in wanted.items() if k in cls.hyperparameters() and v != ""})
     model = experiment.model_from(experiment.references["original"].state_dict)
-    start = time.perf_counter()
-    method.unlearn(model, experiment.setup, seed=0)
-    return time.perf_counter() - start
+    with PhaseTimer(experiment.device) as timer:  # CUDA-event time on a GPU
+        method.unlearn(model, experiment.setup, seed=0)
+    return timer.seconds
 
 
 def per_sample_seconds(experiment: Experiment, repeats: int) -> tuple[float, float]:
@@ -71,9 +85,9 @@ def per_sample_seconds(experiment: Experiment, repeats: int) -> tuple[float, flo
     def timed(function: object) -> float:
         times = []
         for _ in range(repeats):
-            start = time.perf_counter()
-            result = function()  # type: ignore[operator]
-            times.append(time.perf_counter() - start)
+            with PhaseTimer(experiment.device) as timer:
+                result = function()  # type: ignore[operator]
+            times.append(timer.seconds)
         assert isinstance(result, torch.Tensor)
         return statistics.median(times)
 
@@ -90,17 +104,23 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=3000)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as cache:
         experiment = experiment_for(args.problem, args.samples, cache)
         tasks = len(experiment.task_names)
-        seconds = {
-            name: statistics.median(method_seconds(experiment, name, args.steps) for _ in range(args.repeats))
-            for name in METHODS.names()
-        }
+        # Repeats interleave the methods, so that a slow spell of a shared machine hits all.
+        runs: dict[str, list[float]] = {}
+        for _ in range(args.repeats):
+            for variant in variants():
+                runs.setdefault(variant, []).append(method_seconds(experiment, variant, args.steps))
+        seconds = {variant: statistics.median(values) for variant, values in runs.items()}
         base = seconds["graddiff"]
         print(
-            f"{args.problem} ({tasks} tasks, batch 64, {args.steps} steps, median of {args.repeats}); "
+            f"{args.problem} ({tasks} tasks, batch 64, {args.steps} steps, median of {args.repeats}, "
+            f"{torch.get_num_threads()} threads, device {experiment.device}); "
             f"graddiff {base / args.steps * 1000:.1f} ms/step"
         )
         targets = {
@@ -108,6 +128,7 @@ def main() -> None:
             "subspace_projection": (tasks + 1) / 2 * 1.1,
             "interference_aware": 3.0,
         }
+        targets.update({f"{name}@representation": value for name, value in targets.items()})
         for name, value in sorted(seconds.items(), key=lambda kv: kv[1]):
             target = targets.get(name)
             verdict = (

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +33,11 @@ class LabeledSet:
 
     def __len__(self) -> int:
         return int(self.indices.numel())
+
+    @cached_property
+    def uniform_mask(self) -> bool:
+        """Every sample counts on the same tasks (one host sync, once per set)."""
+        return bool((self.mask == self.mask[:1]).all())
 
     def to(self, device: torch.device | str) -> LabeledSet:
         return LabeledSet(self.indices.to(device), self.mask.to(device))

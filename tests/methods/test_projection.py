@@ -60,7 +60,7 @@ def test_subspace_projection_leaves_u_orthogonal_to_its_basis(tiny_experiment: E
     assert torch.allclose(gram, torch.diag(gram.diagonal().round()), atol=1e-5)
     assert float((basis.T @ u[:n]).norm()) < 1e-5 * float(u[:n].norm() + grads.forget[:n].norm())
     # each task's top singular direction lies in the basis
-    per_task = grads.per_sample_retain_by_task()
+    per_task = grads.per_sample_retain_by_task
     for samples in per_task:
         top = torch.linalg.svd(samples, full_matrices=False).Vh[0]
         assert float((top - basis @ (basis.T @ top)).norm()) < 1e-3
@@ -96,24 +96,29 @@ def test_per_sample_gradients_average_to_the_batch_gradient(tiny_experiment: Exp
     grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
     n = grads.layout.num_shared
     assert torch.allclose(grads.per_sample_forget().mean(dim=0), grads.forget[:n], atol=1e-6)
-    by_task = grads.per_sample_retain_by_task()
+    by_task = grads.per_sample_retain_by_task
     assert torch.allclose(by_task.sum(dim=0), grads.per_sample_retain(), atol=1e-6)
 
 
 @pytest.mark.parametrize(
     "name", ["task_projection", "subspace_projection", "instance_orthogonalization", "interference_aware"]
 )
-def test_zero_projection_strength_equals_graddiff(tiny_experiment: Experiment, name: str) -> None:
+@pytest.mark.parametrize("space", ["parameters", "representation"])
+def test_zero_projection_strength_equals_graddiff(tiny_experiment: Experiment, name: str, space: str) -> None:
     hyper = {"steps": 5, "batch_size": 8, "ascent_lr": 0.02, "retain_lr": 0.05}
     reference = original_model(tiny_experiment)
     GradDiff(**hyper).unlearn(reference, tiny_experiment.setup, seed=11)
     projected = original_model(tiny_experiment)
-    METHODS.get(name)(**hyper, projection_strength=0.0).unlearn(projected, tiny_experiment.setup, seed=11)
+    METHODS.get(name)(**hyper, projection_strength=0.0, projection_space=space).unlearn(
+        projected, tiny_experiment.setup, seed=11
+    )
     for a, b in zip(reference.parameters(), projected.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     # and a non-zero strength does change the update
     other = original_model(tiny_experiment)
-    METHODS.get(name)(**hyper, projection_strength=1.0).unlearn(other, tiny_experiment.setup, seed=11)
+    METHODS.get(name)(**hyper, projection_strength=1.0, projection_space=space).unlearn(
+        other, tiny_experiment.setup, seed=11
+    )
     assert any(
         not torch.allclose(a, b, atol=1e-5)
         for a, b in zip(reference.parameters(), other.parameters(), strict=True)

@@ -48,6 +48,7 @@ class UnlearningSetup:
             inputs=self.data.inputs[rows],
             labels={name: column[rows] for name, column in self.data.labels.items()},
             mask=labeled.mask[positions],
+            uniform_mask=labeled.uniform_mask,
         )
 
 
@@ -140,7 +141,7 @@ class UnlearningMethod(ABC):
         The same seed gives the same updates: batches come from a seeded generator, and the
         global generator (which ``torch.svd_lowrank`` draws from) is seeded inside a fork.
         """
-        device = setup.data.inputs.device
+        device = setup.data.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             return self._run_steps(model, setup, seed, monitor, monitor_every)
@@ -153,7 +154,7 @@ class UnlearningMethod(ABC):
         monitor: StepMonitor | None,
         monitor_every: int,
     ) -> StepLog:
-        device = setup.data.inputs.device
+        device = setup.data.device
         layout = ParameterLayout(model)
         generator = torch.Generator(device=device).manual_seed(seed)
         self.prepare(layout, setup, seed)

@@ -28,6 +28,8 @@ class Batch:
     inputs: Tensor
     labels: dict[str, Tensor]
     mask: Tensor
+    #: Every row of ``mask`` is the same (known when the batch is drawn, to spare a host sync).
+    uniform_mask: bool = False
 
 
 def masked_task_losses(outputs: dict[str, Tensor], batch: Batch, tasks: tuple[Task, ...]) -> Tensor:
@@ -83,54 +85,124 @@ class StepGradients:
         self.forget_batch, self.retain_batch = forget, retain
 
     # -- batch-level -------------------------------------------------------------------------
-    @cached_property
-    def _forget_loss_graph(self) -> Tensor:
-        if self.forget_batch is None:
-            raise RuntimeError("this method was given no forget batch")
-        outputs = self.layout.model(self.forget_batch.inputs)
-        return masked_task_losses(outputs, self.forget_batch, self.tasks)[self.target].sum()
+    def _forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The shared representation ``z`` and the heads' outputs, one forward pass."""
+        model = self.layout.model
+        representation = model.features(batch.inputs)
+        return representation, {name: head(representation) for name, head in model.heads.items()}
 
     @cached_property
-    def _retain_losses_graph(self) -> Tensor:
+    def _forget_graph(self) -> tuple[Tensor, Tensor]:
+        if self.forget_batch is None:
+            raise RuntimeError("this method was given no forget batch")
+        representation, outputs = self._forward(self.forget_batch)
+        loss = masked_task_losses(outputs, self.forget_batch, self.tasks)[self.target].sum()
+        return representation, loss
+
+    @cached_property
+    def _retain_graph(self) -> tuple[Tensor, Tensor]:
         if self.retain_batch is None:
             raise RuntimeError("this method was given no retain batch")
-        outputs = self.layout.model(self.retain_batch.inputs)
-        return masked_task_losses(outputs, self.retain_batch, self.tasks)
+        representation, outputs = self._forward(self.retain_batch)
+        return representation, masked_task_losses(outputs, self.retain_batch, self.tasks)
 
     @property
     def forget_loss(self) -> Tensor:
-        return self._forget_loss_graph.detach()
+        return self._forget_graph[1].detach()
 
     @property
     def retain_losses(self) -> Tensor:
-        return self._retain_losses_graph.detach()
+        return self._retain_graph[1].detach()
+
+    def _grad(self, output: Tensor, inputs: list[Tensor], cotangents: Tensor | None = None) -> Tensor:
+        """Flat ∇ of ``output`` w.r.t. ``inputs``; with ``cotangents`` ``[K, *output.shape]``,
+        K vector–Jacobian products in one batched backward pass, ``[K, ...]``. The graph is
+        kept: other gradients of the same step may still need it."""
+        batched = cotangents is not None
+        grads = torch.autograd.grad(
+            output,
+            inputs,
+            grad_outputs=cotangents,
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=batched,
+        )
+        if not batched:
+            return flatten(grads, inputs)
+        assert cotangents is not None
+        return torch.cat(
+            [
+                (g if g is not None else p.new_zeros(len(cotangents), *p.shape)).flatten(start_dim=1)
+                for g, p in zip(grads, inputs, strict=True)
+            ],
+            dim=1,
+        )
 
     @cached_property
     def forget(self) -> Tensor:
         """``g_f``: gradient of the summed target-task losses on the forget batch."""
-        grads = torch.autograd.grad(self._forget_loss_graph, self.layout.params, allow_unused=True)
-        return flatten(grads, self.layout.params)
+        return self._grad(self._forget_graph[1], self.layout.params)
 
     @cached_property
     def retain_by_task(self) -> Tensor:
-        """``g_r^t`` for every task, stacked as ``[T, P]`` (one retained graph, T backwards)."""
-        losses = self._retain_losses_graph
-        rows = [
-            flatten(
-                torch.autograd.grad(loss, self.layout.params, retain_graph=True, allow_unused=True),
-                self.layout.params,
-            )
-            for loss in losses
-        ]
-        return torch.stack(rows)
+        """``g_r^t`` for every task, stacked as ``[T, P]``: T vector–Jacobian products of the
+        per-task losses, batched into one backward pass (``is_grads_batched``)."""
+        losses = self._retain_graph[1]
+        return self._grad(losses, self.layout.params, torch.eye(len(losses), device=losses.device))
 
     @cached_property
     def retain(self) -> Tensor:
         """``g_r = Σ_t g_r^t``; one backward unless the per-task gradients exist already."""
         if "retain_by_task" in self.__dict__:
             return self.retain_by_task.sum(dim=0)
-        grads = torch.autograd.grad(self._retain_losses_graph.sum(), self.layout.params, allow_unused=True)
-        return flatten(grads, self.layout.params)
+        return self._grad(self._retain_graph[1].sum(), self.layout.params)
+
+    def forget_sample_mean(self) -> Tensor:
+        """The mean of the per-sample forget gradients on the shared parameters, ``[P_shared]``.
+
+        When every forget sample counts on the same tasks (always so for a forget request),
+        each target task's mean loss divides by the batch size, so this *is* ``g_f`` on the
+        shared parameters: the instance-level projections, linear in each per-sample gradient,
+        can then act on ``g_f`` once instead of on B per-sample gradients.
+        """
+        batch = self.forget_batch
+        if batch is None:
+            raise RuntimeError("this method was given no forget batch")
+        if batch.uniform_mask:
+            return self.forget[: self.layout.num_shared]
+        return self.per_sample_forget().mean(dim=0)
+
+    # -- representation-level (the approximate projections) ----------------------------------
+    @cached_property
+    def forget_at_representation(self) -> Tensor:
+        """``∂L_f/∂z`` per forget sample, ``[B_f, D]``: the forget gradient at the shared
+        representation, a heads-only backward pass."""
+        representation, loss = self._forget_graph
+        (gradient,) = torch.autograd.grad(loss, representation, retain_graph=True)
+        return gradient.flatten(start_dim=1)
+
+    @cached_property
+    def retain_at_representation_by_task(self) -> Tensor:
+        """``∂L_r^t/∂z`` per task and retain sample, ``[T, B_r, D]`` (heads-only, batched)."""
+        representation, losses = self._retain_graph
+        eye = torch.eye(len(losses), device=losses.device)
+        (gradient,) = torch.autograd.grad(
+            losses, representation, grad_outputs=eye, retain_graph=True, is_grads_batched=True
+        )
+        return gradient.flatten(start_dim=2)
+
+    def shared_forget_pullback(self, cotangent: Tensor) -> Tensor:
+        """``∇_shared ⟨z_f, cotangent⟩``: a representation-space direction ``[B_f, D]`` on the
+        forget batch, pulled back to the shared parameters (one backbone backward)."""
+        representation, _ = self._forget_graph
+        shared = self.layout.params[: len(self.layout.shared_names)]
+        return self._grad(representation, shared, cotangent.reshape(1, *representation.shape))[0]
+
+    def shared_retain_combination(self, weights: Tensor) -> Tensor:
+        """``∇_shared Σ_t w_t L_r^t`` on the shared parameters, one backward pass."""
+        _, losses = self._retain_graph
+        shared = self.layout.params[: len(self.layout.shared_names)]
+        return self._grad(losses, shared, weights.unsqueeze(0))[0]
 
     # -- per-sample (shared parameters only) -------------------------------------------------
     def _per_sample(self, batch: Batch, task_weights: Tensor) -> Tensor:
@@ -160,8 +232,11 @@ class StepGradients:
             return total
 
         per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0, 0, None))
-        per_weighting = vmap(per_sample, in_dims=(None, None, None, None, 0))
-        grads = per_weighting(shared, batch.inputs, batch.labels, batch.mask.float(), task_weights)
+        arguments = (shared, batch.inputs, batch.labels, batch.mask.float())
+        if len(task_weights) == 1:  # one weighting: no outer vmap level to pay for
+            grads = {n: g.unsqueeze(0) for n, g in per_sample(*arguments, task_weights[0]).items()}
+        else:
+            grads = vmap(per_sample, in_dims=(None, None, None, None, 0))(*arguments, task_weights)
         return torch.cat([grads[n].flatten(start_dim=2) for n in self.layout.shared_names], dim=2)
 
     def per_sample_forget(self) -> Tensor:
@@ -174,9 +249,12 @@ class StepGradients:
         """Per-sample retain gradients (all tasks summed) on the shared parameters."""
         if self.retain_batch is None:
             raise RuntimeError("this method was given no retain batch")
+        if "per_sample_retain_by_task" in self.__dict__:  # a subspace refresh step paid already
+            return self.per_sample_retain_by_task.sum(dim=0)
         ones = torch.ones(1, len(self.tasks), device=self.target.device)
         return self._per_sample(self.retain_batch, ones)[0]
 
+    @cached_property
     def per_sample_retain_by_task(self) -> Tensor:
         """Per-sample retain gradients of each task, ``[T, B_r, P_shared]``."""
         if self.retain_batch is None:

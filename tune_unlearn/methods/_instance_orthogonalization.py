@@ -8,27 +8,38 @@ from typing import ClassVar
 from torch import Tensor
 
 from tune_unlearn.methods._gradients import StepGradients
+from tune_unlearn.methods._projected import ProjectedGradDiff
 from tune_unlearn.methods._projection import orthonormal_basis, project_out
-from tune_unlearn.methods._simple import GradDiff
 
 
-def orthogonalized_forget(grads: StepGradients, per_sample_forget: Tensor, strength: float) -> Tensor:
-    """Each per-sample forget gradient loses λ of its component in the span of the batch's
-    per-sample retain gradients; ``u`` on the shared parameters is their mean."""
-    basis = orthonormal_basis(grads.per_sample_retain().T)
-    return project_out(per_sample_forget, basis, strength).mean(dim=0)
+def orthogonalized_forget(grads: StepGradients, forget: Tensor, strength: float) -> Tensor:
+    """Forget gradients (rows, or their mean) less λ of their component in the span of the
+    batch's per-sample retain gradients on the shared parameters.
+
+    DESIGN §3 projects each per-sample forget gradient and takes the mean; the projection is
+    linear, so projecting the mean (``StepGradients.forget_sample_mean``) gives the same ``u``
+    without per-sample forget gradients.
+    """
+    return project_out(forget, orthonormal_basis(grads.per_sample_retain().T), strength)
+
+
+def orthogonalized_at_representation(grads: StepGradients, forget: Tensor, strength: float) -> Tensor:
+    """Per-sample forget gradients at the representation ``[B_f, D]``, less λ of their component
+    in the span of the retain batch's per-sample ``∂L_r/∂z``."""
+    retain = grads.retain_at_representation_by_task.sum(dim=0)  # [B_r, D]
+    return project_out(forget, orthonormal_basis(retain.T), strength)
 
 
 @dataclass(kw_only=True)
-class InstanceOrthogonalization(GradDiff):
+class InstanceOrthogonalization(ProjectedGradDiff):
     """GradDiff whose per-sample forget gradients are orthogonalised against the retain batch."""
-
-    projection_strength: float = 1.0
 
     name: ClassVar[str] = "instance_orthogonalization"
 
-    def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
-        n = grads.layout.num_shared
-        u = grads.forget.clone()  # heads of target tasks take the raw g_f
-        u[:n] = orthogonalized_forget(grads, grads.per_sample_forget(), self.projection_strength)
-        return u
+    def project_at_parameters(self, grads: StepGradients, step: int) -> Tensor:
+        return orthogonalized_forget(grads, grads.forget_sample_mean(), self.projection_strength)
+
+    def project_at_representation(self, grads: StepGradients, step: int) -> Tensor:
+        strength = self.projection_strength
+        projected = orthogonalized_at_representation(grads, grads.forget_at_representation, strength)
+        return grads.shared_forget_pullback(projected)

@@ -1,4 +1,11 @@
-"""Pure projection rules of the interference-aware family (DESIGN §3), on flat tensors."""
+"""Pure projection rules of the interference-aware family (DESIGN §3), on flat tensors.
+
+The bases are built from Gram matrices rather than from SVDs of the tall gradient matrices:
+with ``m`` gradients of ``P`` parameters (``m`` a batch size or a few times the subspace rank,
+``P`` tens of thousands), ``MᵀM`` is ``m × m`` and its eigendecomposition is nearly free, while
+an SVD of ``[P, m]`` or a randomized SVD per task is not. The Gram matrix is formed in float64,
+so squaring the condition number costs no accuracy at the rank tolerance used below.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +14,28 @@ from torch import Tensor
 
 #: Directions with a singular value below this share of the largest are numerically absent.
 _RANK_TOLERANCE = 1e-6
-#: Extra random directions for the randomized SVD (Halko et al.): the top ``rank`` come out
-#: far more accurately when the sketch is a little wider than ``rank``.
-_OVERSAMPLING = 5
+
+
+def pcgrad_coefficients(u: Tensor, task_grads: Tensor, order: list[int], strength: float) -> Tensor:
+    """The coefficients ``c`` of PCGrad-style projection, so that the result is ``u − cᵀG``.
+
+    For each task in ``order``: ``u ← u − λ·max(⟨u, g_t⟩, 0)/‖g_t‖²·g_t``. No host sync (the
+    max is a clamp). Returned separately so that the coefficients can be found in one space
+    (the shared representation) and applied in another (the shared parameters).
+    """
+    coefficients = task_grads.new_zeros(task_grads.shape[0])
+    for t in order:
+        g = task_grads[t]
+        c = strength * (u @ g).clamp(min=0.0) / (g @ g).clamp(min=1e-20)
+        u = u - c * g
+        coefficients[t] = coefficients[t] + c
+    return coefficients
 
 
 def pcgrad(u: Tensor, task_grads: Tensor, order: list[int], strength: float) -> Tensor:
-    """PCGrad-style: for each task in ``order``, remove λ times the conflicting component.
-
-    ``u ← u − λ·max(⟨u, g_t⟩, 0)/‖g_t‖²·g_t``; no host sync (the max is a clamp).
-    """
-    for t in order:
-        g = task_grads[t]
-        coefficient = (u @ g).clamp(min=0.0) / (g @ g).clamp(min=1e-20)
-        u = u - strength * coefficient * g
-    return u
+    """PCGrad-style: for each task in ``order``, remove λ times the conflicting component."""
+    projected: Tensor = u - pcgrad_coefficients(u, task_grads, order, strength) @ task_grads
+    return projected
 
 
 def project_out(vectors: Tensor, basis: Tensor, strength: float) -> Tensor:
@@ -32,36 +46,52 @@ def project_out(vectors: Tensor, basis: Tensor, strength: float) -> Tensor:
     return projected
 
 
+def _top_eigenvectors(gram: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """Eigenvalues (descending) and eigenvectors of symmetric ``[..., m, m]``, the top ``count``;
+    eigenvalues under the rank tolerance are returned as zero."""
+    values, vectors = torch.linalg.eigh(gram)  # ascending
+    values, vectors = values.flip(-1)[..., :count], vectors.flip(-1)[..., :count]
+    largest = values[..., :1].clamp(min=1e-300)
+    values = torch.where(values > _RANK_TOLERANCE**2 * largest, values, torch.zeros_like(values))
+    return values, vectors
+
+
+def _directions(columns: Tensor, values: Tensor, vectors: Tensor) -> Tensor:
+    """``columns · vectors / √values``: unit directions in the column space; zero where absent."""
+    scale = torch.where(values > 0, values.clamp(min=1e-300).rsqrt(), torch.zeros_like(values))
+    return columns @ (vectors * scale.unsqueeze(-2))
+
+
 def orthonormal_basis(columns: Tensor) -> Tensor:
     """An orthonormal basis of the span of ``columns`` (``[P, m]``), as ``[P, m]``.
 
     DESIGN §3 names QR; but batches drawn with replacement repeat samples, and on linearly
     dependent columns QR's extra ``Q`` columns are arbitrary directions outside the span. The
-    left singular vectors span exactly the same space as QR's ``Q`` when the columns are
-    independent, and stay exact when they are not. Directions with a negligible singular
-    value (zero gradients of unlabeled samples, repeats) are zeroed rather than dropped: a zero
-    column changes no projection ``B(Bᵀv)``, and a fixed shape needs no host sync.
+    eigenvectors of the Gram matrix give the left singular vectors, which span exactly the same
+    space as QR's ``Q`` when the columns are independent and stay exact when they are not.
+    Directions with a negligible singular value (zero gradients of unlabeled samples, repeats)
+    are zero columns rather than dropped: a zero column changes no projection ``B(Bᵀv)``, and a
+    fixed shape needs no host sync.
     """
     if columns.shape[1] == 0:
         return columns
-    left, singular, _ = torch.linalg.svd(columns, full_matrices=False)
-    keep = singular > _RANK_TOLERANCE * singular.amax().clamp(min=1e-30)
-    basis: Tensor = left * keep.to(left.dtype)
-    return basis
+    wide = columns.double()
+    values, vectors = _top_eigenvectors(wide.T @ wide, columns.shape[1])
+    return _directions(wide, values, vectors).to(columns.dtype)
 
 
 def task_subspace_basis(per_task_samples: Tensor, rank: int) -> Tensor:
     """Task-aware subspace: the union of each task's top-``rank`` right singular vectors.
 
-    ``per_task_samples`` is ``[T, B, P]`` (per-sample retain gradients of each task); the top
-    right singular vectors come from randomized SVD (``torch.svd_lowrank``), and the union is
-    orthonormalised. Returns ``[P, T·rank]``; directions that are absent are zero columns.
+    ``per_task_samples`` is ``[T, B, P]`` (per-sample retain gradients of each task). The top
+    right singular vectors come exactly, for all tasks at once, from the eigenvectors of the
+    ``[T, B, B]`` Gram matrices (DESIGN §3 names randomized SVD, which approximates these);
+    the union is orthonormalised. Returns ``[P, T·rank]``; absent directions are zero columns.
     """
-    directions = [per_task_samples.new_zeros(per_task_samples.shape[2], 0)]
-    for samples in per_task_samples:
-        q = min(rank + _OVERSAMPLING, *samples.shape)
-        _, singular, v = torch.svd_lowrank(samples, q=q, niter=2)
-        singular, v = singular[:rank], v[:, :rank]
-        keep = singular > _RANK_TOLERANCE * singular.amax().clamp(min=1e-30)
-        directions.append(v * keep.to(v.dtype))
-    return orthonormal_basis(torch.cat(directions, dim=1))
+    samples = per_task_samples.double()
+    count = min(rank, samples.shape[1])
+    values, vectors = _top_eigenvectors(samples @ samples.transpose(1, 2), count)
+    # [T, P, count]: Sᵀ q / √λ is the right singular vector for the left one q.
+    per_task = _directions(samples.transpose(1, 2), values, vectors)
+    union = per_task.permute(1, 0, 2).reshape(samples.shape[2], -1)
+    return orthonormal_basis(union).to(per_task_samples.dtype)

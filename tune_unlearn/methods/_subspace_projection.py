@@ -8,20 +8,22 @@ from typing import ClassVar
 from torch import Tensor
 
 from tune_unlearn.methods._gradients import StepGradients
+from tune_unlearn.methods._projected import ProjectedGradDiff
 from tune_unlearn.methods._projection import project_out, task_subspace_basis
-from tune_unlearn.methods._simple import GradDiff
 
 
 @dataclass(kw_only=True)
-class SubspaceProjection(GradDiff):
+class SubspaceProjection(ProjectedGradDiff):
     """GradDiff whose ascent direction avoids each task's dominant retain-gradient directions.
 
     Every ``refresh_every`` steps the basis ``B`` is rebuilt from the per-sample retain gradients
     of the current retain batch (top ``subspace_rank`` right singular vectors per task, their
-    union orthonormalised); in between, the step reuses it, which amortises the SVD.
+    union orthonormalised); in between, the step reuses it, which amortises the per-sample
+    gradients and the decomposition. At the representation, the per-sample gradients are
+    ``∂L_r^t/∂z`` (no ``vmap``), and each forget sample's ``∂L_f/∂z`` leaves the subspace
+    before it is pulled back to the parameters.
     """
 
-    projection_strength: float = 1.0
     subspace_rank: int = 4
     refresh_every: int = 10
 
@@ -29,11 +31,19 @@ class SubspaceProjection(GradDiff):
 
     def subspace(self, grads: StepGradients, step: int) -> Tensor:
         if step % self.refresh_every == 0 or not hasattr(self, "basis_"):
-            self.basis_ = task_subspace_basis(grads.per_sample_retain_by_task(), self.subspace_rank)
+            per_task = (
+                grads.per_sample_retain_by_task
+                if self.projection_space == "parameters"
+                else grads.retain_at_representation_by_task
+            )
+            self.basis_ = task_subspace_basis(per_task, self.subspace_rank)
         return self.basis_
 
-    def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
-        n = grads.layout.num_shared
-        u = grads.forget.clone()
-        u[:n] = project_out(u[:n], self.subspace(grads, step), self.projection_strength)
-        return u
+    def project_at_parameters(self, grads: StepGradients, step: int) -> Tensor:
+        shared_forget = grads.forget[: grads.layout.num_shared]
+        return project_out(shared_forget, self.subspace(grads, step), self.projection_strength)
+
+    def project_at_representation(self, grads: StepGradients, step: int) -> Tensor:
+        basis = self.subspace(grads, step)
+        projected = project_out(grads.forget_at_representation, basis, self.projection_strength)
+        return grads.shared_forget_pullback(projected)
