@@ -1,0 +1,73 @@
+"""Sampler efficiency: hypervolume after N trials for TPE, NSGA-II, GP and random, over seeds.
+
+Each sampler runs the quickstart study (interference-aware on digits, four objectives, the
+``forget_efficacy >= 0.9`` constraint) with tracking off and the references cached, once per
+seed. The hypervolume is the study's own (``pareto.json``: feasible complete trials, the fixed
+box of DESIGN §5), so the figures compare directly.
+
+    python benchmarks/sampler_efficiency.py [--trials 40] [--seeds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from tune_unlearn.config import parse_study
+from tune_unlearn.runner import run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+
+
+def hypervolume(raw: dict, sampler: str, seed: int, trials: int, out: Path) -> float:
+    config = parse_study(
+        {
+            **raw,
+            "output": str(out),
+            "n_trials": trials,
+            "sampler": {"name": sampler, "seed": seed},
+            "tracking": {"enabled": False},
+        }
+    )
+    run_study(config, progress=False)
+    return float(json.loads((out / "pareto.json").read_text())["hypervolume"]["value"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
+    args = parser.parse_args()
+    raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for sampler in args.samplers:
+            for seed in args.seeds:
+                start = time.perf_counter()
+                value = hypervolume(raw, sampler, seed, args.trials, Path(tmp) / f"{sampler}-{seed}")
+                results.setdefault(sampler, []).append(value)
+                print(
+                    f"{sampler} seed {seed}: hypervolume {value:.4f} ({time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
+    best = max(statistics.mean(v) for v in results.values())
+    print(f"\nhypervolume after {args.trials} trials, mean over seeds {args.seeds}:")
+    print("| sampler | mean | sd | per seed | mean / best |")
+    print("|---|---|---|---|---|")
+    for sampler, values in results.items():
+        mean = statistics.mean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        per_seed = ", ".join(f"{v:.4f}" for v in values)
+        print(f"| {sampler} | {mean:.4f} | {sd:.4f} | {per_seed} | {mean / best:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
