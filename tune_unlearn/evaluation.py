@@ -53,10 +53,10 @@ def evaluate(
     """Run ``model`` over ``rows`` in eval mode; one device-to-host copy at the end."""
     was_training = model.training
     model.eval()
-    rows = rows.to(data.inputs.device)
+    rows = rows.to(data.device)
     correct, loss = [], []
-    for chunk in rows.split(batch_size):
-        outputs = model(data.inputs[chunk])
+    for chunk, inputs in data.input_batches(rows, data.evaluation_batch(batch_size)):
+        outputs = model(inputs)
         correct.append(
             torch.stack([t.per_sample_correct(outputs[t.name], data.labels[t.name][chunk]) for t in tasks], 1)
         )

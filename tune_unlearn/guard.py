@@ -55,8 +55,8 @@ class CollapseGuard:
     ) -> CollapseGuard:
         """A guard on a seeded sample of ``val_rows``, scored against ``model`` (the original)."""
         generator = torch.Generator().manual_seed(seed)
-        sample = val_rows[torch.randperm(len(val_rows), generator=generator)[:size]].to(data.inputs.device)
-        guard = cls(data, sample, tasks, torch.ones(len(tasks), device=data.inputs.device), floor)
+        sample = val_rows[torch.randperm(len(val_rows), generator=generator)[:size]].to(data.device)
+        guard = cls(data, sample, tasks, torch.ones(len(tasks), device=data.device), floor)
         guard.original_scores = guard.scores(model).clamp(min=1e-6)
         return guard
 

@@ -56,7 +56,7 @@ def train_model(
     progress: bool = True,
 ) -> MultiTaskModel:
     """Train a fresh model on ``labeled`` with the problem's recipe (masked multi-task loss)."""
-    device = data.inputs.device
+    device = data.device
     recipe = problem.recipe()
     model = seeded_model(problem, seed, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -66,10 +66,11 @@ def train_model(
     model.train()
     for _ in tqdm(range(recipe.epochs), desc=description, unit="epoch", leave=False, disable=not progress):
         order = torch.randperm(len(labeled), generator=generator).to(device)
-        for positions in order.split(recipe.batch_size):
-            rows = labeled.indices[positions]
+        # The epoch's rows are known ahead, so a dataset's DataLoader can load them ahead.
+        epoch = data.input_batches(labeled.indices[order], recipe.batch_size)
+        for positions, (rows, inputs) in zip(order.split(recipe.batch_size), epoch, strict=True):
             batch = Batch(
-                data.inputs[rows],
+                inputs,
                 {name: column[rows] for name, column in data.labels.items()},
                 labeled.mask[positions],
             )

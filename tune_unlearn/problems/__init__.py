@@ -14,6 +14,7 @@ from tune_unlearn.problems._base import (
     TrainRecipe,
 )
 from tune_unlearn.problems._digits import DigitsProblem
+from tune_unlearn.problems._inputs import DatasetInputs
 from tune_unlearn.problems._shapes import ShapesProblem
 from tune_unlearn.registry import Registry
 
@@ -46,6 +47,7 @@ def build_problem(name: str | None, factory: str | None, params: dict[str, Any])
 __all__ = [
     "PROBLEMS",
     "SPLITS",
+    "DatasetInputs",
     "DigitsProblem",
     "MultiTaskData",
     "MultiTaskModel",

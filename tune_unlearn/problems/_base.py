@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from tune_unlearn.problems._inputs import DatasetInputs
 
 TaskKind = Literal["classification", "regression"]
 SPLITS = ("train", "val", "holdout")
@@ -60,14 +62,39 @@ class Task:
 
 @dataclass
 class MultiTaskData:
-    """All samples of a problem, in memory: inputs, one label tensor per task, attributes."""
+    """All samples of a problem: inputs, one label tensor per task, attributes.
 
-    inputs: Tensor
+    Labels and attributes are in memory (the sets are drawn from them by index); the inputs are
+    a tensor, or a :class:`DatasetInputs` that reads rows from a ``Dataset`` on demand.
+    """
+
+    inputs: Tensor | DatasetInputs
     labels: dict[str, Tensor]
     attributes: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return int(self.inputs.shape[0])
+        return len(self.inputs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.inputs.device
+
+    def input_batches(self, rows: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(chunk, inputs[chunk])`` over ``rows`` in order, ``batch_size`` rows at a time."""
+        chunks = rows.split(batch_size)
+        if len(rows) == 0:  # one empty chunk, shaped like the inputs, as for a tensor
+            yield rows, self.inputs[torch.zeros(1, dtype=torch.long, device=rows.device)][:0]
+        elif isinstance(self.inputs, DatasetInputs):
+            yield from zip(chunks, self.inputs.batches(rows, batch_size), strict=True)
+        else:
+            for chunk in chunks:
+                yield chunk, self.inputs[chunk]
+
+    def evaluation_batch(self, wanted: int) -> int:
+        """Rows per evaluation pass: ``wanted``, capped by a dataset's own batch size."""
+        if isinstance(self.inputs, DatasetInputs):
+            return min(wanted, self.inputs.batch_size)
+        return wanted
 
     def to(self, device: torch.device | str) -> MultiTaskData:
         return MultiTaskData(

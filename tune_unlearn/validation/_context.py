@@ -67,19 +67,25 @@ class ValidationContext:
     def features(self, indices: Tensor) -> Tensor:
         """The original model's backbone features, the space in which neighbours are found."""
         data = self.experiment.data
-        features: Tensor = self.original.features(data.inputs[indices.to(data.inputs.device)])
-        return features
+        rows = indices.to(data.device)
+        batches = data.input_batches(rows, data.evaluation_batch(4096))
+        return torch.cat([self.original.features(inputs) for _, inputs in batches])
 
     def predictions(self, model: MultiTaskModel, indices: Tensor) -> Tensor:
         """``[n, T]`` predicted class (classification) or value (regression) per task."""
         data = self.experiment.data
+        chunks = []
         with torch.no_grad():
-            outputs = model(data.inputs[indices.to(data.inputs.device)])
-        columns = []
-        for task in self.experiment.problem.tasks:
-            out = outputs[task.name]
-            columns.append(out.argmax(dim=-1).float() if task.kind == "classification" else out.squeeze(-1))
-        return torch.stack(columns, dim=1).cpu()
+            for _, inputs in data.input_batches(indices.to(data.device), data.evaluation_batch(4096)):
+                outputs = model(inputs)
+                columns = [
+                    outputs[t.name].argmax(dim=-1).float()
+                    if t.kind == "classification"
+                    else outputs[t.name].squeeze(-1)
+                    for t in self.experiment.problem.tasks
+                ]
+                chunks.append(torch.stack(columns, dim=1))
+        return torch.cat(chunks).cpu()
 
 
 def sample_scores(results: PerSample, samples: LabeledSet) -> Tensor:

@@ -67,7 +67,7 @@ class SharedLabel(ProbeFamily):
 
     def build(self, ctx: ValidationContext) -> Probe:
         data, request = ctx.experiment.data, ctx.experiment.request
-        holdout = ctx.holdout.to(data.inputs.device)
+        holdout = ctx.holdout.to(data.device)
         chosen = torch.zeros(len(holdout), dtype=torch.bool, device=holdout.device)
         for task in request.target_tasks:
             values = data.labels[task][request.indices.to(holdout.device)].unique()
