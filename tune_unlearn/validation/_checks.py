@@ -4,15 +4,16 @@ which fails the gate like a failed check (fail closed)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from tune_unlearn.evaluation import PerSample
-from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.problems import MultiTaskModel, Task
 from tune_unlearn.validation._context import Probe, ValidationContext, sample_scores
 from tune_unlearn.validation._probes import PROBES
 from tune_unlearn.validation._suite import (
@@ -118,12 +119,29 @@ def _excess_churn(ctx: ValidationContext, probe: Probe, model: MultiTaskModel) -
     """Share of judged labels whose prediction changed from the original's, beyond the
     retrained reference's own churn."""
     indices, mask = probe.samples.indices, probe.samples.mask
+    tasks = ctx.experiment.problem.tasks
     original = ctx.predictions(ctx.original, indices)
-    churn = ((ctx.predictions(model, indices) != original) & mask).float().sum() / mask.sum()
+    changed = prediction_changed(tasks, original, ctx.predictions(model, indices))
+    churn = (changed & mask).float().sum() / mask.sum()
     if ctx.retrain is None:
         return float(churn)
-    reference = ((ctx.predictions(ctx.retrain, indices) != original) & mask).float().sum() / mask.sum()
+    reference_changed = prediction_changed(tasks, original, ctx.predictions(ctx.retrain, indices))
+    reference = (reference_changed & mask).float().sum() / mask.sum()
     return float(churn - reference)
+
+
+def prediction_changed(tasks: Sequence[Task], before: Tensor, after: Tensor) -> Tensor:
+    """``[n, T]``: whether each prediction changed. A class changes when it differs; a
+    regression value when it leaves the task's tolerance around the value before (any float
+    moves a little, and a move the score would not notice is no churn)."""
+    columns = []
+    for column, task in enumerate(tasks):
+        if task.kind == "classification":
+            columns.append(before[:, column] != after[:, column])
+        else:
+            kept = task.per_sample_correct(after[:, column].unsqueeze(-1), before[:, column])
+            columns.append(kept == 0)
+    return torch.stack(columns, dim=1)
 
 
 def forget_quality_checks(
