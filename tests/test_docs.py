@@ -1,0 +1,128 @@
+"""Every code block of the user guide runs, in order, in one fresh folder.
+
+Fences say what a block is:
+
+- ```` ```python ```` runs in one namespace shared by the guide's Python blocks;
+- ```` ```python file=PATH ```` (or ``yaml``, ``toml``) is written to ``PATH``;
+- ```` ```console ```` holds ``$ python -m tune_unlearn ...`` lines, run through the CLI's
+  ``main`` in this process; each must exit 0, or with one of the codes listed as ``exit=0,1``.
+
+A ``pyproject.toml`` block stands for the reader's package: its entry points are installed
+the way ``pip install -e .`` installs them (a ``.dist-info`` folder on the path), since the
+guide says to run that command before it relies on them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tune_unlearn.cli import main
+from tune_unlearn.methods import METHODS
+from tune_unlearn.metrics import METRICS
+from tune_unlearn.problems import PROBLEMS
+
+# The standard library reads TOML from Python 3.11 on; the package itself supports 3.10.
+tomllib = pytest.importorskip("tomllib")
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
+FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Block:
+    language: str
+    options: dict[str, str]
+    code: str
+    line: int
+
+
+def blocks(text: str) -> list[Block]:
+    found = []
+    for match in FENCE.finditer(text):
+        options = dict(item.split("=", 1) for item in match.group(2).split())
+        line = text.count("\n", 0, match.start()) + 1
+        found.append(Block(match.group(1), options, match.group(3), line))
+    return found
+
+
+def install_entry_points(pyproject: Path, folder: Path) -> None:
+    """What ``pip install -e .`` leaves for ``importlib.metadata``: a dist-info folder."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    dist = folder / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    )
+    lines = []
+    for group, entries in project.get("entry-points", {}).items():
+        lines.append(f"[{group}]")
+        lines.extend(f"{name} = {target}" for name, target in entries.items())
+    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    importlib.invalidate_caches()
+
+
+REGISTRIES = (METHODS, PROBLEMS, METRICS)
+
+
+def fresh_process_registries(monkeypatch: pytest.MonkeyPatch, entries: list[dict[str, object]]) -> None:
+    """Registries as a new ``python -m tune_unlearn`` process has them: entry points unread."""
+    for registry, builtin in zip(REGISTRIES, entries, strict=True):
+        monkeypatch.setattr(registry, "_entries", dict(builtin))
+        monkeypatch.setattr(registry, "broken", {})
+        monkeypatch.setattr(registry, "_plugins_loaded", False)
+
+
+@pytest.fixture
+def reader_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty working folder on the path, and registries that will reload entry points."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fresh_process_registries(monkeypatch, [dict(r._entries) for r in REGISTRIES])
+    yield tmp_path
+    for name in [m for m in sys.modules if m == "my_project" or m.startswith("my_project.")]:
+        del sys.modules[name]
+
+
+def test_the_guide_has_blocks_of_every_kind() -> None:
+    found = blocks(GUIDE.read_text())
+    kinds = {(b.language, "file" in b.options) for b in found}
+    assert {("python", False), ("python", True), ("yaml", True), ("toml", True), ("console", False)} <= kinds
+
+
+def test_every_code_block_of_the_guide_runs(
+    reader_folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builtins = [dict(r._entries) for r in REGISTRIES]
+    namespace: dict[str, object] = {"__name__": "guide"}
+    for block in blocks(GUIDE.read_text()):
+        where = f"{GUIDE.name}:{block.line}"
+        if "file" in block.options:
+            path = reader_folder / block.options["file"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(block.code)
+            if path.suffix == ".py":
+                (path.parent / "__init__.py").touch()
+            if path.name == "pyproject.toml":
+                install_entry_points(path, reader_folder)
+                fresh_process_registries(monkeypatch, builtins)
+        elif block.language == "python":
+            exec(compile(block.code, where, "exec"), namespace)
+        elif block.language == "console":
+            allowed = {int(code) for code in block.options.get("exit", "0").split(",")}
+            for command in [line[2:] for line in block.code.splitlines() if line.startswith("$ ")]:
+                words = shlex.split(command)
+                assert words[:3] == ["python", "-m", "tune_unlearn"], f"{where}: cannot run {command!r}"
+                code = main(words[3:])
+                assert code in allowed, f"{where}: {command!r} exited {code}\n{capsys.readouterr().err}"
+        else:
+            pytest.fail(f"{where}: a {block.language} block with no file= cannot be run")
+    # The plugin section's last command lists the reader's method, installed by entry point.
+    assert "normalized_graddiff" in capsys.readouterr().out
