@@ -106,6 +106,20 @@ class CollapseGuardConfig(_Strict):
     sample_size: int = Field(256, ge=8)
 
 
+class EvaluationConfig(_Strict):
+    """How each trial's model is measured.
+
+    ``retain_sample``: the retain set's scores (``score/<model>/retain/<task>``, reported but in
+    no metric) come from a seeded sample of at most this many samples; ``null`` scores the
+    whole retain set, which on a large problem costs more than the unlearning itself.
+    ``val``, forget and kept sets are always scored whole. ``batch_size``: rows per forward pass
+    (small batches keep a CPU's caches warm; a GPU may want more).
+    """
+
+    retain_sample: int | None = Field(2000, ge=1)
+    batch_size: int = Field(256, ge=1)
+
+
 class RecommendConfig(_Strict):
     """How one configuration is recommended from the feasible Pareto front.
 
@@ -244,6 +258,7 @@ class StudyConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     references: ReferencesConfig = Field(default_factory=ReferencesConfig)
     collapse_guard: CollapseGuardConfig = CollapseGuardConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     tracking: TrackingConfig = TrackingConfig()
     validation: ValidationConfig = ValidationConfig()

@@ -48,7 +48,7 @@ def evaluate(
     data: MultiTaskData,
     rows: Tensor,
     tasks: tuple[Task, ...],
-    batch_size: int = 4096,
+    batch_size: int = 256,
 ) -> PerSample:
     """Run ``model`` over ``rows`` in eval mode; one device-to-host copy at the end."""
     was_training = model.training

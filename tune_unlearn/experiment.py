@@ -120,7 +120,12 @@ class Experiment:
         }
         if self.request.mode == "partial":
             self.sets["kept"] = self.request.kept_set(self.task_names)
-        self._rows = torch.cat([s.indices for s in self.sets.values()]).unique()
+        # What each trial scores: every set whole, except the (large) retain set, sampled.
+        self.scored_sets = {
+            **self.sets,
+            "retain": _sample(self.sets["retain"], config.evaluation.retain_sample, config.problem.seed),
+        }
+        self._rows = torch.cat([s.indices for s in self.scored_sets.values()]).unique()
         self.setup = UnlearningSetup(
             data=self.data,
             tasks=self.problem.tasks,
@@ -132,9 +137,7 @@ class Experiment:
         self.reference_scores: dict[str, float] = {}
         for kind, reference in self.references.items():
             model = self.model_from(reference.state_dict)
-            self.reference_scores.update(
-                self.score(kind, evaluate(model, self.data, self._rows, self.problem.tasks))
-            )
+            self.reference_scores.update(self.score(kind, self.evaluate(model)))
         self.original_vector = _flat(self.references["original"].state_dict).to(self.device)
         guard = config.collapse_guard
         self.guard = (
@@ -211,10 +214,14 @@ class Experiment:
     def score(self, model_kind: str, per_sample: PerSample) -> dict[str, float]:
         """Flat ``score/<model>/<set>/<task>`` entries for every set of this experiment."""
         out = {}
-        for set_name, labeled in self.sets.items():
+        for set_name, labeled in self.scored_sets.items():
             for task, value in per_sample.scores(labeled, self.task_names).items():
                 out[score_key(model_kind, set_name, task)] = value
         return out
+
+    def evaluate(self, model: MultiTaskModel) -> PerSample:
+        """One batched pass over every scored row."""
+        return evaluate(model, self.data, self._rows, self.problem.tasks, self.config.evaluation.batch_size)
 
     def build_method(self, params: Mapping[str, Any]) -> UnlearningMethod:
         merged = {**self.config.method.fixed, **params}
@@ -233,13 +240,17 @@ class Experiment:
         model = self.model_from(self.references["original"].state_dict)  # a fresh copy
         with PhaseTimer(self.device) as timer:
             log = method.unlearn(model, self.setup, seed=seed, monitor=monitor, monitor_every=monitor_every)
+        evaluation_started = time.perf_counter()
         metrics = self.measure(model, gpu_seconds=timer.seconds, seed=seed)
-        return RunResult(model, metrics, log, method.get_params(), seed, log.summary(self.task_names))
+        # measure() ends in a device-to-host copy, so wall time covers its device work too.
+        evaluation_seconds = time.perf_counter() - evaluation_started
+        diagnostics = {**log.summary(self.task_names), "seconds/evaluation": evaluation_seconds}
+        return RunResult(model, metrics, log, method.get_params(), seed, diagnostics)
 
     def measure(
         self, model: MultiTaskModel, *, gpu_seconds: float = math.nan, seed: int = 0
     ) -> dict[str, float]:
-        per_sample = evaluate(model, self.data, self._rows, self.problem.tasks)
+        per_sample = self.evaluate(model)
         scores = {**self.reference_scores, **self.score("unlearned", per_sample)}
         target = self.request.target_columns(self.task_names)
         forget_positions = per_sample.positions(self.sets["forget"].indices)
@@ -258,6 +269,15 @@ class Experiment:
             seed=seed,
         )
         return {**compute_metrics(ctx), **scores}
+
+
+def _sample(labeled: LabeledSet, size: int | None, seed: int) -> LabeledSet:
+    """A seeded subset of at most ``size`` samples (all of them when ``size`` is None)."""
+    if size is None or len(labeled) <= size:
+        return labeled
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(labeled), generator=generator)[:size].sort().values
+    return LabeledSet(labeled.indices[keep], labeled.mask[keep])
 
 
 def _flat(state: Mapping[str, Tensor]) -> Tensor:

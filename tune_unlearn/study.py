@@ -142,16 +142,20 @@ class Objective:
         self.tracker = tracker
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        started = time.perf_counter()
+        tracking_seconds = 0.0  # local: one Objective serves every thread of n_jobs
         params = suggest(trial, self.config.method.search)
         seed = trial_seed(self.config.sampler.seed, trial.number)
         trial.set_user_attr("seed", seed)
         run_id = None
         if self.tracker is not None:
+            tracking_started = time.perf_counter()
             run_id = self.tracker.start_trial(trial.number, params, {"seed": str(seed)})
+            tracking_seconds += time.perf_counter() - tracking_started
             trial.set_user_attr("mlflow_run_id", run_id)
         guard = self.experiment.guard
         every = self.config.collapse_guard.every
-        started = time.perf_counter()
+        unlearning_started = time.perf_counter()
         try:
             result = self.experiment.run(params, seed=seed, monitor=guard, monitor_every=every)
         except DivergenceError as error:
@@ -159,15 +163,17 @@ class Objective:
             self._end_run(run_id, "failed", tags={"fail_reason": str(error)})
             raise
         except CollapseDetected as collapse:
-            self.record_pruned(trial, collapse, params, time.perf_counter() - started)
+            self.record_pruned(trial, collapse, params, time.perf_counter() - unlearning_started)
             self._end_run(run_id, "pruned", tags={"pruned_reason": str(collapse)})
             raise optuna.TrialPruned(str(collapse)) from collapse
         except BaseException as error:  # a bug or an interrupt: the run says so, then it propagates
             self._end_run(run_id, "failed", tags={"fail_reason": repr(error)})
             raise
+        storage_started = time.perf_counter()
         self.record(trial, result)
+        storage_seconds = time.perf_counter() - storage_started
         values = [METRICS.get(name)().objective(result.metrics[name]) for name in self.config.objectives]
-        self._end_run(
+        tracking_seconds += self._end_run(
             run_id,
             "complete",
             metrics={**result.metrics, **result.diagnostics},
@@ -178,11 +184,27 @@ class Objective:
                 )
             },
         )
+        # Where the trial's wall time went (the framework overhead is all but `unlearning`).
+        # Optuna's own final write (the values) comes after and is not in `storage`.
+        trial.set_user_attr(
+            "seconds",
+            {
+                "unlearning": result.metrics["gpu_seconds"],
+                "evaluation": result.diagnostics["seconds/evaluation"],
+                "tracking": tracking_seconds,
+                "storage": storage_seconds,
+                "total": time.perf_counter() - started,
+            },
+        )
         return values
 
-    def _end_run(self, run_id: str | None, state: str, **kwargs: Any) -> None:
-        if self.tracker is not None and run_id is not None:
-            self.tracker.end_trial(run_id, state, **kwargs)
+    def _end_run(self, run_id: str | None, state: str, **kwargs: Any) -> float:
+        """End the trial's MLflow run; the seconds it took."""
+        if self.tracker is None or run_id is None:
+            return 0.0
+        started = time.perf_counter()
+        self.tracker.end_trial(run_id, state, **kwargs)
+        return time.perf_counter() - started
 
     def record_pruned(
         self, trial: optuna.Trial, collapse: CollapseDetected, params: Mapping[str, Any], seconds: float

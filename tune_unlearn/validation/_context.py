@@ -53,7 +53,14 @@ class ValidationContext:
         return rows
 
     def per_sample(self, model: MultiTaskModel) -> PerSample:
-        return evaluate(model, self.experiment.data, self.rows, self.experiment.problem.tasks)
+        experiment = self.experiment
+        return evaluate(
+            model,
+            experiment.data,
+            self.rows,
+            experiment.problem.tasks,
+            experiment.config.evaluation.batch_size,
+        )
 
     @cached_property
     def original_results(self) -> PerSample:
@@ -68,7 +75,9 @@ class ValidationContext:
         """The original model's backbone features, the space in which neighbours are found."""
         data = self.experiment.data
         rows = indices.to(data.device)
-        batches = data.input_batches(rows, data.evaluation_batch(4096))
+        batches = data.input_batches(
+            rows, data.evaluation_batch(self.experiment.config.evaluation.batch_size)
+        )
         return torch.cat([self.original.features(inputs) for _, inputs in batches])
 
     def predictions(self, model: MultiTaskModel, indices: Tensor) -> Tensor:
@@ -76,7 +85,9 @@ class ValidationContext:
         data = self.experiment.data
         chunks = []
         with torch.no_grad():
-            for _, inputs in data.input_batches(indices.to(data.device), data.evaluation_batch(4096)):
+            for _, inputs in data.input_batches(
+                indices.to(data.device), data.evaluation_batch(self.experiment.config.evaluation.batch_size)
+            ):
                 outputs = model(inputs)
                 columns = [
                     outputs[t.name].argmax(dim=-1).float()
