@@ -17,32 +17,16 @@ import tempfile
 from pathlib import Path
 
 import optuna
+from _shapes_study import shapes_study
 
 from tune_unlearn.config import parse_study
 from tune_unlearn.runner import run_study
 
-
-def study(samples: int, trials: int, steps: int, out: Path, cache: Path) -> dict:
-    return {
-        "name": "framework_overhead",
-        "problem": {"name": "shapes", "params": {"num_samples": samples}, "seed": 0},
-        "forget": {"mode": "partial", "target_tasks": ["shape"], "where": {"shape": 0}, "fraction": 0.5},
-        "method": {
-            "name": "interference_aware",
-            "fixed": {"steps": steps, "batch_size": 64, "refresh_every": 10, "subspace_rank": 4},
-            "search": {
-                "ascent_lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
-                "retain_lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
-                "projection_strength": {"type": "float", "low": 0.5, "high": 1.0},
-            },
-        },
-        "n_trials": trials,
-        "sampler": {"name": "random", "seed": 0},
-        "output": str(out),
-        "references": {"cache_dir": str(cache)},
-        "collapse_guard": {"enabled": False},  # every trial runs its full step budget
-        "tracking": {"enabled": True},
-    }
+SEARCH = {
+    "ascent_lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+    "retain_lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+    "projection_strength": {"type": "float", "low": 0.5, "high": 1.0},
+}
 
 
 def main() -> None:
@@ -53,7 +37,18 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tune_unlearn")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run = run_study(parse_study(study(args.samples, args.trials, args.steps, Path(tmp), args.cache)))
+        raw = shapes_study(
+            args.samples,
+            trials=args.trials,
+            steps=args.steps,
+            out=Path(tmp),
+            cache=args.cache,
+            search=SEARCH,
+            sampler={"name": "random", "seed": 0},
+            collapse_guard={"enabled": False},  # every trial runs its full step budget
+            tracking={"enabled": True},
+        )
+        run = run_study(parse_study(raw))
         complete = [t for t in run.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     phases = ("unlearning", "evaluation", "tracking", "storage")
     walls = [(t.datetime_complete - t.datetime_start).total_seconds() for t in complete]  # type: ignore[operator]

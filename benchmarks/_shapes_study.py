@@ -1,0 +1,36 @@
+"""The shapes study the performance benchmarks share, so that they share cached references.
+
+Partial deletion: half of the circles (shape 0) are forgotten from the shape head; colour,
+position and size stay. Interference-aware unlearning, batch 64.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def shapes_study(
+    samples: int,
+    *,
+    trials: int,
+    steps: int,
+    out: Path,
+    cache: Path,
+    search: dict[str, Any],
+    **overrides: Any,
+) -> dict[str, Any]:
+    return {
+        "name": "shapes_benchmark",
+        "problem": {"name": "shapes", "params": {"num_samples": samples}, "seed": 0},
+        "forget": {"mode": "partial", "target_tasks": ["shape"], "where": {"shape": 0}, "fraction": 0.5},
+        "method": {
+            "name": "interference_aware",
+            "fixed": {"steps": steps, "batch_size": 64, "refresh_every": 10, "subspace_rank": 4},
+            "search": search,
+        },
+        "n_trials": trials,
+        "output": str(out),
+        "references": {"cache_dir": str(cache)},
+        **overrides,
+    }

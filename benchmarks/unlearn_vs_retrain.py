@@ -1,0 +1,77 @@
+"""Unlearning vs retraining: the recommended configuration's unlearning seconds divided by the
+retrain reference's training seconds, with its forget efficacy and retained utility beside it.
+
+A TPE study on the shared shapes request (``_shapes_study.py``) with the constraint
+``forget_efficacy >= 0.9``; both seconds are measured on the same device (CUDA-event seconds on
+a GPU). References are cached under ``--cache``: the retrain's training seconds are the ones
+recorded when it was trained.
+
+    python benchmarks/unlearn_vs_retrain.py [--samples 20000] [--trials 24] [--steps 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from _shapes_study import shapes_study
+
+from tune_unlearn.config import parse_study
+from tune_unlearn.runner import run_study
+
+SEARCH = {
+    "ascent_lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+    "retain_lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
+    "projection_strength": {"type": "float", "low": 0.0, "high": 1.0},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=20000)
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tune_unlearn")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = shapes_study(
+            args.samples,
+            trials=args.trials,
+            steps=args.steps,
+            out=Path(tmp),
+            cache=args.cache,
+            search=SEARCH,
+            sampler={"name": "tpe", "seed": 0},
+            constraints=["forget_efficacy >= 0.9"],
+            tracking={"enabled": False},
+        )
+        run = run_study(parse_study(raw))
+        document = json.loads((Path(tmp) / "pareto.json").read_text())
+    retrain = float(run.study.user_attrs["gpu_seconds_budget"])  # the retrain's training seconds
+    trials = document["trials"]
+    print(f"shapes {args.samples} samples; retrain reference: {retrain:.1f} s of training")
+    recommended = next((t for t in trials if t["recommended"]), None)
+    if recommended is None:
+        print("no feasible trial: no recommendation to compare")
+        return
+    m = recommended["metrics"]
+    ratio = m["gpu_seconds"] / retrain
+    meets = ratio <= 0.1 and m["forget_efficacy"] >= 0.9 and m["retained_utility"] >= 0.97
+    print(
+        f"recommended trial {recommended['number']}: unlearning {m['gpu_seconds']:.2f} s, "
+        f"ratio to retrain {ratio:.4f}; forget efficacy {m['forget_efficacy']:.3f}, "
+        f"retained utility {m['retained_utility']:.4f} "
+        f"(target ratio ≤ 0.1 with efficacy ≥ 0.9 and utility ≥ 0.97: {'met' if meets else 'MISSED'})"
+    )
+    good = [
+        t
+        for t in trials
+        if t["metrics"]["forget_efficacy"] >= 0.9 and t["metrics"]["retained_utility"] >= 0.97
+    ]
+    print(f"{len(good)} of {len(trials)} complete trials reach efficacy ≥ 0.9 with utility ≥ 0.97")
+
+
+if __name__ == "__main__":
+    main()
