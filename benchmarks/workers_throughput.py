@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def timed_workers(study: Path, storage: str, count: int) -> float:
     start = time.perf_counter()
+    # The cores split between the workers: N workers each using every core oversubscribe
+    # the machine, and OpenMP's spinning threads then slow every trial several-fold.
+    threads = max(1, (os.cpu_count() or 1) // count)
     command = [
         sys.executable,
         "-m",
@@ -36,6 +40,8 @@ def timed_workers(study: Path, storage: str, count: int) -> float:
         "--storage",
         storage,
         "--no-progress",
+        "--threads",
+        str(threads),
     ]
     processes = [
         subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)
