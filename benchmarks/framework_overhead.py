@@ -7,6 +7,7 @@ time including the final storage write. References are cached under ``--cache``,
 run measures trials only.
 
     python benchmarks/framework_overhead.py [--samples 20000] [--trials 6] [--steps 100]
+        [--retain-sample 2000 (0: all)] [--eval-batch 256]
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tune_unlearn")
+    parser.add_argument("--retain-sample", type=int, default=2000, help="0: score the whole retain set")
+    parser.add_argument("--eval-batch", type=int, default=256)
     args = parser.parse_args()
+    evaluation = {"retain_sample": args.retain_sample or None, "batch_size": args.eval_batch}
     with tempfile.TemporaryDirectory() as tmp:
         raw = shapes_study(
             args.samples,
@@ -47,6 +51,7 @@ def main() -> None:
             sampler={"name": "random", "seed": 0},
             collapse_guard={"enabled": False},  # every trial runs its full step budget
             tracking={"enabled": True},
+            evaluation=evaluation,
         )
         run = run_study(parse_study(raw))
         complete = [t for t in run.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -59,7 +64,7 @@ def main() -> None:
     overhead = 1.0 - shares["unlearning"]
     print(
         f"shapes {args.samples} samples, {len(complete)} trials of {args.steps} steps (batch 64), "
-        f"median trial {statistics.median(walls):.2f} s"
+        f"median trial {statistics.median(walls):.2f} s; evaluation {evaluation}"
     )
     for phase in phases:
         print(f"  {phase}: {shares[phase]:.1%}")
