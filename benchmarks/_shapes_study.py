@@ -1,7 +1,7 @@
 """The shapes study the performance benchmarks share, so that they share cached references.
 
-Partial deletion: half of the circles (shape 0) are forgotten from the shape head; colour,
-position and size stay. Interference-aware unlearning, batch 64.
+Partial deletion: circles (shape 0; half of them by default) are forgotten from the shape head;
+their colour, position and size stay. Interference-aware unlearning, batch 64.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ def shapes_study(
     out: Path,
     cache: Path,
     search: dict[str, Any],
+    fraction: float = 0.5,
     **overrides: Any,
 ) -> dict[str, Any]:
     return {
         "name": "shapes_benchmark",
         "problem": {"name": "shapes", "params": {"num_samples": samples}, "seed": 0},
-        "forget": {"mode": "partial", "target_tasks": ["shape"], "where": {"shape": 0}, "fraction": 0.5},
+        "forget": {"mode": "partial", "target_tasks": ["shape"], "where": {"shape": 0}, "fraction": fraction},
         "method": {
             "name": "interference_aware",
             "fixed": {"steps": steps, "batch_size": 64, "refresh_every": 10, "subspace_rank": 4},

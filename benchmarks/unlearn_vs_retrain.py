@@ -1,10 +1,13 @@
 """Unlearning vs retraining: the recommended configuration's unlearning seconds divided by the
 retrain reference's training seconds, with its forget efficacy and retained utility beside it.
 
-A TPE study on the shared shapes request (``_shapes_study.py``) with the constraint
-``forget_efficacy >= 0.9``; both seconds are measured on the same device (CUDA-event seconds on
-a GPU). References are cached under ``--cache``: the retrain's training seconds are the ones
-recorded when it was trained.
+A TPE study on the shapes request of ``_shapes_study.py`` with *every* circle forgotten from
+the shape head, and the constraint ``forget_efficacy >= 0.9``. (Forgetting half of them, as the
+other benchmarks do, leaves the retrain scoring them almost as well as the original: the
+retrain generalises to circles it never saw labelled, so forget efficacy, measured in units of
+that tiny gap, becomes a knife edge that no configuration meets on purpose.) Both seconds are
+measured on the same device (CUDA-event seconds on a GPU). References are cached under
+``--cache``: the retrain's training seconds are the ones recorded when it was trained.
 
     python benchmarks/unlearn_vs_retrain.py [--samples 20000] [--trials 24] [--steps 100]
 """
@@ -28,6 +31,15 @@ SEARCH = {
 }
 
 
+def retrain_utility(metrics: dict[str, float]) -> float:
+    """``retained_utility``'s formula (DESIGN §4) applied to the retrain instead of the candidate."""
+    ratios = []
+    for key, value in metrics.items():
+        if key.startswith(("score/retrain/val/", "score/retrain/kept/")):
+            ratios.append(value / metrics[key.replace("/retrain/", "/original/")])
+    return sum(ratios) / len(ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=20000)
@@ -43,6 +55,7 @@ def main() -> None:
             out=Path(tmp),
             cache=args.cache,
             search=SEARCH,
+            fraction=1.0,
             sampler={"name": "tpe", "seed": 0},
             constraints=["forget_efficacy >= 0.9"],
             tracking={"enabled": False},
@@ -52,6 +65,16 @@ def main() -> None:
     retrain = float(run.study.user_attrs["gpu_seconds_budget"])  # the retrain's training seconds
     trials = document["trials"]
     print(f"shapes {args.samples} samples; retrain reference: {retrain:.1f} s of training")
+    print(f"trials: {document['counts']}")
+    honest = retrain_utility(trials[0]["metrics"])
+    print(f"the retrain's own retained utility (what honest deletion costs): {honest:.4f}")
+    for t in trials:
+        m = t["metrics"]
+        params = ", ".join(f"{k} {v:.3g}" for k, v in t["params"].items())
+        print(
+            f"  trial {t['number']}: {params}: efficacy {m['forget_efficacy']:.3f}, "
+            f"utility {m['retained_utility']:.4f}, {m['gpu_seconds']:.2f} s"
+        )
     recommended = next((t for t in trials if t["recommended"]), None)
     if recommended is None:
         print("no feasible trial: no recommendation to compare")

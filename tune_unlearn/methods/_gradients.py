@@ -1,9 +1,11 @@
 """Gradients of one unlearning step, computed lazily and kept as flat vectors on the device.
 
 Every method needs a different subset: `graddiff` needs the forget gradient and the total retain
-gradient; task projection needs one retain gradient per task; instance orthogonalization needs
-per-sample gradients (``torch.func.vmap``). :class:`StepGradients` computes each on first use,
-reusing one forward pass per batch, so a method pays only for what it asks.
+gradient; task projection needs one retain gradient per task (one batched backward pass);
+instance orthogonalization needs per-sample gradients (``torch.func.vmap``); the
+representation-level forms need gradients at the backbone's output ``z`` and one pull-back to
+the parameters. :class:`StepGradients` computes each on first use, reusing one forward pass per
+batch, so a method pays only for what it asks.
 
 Flat layout: the backbone (shared) parameters first, then the heads; ``num_shared`` marks the
 boundary. Projections act on ``vector[:num_shared]``.
