@@ -90,3 +90,26 @@ def test_hypervolume_by_hand() -> None:
     seconds = HypervolumeBox.for_objectives(["gpu_seconds"], gpu_seconds_budget=4.0)
     assert seconds.hypervolume(np.array([[1.0]])) == pytest.approx(0.75)  # a quarter of retraining
     assert seconds.hypervolume(np.array([[8.0]])) == 0.0  # dearer than retraining: worthless
+
+
+def test_in_the_hypervolume_box_timing_noise_does_not_outweigh_a_collapse() -> None:
+    objectives = ["retained_utility", "gpu_seconds"]
+    directions = ["maximize", "minimize"]
+    study = optuna.create_study(directions=directions)
+    # Same step budget: 11.1 s against 12.3 s is noise; utility 0.81 against 0.96 is not.
+    for name, values in {"collapsed": (0.81, 11.1), "healthy": (0.96, 12.3)}.items():
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=list(values),
+                params={"x": 0.0},
+                distributions={"x": FloatDistribution(0.0, 1.0)},
+                user_attrs={"name": name},
+            )
+        )
+    box = HypervolumeBox.for_objectives(objectives, gpu_seconds_budget=74.0)  # the retrain's seconds
+    for rule in (RecommendConfig(), RecommendConfig(rule="knee")):
+        in_box = recommend(study.best_trials, directions, rule, objectives, box)
+        over_front = recommend(study.best_trials, directions, rule, objectives)
+        assert in_box is not None and in_box.user_attrs["name"] == "healthy"
+        # Rescaled over the front, each is best on one objective: a tie, broken by trial order.
+        assert over_front is not None and over_front.user_attrs["name"] == "collapsed"

@@ -123,9 +123,11 @@ class EvaluationConfig(_Strict):
 class RecommendConfig(_Strict):
     """How one configuration is recommended from the feasible Pareto front.
 
-    ``ideal_point``: nearest the ideal once each objective is normalised over the front;
-    ``knee``: farthest below the hyperplane through the normalised extremes (smallest sum of
-    normalised objectives); ``lexicographic``: best on ``order[0]``, then among those within its
+    Objectives are normalised in the hypervolume box: each metric from its ideal (0) to its
+    worst (1), ``gpu_seconds`` from 0 to the retrain's training seconds. (Not over the front's
+    own range, which would let a second of timing noise weigh as much as a collapse.)
+    ``ideal_point``: nearest the ideal (Euclidean); ``knee``: the smallest sum of normalised
+    objectives; ``lexicographic``: best on ``order[0]``, then among those within its
     ``tolerances`` entry of that best, best on ``order[1]``, and so on.
     """
 

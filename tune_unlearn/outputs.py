@@ -74,7 +74,7 @@ def summarise(study: optuna.Study, config: StudyConfig, gpu_seconds_budget: floa
         config=config,
         trials=trials,
         front=front,
-        recommended=recommend(front, dirs, config.recommend, config.objectives),
+        recommended=recommend(front, dirs, config.recommend, config.objectives, box),
         box=box,
         hypervolume=volume,
         history=hypervolume_history(trials, box, dirs),
