@@ -14,7 +14,7 @@ def shapes_study(
     samples: int,
     *,
     trials: int,
-    steps: int,
+    steps: int | None,
     out: Path,
     cache: Path,
     search: dict[str, Any],
@@ -27,7 +27,12 @@ def shapes_study(
         "forget": {"mode": "partial", "target_tasks": ["shape"], "where": {"shape": 0}, "fraction": fraction},
         "method": {
             "name": "interference_aware",
-            "fixed": {"steps": steps, "batch_size": 64, "refresh_every": 10, "subspace_rank": 4},
+            "fixed": {
+                **({"steps": steps} if steps is not None else {}),  # None: the search holds it
+                "batch_size": 64,
+                "refresh_every": 10,
+                "subspace_rank": 4,
+            },
             "search": search,
         },
         "n_trials": trials,
