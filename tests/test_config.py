@@ -92,3 +92,23 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 def test_the_shipped_studies_are_valid() -> None:
     for path in sorted(Path(__file__).parents[1].joinpath("studies").glob("*.yaml")):
         load_study(path)
+
+
+def test_a_value_the_method_refuses_is_reported_at_its_path(tmp_path: Path) -> None:
+    method = {
+        "name": "task_projection",
+        "fixed": {"projection_space": "features", "steps": 5},
+        "search": {"projection_strength": {"type": "categorical", "choices": [0.5, 1.0]}},
+    }
+    with pytest.raises(ConfigError) as info:
+        tiny_study(tmp_path, method=method)
+    issues = {issue.path: issue.message for issue in info.value.issues}
+    assert set(issues) == {"method.fixed.projection_space"}
+    assert "must be one of parameters, representation" in issues["method.fixed.projection_space"]
+    method["fixed"] = {"steps": 5}
+    method["search"] = {"projection_space": {"type": "categorical", "choices": ["representation", 3]}}
+    with pytest.raises(ConfigError) as info:
+        tiny_study(tmp_path, method=method)
+    assert {issue.path for issue in info.value.issues} == {"method.search.projection_space.choices.1"}
+    method["search"] = {"projection_space": {"type": "categorical", "choices": ["parameters", "representation"]}}
+    assert tiny_study(tmp_path, method=method).method.search  # both spaces are fine

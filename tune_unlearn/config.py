@@ -354,6 +354,7 @@ def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
                         f"{method_name} has no hyperparameter {key!r}; valid: {', '.join(accepted)}",
                     )
         yield from _type_issues(method_raw, accepted)
+        yield from _value_issues(METHODS.get(method_name), method_raw, accepted)
         both = set(_mapping(method_raw, "fixed")) & set(_mapping(method_raw, "search"))
         for key in sorted(both):
             yield ConfigIssue(f"method.search.{key}", "is also fixed; give it in one place only")
@@ -396,6 +397,10 @@ def _type_issues(method_raw: Mapping[str, Any], accepted: Mapping[str, Any]) -> 
         default = accepted.get(key)
         if isinstance(default, bool) or default is None:
             continue
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                yield ConfigIssue(f"method.fixed.{key}", "expected str", value)
+            continue
         fits = isinstance(value, int) if isinstance(default, int) else isinstance(value, (int, float))
         if isinstance(value, bool) or not fits:
             yield ConfigIssue(f"method.fixed.{key}", f"expected {type(default).__name__}", value)
@@ -404,6 +409,30 @@ def _type_issues(method_raw: Mapping[str, Any], accepted: Mapping[str, Any]) -> 
         integer = isinstance(default, int) and not isinstance(default, bool)
         if integer and isinstance(dimension, Mapping) and dimension.get("type", "float") == "float":
             yield ConfigIssue(f"method.search.{key}", "is an integer hyperparameter; use 'type: int'")
+
+
+def _value_issues(
+    method: type, method_raw: Mapping[str, Any], accepted: Mapping[str, Any]
+) -> Iterator[ConfigIssue]:
+    """Values the method itself refuses (its ``__post_init__`` raises ``ValueError``): each fixed
+    value, and each choice of a categorical search dimension, tried on the defaults."""
+    tries: list[tuple[str, str, Any]] = [
+        (f"method.fixed.{key}", key, value) for key, value in _mapping(method_raw, "fixed").items()
+    ]
+    for key, dimension in _mapping(method_raw, "search").items():
+        if isinstance(dimension, Mapping) and dimension.get("type") == "categorical":
+            choices = dimension.get("choices")
+            for i, choice in enumerate(choices if isinstance(choices, list) else []):
+                tries.append((f"method.search.{key}.choices.{i}", key, choice))
+    for path, key, value in tries:
+        if key not in accepted:
+            continue
+        try:
+            method(**{key: value})
+        except ValueError as error:
+            yield ConfigIssue(path, str(error), value)
+        except TypeError:
+            continue  # a type mismatch: reported by _type_issues
 
 
 def _forget_issues(forget: Mapping[str, Any], problem: Problem) -> Iterator[ConfigIssue]:
