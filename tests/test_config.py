@@ -110,5 +110,7 @@ def test_a_value_the_method_refuses_is_reported_at_its_path(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as info:
         tiny_study(tmp_path, method=method)
     assert {issue.path for issue in info.value.issues} == {"method.search.projection_space.choices.1"}
-    method["search"] = {"projection_space": {"type": "categorical", "choices": ["parameters", "representation"]}}
+    method["search"] = {
+        "projection_space": {"type": "categorical", "choices": ["parameters", "representation"]}
+    }
     assert tiny_study(tmp_path, method=method).method.search  # both spaces are fine
