@@ -11,6 +11,7 @@ backward pass.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -49,10 +50,10 @@ class ProjectedGradDiff(GradDiff):
             u[:n] = self.project_at_representation(grads, step)
         return u
 
+    @abstractmethod
     def project_at_parameters(self, grads: StepGradients, step: int) -> Tensor:
         """``u`` on the shared parameters, ``[P_shared]``: the exact form."""
-        raise NotImplementedError
 
+    @abstractmethod
     def project_at_representation(self, grads: StepGradients, step: int) -> Tensor:
         """``u`` on the shared parameters from projections at the representation."""
-        raise NotImplementedError
