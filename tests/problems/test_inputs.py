@@ -130,3 +130,11 @@ def test_the_problem_contract_holds_for_dataset_inputs_and_guards_their_holdout(
     holdout = problem.split(len(guarded), 0)["holdout"]
     with pytest.raises(HoldoutRead):
         guarded.inputs[holdout[:1]]
+
+
+def test_worker_processes_load_the_same_rows_in_the_same_order(tmp_path: Path) -> None:
+    values = np.arange(60, dtype=np.float32).reshape(20, 3)
+    np.save(tmp_path / "v.npy", values)
+    inputs = DatasetInputs(MemmapRows(str(tmp_path / "v.npy")), batch_size=4, num_workers=2)
+    rows = torch.tensor([19, 3, 3, 7, 0, 11, 5])
+    assert torch.equal(torch.cat(list(inputs.batches(rows, 3))), torch.from_numpy(values)[rows])
