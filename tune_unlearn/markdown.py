@@ -3,20 +3,62 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
+
+from tune_unlearn.metrics import EFFICACY_FLOOR
 
 if TYPE_CHECKING:
     from tune_unlearn.outputs import StudySummary
 
 _RULES = {
     "ideal_point": "the feasible Pareto trial nearest the ideal point once each objective is "
-    "normalised to [0, 1] over the front",
-    "knee": "the feasible Pareto trial farthest below the hyperplane through the normalised "
-    "extremes of the front (smallest sum of normalised objectives)",
+    "normalised to [0, 1] in the hypervolume box below",
+    "knee": "the feasible Pareto trial with the smallest sum of objectives normalised to [0, 1] "
+    "in the hypervolume box below",
     "lexicographic": "best on each objective in turn, within its tolerance",
 }
+
+#: Below this gap between the original's and the retrain's forget-set score, the report warns
+#: that forget efficacy (measured in units of that gap) is a knife edge.
+NARROW_GAP = 0.05
+
+
+def efficacy_conditioning(metrics: Mapping[str, float]) -> list[str]:
+    """Report lines for target tasks where the retrain scores the forget set almost as well as
+    the original: there is little to forget, and efficacy ≥ 0.9 needs the unlearned score
+    within a tenth of that gap (at least ±0.001) of the retrain's."""
+    lines = []
+    for key in sorted(metrics):
+        if not key.startswith("score/original/forget/"):
+            continue
+        task = key.rsplit("/", 1)[1]
+        original, retrain = metrics[key], metrics.get(f"score/retrain/forget/{task}")
+        if not isinstance(original, (int, float)) or not isinstance(retrain, (int, float)):
+            continue  # no retrain (reference-free), or a score that could not be computed
+        gap = abs(original - retrain)
+        if gap < NARROW_GAP:
+            band = 0.1 * max(gap, EFFICACY_FLOOR)
+            lines.append(
+                f"- `{task}`: the original scores the forget set {original:.3f}, the retrain "
+                f"{retrain:.3f} (gap {gap:.3f}). Forget efficacy ≥ 0.9 needs the unlearned score "
+                f"within ±{band:.4f} of the retrain's."
+            )
+    if not lines:
+        return []
+    return [
+        "## Forget efficacy: little to forget",
+        "",
+        "The retrain generalises to the forget instances almost as well as the original fits "
+        "them, so honest deletion barely changes their score, and forget efficacy (measured in "
+        "units of that gap) is a knife edge. Consider a request with more to forget (a whole "
+        "group rather than part of it), or judge by the validators and `mia_auc`.",
+        "",
+        *lines,
+        "",
+    ]
 
 
 def _number(value: object) -> str:
@@ -66,6 +108,9 @@ def render_report(summary: StudySummary) -> str:
             ),
             "",
         ]
+    complete = [t for t in summary.trials if t.state == TrialState.COMPLETE]
+    if complete:  # the reference scores are the same in every trial
+        out += efficacy_conditioning(complete[0].user_attrs.get("metrics", {}))
     out += ["## Pareto front", ""]
     if summary.front:
         params = sorted({k for t in summary.front for k in t.params})

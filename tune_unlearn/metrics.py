@@ -19,7 +19,7 @@ from tune_unlearn.registry import Registry, subclass_of
 Direction = Literal["maximize", "minimize", "target"]
 
 #: Denominator floor of forget efficacy when the original and retrain scores nearly agree.
-_EFFICACY_FLOOR = 0.01
+EFFICACY_FLOOR = 0.01
 
 
 def score_key(model: str, subset: str, task: str) -> str:
@@ -97,7 +97,7 @@ class ForgetEfficacy(Metric):
                 else ctx.score("unlearned", "val", task)
             )
             gap = abs(ctx.score("unlearned", "forget", task) - reference)
-            span = max(abs(ctx.score("original", "forget", task) - reference), _EFFICACY_FLOOR)
+            span = max(abs(ctx.score("original", "forget", task) - reference), EFFICACY_FLOOR)
             values.append(min(max(1.0 - gap / span, 0.0), 1.0))
         return float(np.mean(values))
 
