@@ -87,17 +87,11 @@ class StepGradients:
         self.forget_batch, self.retain_batch = forget, retain
 
     # -- batch-level -------------------------------------------------------------------------
-    def _forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        """The shared representation ``z`` and the heads' outputs, one forward pass."""
-        model = self.layout.model
-        representation = model.features(batch.inputs)
-        return representation, {name: head(representation) for name, head in model.heads.items()}
-
     @cached_property
     def _forget_graph(self) -> tuple[Tensor, Tensor]:
         if self.forget_batch is None:
             raise RuntimeError("this method was given no forget batch")
-        representation, outputs = self._forward(self.forget_batch)
+        representation, outputs = self.layout.model.features_and_outputs(self.forget_batch.inputs)
         loss = masked_task_losses(outputs, self.forget_batch, self.tasks)[self.target].sum()
         return representation, loss
 
@@ -105,7 +99,7 @@ class StepGradients:
     def _retain_graph(self) -> tuple[Tensor, Tensor]:
         if self.retain_batch is None:
             raise RuntimeError("this method was given no retain batch")
-        representation, outputs = self._forward(self.retain_batch)
+        representation, outputs = self.layout.model.features_and_outputs(self.retain_batch.inputs)
         return representation, masked_task_losses(outputs, self.retain_batch, self.tasks)
 
     @property

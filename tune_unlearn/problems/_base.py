@@ -119,9 +119,13 @@ class MultiTaskModel(nn.Module):
     def features(self, inputs: Tensor) -> Tensor:
         return self.backbone(inputs)  # type: ignore[no-any-return]
 
+    def features_and_outputs(self, inputs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The shared representation and every head's output, from one forward pass."""
+        shared = self.features(inputs)
+        return shared, {name: head(shared) for name, head in self.heads.items()}
+
     def forward(self, inputs: Tensor) -> dict[str, Tensor]:
-        shared = self.backbone(inputs)
-        return {name: head(shared) for name, head in self.heads.items()}
+        return self.features_and_outputs(inputs)[1]
 
 
 @dataclass(frozen=True)

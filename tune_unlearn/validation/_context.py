@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -70,24 +71,23 @@ class ValidationContext:
     def retrain_results(self) -> PerSample | None:
         return self.per_sample(self.retrain) if self.retrain is not None else None
 
+    def _input_batches(self, indices: Tensor) -> Iterator[Tensor]:
+        """The inputs at ``indices``, in evaluation-sized batches on the device."""
+        data = self.experiment.data
+        size = data.evaluation_batch(self.experiment.config.evaluation.batch_size)
+        for _, inputs in data.input_batches(indices.to(data.device), size):
+            yield inputs
+
     @torch.no_grad()
     def features(self, indices: Tensor) -> Tensor:
         """The original model's backbone features, the space in which neighbours are found."""
-        data = self.experiment.data
-        rows = indices.to(data.device)
-        batches = data.input_batches(
-            rows, data.evaluation_batch(self.experiment.config.evaluation.batch_size)
-        )
-        return torch.cat([self.original.features(inputs) for _, inputs in batches])
+        return torch.cat([self.original.features(inputs) for inputs in self._input_batches(indices)])
 
     def predictions(self, model: MultiTaskModel, indices: Tensor) -> Tensor:
         """``[n, T]`` predicted class (classification) or value (regression) per task."""
-        data = self.experiment.data
         chunks = []
         with torch.no_grad():
-            for _, inputs in data.input_batches(
-                indices.to(data.device), data.evaluation_batch(self.experiment.config.evaluation.batch_size)
-            ):
+            for inputs in self._input_batches(indices):
                 outputs = model(inputs)
                 columns = [
                     outputs[t.name].argmax(dim=-1).float()
