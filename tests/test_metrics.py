@@ -5,8 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from tune_unlearn.experiment import Experiment
-from tune_unlearn.metrics import METRICS, MetricContext, mia_auc, score_key
+from tune_unlearn.experiment import Experiment, trainable_vector
+from tune_unlearn.metrics import (
+    METRICS,
+    MetricContext,
+    compute_metrics,
+    forget_band,
+    mia_auc,
+    score_key,
+    spread_key,
+)
 
 SCORES = {
     score_key("original", "val", "a"): 0.8,
@@ -30,6 +38,9 @@ def context(**changes: object) -> MetricContext:
         "target_tasks": ("a",),
         "mode": "partial",
         "has_retrain": True,
+        "retrain_members": 4,
+        "forget_size": 100,
+        "val_size": 400,
     }
     base.update(changes)
     return MetricContext(**base)  # type: ignore[arg-type]
@@ -39,22 +50,71 @@ def metric(name: str, ctx: MetricContext) -> float:
     return METRICS.get(name)().compute(ctx)
 
 
-def test_forget_efficacy_by_hand() -> None:
-    # 1 − |0.3 − 0.2| / max(|1.0 − 0.2|, 0.01)
-    assert metric("forget_efficacy", context()) == pytest.approx(0.875)
+# The band by hand: F^r = 0.2 with a seed spread of 0.05 over K = 4 retrains, n = 100 forget
+# instances: b = 1.96·sqrt(0.05²·(1 + 1/4) + 0.2·0.8/100) = 1.96·sqrt(0.004725).
+BAND = 1.96 * math.sqrt(0.004725)
+SPREAD = {**SCORES, spread_key("retrain", "forget", "a"): 0.05}
 
 
-def test_forget_efficacy_penalises_over_forgetting() -> None:
-    over = {**SCORES, score_key("unlearned", "forget", "a"): 0.0}
-    # below the retrain score by 0.2: 1 − 0.2 / 0.8
-    assert metric("forget_efficacy", context(scores=over)) == pytest.approx(0.75)
-    far = {**SCORES, score_key("unlearned", "forget", "a"): 1.0}
-    assert metric("forget_efficacy", context(scores=far)) == 0.0
+def with_forget(value: float, original: float = 1.0) -> dict[str, float]:
+    return {
+        **SPREAD,
+        score_key("unlearned", "forget", "a"): value,
+        score_key("original", "forget", "a"): original,
+    }
+
+
+def test_the_band_by_hand() -> None:
+    band = forget_band(context(scores=SPREAD), "a")
+    assert band.band == pytest.approx(0.134728, abs=1e-6)
+    assert band.band == pytest.approx(BAND)
+    assert band.reference == 0.2 and band.original_gap == pytest.approx(0.8)
+    assert not band.nothing_to_forget
+
+
+def test_forget_efficacy_inside_the_band_counts_as_forgotten() -> None:
+    assert metric("forget_efficacy", context(scores=with_forget(0.3))) == 1.0  # 0.1 < b
+    assert metric("forget_efficacy", context(scores=with_forget(0.2 - 0.13))) == 1.0
+
+
+def test_forget_efficacy_beyond_the_band_in_units_of_the_gap() -> None:
+    # |0.5 − 0.2| = 0.3, beyond the band by 0.3 − b, in units of |1.0 − 0.2|
+    expected = 1 - (0.3 - BAND) / 0.8
+    assert metric("forget_efficacy", context(scores=with_forget(0.5))) == pytest.approx(expected)
+    assert expected == pytest.approx(0.793409, abs=1e-6)
+
+
+def test_forget_efficacy_penalises_over_forgetting_like_under_forgetting() -> None:
+    below = metric("forget_efficacy", context(scores=with_forget(0.2 - 0.3)))
+    above = metric("forget_efficacy", context(scores=with_forget(0.2 + 0.3)))
+    assert below == pytest.approx(above)
+    assert below < 1.0
+    # Doing nothing (the original's score) leaves the part of the gap inside the band: b / gap.
+    assert metric("forget_efficacy", context(scores=with_forget(1.0))) == pytest.approx(BAND / 0.8)
+
+
+def test_no_knife_edge_when_the_original_sits_inside_the_band() -> None:
+    # Original and retrain 0.02 apart, far inside b ≈ 0.135: nothing detectable to forget.
+    scores = with_forget(0.22, original=0.22)
+    assert forget_band(context(scores=scores), "a").nothing_to_forget
+    values = compute_metrics(context(scores=scores))
+    assert values["nothing_to_forget/a"] == 1.0 and values["forget_efficacy"] == 1.0
+    # Beyond the band, in units of the band (not of the 0.02 gap): a 0.015 overshoot costs
+    # about 0.11, where the old 0.01 floor made 0.001 cost 0.1.
+    nudged = metric("forget_efficacy", context(scores=with_forget(0.2 + BAND + 0.015, original=0.22)))
+    assert nudged == pytest.approx(1 - 0.015 / BAND)
+
+
+def test_a_single_retrain_has_only_the_sampling_error() -> None:
+    band = forget_band(context(scores=SCORES, retrain_members=1), "a")
+    assert band.band == pytest.approx(1.96 * math.sqrt(0.2 * 0.8 / 100))
 
 
 def test_forget_efficacy_without_retrain_uses_the_unlearned_val_score() -> None:
-    # F^r := U_a = 0.6 → 1 − |0.3 − 0.6| / |1.0 − 0.6|
-    assert metric("forget_efficacy", context(has_retrain=False)) == pytest.approx(0.25)
+    # F^r := U_a = 0.6, b = 1.96·sqrt(0.6·0.4·(1/100 + 1/400)); |0.3 − 0.6| beyond b over |1.0 − 0.6|
+    band = 1.96 * math.sqrt(0.24 * (1 / 100 + 1 / 400))
+    expected = 1 - (0.3 - band) / 0.4
+    assert metric("forget_efficacy", context(has_retrain=False)) == pytest.approx(expected)
 
 
 def test_retained_utility_by_hand() -> None:
@@ -63,9 +123,21 @@ def test_retained_utility_by_hand() -> None:
     assert metric("retained_utility", context(mode="full")) == pytest.approx((0.75 + 0.9) / 2)
 
 
-def test_uis_by_hand() -> None:
-    # ½·mean(|0.8−0.6|/0.8, |0.9−0.81|/0.9) + ½·|0.8−0.3|/0.8
-    assert metric("uis", context()) == pytest.approx(0.5 * (0.25 + 0.1) / 2 + 0.5 * 0.625)
+def test_impact_score_by_hand_and_zero_for_a_perfect_class_deletion() -> None:
+    # ½·mean(|0.8−0.6|/0.8, |0.9−0.81|/0.9) + ½·|0.2−0.3|/0.8
+    assert metric("impact_score", context()) == pytest.approx(0.5 * (0.25 + 0.1) / 2 + 0.5 * 0.125)
+    perfect = {
+        **SCORES,
+        score_key("unlearned", "val", "a"): 0.8,
+        score_key("unlearned", "val", "b"): 0.9,
+        score_key("retrain", "forget", "a"): 0.0,  # the class is gone from the retrain too
+        score_key("unlearned", "forget", "a"): 0.0,
+    }
+    assert metric("impact_score", context(scores=perfect)) == 0.0
+
+
+def test_uis_is_the_shift_the_caller_measured() -> None:
+    assert metric("uis", context(shift=0.25)) == 0.25
 
 
 def test_mia_auc_separable_and_indistinguishable() -> None:
@@ -79,27 +151,48 @@ def test_mia_auc_separable_and_indistinguishable() -> None:
     assert METRICS.get("mia_auc")().objective(0.7) == pytest.approx(0.2)
 
 
-def test_param_shift_and_scores_from_a_real_model(tiny_experiment: Experiment) -> None:
+def test_uis_and_scores_from_a_real_model(tiny_experiment: Experiment) -> None:
     original = tiny_experiment.model_from(tiny_experiment.references["original"].state_dict)
     unchanged = tiny_experiment.measure(original)
-    assert unchanged["param_shift"] == pytest.approx(0.0, abs=1e-7)
+    assert unchanged["uis"] == pytest.approx(0.0, abs=1e-7)
     assert unchanged["retained_utility"] == pytest.approx(1.0)
     for key, value in tiny_experiment.reference_scores.items():
         if key.startswith("score/original/"):
             assert unchanged[key.replace("/original/", "/unlearned/")] == pytest.approx(value)
     doubled = tiny_experiment.model_from({k: 2 * v for k, v in original.state_dict().items()})
-    assert tiny_experiment.measure(doubled)["param_shift"] == pytest.approx(1.0, rel=1e-5)
+    assert tiny_experiment.measure(doubled)["uis"] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_uis_leaves_buffers_out() -> None:
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    vector = trainable_vector(model)  # type: ignore[arg-type]
+    assert len(vector) == 3 * 4 + 4 + 4 + 4  # weights and biases; not running mean/var
+    assert len(vector) < sum(v.numel() for v in model.state_dict().values())
+
+
+def test_the_ensemble_mean_and_spread_are_recorded(tiny_experiment: Experiment) -> None:
+    members = tiny_experiment.retrain_results
+    assert len(members) == 5  # the default ensemble
+    scores = [tiny_experiment.score("retrain", r)["score/retrain/val/parity"] for r in members]
+    recorded = tiny_experiment.reference_scores
+    assert recorded["score/retrain/val/parity"] == pytest.approx(np.mean(scores))
+    assert recorded["spread/retrain/val/parity"] == pytest.approx(np.std(scores, ddof=1))
 
 
 def test_every_metric_recomputes_from_the_flat_scores(tiny_experiment: Experiment) -> None:
     result = tiny_experiment.run({"ascent_lr": 0.01, "retain_lr": 0.05}, seed=3)
     scores = {k: v for k, v in result.metrics.items() if k.startswith("score/")}
+    spreads = {k: v for k, v in result.metrics.items() if k.startswith("spread/")}
     ctx = MetricContext(
-        scores=scores,
+        scores={**scores, **spreads},
         tasks=tuple(tiny_experiment.task_names),
         target_tasks=("digit",),
         mode="partial",
         has_retrain=True,
+        retrain_members=5,
+        forget_size=len(tiny_experiment.sets["forget"]),
     )
-    for name in ("forget_efficacy", "retained_utility", "uis"):
+    for name in ("forget_efficacy", "retained_utility", "impact_score"):
         assert METRICS.get(name)().compute(ctx) == pytest.approx(result.metrics[name])

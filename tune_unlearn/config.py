@@ -21,14 +21,16 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from tune_unlearn.methods import METHODS
-from tune_unlearn.metrics import METRICS
+from tune_unlearn.metrics import METRICS, RENAMED
 from tune_unlearn.problems import PROBLEMS, Problem, build_problem
 from tune_unlearn.registry import UnknownNameError
 
@@ -38,6 +40,8 @@ _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 
 def _metric_name(name: str) -> str:
+    if name in RENAMED:
+        raise ValueError(RENAMED[name])
     METRICS.get(name)  # raises with the valid names and the closest one
     return name
 
@@ -118,6 +122,8 @@ class EvaluationConfig(_Strict):
 
     retain_sample: int | None = Field(2000, ge=1)
     batch_size: int = Field(256, ge=1)
+    #: N unlearning runs per trial (other seeds) for ``forget_score``; 0: not computed.
+    forget_score_runs: int = Field(0, ge=0, le=256)
 
 
 class RecommendConfig(_Strict):
@@ -197,17 +203,55 @@ class MethodConfig(_Strict):
         return name
 
 
+#: Retrain ensemble size when the study file says ``retrain: true``: five digits retrains cost
+#: about 2 s on two cores; the spread of five seeds is a usable (if rough) noise estimate.
+DEFAULT_RETRAIN_SEEDS = 5
+
+
+class EnsembleConfig(_Strict):
+    """``retrain: {seeds: K}``: K retrains with seeds ``problem.seed + 0 … K − 1``, trained in
+    ``n_jobs`` processes (default: as many as cores and members allow)."""
+
+    seeds: int = Field(DEFAULT_RETRAIN_SEEDS, ge=1, le=256)
+    n_jobs: int | None = Field(None, ge=1)
+
+
+def _retrain_kind(value: Any) -> str:
+    if isinstance(value, (Mapping, EnsembleConfig)):
+        return "ensemble"
+    return "flag" if isinstance(value, bool) else "path"
+
+
+#: Union member tags that pydantic puts in an error's location; dropped from dotted paths.
+_UNION_TAGS = frozenset({"ensemble", "flag", "path"})
+
+
 class ReferencesConfig(_Strict):
     """Where the reference models come from.
 
     ``original``: trained with the problem's recipe (default), or a state-dict file or MLflow
-    model URI of the model you already have. ``retrain``: trained (``true``), a file or URI, or
-    ``false`` for none: metrics and checks then use their reference-free forms.
+    model URI of the model you already have. ``retrain``: an ensemble trained with the recipe
+    (``true`` for the default size, or ``{seeds: K}``), a file or URI (one model, no spread),
+    or ``false`` for none: metrics and checks then use their reference-free forms.
+    ``budget_hours``: training references that are not cached yet may take at most this long
+    (estimated before anything is trained); raise it to accept a bigger ensemble.
     """
 
     original: str | None = None
-    retrain: bool | str = True
+    retrain: Annotated[
+        Annotated[bool, Tag("flag")]
+        | Annotated[str, Tag("path")]
+        | Annotated[EnsembleConfig, Tag("ensemble")],
+        Discriminator(_retrain_kind),
+    ] = True
     cache_dir: Path | None = None
+    budget_hours: float = Field(1.0, gt=0.0)
+
+    def ensemble(self) -> EnsembleConfig | None:
+        """The retrain ensemble to train, or ``None`` (a given model, or no retrain)."""
+        if self.retrain is True:
+            return EnsembleConfig()
+        return self.retrain if isinstance(self.retrain, EnsembleConfig) else None
 
 
 class ValidationConfig(_Strict):
@@ -273,6 +317,18 @@ class StudyConfig(_Strict):
             raise ValueError(f"recommend.order names metrics that are not objectives: {', '.join(missing)}")
         return self
 
+    @model_validator(mode="after")
+    def _forget_score_needs_runs(self) -> StudyConfig:
+        named = set(self.objectives) | {c.metric for c in self.constraints}
+        if "forget_score" in named and self.evaluation.forget_score_runs < 2:
+            raise ValueError(
+                "forget_score compares N unlearning runs with the retrains: set "
+                "evaluation.forget_score_runs to N ≥ 2 (each trial then costs N runs)"
+            )
+        if "forget_score" in named and self.references.retrain is False:
+            raise ValueError("forget_score needs the retrain ensemble (references.retrain)")
+        return self
+
     @field_validator("objectives")
     @classmethod
     def _distinct_objectives(cls, names: list[str]) -> list[str]:
@@ -326,7 +382,7 @@ class ConfigError(Exception):
 def pydantic_issues(error: ValidationError) -> list[ConfigIssue]:
     issues = []
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"])
+        path = ".".join(str(part) for part in item["loc"] if part not in _UNION_TAGS)
         message = item["msg"].removeprefix("Value error, ")
         value = item.get("input") if item["type"] not in ("missing", "value_error") else None
         if isinstance(value, Mapping):

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.evaluation import PerSample, evaluate
 from tune_unlearn.forget import ForgetRequest, LabeledSet, select_forget_indices
+from tune_unlearn.forget_score import logit_confidence
 from tune_unlearn.guard import CollapseGuard
 from tune_unlearn.methods import METHODS, StepLog, StepMonitor, UnlearningMethod, UnlearningSetup
 from tune_unlearn.metrics import MetricContext, compute_metrics, score_key
@@ -29,12 +32,17 @@ from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Problem
 from tune_unlearn.references import (
     Reference,
     ReferenceCache,
-    ReferenceKind,
     default_cache_dir,
+    estimate_training_seconds,
     load_state,
     seeded_model,
+    train_members,
     train_model,
 )
+
+
+class ReferenceBudgetError(ValueError):
+    """Training the uncached references would exceed ``references.budget_hours``."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -134,11 +142,12 @@ class Experiment:
             retain=self.sets["retain"].to(self.device),
         )
         self.references = self._load_references(progress)
-        self.reference_scores: dict[str, float] = {}
-        for kind, reference in self.references.items():
-            model = self.model_from(reference.state_dict)
-            self.reference_scores.update(self.score(kind, self.evaluate(model)))
-        self.original_vector = _flat(self.references["original"].state_dict).to(self.device)
+        original_model = self.model_from(self.references["original"].state_dict)
+        self.reference_scores: dict[str, float] = self.score("original", self.evaluate(original_model))
+        self.retrain_results = [self.evaluate(self.model_from(r.state_dict)) for r in self.retrain_members]
+        if self.retrain_results:
+            self.reference_scores.update(self._ensemble_scores(self.retrain_results))
+        self.original_vector = trainable_vector(original_model)
         guard = config.collapse_guard
         self.guard = (
             CollapseGuard.on_sample(
@@ -155,54 +164,115 @@ class Experiment:
         )
 
     # -- references ---------------------------------------------------------------------------
-    def _load_references(self, progress: bool) -> dict[str, Reference]:
-        cfg = self.config
-        cache = ReferenceCache(cfg.references.cache_dir or default_cache_dir())
-        seed = cfg.problem.seed
+    def _reference_plans(self) -> tuple[LabeledSet, list[int]]:
+        """The original's training set, and the retrain ensemble's seeds (empty: none trained)."""
         all_train = LabeledSet(
             self.splits["train"],
             torch.ones(len(self.splits["train"]), len(self.task_names), dtype=torch.bool),
         )
-        plans: dict[ReferenceKind, tuple[LabeledSet, ForgetRequest | None, str | None]] = {
-            "original": (all_train, None, cfg.references.original)
-        }
-        retrain = cfg.references.retrain
-        if retrain is not False:
-            plans["retrain"] = (
-                self.sets["retain"],
-                self.request,
-                retrain if isinstance(retrain, str) else None,
+        ensemble = self.config.references.ensemble()
+        seed = self.config.problem.seed
+        return all_train, [seed + i for i in range(ensemble.seeds)] if ensemble else []
+
+    def missing_reference_cost(self) -> tuple[int, float]:
+        """How many references are not cached yet, and the estimated seconds to train them
+        (the ensemble in its parallel processes). Costs a few training steps, trains nothing."""
+        refs = self.config.references
+        cache = ReferenceCache(refs.cache_dir or default_cache_dir())
+        all_train, seeds = self._reference_plans()
+        missing_original = refs.original is None and not cache.cached(
+            "original", cache.key("original", self.problem, self.config.problem.seed)
+        )
+        missing_retrains = sum(
+            not cache.cached("retrain", cache.key("retrain", self.problem, s, self.request)) for s in seeds
+        )
+        if not missing_original and not missing_retrains:
+            return 0, 0.0
+        per_model = estimate_training_seconds(self.problem, self.data, all_train)
+        jobs = self._ensemble_jobs(missing_retrains)
+        return missing_original + missing_retrains, per_model * (
+            missing_original + math.ceil(missing_retrains / jobs)
+        )
+
+    def _ensemble_jobs(self, members: int) -> int:
+        ensemble = self.config.references.ensemble()
+        if self.device.type != "cpu" or ensemble is None or members <= 1:
+            return 1
+        return max(1, min(members, ensemble.n_jobs or os.cpu_count() or 1))
+
+    def _check_reference_budget(self) -> None:
+        refs = self.config.references
+        count, seconds = self.missing_reference_cost()
+        if seconds > refs.budget_hours * 3600:
+            raise ReferenceBudgetError(
+                f"training the {count} uncached reference model(s) is estimated at "
+                f"{seconds / 3600:.1f} h, over references.budget_hours ({refs.budget_hours:g}); "
+                "lower references.retrain.seeds or raise references.budget_hours"
             )
+
+    def _load_references(self, progress: bool) -> dict[str, Reference]:
+        cfg = self.config
+        self._check_reference_budget()
+        cache = ReferenceCache(cfg.references.cache_dir or default_cache_dir())
+        seed = cfg.problem.seed
+        all_train, seeds = self._reference_plans()
         references: dict[str, Reference] = {}
         self.trained_references: list[str] = []
-        for kind, (labeled, request, given) in plans.items():
-            if given is not None:  # the user's own checkpoint: nothing to train, cost unknown
-                references[kind] = Reference(kind, load_state(given), math.nan)
-                continue
+        self.retrain_members: list[Reference] = []
+        if cfg.references.original is not None:  # the user's own model: nothing to train
+            references["original"] = Reference("original", load_state(cfg.references.original), math.nan)
+        else:
             train = functools.partial(
                 train_model,
                 self.problem,
                 self.data,
-                labeled,
+                all_train,
                 seed=seed,
-                description=f"training {kind}",
+                description="training original",
                 progress=progress,
             )
-            reference, trained = cache.get_or_train(kind, cache.key(kind, self.problem, seed, request), train)
+            reference, trained = cache.get_or_train(
+                "original", cache.key("original", self.problem, seed), train
+            )
+            references["original"] = reference
             if trained:
-                self.trained_references.append(kind)
-            references[kind] = reference
+                self.trained_references.append("original")
+        retrain = cfg.references.retrain
+        if isinstance(retrain, str):  # one given model: no ensemble, no spread
+            self.retrain_members = [Reference("retrain", load_state(retrain), math.nan)]
+        elif seeds:
+            keys = [cache.key("retrain", self.problem, s, self.request) for s in seeds]
+            by_key = dict(zip(keys, seeds, strict=True))
+
+            def train_missing(missing: list[str]) -> list[tuple[dict[str, Tensor], float]]:
+                return train_members(
+                    self.problem,
+                    self.data,
+                    self.sets["retain"],
+                    [by_key[k] for k in missing],
+                    n_jobs=self._ensemble_jobs(len(missing)),
+                    description="training retrain ensemble",
+                    progress=progress,
+                )
+
+            members = cache.get_or_train_many("retrain", keys, train_missing)
+            self.retrain_members = [reference for reference, _ in members]
+            trained_count = sum(trained for _, trained in members)
+            if trained_count:
+                self.trained_references.append(f"retrain ×{trained_count}")
+        if self.retrain_members:
+            references["retrain"] = self.retrain_members[0]
         return references
 
     @property
     def compute_budget(self) -> float | None:
-        """Training seconds of the retrain reference (else the original): what unlearning must
-        undercut. ``None`` when both came from checkpoints and their cost is unknown."""
-        for kind in ("retrain", "original"):
-            reference = self.references.get(kind)
-            if reference is not None and math.isfinite(reference.train_seconds):
-                return reference.train_seconds
-        return None
+        """Training seconds of one retrain (the ensemble's mean; else the original): what
+        unlearning must undercut. ``None`` when both came from checkpoints (cost unknown)."""
+        seconds = [r.train_seconds for r in self.retrain_members if math.isfinite(r.train_seconds)]
+        if seconds:
+            return float(sum(seconds) / len(seconds))
+        original = self.references["original"].train_seconds
+        return original if math.isfinite(original) else None
 
     def model_from(self, state_dict: Mapping[str, Tensor]) -> MultiTaskModel:
         model = seeded_model(self.problem, 0, self.device)
@@ -217,6 +287,18 @@ class Experiment:
         for set_name, labeled in self.scored_sets.items():
             for task, value in per_sample.scores(labeled, self.task_names).items():
                 out[score_key(model_kind, set_name, task)] = value
+        return out
+
+    def _ensemble_scores(self, results: list[PerSample]) -> dict[str, float]:
+        """``score/retrain/…`` as the members' mean and ``spread/retrain/…`` as their sample
+        standard deviation (0 for a single member)."""
+        per_member = [self.score("retrain", r) for r in results]
+        out: dict[str, float] = {}
+        for key in per_member[0]:
+            values = torch.tensor([m[key] for m in per_member], dtype=torch.float64)
+            out[key] = float(values.mean())
+            spread = float(values.std()) if len(values) > 1 else 0.0
+            out["spread/" + key.removeprefix("score/")] = spread
         return out
 
     def evaluate(self, model: MultiTaskModel) -> PerSample:
@@ -241,32 +323,76 @@ class Experiment:
         with PhaseTimer(self.device) as timer:
             log = method.unlearn(model, self.setup, seed=seed, monitor=monitor, monitor_every=monitor_every)
         evaluation_started = time.perf_counter()
-        metrics = self.measure(model, gpu_seconds=timer.seconds, seed=seed)
+        runs = self.config.evaluation.forget_score_runs
+        reruns = self.rerun_results(params, seed, runs - 1) if runs >= 2 else None
+        metrics = self.measure(model, gpu_seconds=timer.seconds, seed=seed, reruns=reruns)
         # measure() ends in a device-to-host copy, so wall time covers its device work too.
         evaluation_seconds = time.perf_counter() - evaluation_started
         diagnostics = {**log.summary(self.task_names), "seconds/evaluation": evaluation_seconds}
         return RunResult(model, metrics, log, method.get_params(), seed, diagnostics)
 
+    def rerun_results(self, params: Mapping[str, Any], seed: int, runs: int) -> list[PerSample]:
+        """The same configuration unlearned again with seeds ``seed + 1 … seed + runs``."""
+        results = []
+        for k in range(1, runs + 1):
+            model = self.model_from(self.references["original"].state_dict)
+            self.build_method(params).unlearn(model, self.setup, seed=seed + k)
+            results.append(self.evaluate(model))
+        return results
+
+    def forget_confidences(self, unlearned: list[PerSample]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per target task: logit-scaled confidences on the forget set, ``[N, n]`` of the
+        unlearned runs and ``[K, n]`` of the retrain ensemble."""
+        forget = self.sets["forget"].indices
+        out = {}
+        for task in self.problem.tasks:
+            if task.name not in self.request.target_tasks:
+                continue
+            column = self.task_names.index(task.name)
+
+            def matrix(results: list[PerSample], column: int = column, kind: str = task.kind) -> np.ndarray:
+                rows = [r.loss[r.positions(forget), column].numpy() for r in results]
+                return logit_confidence(np.stack(rows), kind)
+
+            out[task.name] = (matrix(unlearned), matrix(self.retrain_results))
+        return out
+
     def measure(
-        self, model: MultiTaskModel, *, gpu_seconds: float = math.nan, seed: int = 0
+        self,
+        model: MultiTaskModel,
+        *,
+        gpu_seconds: float = math.nan,
+        seed: int = 0,
+        reruns: list[PerSample] | None = None,
     ) -> dict[str, float]:
+        """Every metric of ``model``; with ``reruns`` (the same configuration, other seeds) also
+        ``forget_score``."""
         per_sample = self.evaluate(model)
+        confidences = (
+            self.forget_confidences([per_sample, *reruns])
+            if reruns is not None and self.retrain_results
+            else None
+        )
         scores = {**self.reference_scores, **self.score("unlearned", per_sample)}
         target = self.request.target_columns(self.task_names)
         forget_positions = per_sample.positions(self.sets["forget"].indices)
         val_positions = per_sample.positions(self.sets["val"].indices)
-        shift = (_flat(model.state_dict()) - self.original_vector).norm() / self.original_vector.norm()
+        shift = (trainable_vector(model) - self.original_vector).norm() / self.original_vector.norm()
         ctx = MetricContext(
             scores=scores,
             tasks=tuple(self.task_names),
             target_tasks=self.request.target_tasks,
             mode=self.request.mode,
             has_retrain="retrain" in self.references,
-            param_shift=float(shift),
+            retrain_members=len(self.retrain_members),
+            forget_size=len(self.sets["forget"]),
+            val_size=len(self.sets["val"]),
+            shift=float(shift),
             forget_losses=per_sample.loss[forget_positions][:, target].sum(dim=1).numpy(),
             val_losses=per_sample.loss[val_positions][:, target].sum(dim=1).numpy(),
             gpu_seconds=gpu_seconds,
             seed=seed,
+            forget_confidences=confidences,
         )
         return {**compute_metrics(ctx), **scores}
 
@@ -280,5 +406,7 @@ def _sample(labeled: LabeledSet, size: int | None, seed: int) -> LabeledSet:
     return LabeledSet(labeled.indices[keep], labeled.mask[keep])
 
 
-def _flat(state: Mapping[str, Tensor]) -> Tensor:
-    return torch.cat([v.detach().float().reshape(-1) for v in state.values()])
+def trainable_vector(model: MultiTaskModel) -> Tensor:
+    """The trainable parameters as one float vector (buffers such as batch-norm statistics are
+    not parameters the unlearning moves, so UIS leaves them out)."""
+    return torch.cat([p.detach().float().reshape(-1) for p in model.parameters() if p.requires_grad])

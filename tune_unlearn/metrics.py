@@ -18,12 +18,22 @@ from tune_unlearn.registry import Registry, subclass_of
 
 Direction = Literal["maximize", "minimize", "target"]
 
-#: Denominator floor of forget efficacy when the original and retrain scores nearly agree.
-EFFICACY_FLOOR = 0.01
+#: Width of the tolerance band in standard errors (a two-sided 95% normal interval).
+BAND_Z = 1.96
+
+#: Metrics that were renamed, with what to use now: a study file naming one gets this message.
+RENAMED = {
+    "param_shift": "`param_shift` is now `uis`: UIS is the Unlearning-Induced Shift "
+    "‖θ_u − θ_o‖₂ / ‖θ_o‖₂ (tune_unlearn ≥ 0.2); OrthoGrad's score, the old `uis`, is `impact_score`",
+}
 
 
 def score_key(model: str, subset: str, task: str) -> str:
     return f"score/{model}/{subset}/{task}"
+
+
+def spread_key(model: str, subset: str, task: str) -> str:
+    return f"spread/{model}/{subset}/{task}"
 
 
 @dataclass(frozen=True)
@@ -35,11 +45,17 @@ class MetricContext:
     target_tasks: tuple[str, ...]
     mode: Literal["full", "partial"]
     has_retrain: bool
-    param_shift: float = math.nan
+    retrain_members: int = 1
+    forget_size: int = 0
+    val_size: int = 0
+    shift: float = math.nan
     forget_losses: np.ndarray | None = None
     val_losses: np.ndarray | None = None
     gpu_seconds: float = math.nan
     seed: int = 0
+    #: ``[runs, n]`` and ``[members, n]`` logit-scaled confidences on the forget set, per target
+    #: task, of N unlearned runs and of the retrain ensemble (for ``forget_score``); else None.
+    forget_confidences: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
 
     def score(self, model: str, subset: str, task: str) -> float:
         return float(self.scores[score_key(model, subset, task)])
@@ -76,12 +92,49 @@ class Metric(ABC):
 METRICS: Registry[type[Metric]] = Registry("metric", "tune_unlearn.metrics", accepts=subclass_of(Metric))
 
 
+@dataclass(frozen=True)
+class ForgetBand:
+    """One target task's forget-set comparison: the honest-deletion reference score, the
+    tolerance band around it, and the original's distance from it."""
+
+    reference: float
+    band: float
+    original_gap: float
+
+    @property
+    def nothing_to_forget(self) -> bool:
+        """The original already sits inside the band: honest deletion would not show."""
+        return self.original_gap <= self.band
+
+
+def forget_band(ctx: MetricContext, task: str) -> ForgetBand:
+    """``b_t = z·sqrt(s_t²·(1 + 1/K) + p(1 − p)/n)``: the retrain ensemble's seed spread ``s_t``
+    (as the prediction interval of one more honest retrain, K members) and the binomial
+    sampling error of a score ``p`` on the ``n`` forget instances. Without a retrain reference,
+    the unlearned model's ``val`` score stands in for the reference, with the sampling error of
+    both sets."""
+    original = ctx.score("original", "forget", task)
+    n = max(ctx.forget_size, 1)
+    if ctx.has_retrain:
+        reference = ctx.score("retrain", "forget", task)
+        spread = float(ctx.scores.get(spread_key("retrain", "forget", task), 0.0))
+        members = max(ctx.retrain_members, 1)
+        variance = spread**2 * (1 + 1 / members) + reference * (1 - reference) / n
+    else:
+        reference = ctx.score("unlearned", "val", task)
+        variance = reference * (1 - reference) * (1 / n + 1 / max(ctx.val_size, 1))
+    return ForgetBand(reference, BAND_Z * math.sqrt(max(variance, 0.0)), abs(original - reference))
+
+
 @METRICS.add
 class ForgetEfficacy(Metric):
-    """``1 − |F^u − F^r| / max(|F^o − F^r|, 0.01)`` per target task, clipped to [0, 1], averaged.
+    """Per target task ``1 − max(0, |F^u − F^r| − b) / max(|F^o − F^r|, b)``, clipped to [0, 1],
+    averaged; ``b`` is :func:`forget_band`.
 
-    Two-sided: forgetting past the retrain score is penalised like forgetting too little.
-    Without a retrain reference the unlearned model's ``val`` score stands in for ``F^r``.
+    A forget score inside the band of the honest retrains counts as forgotten (efficacy 1);
+    beyond it, under- and over-forgetting (the Streisand effect) are measured alike, in units
+    of the original-to-retrain gap, or of the band when the original sits inside it (then there
+    is nothing detectable to forget, and the metrics carry ``nothing_to_forget/<task>`` = 1).
     """
 
     name = "forget_efficacy"
@@ -91,14 +144,11 @@ class ForgetEfficacy(Metric):
     def compute(self, ctx: MetricContext) -> float:
         values = []
         for task in ctx.target_tasks:
-            reference = (
-                ctx.score("retrain", "forget", task)
-                if ctx.has_retrain
-                else ctx.score("unlearned", "val", task)
-            )
-            gap = abs(ctx.score("unlearned", "forget", task) - reference)
-            span = max(abs(ctx.score("original", "forget", task) - reference), EFFICACY_FLOOR)
-            values.append(min(max(1.0 - gap / span, 0.0), 1.0))
+            band = forget_band(ctx, task)
+            gap = abs(ctx.score("unlearned", "forget", task) - band.reference)
+            beyond = max(0.0, gap - band.band)
+            span = max(band.original_gap, band.band)
+            values.append(1.0 if span == 0 else min(max(1.0 - beyond / span, 0.0), 1.0))
         return float(np.mean(values))
 
 
@@ -128,22 +178,50 @@ class RetainedUtility(Metric):
 
 
 @METRICS.add
-class UnlearningImpactScore(Metric):
-    """``½·mean_t |O_t − U_t|/O_t + ½·mean_{t∈T_F} |O_t − F^u_t|/O_t`` (lower is better)."""
+class UnlearningInducedShift(Metric):
+    """UIS, the Unlearning-Induced Shift: ``‖θ_u − θ_o‖₂ / ‖θ_o‖₂`` over the trainable
+    parameters (buffers excluded), computed by the caller on the device."""
 
     name = "uis"
     direction = "minimize"
 
     def compute(self, ctx: MetricContext) -> float:
-        def relative(a: float, o: float) -> float:
-            return abs(o - a) / o if o > 0 else 0.0
+        return ctx.shift
+
+
+@METRICS.add
+class ImpactScore(Metric):
+    """OrthoGrad's Unlearning Impact Score over tasks, anchored at the retrain ensemble:
+    ``½·mean_t |O_t − U_t|/O_t + ½·mean_{t∈T_F} |F^r_t − F^u_t|/O_t``; 0 for a perfect unlearner
+    in class and instance deletion alike (reference-free: ``U_t`` on ``val`` stands in for
+    ``F^r_t``)."""
+
+    name = "impact_score"
+    direction = "minimize"
+
+    def compute(self, ctx: MetricContext) -> float:
+        def relative(a: float, b: float, o: float) -> float:
+            return abs(a - b) / o if o > 0 else 0.0
 
         utility = np.mean(
-            [relative(ctx.score("unlearned", "val", t), ctx.score("original", "val", t)) for t in ctx.tasks]
+            [
+                relative(
+                    ctx.score("unlearned", "val", t),
+                    ctx.score("original", "val", t),
+                    ctx.score("original", "val", t),
+                )
+                for t in ctx.tasks
+            ]
         )
         forgetting = np.mean(
             [
-                relative(ctx.score("unlearned", "forget", t), ctx.score("original", "val", t))
+                relative(
+                    ctx.score("unlearned", "forget", t),
+                    ctx.score("retrain", "forget", t)
+                    if ctx.has_retrain
+                    else ctx.score("unlearned", "val", t),
+                    ctx.score("original", "val", t),
+                )
                 for t in ctx.target_tasks
             ]
         )
@@ -151,14 +229,33 @@ class UnlearningImpactScore(Metric):
 
 
 @METRICS.add
-class ParamShift(Metric):
-    """``‖θ_u − θ_o‖₂ / ‖θ_o‖₂``, computed by the caller on the device."""
+class ForgetScore(Metric):
+    """The NeurIPS 2023 unlearning challenge's score: the per-example forgetting quality of N
+    unlearned runs against the K retrains (:mod:`tune_unlearn.forget_score`), averaged over
+    target tasks, times the utility ratios ``mean_t U_t/R_t`` on ``val`` and on the retain
+    sample. Costs N unlearning runs per trial (``evaluation.forget_score_runs``); NaN when not
+    computed or without a retrain reference."""
 
-    name = "param_shift"
-    direction = "minimize"
+    name = "forget_score"
+    direction = "maximize"
+    ideal, worst = 1.0, 0.0
 
     def compute(self, ctx: MetricContext) -> float:
-        return ctx.param_shift
+        from tune_unlearn.forget_score import forgetting_quality
+
+        if ctx.forget_confidences is None or not ctx.has_retrain:
+            return math.nan
+        quality = np.mean([forgetting_quality(*ctx.forget_confidences[t]) for t in ctx.target_tasks])
+        utility = np.mean(
+            [_ratio(ctx.score("unlearned", "val", t), ctx.score("retrain", "val", t)) for t in ctx.tasks]
+        )
+        retain = np.mean(
+            [
+                _ratio(ctx.score("unlearned", "retain", t), ctx.score("retrain", "retain", t))
+                for t in ctx.tasks
+            ]
+        )
+        return float(quality * utility * retain)
 
 
 @METRICS.add
@@ -209,5 +306,11 @@ def mia_auc(member_losses: np.ndarray, nonmember_losses: np.ndarray, *, seed: in
 
 
 def compute_metrics(ctx: MetricContext) -> dict[str, float]:
-    """Every registered metric."""
-    return {name: METRICS.get(name)().compute(ctx) for name in METRICS}
+    """Every registered metric, and per target task the efficacy band behind forget efficacy
+    (``band/<task>``) and whether the original already sat inside it (``nothing_to_forget/…``)."""
+    values = {name: METRICS.get(name)().compute(ctx) for name in METRICS}
+    for task in ctx.target_tasks:
+        band = forget_band(ctx, task)
+        values[f"band/{task}"] = band.band
+        values[f"nothing_to_forget/{task}"] = float(band.nothing_to_forget)
+    return values

@@ -5,11 +5,17 @@ parameters, recipe, seed, package version and, for `retrain`, the forget request
 run of a study, and every trial of it, reuses them. Writes are atomic (temporary file, then
 ``os.replace``) and guarded by a file lock, so concurrent workers train each reference once:
 a worker that finds one being trained waits for it.
+
+The retrain reference is an *ensemble*: K models trained with seeds ``seed, seed + 1, …``. One
+retrain is one draw from the distribution of honest deletions; the ensemble's spread is what
+lets metrics and checks tell a real difference from seed noise. Members missing from the cache
+are trained in parallel processes (joblib) where the device is a CPU and cores allow.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -54,8 +60,10 @@ def train_model(
     seed: int,
     description: str = "training",
     progress: bool = True,
+    max_steps: int | None = None,
 ) -> MultiTaskModel:
-    """Train a fresh model on ``labeled`` with the problem's recipe (masked multi-task loss)."""
+    """Train a fresh model on ``labeled`` with the problem's recipe (masked multi-task loss);
+    ``max_steps`` stops early (to time a few steps for a cost estimate)."""
     device = data.device
     recipe = problem.recipe()
     model = seeded_model(problem, seed, device)
@@ -64,6 +72,7 @@ def train_model(
     labeled = labeled.to(device)
     tasks = problem.tasks
     model.train()
+    steps = 0
     for _ in tqdm(range(recipe.epochs), desc=description, unit="epoch", leave=False, disable=not progress):
         order = torch.randperm(len(labeled), generator=generator).to(device)
         # The epoch's rows are known ahead, so a dataset's DataLoader can load them ahead.
@@ -78,8 +87,25 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            steps += 1
+            if max_steps is not None and steps >= max_steps:
+                model.eval()
+                return model
     model.eval()
     return model
+
+
+def estimate_training_seconds(problem: Problem, data: MultiTaskData, labeled: LabeledSet) -> float:
+    """Seconds one full training with the recipe should take here: a few timed steps (after
+    one warm-up step) scaled to the recipe's epochs."""
+    recipe = problem.recipe()
+    train_model(problem, data, labeled, seed=0, progress=False, max_steps=1)
+    probe = 4
+    start = time.perf_counter()
+    train_model(problem, data, labeled, seed=0, progress=False, max_steps=probe + 1)
+    per_step = (time.perf_counter() - start) / (probe + 1)
+    steps = recipe.epochs * -(-len(labeled) // recipe.batch_size)
+    return per_step * steps
 
 
 @dataclass(frozen=True)
@@ -117,26 +143,104 @@ class ReferenceCache:
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
+    def _paths(self, kind: ReferenceKind, key: str) -> tuple[Path, Path, Path]:
+        stem = self.root / f"{kind}-{key}"
+        return stem.with_suffix(".pt"), stem.with_suffix(".json"), stem.with_suffix(".lock")
+
+    def cached(self, kind: ReferenceKind, key: str) -> bool:
+        weights, meta, _ = self._paths(kind, key)
+        return weights.exists() and meta.exists()
+
     def get_or_train(
         self, kind: ReferenceKind, key: str, train: Callable[[], MultiTaskModel]
     ) -> tuple[Reference, bool]:
         """The cached reference, training it first if absent; also says whether it trained."""
+        ((reference, trained),) = self.get_or_train_many(kind, [key], lambda keys: [_timed(train)])
+        return reference, trained
+
+    def get_or_train_many(
+        self,
+        kind: ReferenceKind,
+        keys: list[str],
+        train_missing: Callable[[list[str]], list[tuple[StateDict, float]]],
+    ) -> list[tuple[Reference, bool]]:
+        """Cached references for ``keys``; the missing ones are trained together by
+        ``train_missing(missing_keys)`` (state dict and seconds each) while their locks are held."""
         self.root.mkdir(parents=True, exist_ok=True)
-        weights = self.root / f"{kind}-{key}.pt"
-        meta = self.root / f"{kind}-{key}.json"
-        with FileLock(str(self.root / f"{kind}-{key}.lock")):
-            trained = not (weights.exists() and meta.exists())
-            if trained:
-                start = time.perf_counter()
-                model = train()
-                seconds = time.perf_counter() - start
-                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                _atomic_write(weights, lambda f: torch.save(state, f))
-                info = {"kind": kind, "train_seconds": seconds, "version": __version__}
-                _atomic_write(meta, lambda f: f.write(json.dumps(info).encode()))
-            state = torch.load(weights, weights_only=True)
-            seconds = float(json.loads(meta.read_text())["train_seconds"])
-        return Reference(kind, state, seconds), trained
+        locks = [FileLock(str(self._paths(kind, key)[2])) for key in sorted(set(keys))]
+        for lock in locks:  # sorted order: two processes never wait on each other
+            lock.acquire()
+        try:
+            missing = [key for key in dict.fromkeys(keys) if not self.cached(kind, key)]
+            if missing:
+                for key, (state, seconds) in zip(missing, train_missing(missing), strict=True):
+                    weights, meta, _ = self._paths(kind, key)
+                    _atomic_write(weights, lambda f, state=state: torch.save(state, f))
+                    info = {"kind": kind, "train_seconds": seconds, "version": __version__}
+                    _atomic_write(meta, lambda f, info=info: f.write(json.dumps(info).encode()))
+            out = []
+            for key in keys:
+                weights, meta, _ = self._paths(kind, key)
+                state = torch.load(weights, weights_only=True)
+                seconds = float(json.loads(meta.read_text())["train_seconds"])
+                out.append((Reference(kind, state, seconds), key in missing))
+            return out
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+
+def _timed(train: Callable[[], MultiTaskModel]) -> tuple[StateDict, float]:
+    start = time.perf_counter()
+    model = train()
+    seconds = time.perf_counter() - start
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, seconds
+
+
+def _train_in_worker(
+    problem: Problem, data: MultiTaskData, labeled: LabeledSet, seed: int
+) -> tuple[StateDict, float]:
+    """One ensemble member in a joblib worker process: one torch thread, so K members on K
+    cores do not oversubscribe them."""
+    torch.set_num_threads(1)
+    return _timed(lambda: train_model(problem, data, labeled, seed=seed, progress=False))
+
+
+def train_members(
+    problem: Problem,
+    data: MultiTaskData,
+    labeled: LabeledSet,
+    seeds: list[int],
+    *,
+    n_jobs: int,
+    description: str = "training",
+    progress: bool = True,
+) -> list[tuple[StateDict, float]]:
+    """Train one model per seed: in ``n_jobs`` processes on a CPU (each member's seconds are
+    then its own process's wall time), one after another otherwise."""
+    if n_jobs > 1 and len(seeds) > 1 and data.device.type == "cpu" and isinstance(data.inputs, Tensor):
+        from joblib import Parallel, delayed
+
+        if progress:
+            print(f"{description}: {len(seeds)} models in {n_jobs} processes", flush=True)
+        results: list[tuple[StateDict, float]] = Parallel(n_jobs=n_jobs)(
+            delayed(_train_in_worker)(problem, data, labeled, seed) for seed in seeds
+        )
+        return results
+    return [
+        _timed(
+            functools.partial(
+                train_model,
+                problem,
+                data,
+                labeled,
+                seed=seed,
+                description=f"{description} (seed {seed})",
+                progress=progress,
+            )
+        )
+        for seed in seeds
+    ]
 
 
 def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:

@@ -28,6 +28,7 @@ from tune_unlearn.study import (
     create_or_load,
     make_sampler,
     open_storage,
+    refuse_old_metrics,
     storage_url,
 )
 from tune_unlearn.tracking import (
@@ -347,6 +348,7 @@ def load_summary(config: StudyConfig, storage: str | None = None) -> StudySummar
         study = optuna.load_study(study_name=config.name, storage=open_storage(url))
     except KeyError:
         raise LookupError(f"no study named {config.name!r} in {url}") from None
+    refuse_old_metrics(study)
     budget = study.user_attrs.get(_BUDGET_ATTR)
     return summarise(study, config, budget)
 

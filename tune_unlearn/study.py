@@ -100,6 +100,7 @@ def create_or_load(config: StudyConfig, storage: BaseStorage | str) -> optuna.St
         directions=wanted,
         load_if_exists=True,
     )
+    refuse_old_metrics(study)
     existing_trials = len(study.get_trials(deepcopy=False))
     if existing_trials:
         resumed = config.sampler.model_copy(update={"seed": config.sampler.seed + existing_trials})
@@ -121,6 +122,18 @@ def create_or_load(config: StudyConfig, storage: BaseStorage | str) -> optuna.St
             f"{config.objectives}: use another study name or storage"
         )
     return study
+
+
+def refuse_old_metrics(study: optuna.Study) -> None:
+    """A study recorded before 0.2 holds ``uis`` in OrthoGrad's sense and ``param_shift``:
+    resuming or reporting it would mix two meanings of one name, so say so instead."""
+    for trial in study.get_trials(deepcopy=False):
+        if "param_shift" in trial.user_attrs.get("metrics", {}):
+            raise ValueError(
+                f"study {study.study_name!r} was recorded by tune_unlearn < 0.2, where `uis` meant "
+                "OrthoGrad's score (now `impact_score`) and `param_shift` the parameter shift (now "
+                "`uis`); its values cannot mix with new trials: use a new study name or storage"
+            )
 
 
 class QuietDivergence(logging.Filter):
