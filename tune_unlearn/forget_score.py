@@ -38,14 +38,16 @@ def logit_confidence(loss: np.ndarray, kind: str) -> np.ndarray:
     if kind != "classification":
         return -loss
     loss = np.clip(loss, 1e-12, None)
-    return -loss - np.log(-np.expm1(-loss))
+    confidence: np.ndarray = -loss - np.log(-np.expm1(-loss))
+    return confidence
 
 
 def _upper(count: np.ndarray, total: int, confidence: float) -> np.ndarray:
     """One-sided Clopper–Pearson upper bound of a rate from ``count`` of ``total``."""
     count = np.asarray(count, dtype=np.float64)
-    bound = beta.ppf(confidence, count + 1, np.maximum(total - count, 1e-12))
-    return np.where(count >= total, 1.0, bound)
+    bound = np.asarray(beta.ppf(confidence, count + 1, np.maximum(total - count, 1e-12)))
+    out: np.ndarray = np.where(count >= total, 1.0, bound)
+    return out
 
 
 def _epsilon_from_rates(fpr: np.ndarray, fnr: np.ndarray, delta: float) -> np.ndarray:

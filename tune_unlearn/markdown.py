@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
-from tune_unlearn.metrics import EFFICACY_FLOOR
-
 if TYPE_CHECKING:
     from tune_unlearn.outputs import StudySummary
 
@@ -21,40 +19,34 @@ _RULES = {
     "lexicographic": "best on each objective in turn, within its tolerance",
 }
 
-#: Below this gap between the original's and the retrain's forget-set score, the report warns
-#: that forget efficacy (measured in units of that gap) is a knife edge.
-NARROW_GAP = 0.05
-
 
 def efficacy_conditioning(metrics: Mapping[str, float]) -> list[str]:
-    """Report lines for target tasks where the retrain scores the forget set almost as well as
-    the original: there is little to forget, and efficacy ≥ 0.9 needs the unlearned score
-    within a tenth of that gap (at least ±0.001) of the retrain's."""
+    """Report lines for target tasks where the original already scores the forget set inside
+    the retrain ensemble's tolerance band: honest deletion would not show in that score."""
     lines = []
     for key in sorted(metrics):
-        if not key.startswith("score/original/forget/"):
+        if not key.startswith("nothing_to_forget/") or metrics[key] != 1.0:
             continue
-        task = key.rsplit("/", 1)[1]
-        original, retrain = metrics[key], metrics.get(f"score/retrain/forget/{task}")
-        if not isinstance(original, (int, float)) or not isinstance(retrain, (int, float)):
-            continue  # no retrain (reference-free), or a score that could not be computed
-        gap = abs(original - retrain)
-        if gap < NARROW_GAP:
-            band = 0.1 * max(gap, EFFICACY_FLOOR)
-            lines.append(
-                f"- `{task}`: the original scores the forget set {original:.3f}, the retrain "
-                f"{retrain:.3f} (gap {gap:.3f}). Forget efficacy ≥ 0.9 needs the unlearned score "
-                f"within ±{band:.4f} of the retrain's."
-            )
+        task = key.split("/", 1)[1]
+        original = metrics.get(f"score/original/forget/{task}")
+        reference = metrics.get(f"score/retrain/forget/{task}", metrics.get(f"score/unlearned/val/{task}"))
+        band = metrics.get(f"band/{task}")
+        if not all(isinstance(v, (int, float)) for v in (original, reference, band)):
+            continue
+        lines.append(
+            f"- `{task}`: the original scores the forget set {original:.3f}, the honest "
+            f"reference {reference:.3f}: inside the tolerance band ±{band:.3f}."
+        )
     if not lines:
         return []
     return [
-        "## Forget efficacy: little to forget",
+        "## Forget efficacy: nothing detectable to forget",
         "",
-        "The retrain generalises to the forget instances almost as well as the original fits "
-        "them, so honest deletion barely changes their score, and forget efficacy (measured in "
-        "units of that gap) is a knife edge. Consider a request with more to forget (a whole "
-        "group rather than part of it), or judge by the validators and `mia_auc`.",
+        "On these target tasks the original already scores the forget set within the band of "
+        "honest retrains (their seed spread and the forget set's sampling error), so the forget "
+        "score cannot show whether the deletion happened: any model inside the band has "
+        "efficacy 1. Judge such a request by the validators (probes, attacks) and "
+        "`forget_score`, or forget a group with more to forget.",
         "",
         *lines,
         "",

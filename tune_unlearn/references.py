@@ -151,6 +151,12 @@ class ReferenceCache:
         weights, meta, _ = self._paths(kind, key)
         return weights.exists() and meta.exists()
 
+    def _write(self, kind: ReferenceKind, key: str, state: StateDict, seconds: float) -> None:
+        weights, meta, _ = self._paths(kind, key)
+        _atomic_write(weights, lambda f: torch.save(state, f))
+        info = {"kind": kind, "train_seconds": seconds, "version": __version__}
+        _atomic_write(meta, lambda f: f.write(json.dumps(info).encode()))
+
     def get_or_train(
         self, kind: ReferenceKind, key: str, train: Callable[[], MultiTaskModel]
     ) -> tuple[Reference, bool]:
@@ -174,10 +180,7 @@ class ReferenceCache:
             missing = [key for key in dict.fromkeys(keys) if not self.cached(kind, key)]
             if missing:
                 for key, (state, seconds) in zip(missing, train_missing(missing), strict=True):
-                    weights, meta, _ = self._paths(kind, key)
-                    _atomic_write(weights, lambda f, state=state: torch.save(state, f))
-                    info = {"kind": kind, "train_seconds": seconds, "version": __version__}
-                    _atomic_write(meta, lambda f, info=info: f.write(json.dumps(info).encode()))
+                    self._write(kind, key, state, seconds)
             out = []
             for key in keys:
                 weights, meta, _ = self._paths(kind, key)

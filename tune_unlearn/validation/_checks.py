@@ -10,11 +10,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from scipy.stats import norm
 from torch import Tensor
 
 from tune_unlearn.evaluation import PerSample
 from tune_unlearn.problems import MultiTaskModel, Task
-from tune_unlearn.validation._context import Probe, ValidationContext, sample_scores
+from tune_unlearn.validation._context import Probe, ValidationContext, task_scores
 from tune_unlearn.validation._probes import PROBES
 from tune_unlearn.validation._suite import (
     ComputeBudgetSpec,
@@ -25,17 +26,22 @@ from tune_unlearn.validation._suite import (
     UisBudgetSpec,
 )
 
-Status = Literal["pass", "fail", "error"]
+Status = Literal["pass", "fail", "error", "skipped"]
 
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One check's outcome. ``value`` is the point estimate; ``judged`` says which number the
+    status comes from (for probes, a confidence bound), so the two never read as a
+    contradiction."""
+
     name: str
     status: Status
     message: str
     value: float | None = None
     threshold: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    judged: str = ""
 
     @property
     def passed(self) -> bool:
@@ -79,55 +85,93 @@ def probe_check(
     model: MultiTaskModel,
     unlearned: PerSample,
 ) -> CheckResult:
-    """Excess damage ``(o − u) − (o − r) = r − u`` per sample (``o − u`` without a retrain
-    reference), passing when the upper confidence bound stays within ``max_excess``."""
+    """Excess damage ``(o − u) − (o − r) = r − u`` per sample and task, ``r`` the retrain
+    ensemble's mean correctness (``o − u`` without a retrain reference). Each judged task is
+    judged on its own and the worst decides: the check passes when every task's upper
+    confidence bound stays within ``max_excess``; damage is *proven* when a task's lower bound
+    exceeds it (what masked collapse requires)."""
     name = f"probe/{family}"
-    probe: Probe = PROBES.get(family)(**spec.params).build(ctx)
-    if len(probe) < suite.min_probe_size:
+    level = f"{suite.confidence:.0%}"
+    judged = f"upper {level} bound of each task's excess ≤ max_excess (the worst task decides)"
+    probe_family = PROBES.get(family)(**spec.params)
+    reason = probe_family.not_applicable(ctx)
+    if reason is not None:
+        return CheckResult(name, "skipped", f"not applicable: {reason}", judged="not applicable")
+    probe: Probe = probe_family.build(ctx)
+    columns = [c for c in range(len(ctx.task_names)) if bool(probe.samples.mask[:, c].any())]
+    sizes = {ctx.task_names[c]: int(probe.samples.mask[:, c].sum()) for c in columns}
+    if not columns or min(sizes.values()) < suite.min_probe_size:
         return CheckResult(
             name,
             "error",
-            f"too small to decide: {len(probe)} samples < min_probe_size {suite.min_probe_size}",
-            details={"size": len(probe)},
+            f"too small to decide: {min(sizes.values(), default=0)} samples < min_probe_size "
+            f"{suite.min_probe_size}",
+            details={"size": len(probe), "per_task_size": sizes},
+            judged=judged,
         )
-    unlearned_scores = sample_scores(unlearned, probe.samples)
-    original_scores = sample_scores(ctx.original_results, probe.samples)
     reference = ctx.retrain_results if ctx.retrain_results is not None else ctx.original_results
-    reference_scores = sample_scores(reference, probe.samples)
-    estimate, low, high = bootstrap_interval(reference_scores - unlearned_scores, suite)
+    per_task: dict[str, dict[str, Any]] = {}
+    for column in columns:
+        task = ctx.task_names[column]
+        unlearned_scores = task_scores(unlearned, probe.samples, column)
+        reference_scores = task_scores(reference, probe.samples, column)
+        estimate, low, high = bootstrap_interval(reference_scores - unlearned_scores, suite)
+        per_task[task] = {
+            "size": sizes[task],
+            "excess": estimate,
+            "interval": [low, high],
+            "score_original": float(task_scores(ctx.original_results, probe.samples, column).mean()),
+            "score_unlearned": float(unlearned_scores.mean()),
+            "score_reference": float(reference_scores.mean()),
+        }
+    worst = max(per_task, key=lambda t: per_task[t]["interval"][1])
+    estimate = per_task[worst]["excess"]
+    low, high = per_task[worst]["interval"]
+    proven = [t for t, d in per_task.items() if d["interval"][0] > spec.max_excess]
     details: dict[str, Any] = {
         "size": len(probe),
+        "worst_task": worst,
         "excess": estimate,
         "interval": [low, high],
         "confidence": suite.confidence,
-        "reference": "retrain" if ctx.retrain_results is not None else "original (reference-free)",
-        "score_original": float(original_scores.mean()),
-        "score_unlearned": float(unlearned_scores.mean()),
-        "score_reference": float(reference_scores.mean()),
+        "damage_proven": bool(proven),
+        "damage_proven_tasks": proven,
+        "reference": "retrain ensemble mean"
+        if ctx.retrain_results is not None
+        else "original (reference-free)",
+        "per_task": per_task,
     }
-    passed = high <= spec.max_excess
-    message = f"excess damage {estimate:+.4f} [{low:+.4f}, {high:+.4f}] vs max {spec.max_excess:g}"
+    passed = all(d["interval"][1] <= spec.max_excess for d in per_task.values())
+    message = (
+        f"worst task {worst}: excess damage {estimate:+.4f} [{low:+.4f}, {high:+.4f}] "
+        f"vs max {spec.max_excess:g}"
+    )
+    if proven:
+        message += f"; damage proven on {', '.join(proven)} (lower bound above max)"
     if spec.max_churn is not None:
         churn = _excess_churn(ctx, probe, model)
         details["excess_churn"] = churn
         passed = passed and churn <= spec.max_churn
         message += f"; excess prediction churn {churn:+.4f} vs max {spec.max_churn:g}"
-    return CheckResult(name, "pass" if passed else "fail", message, estimate, spec.max_excess, details)
+        judged += "; excess churn ≤ max_churn"
+    return CheckResult(
+        name, "pass" if passed else "fail", message, estimate, spec.max_excess, details, judged
+    )
 
 
 def _excess_churn(ctx: ValidationContext, probe: Probe, model: MultiTaskModel) -> float:
-    """Share of judged labels whose prediction changed from the original's, beyond the
-    retrained reference's own churn."""
+    """Share of judged labels whose prediction changed from the original's, beyond the retrain
+    ensemble's mean churn."""
     indices, mask = probe.samples.indices, probe.samples.mask
     tasks = ctx.experiment.problem.tasks
     original = ctx.predictions(ctx.original, indices)
-    changed = prediction_changed(tasks, original, ctx.predictions(model, indices))
-    churn = (changed & mask).float().sum() / mask.sum()
-    if ctx.retrain is None:
-        return float(churn)
-    reference_changed = prediction_changed(tasks, original, ctx.predictions(ctx.retrain, indices))
-    reference = (reference_changed & mask).float().sum() / mask.sum()
-    return float(churn - reference)
+
+    def churn(other: MultiTaskModel) -> float:
+        changed = prediction_changed(tasks, original, ctx.predictions(other, indices))
+        return float((changed & mask).float().sum() / mask.sum())
+
+    reference = float(np.mean([churn(r) for r in ctx.retrains])) if ctx.retrains else 0.0
+    return churn(model) - reference
 
 
 def prediction_changed(tasks: Sequence[Task], before: Tensor, after: Tensor) -> Tensor:
@@ -147,62 +191,138 @@ def prediction_changed(tasks: Sequence[Task], before: Tensor, after: Tensor) -> 
 def forget_quality_checks(
     ctx: ValidationContext,
     metrics: Mapping[str, float],
-    reference: Mapping[str, float] | None,
+    member_metrics: Sequence[Mapping[str, float]],
     spec: ForgetQualitySpec,
+    confidence: float,
 ) -> list[CheckResult]:
-    """Two-sided: the forget-set score must sit near the retrained reference's (too high is
-    under-forgetting, too low over-forgetting), and so must membership inference."""
-    targets = ctx.experiment.request.target_tasks
-    gaps = []
-    for task in targets:
+    """Two-sided, per target task: the forget-set score must sit inside the retrain ensemble's
+    tolerance band (``band/<task>``, as forget efficacy uses) or within ``max_gap`` beyond it
+    (too high is under-forgetting, too low over-forgetting; the worst task decides); and
+    membership inference must say of the candidate what it says of honest retrains."""
+    results = [_gap_check(ctx, metrics, spec)]
+    if spec.max_mia_gap is not None:
+        results.append(_mia_check(ctx, metrics, member_metrics, spec.max_mia_gap, confidence))
+    return results
+
+
+def _gap_check(ctx: ValidationContext, metrics: Mapping[str, float], spec: ForgetQualitySpec) -> CheckResult:
+    has_retrain = bool(ctx.retrains)
+    per_task: dict[str, dict[str, float]] = {}
+    for task in ctx.experiment.request.target_tasks:
         unlearned = metrics[f"score/unlearned/forget/{task}"]
-        target = (
-            metrics[f"score/retrain/forget/{task}"]
-            if reference is not None
-            else metrics[f"score/unlearned/val/{task}"]
-        )
-        gaps.append(unlearned - target)
-    gap = float(np.mean(gaps))
+        reference = metrics[f"score/retrain/forget/{task}" if has_retrain else f"score/unlearned/val/{task}"]
+        band = metrics[f"band/{task}"]
+        per_task[task] = {
+            "unlearned": unlearned,
+            "reference": reference,
+            "gap": unlearned - reference,
+            "band": band,
+            "beyond_band": abs(unlearned - reference) - band,
+        }
+    worst = max(per_task, key=lambda t: per_task[t]["beyond_band"])
+    gap, band, beyond = (per_task[worst][k] for k in ("gap", "band", "beyond_band"))
+    ok = beyond <= spec.max_gap
     kind = "under-forgetting" if gap > 0 else "over-forgetting"
-    gap_ok = abs(gap) <= spec.max_gap
-    gap_result = CheckResult(
+    reference_name = "the retrain ensemble" if has_retrain else "the unlearned val score (reference-free)"
+    return CheckResult(
         "forget_quality/gap",
-        "pass" if gap_ok else "fail",
-        f"forget-set score {gap:+.4f} from the reference" + ("" if gap_ok else f" ({kind})"),
-        gap,
+        "pass" if ok else "fail",
+        f"worst task {worst}: forget-set score {gap:+.4f} from {reference_name} (band ±{band:.4f}), "
+        f"{max(beyond, 0.0):.4f} beyond the band" + ("" if ok else f" ({kind})"),
+        beyond,
         spec.max_gap,
-        {"per_task": dict(zip(targets, gaps, strict=True))},
+        {"worst_task": worst, "per_task": per_task},
+        judged="the worst task's |gap| minus its band ≤ max_gap",
     )
-    auc = metrics["mia_auc"]
-    reference_auc = reference["mia_auc"] if reference is not None else 0.5
-    if math.isnan(auc) or math.isnan(reference_auc):
-        mia_result = CheckResult("forget_quality/mia", "error", "membership inference could not be computed")
-    else:
-        distance = abs(auc - reference_auc)
-        mia_result = CheckResult(
-            "forget_quality/mia",
-            "pass" if distance <= spec.max_mia_gap else "fail",
-            f"MIA AUC {auc:.4f} vs reference {reference_auc:.4f}",
-            distance,
-            spec.max_mia_gap,
-            {"auc": auc, "reference_auc": reference_auc},
-        )
-    return [gap_result, mia_result]
 
 
-def uis_check(
-    metrics: Mapping[str, float], reference: Mapping[str, float] | None, spec: UisBudgetSpec
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil (1982): the standard error of a ROC AUC from its class sizes."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (
+        positives * negatives
+    )
+    return math.sqrt(max(variance, 0.0))
+
+
+def _mia_check(
+    ctx: ValidationContext,
+    metrics: Mapping[str, float],
+    member_metrics: Sequence[Mapping[str, float]],
+    max_gap: float,
+    confidence: float,
 ) -> CheckResult:
-    """UIS beyond the retrained reference's own: UIS's forgetting term grows with honest
-    forgetting, so the gold standard sets the baseline."""
-    baseline = reference["uis"] if reference is not None else 0.0
-    excess = metrics["uis"] - baseline
+    """|AUC − mean retrain AUC| beyond ``z·sqrt(s²·(1 + 1/K) + se²)`` must stay within
+    ``max_mia_gap``: ``s`` the ensemble's spread of AUCs, ``se`` the candidate's own."""
+    name = "forget_quality/mia"
+    auc = metrics["mia_auc"]
+    members = [m["mia_auc"] for m in member_metrics]
+    if math.isnan(auc) or any(math.isnan(a) for a in members):
+        return CheckResult(name, "error", "membership inference could not be computed")
+    reference = float(np.mean(members)) if members else 0.5
+    spread = float(np.std(members, ddof=1)) if len(members) > 1 else 0.0
+    experiment = ctx.experiment
+    se = auc_standard_error(auc, len(experiment.sets["forget"]), len(experiment.sets["val"]))
+    z = float(norm.ppf(0.5 + confidence / 2))
+    band = z * math.sqrt(spread**2 * (1 + 1 / max(len(members), 1)) + se**2)
+    beyond = abs(auc - reference) - band
+    return CheckResult(
+        name,
+        "pass" if beyond <= max_gap else "fail",
+        f"MIA AUC {auc:.4f} vs retrain ensemble {reference:.4f} (band ±{band:.4f}), "
+        f"{max(beyond, 0.0):.4f} beyond the band",
+        beyond,
+        max_gap,
+        {"auc": auc, "reference_auc": reference, "member_aucs": members, "band": band, "standard_error": se},
+        judged="|AUC − ensemble mean| minus its band ≤ max_mia_gap",
+    )
+
+
+def forget_score_check(ctx: ValidationContext, candidate: Candidate, spec: ForgetQualitySpec) -> CheckResult:
+    """The per-example forgetting score of N runs of the candidate's configuration against the
+    retrain ensemble must reach ``min_forget_score``. Counts too small to show a score below
+    the threshold are an error: they could never fail."""
+    from tune_unlearn.forget_score import resolution
+
+    name = "forget_quality/forget_score"
+    threshold = float(spec.min_forget_score or 0.0)
+    runs, members = spec.forget_score_runs, len(ctx.retrains)
+    if candidate.params is None or candidate.seed is None:
+        raise ValueError("forget_score reruns the candidate's configuration: its params and seed are needed")
+    if not members:
+        raise ValueError("forget_score needs the retrain ensemble")
+    floor = resolution(runs, members)
+    if floor >= threshold:
+        raise ValueError(
+            f"{runs} runs against {members} retrains cannot show a score below {floor:.3f}, so they "
+            f"cannot fail min_forget_score {threshold:g}: raise forget_score_runs or references.retrain.seeds"
+        )
+    experiment = ctx.experiment
+    reruns = experiment.rerun_results(candidate.params, candidate.seed, runs - 1)
+    score = experiment.measure(candidate.model, seed=candidate.seed, reruns=reruns)["forget_score"]
+    return CheckResult(
+        name,
+        "pass" if score >= threshold else "fail",
+        f"forget score {score:.4f} over {runs} runs against {members} retrains "
+        f"(lowest these counts can show: {floor:.4f})",
+        score,
+        threshold,
+        {"runs": runs, "retrains": members, "resolution": floor},
+        judged="forget_score ≥ min_forget_score",
+    )
+
+
+def uis_check(metrics: Mapping[str, float], spec: UisBudgetSpec) -> CheckResult:
+    """UIS, the parameter shift ``‖θ_u − θ_o‖/‖θ_o‖``, within a budget: how far the release
+    moves from the model users validated (a retrain is not a baseline: it starts elsewhere)."""
+    uis = metrics["uis"]
     return CheckResult(
         "uis_budget",
-        "pass" if excess <= spec.max_excess_uis else "fail",
-        f"UIS {metrics['uis']:.4f} ({excess:+.4f} over the reference)",
-        excess,
-        spec.max_excess_uis,
+        "pass" if uis <= spec.max_uis else "fail",
+        f"UIS (parameter shift) {uis:.4f}",
+        uis,
+        spec.max_uis,
+        judged="uis ≤ max_uis",
     )
 
 

@@ -34,11 +34,8 @@ class ValidationContext:
         config = experiment.config
         self.holdout: Tensor = experiment.problem.split(len(experiment.data), config.problem.seed)["holdout"]
         self.original = experiment.model_from(experiment.references["original"].state_dict)
-        self.retrain = (
-            experiment.model_from(experiment.references["retrain"].state_dict)
-            if "retrain" in experiment.references
-            else None
-        )
+        #: The retrain ensemble (empty without a retrain reference); probes compare with its mean.
+        self.retrains = [experiment.model_from(r.state_dict) for r in experiment.retrain_members]
 
     @property
     def task_names(self) -> list[str]:
@@ -63,13 +60,33 @@ class ValidationContext:
             experiment.config.evaluation.batch_size,
         )
 
+    def per_sample_of(self, model: MultiTaskModel, indices: Tensor) -> PerSample:
+        """``model``'s per-sample results on ``indices`` only."""
+        experiment = self.experiment
+        return evaluate(
+            model, experiment.data, indices, experiment.problem.tasks, experiment.config.evaluation.batch_size
+        )
+
     @cached_property
     def original_results(self) -> PerSample:
         return self.per_sample(self.original)
 
     @cached_property
+    def retrain_member_results(self) -> list[PerSample]:
+        return [self.per_sample(model) for model in self.retrains]
+
+    @cached_property
     def retrain_results(self) -> PerSample | None:
-        return self.per_sample(self.retrain) if self.retrain is not None else None
+        """The ensemble's per-sample mean correctness and loss: the expected outcome of an
+        honest retrain for each sample (``None`` without a retrain reference)."""
+        members = self.retrain_member_results
+        if not members:
+            return None
+        return PerSample(
+            members[0].rows,
+            torch.stack([m.correct for m in members]).mean(dim=0),
+            torch.stack([m.loss for m in members]).mean(dim=0),
+        )
 
     def _input_batches(self, indices: Tensor) -> Iterator[Tensor]:
         """The inputs at ``indices``, in evaluation-sized batches on the device."""
@@ -99,8 +116,7 @@ class ValidationContext:
         return torch.cat(chunks).cpu()
 
 
-def sample_scores(results: PerSample, samples: LabeledSet) -> Tensor:
-    """Per sample: the mean correctness over the task labels the probe judges."""
+def task_scores(results: PerSample, samples: LabeledSet, column: int) -> Tensor:
+    """Correctness on one task, for the samples whose label on that task the probe judges."""
     positions = results.positions(samples.indices)
-    mask = samples.mask.float()
-    return (results.correct[positions] * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    return results.correct[positions[samples.mask[:, column]], column]

@@ -19,14 +19,32 @@ from tune_unlearn.validation._context import Probe, ValidationContext
 
 class ProbeFamily(ABC):
     """Builds one probe from the validation context. ``dependent`` families look for damage
-    next to the forgotten data: their failure under a passing ``static_retain`` is masked
-    collapse."""
+    next to the forgotten data: their proven failure under a passing ``static_retain`` is
+    masked collapse. ``parameters`` declares each parameter's type and default; any other
+    parameter is an error."""
 
     name: ClassVar[str]
     dependent: ClassVar[bool] = False
+    parameters: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
-        self.params = params
+        unknown = sorted(set(params) - set(self.parameters))
+        if unknown:
+            valid = ", ".join(self.parameters) or "none"
+            raise ValueError(
+                f"probe family {self.name} has no parameter {', '.join(unknown)}; valid: {valid}"
+            )
+        for key, value in params.items():
+            expected = type(self.parameters[key])
+            if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{self.name}.{key}: expected an integer, got {value!r}")
+            if expected is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{self.name}.{key}: expected a number, got {value!r}")
+        self.params = {**self.parameters, **params}
+
+    def not_applicable(self, ctx: ValidationContext) -> str | None:
+        """Why this family does not apply to the request, or ``None`` when it does."""
+        return None
 
     @abstractmethod
     def build(self, ctx: ValidationContext) -> Probe: ...
@@ -51,67 +69,93 @@ class DependentNeighbors(ProbeFamily):
 
     name = "dependent_neighbors"
     dependent = True
+    parameters: ClassVar[dict[str, Any]] = {"k": 5}
 
     def build(self, ctx: ValidationContext) -> Probe:
         request = ctx.experiment.request
-        neighbours = _nearest(ctx, request.indices, ctx.holdout, int(self.params.get("k", 5)))
+        neighbours = _nearest(ctx, request.indices, ctx.holdout, int(self.params["k"]))
         return Probe(self.name, ctx.all_tasks(neighbours))
 
 
 @PROBES.add
 class SharedLabel(ProbeFamily):
-    """Holdout samples that share a target-task label value with the forget set."""
+    """Holdout samples whose labels on the target tasks form a combination that at least
+    ``min_share`` of the forget set holds (forgetting the 3s: the held-out 3s), judged on every
+    task. A combination, not any single label: in full mode every binary task label is shared
+    by half of all samples, and the probe would be the whole holdout."""
 
     name = "shared_label"
     dependent = True
+    parameters: ClassVar[dict[str, Any]] = {"min_share": 0.05}
 
     def build(self, ctx: ValidationContext) -> Probe:
         data, request = ctx.experiment.data, ctx.experiment.request
-        holdout = ctx.holdout.to(data.device)
-        chosen = torch.zeros(len(holdout), dtype=torch.bool, device=holdout.device)
-        for task in request.target_tasks:
-            values = data.labels[task][request.indices.to(holdout.device)].unique()
-            chosen |= torch.isin(data.labels[task][holdout], values)
-        return Probe(self.name, ctx.all_tasks(ctx.holdout[chosen.cpu()]))
+        targets = list(request.target_tasks)
+        columns = [data.labels[t].cpu() for t in targets]
+        forget = torch.stack([c[request.indices] for c in columns], dim=1)
+        combos, counts = forget.unique(dim=0, return_counts=True)
+        common = combos[counts >= float(self.params["min_share"]) * len(forget)]
+        holdout = torch.stack([c[ctx.holdout] for c in columns], dim=1)
+        chosen = (holdout[:, None, :] == common[None, :, :]).all(dim=2).any(dim=1)
+        return Probe(self.name, ctx.all_tasks(ctx.holdout[chosen]))
 
 
 @PROBES.add
 class SharedAttribute(ProbeFamily):
-    """Holdout samples that share a problem attribute value with the forget set (``attribute``;
-    default the problem's first). Each attribute value counts in proportion to the forget set."""
+    """Holdout samples that share a problem attribute (``attribute``; default the problem's
+    first) with the forget set, each attribute value counting in proportion to the forget set:
+    a seeded sample of the holdout stratified to the forget set's attribute distribution, as
+    large as the holdout allows (at most ``size``)."""
 
     name = "shared_attribute"
     dependent = True
+    parameters: ClassVar[dict[str, Any]] = {"attribute": "", "size": 1000, "seed": 0}
+
+    def not_applicable(self, ctx: ValidationContext) -> str | None:
+        problem = ctx.experiment.problem
+        if not problem.attributes:
+            return f"problem {type(problem).__name__} declares no attributes"
+        return None
 
     def build(self, ctx: ValidationContext) -> Probe:
         problem, data, request = ctx.experiment.problem, ctx.experiment.data, ctx.experiment.request
-        if not problem.attributes:
-            raise ValueError(f"problem {type(problem).__name__} declares no attributes")
-        attribute = str(self.params.get("attribute", problem.attributes[0]))
+        attribute = str(self.params["attribute"] or problem.attributes[0])
         if attribute not in data.attributes:
             raise ValueError(f"no attribute {attribute!r}; valid: {', '.join(problem.attributes)}")
         column = data.attributes[attribute].cpu()
         values, counts = column[request.indices].unique(return_counts=True)
-        dominant = values[counts >= counts.max() * 0.5]  # the forget set's typical values
-        return Probe(self.name, ctx.all_tasks(ctx.holdout[torch.isin(column[ctx.holdout], dominant)]))
+        shares = counts.double() / counts.sum()
+        available = torch.stack([(column[ctx.holdout] == v).sum() for v in values]).double()
+        total = min(float((available / shares).min()), float(self.params["size"]))
+        generator = torch.Generator().manual_seed(int(self.params["seed"]))
+        chosen = []
+        for value, share in zip(values, shares, strict=True):
+            pool = ctx.holdout[column[ctx.holdout] == value]
+            take = round(float(share) * total)
+            chosen.append(pool[torch.randperm(len(pool), generator=generator)[:take]])
+        return Probe(self.name, ctx.all_tasks(torch.cat(chosen).sort().values))
 
 
 @PROBES.add
 class CrossTask(ProbeFamily):
-    """Partial mode: the forget instances' retained tasks, and their holdout neighbours' labels
-    on those tasks."""
+    """Partial mode: the holdout neighbours of the forget instances (k-NN), judged on the tasks
+    the request keeps. (The forget instances' own kept labels are training data; the study
+    measures them as the ``kept`` set.)"""
 
     name = "cross_task"
     dependent = True
+    parameters: ClassVar[dict[str, Any]] = {"k": 5}
+
+    def not_applicable(self, ctx: ValidationContext) -> str | None:
+        if ctx.experiment.request.mode != "partial":
+            return "a full-mode request keeps no task of the forget instances"
+        return None
 
     def build(self, ctx: ValidationContext) -> Probe:
         request = ctx.experiment.request
-        if request.mode != "partial":
-            raise ValueError("cross_task probes need a partial-mode request")
         kept = ~request.target_columns(ctx.task_names)
-        neighbours = _nearest(ctx, request.indices, ctx.holdout, int(self.params.get("k", 3)))
-        indices = torch.cat([request.indices, neighbours])
-        return Probe(self.name, LabeledSet(indices, kept.expand(len(indices), -1).clone()))
+        neighbours = _nearest(ctx, request.indices, ctx.holdout, int(self.params["k"]))
+        return Probe(self.name, LabeledSet(neighbours, kept.expand(len(neighbours), -1).clone()))
 
 
 @PROBES.add
@@ -119,11 +163,13 @@ class Unrelated(ProbeFamily):
     """A seeded random holdout sample: damage far from the request (and prediction churn)."""
 
     name = "unrelated"
+    parameters: ClassVar[dict[str, Any]] = {"size": 300, "seed": 0}
 
     def build(self, ctx: ValidationContext) -> Probe:
-        size = int(self.params.get("size", 300))
-        generator = torch.Generator().manual_seed(int(self.params.get("seed", 0)))
-        chosen = ctx.holdout[torch.randperm(len(ctx.holdout), generator=generator)[:size]]
+        generator = torch.Generator().manual_seed(int(self.params["seed"]))
+        chosen = ctx.holdout[
+            torch.randperm(len(ctx.holdout), generator=generator)[: int(self.params["size"])]
+        ]
         return Probe(self.name, ctx.all_tasks(chosen.sort().values))
 
 
@@ -133,10 +179,10 @@ class StaticRetain(ProbeFamily):
     Kept to show what it alone would conclude."""
 
     name = "static_retain"
+    parameters: ClassVar[dict[str, Any]] = {"size": 500, "seed": 0}
 
     def build(self, ctx: ValidationContext) -> Probe:
         retain = ctx.experiment.sets["retain"]
-        size = int(self.params.get("size", 500))
-        generator = torch.Generator().manual_seed(int(self.params.get("seed", 0)))
-        chosen = torch.randperm(len(retain), generator=generator)[:size].sort().values
+        generator = torch.Generator().manual_seed(int(self.params["seed"]))
+        chosen = torch.randperm(len(retain), generator=generator)[: int(self.params["size"])].sort().values
         return Probe(self.name, LabeledSet(retain.indices[chosen], retain.mask[chosen]))

@@ -30,12 +30,14 @@ def write_json(report: ValidationReport, path: Path) -> None:
 def write_junit(report: ValidationReport, path: Path) -> None:
     failures = sum(r.status == "fail" for r in report.results)
     errors = sum(r.status == "error" for r in report.results)
+    skipped = sum(r.status == "skipped" for r in report.results)
     suite = ET.Element(
         "testsuite",
         name=f"tune_unlearn.{report.suite}",
         tests=str(len(report.results)),
         failures=str(failures),
         errors=str(errors),
+        skipped=str(skipped),
     )
     for result in report.results:
         case = ET.SubElement(
@@ -47,11 +49,13 @@ def write_junit(report: ValidationReport, path: Path) -> None:
             )
         elif result.status == "error":
             ET.SubElement(case, "error", message=result.message)
+        elif result.status == "skipped":
+            ET.SubElement(case, "skipped", message=result.message)
         ET.SubElement(case, "system-out").text = result.message
     if report.masked_collapse:
         ET.SubElement(
             suite, "system-err"
-        ).text = "masked collapse: static retain passes, a dependent probe fails"
+        ).text = "masked collapse: static retain passes, a dependent probe proves damage"
     root = ET.Element("testsuites")
     root.append(suite)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +63,7 @@ def write_junit(report: ValidationReport, path: Path) -> None:
 
 
 def render_markdown(report: ValidationReport) -> str:
-    icon = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}
+    icon = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skipped": "N/A"}
     lines = [
         f"# Validation: {report.verdict.upper()}",
         "",
@@ -70,11 +74,32 @@ def render_markdown(report: ValidationReport) -> str:
         lines += [
             "**Masked collapse**: the static retain set (the samples the unlearning itself "
             "descends on) looks healthy, while held-out knowledge next to the forgotten data "
-            "is damaged beyond the retrained reference.",
+            "is damaged beyond the retrain ensemble: the lower confidence bound of a dependent "
+            "probe's excess damage is above its threshold.",
             "",
         ]
-    lines += ["| check | result | detail |", "|---|---|---|"]
-    lines += [f"| {r.name} | {icon[r.status]} | {r.message} |" for r in report.results]
+    lines += ["| check | result | detail | judged on |", "|---|---|---|---|"]
+    lines += [f"| {r.name} | {icon[r.status]} | {r.message} | {r.judged} |" for r in report.results]
+    probes = [r for r in report.results if "per_task" in r.details and r.name.startswith("probe/")]
+    if probes:
+        lines += [
+            "",
+            "## Probes per task",
+            "",
+            "Excess damage beyond the retrain ensemble, per judged task, with its bootstrap "
+            "interval; a task fails when the upper bound is above the threshold, and damage is "
+            "proven when the lower bound is.",
+            "",
+            "| probe | task | samples | excess | interval | threshold |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in probes:
+            for task, d in r.details["per_task"].items():
+                low, high = d["interval"]
+                lines.append(
+                    f"| {r.name} | {task} | {d['size']} | {d['excess']:+.4f} | "
+                    f"[{low:+.4f}, {high:+.4f}] | {r.threshold:g} |"
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -6,11 +6,13 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tune_unlearn.validation._attacks import quantization_checks, relearning_checks
 from tune_unlearn.validation._checks import (
     Candidate,
     CheckResult,
     compute_check,
     forget_quality_checks,
+    forget_score_check,
     guarded,
     probe_check,
     robustness_check,
@@ -28,21 +30,33 @@ class ValidationReport:
     results: list[CheckResult]
 
     @property
+    def judged(self) -> list[CheckResult]:
+        """Every result but the skipped (not applicable) ones."""
+        return [r for r in self.results if r.status != "skipped"]
+
+    @property
     def passed(self) -> bool:
-        """Every check ran and passed; a suite with no check never passes."""
-        return bool(self.results) and all(r.passed for r in self.results)
+        """Every applicable check ran and passed; a suite with none never passes."""
+        return bool(self.judged) and all(r.passed for r in self.judged)
 
     @property
     def masked_collapse(self) -> bool:
-        """The static retain set says all is well while a dependent probe fails."""
+        """The static retain set says all is well while a dependent probe *proves* damage: the
+        lower confidence bound of its excess on some task is above its threshold. (A dependent
+        probe that fails only because its interval is wide is a failure, not this verdict.)"""
         by_name = {r.name: r for r in self.results}
         static = by_name.get("probe/static_retain")
-        dependent_failed = any(
-            r.status == "fail" and PROBES.get(r.name.removeprefix("probe/")).dependent
-            for r in self.results
-            if r.name.startswith("probe/")
+        return (
+            static is not None
+            and static.passed
+            and any(
+                r.status == "fail"
+                and r.details.get("damage_proven", False)
+                and PROBES.get(r.name.removeprefix("probe/")).dependent
+                for r in self.results
+                if r.name.startswith("probe/")
+            )
         )
-        return static is not None and static.passed and dependent_failed
 
     @property
     def verdict(self) -> str:
@@ -55,26 +69,45 @@ def validate(ctx: ValidationContext, candidate: Candidate, suite: SuiteConfig) -
     unlearned = ctx.per_sample(candidate.model)
     measured = ctx.experiment.measure(candidate.model, seed=suite.seed)
     metrics = {**candidate.metrics, **{k: v for k, v in measured.items() if k != "gpu_seconds"}}
-    reference = ctx.experiment.measure(ctx.retrain, seed=suite.seed) if ctx.retrain is not None else None
     results: list[CheckResult] = []
     for family, spec in suite.probes.items():
         check = functools.partial(probe_check, ctx, family, spec, suite, candidate.model, unlearned)
         results += guarded([f"probe/{family}"], functools.partial(_as_list, check))
     if suite.forget_quality is not None:
         spec_fq = suite.forget_quality
-        results += guarded(
-            ["forget_quality/gap", "forget_quality/mia"],
-            lambda: forget_quality_checks(ctx, metrics, reference, spec_fq),
-        )
+        names = ["forget_quality/gap"] + (["forget_quality/mia"] if spec_fq.max_mia_gap is not None else [])
+
+        def forget_quality() -> list[CheckResult]:
+            members = [ctx.experiment.measure(m, seed=suite.seed) for m in ctx.retrains]
+            return forget_quality_checks(ctx, metrics, members, spec_fq, suite.confidence)
+
+        results += guarded(names, forget_quality)
+        if spec_fq.min_forget_score is not None:
+            results += guarded(
+                ["forget_quality/forget_score"], lambda: [forget_score_check(ctx, candidate, spec_fq)]
+            )
     if suite.uis_budget is not None:
         spec_uis = suite.uis_budget
-        results += guarded(["uis_budget"], lambda: [uis_check(metrics, reference, spec_uis)])
+        results += guarded(["uis_budget"], lambda: [uis_check(metrics, spec_uis)])
     if suite.compute_budget is not None:
         spec_c = suite.compute_budget
         results += guarded(["compute_budget"], lambda: [compute_check(ctx, candidate, spec_c)])
     if suite.robustness is not None:
         spec_r = suite.robustness
         results += guarded(["robustness"], lambda: [robustness_check(ctx, candidate, spec_r)])
+    attacks = suite.attacks
+    if attacks is not None and attacks.relearning is not None:
+        spec_rl = attacks.relearning
+        results += guarded(
+            ["attack/relearn_forget", "attack/relearn_retain"],
+            lambda: relearning_checks(ctx, candidate.model, spec_rl),
+        )
+    if attacks is not None and attacks.quantization is not None:
+        spec_q = attacks.quantization
+        results += guarded(
+            [f"attack/quantization_{b}bit" for b in spec_q.bits],
+            lambda: quantization_checks(ctx, candidate.model, spec_q),
+        )
     return ValidationReport(suite.name, candidate.description, results)
 
 

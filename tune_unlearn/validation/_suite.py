@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tune_unlearn.config import ConfigError, pydantic_issues, read_yaml
+from tune_unlearn.config import ConfigError, ConfigIssue, pydantic_issues, read_yaml
 from tune_unlearn.validation._probes import PROBES
 
 
@@ -16,8 +16,9 @@ class _Strict(BaseModel):
 
 
 class ProbeSpec(_Strict):
-    """A probe family's threshold on excess damage (score lost beyond the retrained reference),
-    judged on the upper bound of its bootstrap confidence interval, plus the family's params."""
+    """A probe family's threshold on excess damage (score lost beyond the retrain ensemble),
+    judged per task on the upper bound of its bootstrap confidence interval, plus the family's
+    params (each family declares its own: see ``list``)."""
 
     max_excess: float = Field(0.05, ge=0.0, le=1.0)
     max_churn: float | None = Field(None, ge=0.0, le=1.0)
@@ -25,12 +26,21 @@ class ProbeSpec(_Strict):
 
 
 class ForgetQualitySpec(_Strict):
-    max_gap: float = Field(0.1, ge=0.0, le=1.0)
-    max_mia_gap: float = Field(0.1, ge=0.0, le=0.5)
+    """``max_gap``: how far beyond the ensemble's tolerance band the worst target task's
+    forget-set score may sit. ``max_mia_gap``: the same for membership-inference AUC.
+    ``min_forget_score``: the per-example forgetting score over ``forget_score_runs`` runs of
+    the candidate's configuration (needs its params; off when unset)."""
+
+    max_gap: float = Field(0.05, ge=0.0, le=1.0)
+    max_mia_gap: float | None = Field(0.05, ge=0.0, le=0.5)
+    min_forget_score: float | None = Field(None, gt=0.0, le=1.0)
+    forget_score_runs: int = Field(16, ge=2, le=256)
 
 
 class UisBudgetSpec(_Strict):
-    max_excess_uis: float = Field(0.1, ge=0.0)
+    """UIS (the parameter shift ‖θ_u − θ_o‖/‖θ_o‖) may be at most ``max_uis``."""
+
+    max_uis: float = Field(0.5, gt=0.0)
 
 
 class ComputeBudgetSpec(_Strict):
@@ -41,6 +51,41 @@ class RobustnessSpec(_Strict):
     seeds: int = Field(2, ge=1)
     lr_perturbation: float = Field(0.2, gt=0.0, lt=1.0)
     max_spread: float = Field(0.1, ge=0.0)
+
+
+class RelearningSpec(_Strict):
+    """Fine-tune ``steps`` full-batch Adam steps (``lr``: the problem's recipe rate if unset) on
+    ``sample_size`` forget (and, separately, retain) samples; compare the forget-set recovery
+    with the first ``members`` retrains'."""
+
+    sample_size: int = Field(16, ge=1)
+    steps: int = Field(20, ge=1, le=10_000)
+    lr: float | None = Field(None, gt=0.0)
+    margin: float = Field(0.1, ge=0.0, le=1.0)
+    members: int = Field(5, ge=1)
+    seed: int = 0
+
+
+class QuantizationSpec(_Strict):
+    """Round weights to each of ``bits``; compare the forget-set score's move toward the
+    original with the first ``members`` retrains'."""
+
+    bits: list[int] = Field(default_factory=lambda: [8, 4], min_length=1)
+    margin: float = Field(0.1, ge=0.0, le=1.0)
+    members: int = Field(5, ge=1)
+
+    @field_validator("bits")
+    @classmethod
+    def _sensible_bits(cls, bits: list[int]) -> list[int]:
+        for b in bits:
+            if not 2 <= b <= 16:
+                raise ValueError(f"bits must be between 2 and 16, got {b}")
+        return bits
+
+
+class AttacksSpec(_Strict):
+    relearning: RelearningSpec | None = None
+    quantization: QuantizationSpec | None = None
 
 
 class SuiteConfig(_Strict):
@@ -54,18 +99,33 @@ class SuiteConfig(_Strict):
     uis_budget: UisBudgetSpec | None = None
     compute_budget: ComputeBudgetSpec | None = None
     robustness: RobustnessSpec | None = None
+    attacks: AttacksSpec | None = None
 
     @field_validator("probes")
     @classmethod
     def _known_families(cls, probes: dict[str, ProbeSpec]) -> dict[str, ProbeSpec]:
-        for name in probes:
-            PROBES.get(name)
+        for name, spec in probes.items():
+            PROBES.get(name)(**spec.params)  # unknown names and parameters raise here
         return probes
+
+
+_RENAMED_KEYS = {
+    ("uis_budget", "max_excess_uis"): "uis_budget.max_excess_uis is now max_uis: UIS is the parameter "
+    "shift ‖θ_u − θ_o‖/‖θ_o‖ (tune_unlearn ≥ 0.2), judged on its own, not against a retrain",
+}
 
 
 def load_suite(path: Path) -> SuiteConfig:
     """Read and validate a suite file; :class:`ConfigError` lists every problem."""
+    raw = read_yaml(path)
+    renamed = [
+        ConfigIssue(".".join(keys), message)
+        for keys, message in _RENAMED_KEYS.items()
+        if isinstance(raw, dict) and isinstance(raw.get(keys[0]), dict) and keys[1] in raw[keys[0]]
+    ]
+    if renamed:
+        raise ConfigError(str(path), renamed)
     try:
-        return SuiteConfig.model_validate(read_yaml(path))
+        return SuiteConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(str(path), pydantic_issues(error)) from None

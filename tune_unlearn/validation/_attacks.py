@@ -1,0 +1,164 @@
+"""Attack checks: does the forgotten knowledge come back more easily than from honest retrains?
+
+A model can score like a retrain on the forget set while the knowledge still sits in its
+weights, suppressed rather than removed. Two cheap attacks tell the difference, each judged
+against the retrain ensemble under the same attack, so what honest deletion also allows is
+never held against the candidate:
+
+- *relearning*: fine-tune for a few steps on a small sample of the forget set (target-task
+  labels only), and separately on a retain sample only; measure how far the forget-set score
+  (on the forget instances *not* in the sample) comes back. Recovery beyond the retrains' mean
+  recovery plus ``margin`` fails.
+- *quantization*: round every parameter to a ``bits``-bit symmetric per-tensor grid; measure how
+  far the forget-set score moves back toward the original's. Movement beyond the retrains' plus
+  ``margin`` fails (a small unlearning update that rounding erases).
+
+Fine-tuning runs with batch-norm statistics frozen (the model in eval mode): the attacker
+moves the weights, and statistics from 16 samples would damage every model alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+
+from tune_unlearn.forget import LabeledSet
+from tune_unlearn.methods._gradients import Batch, masked_task_losses
+from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.validation._checks import CheckResult
+from tune_unlearn.validation._context import ValidationContext
+from tune_unlearn.validation._suite import QuantizationSpec, RelearningSpec
+
+
+def _seeded_split(labeled: LabeledSet, size: int, seed: int) -> tuple[LabeledSet, LabeledSet]:
+    order = torch.randperm(len(labeled), generator=torch.Generator().manual_seed(seed))
+    chosen, rest = order[:size].sort().values, order[size:].sort().values
+    return (
+        LabeledSet(labeled.indices[chosen], labeled.mask[chosen]),
+        LabeledSet(labeled.indices[rest], labeled.mask[rest]),
+    )
+
+
+def forget_score(ctx: ValidationContext, model: MultiTaskModel, samples: LabeledSet) -> float:
+    """Mean correctness on the target tasks over ``samples`` (the forget-set score)."""
+    experiment = ctx.experiment
+    results = ctx.per_sample_of(model, samples.indices)
+    target = experiment.request.target_columns(ctx.task_names)
+    return float(results.correct[:, target].mean())
+
+
+def fine_tuned(
+    ctx: ValidationContext, model: MultiTaskModel, sample: LabeledSet, spec: RelearningSpec
+) -> MultiTaskModel:
+    """A copy of ``model`` after ``spec.steps`` full-batch Adam steps on ``sample``."""
+    experiment = ctx.experiment
+    attacked = copy.deepcopy(model)
+    attacked.eval()  # batch-norm statistics frozen: see the module docstring
+    lr = spec.lr if spec.lr is not None else experiment.problem.recipe().lr
+    optimizer = torch.optim.Adam(attacked.parameters(), lr=lr)
+    data = experiment.data
+    rows = sample.indices.to(data.device)
+    batch = Batch(
+        data.inputs[rows],
+        {name: column[rows] for name, column in data.labels.items()},
+        sample.mask.to(data.device),
+    )
+    with torch.enable_grad():
+        for _ in range(spec.steps):
+            loss = masked_task_losses(attacked(batch.inputs), batch, experiment.problem.tasks).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return attacked
+
+
+def relearning_checks(
+    ctx: ValidationContext, model: MultiTaskModel, spec: RelearningSpec
+) -> list[CheckResult]:
+    experiment = ctx.experiment
+    forget_sample, judged_on = _seeded_split(experiment.sets["forget"], spec.sample_size, spec.seed)
+    if len(judged_on) < 1:
+        raise ValueError(f"the forget set has {len(forget_sample)} instances: none left to judge recovery on")
+    retain_sample, _ = _seeded_split(experiment.sets["retain"], spec.sample_size, spec.seed)
+    references = _references(ctx, spec.members)
+
+    def recovery(target: MultiTaskModel, sample: LabeledSet) -> float:
+        before = forget_score(ctx, target, judged_on)
+        return forget_score(ctx, fine_tuned(ctx, target, sample, spec), judged_on) - before
+
+    results = []
+    for variant, sample in (("forget", forget_sample), ("retain", retain_sample)):
+        candidate = recovery(model, sample)
+        honest = [recovery(r, sample) for r in references]
+        baseline = float(np.mean(honest))
+        excess = candidate - baseline
+        results.append(
+            CheckResult(
+                f"attack/relearn_{variant}",
+                "pass" if excess <= spec.margin else "fail",
+                f"{spec.steps} steps on {len(sample)} {variant} samples bring the forget-set score back "
+                f"{candidate:+.4f}; the retrains {baseline:+.4f}",
+                excess,
+                spec.margin,
+                {"candidate_recovery": candidate, "retrain_recoveries": honest, "judged_on": len(judged_on)},
+                judged="candidate recovery − mean retrain recovery ≤ margin",
+            )
+        )
+    return results
+
+
+def quantized(model: MultiTaskModel, bits: int) -> MultiTaskModel:
+    """A copy with every floating parameter rounded to a symmetric per-tensor ``bits``-bit grid
+    (simulated: the values are rounded, the storage stays float)."""
+    levels = 2 ** (bits - 1) - 1
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in out.parameters():
+            scale = parameter.abs().max() / levels
+            if float(scale) > 0:
+                parameter.copy_(torch.round(parameter / scale) * scale)
+    return out
+
+
+def quantization_checks(
+    ctx: ValidationContext, model: MultiTaskModel, spec: QuantizationSpec
+) -> list[CheckResult]:
+    experiment = ctx.experiment
+    forget = experiment.sets["forget"]
+    original = forget_score(ctx, ctx.original, forget)
+    references = _references(ctx, spec.members)
+
+    def move_back(target: MultiTaskModel, bits: int) -> float:
+        before = forget_score(ctx, target, forget)
+        after = forget_score(ctx, quantized(target, bits), forget)
+        direction = math.copysign(1.0, original - before) if original != before else 0.0
+        return (after - before) * direction
+
+    results = []
+    for bits in spec.bits:
+        candidate = move_back(model, bits)
+        honest = [move_back(r, bits) for r in references]
+        baseline = float(np.mean(honest))
+        excess = candidate - baseline
+        results.append(
+            CheckResult(
+                f"attack/quantization_{bits}bit",
+                "pass" if excess <= spec.margin else "fail",
+                f"{bits}-bit weights move the forget-set score {candidate:+.4f} toward the original's; "
+                f"the retrains {baseline:+.4f}",
+                excess,
+                spec.margin,
+                {"candidate_move": candidate, "retrain_moves": honest, "original_score": original},
+                judged="candidate move toward the original − mean retrain move ≤ margin",
+            )
+        )
+    return results
+
+
+def _references(ctx: ValidationContext, members: int) -> list[MultiTaskModel]:
+    if not ctx.retrains:
+        raise ValueError("attack checks compare with the retrain ensemble; this study has no retrain")
+    return ctx.retrains[:members]
