@@ -10,6 +10,9 @@ import pytest
 import yaml
 
 from tune_unlearn.cli import main
+from tune_unlearn.config import load_study
+from tune_unlearn.experiment import Experiment
+from tune_unlearn.references import save_state_dict, train_model
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "validators" / "release.yaml"
@@ -39,6 +42,16 @@ def whole_class(study: Path) -> Path:
     return local_copy(study.parent / "whole", "quickstart")
 
 
+@pytest.fixture(scope="module")
+def full_mode(study: Path) -> Path:
+    """Every 3 forgotten from every task: cross_task does not apply."""
+    path = local_copy(study.parent / "full", "quickstart")
+    raw = yaml.safe_load(path.read_text())
+    raw["forget"] = {"mode": "full", "where": {"digit": 3}}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 def reference(study: Path, kind: str) -> str:
     """The cached reference model file of the study (trained on first use)."""
     cache = study.parent / "cache"
@@ -65,34 +78,84 @@ def apply(study: Path, params: str, name: str) -> str:
     return str(path)
 
 
-def test_the_retrained_reference_passes_the_release_suite(study: Path) -> None:
-    code, document = gate(study, reference(study, "retrain"), "retrain")
+def heldout_retrain(study: Path, seed: int = 10_000) -> str:
+    """A retrain with a seed outside the reference ensemble: an exact deletion the gate has
+    never seen."""
+    path = study.parent / f"heldout-{seed}.pt"
+    if not path.exists():
+        experiment = Experiment(load_study(study), progress=False)
+        model = train_model(
+            experiment.problem, experiment.data, experiment.sets["retain"], seed=seed, progress=False
+        )
+        save_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    return str(path)
+
+
+def test_an_honest_retrain_of_another_seed_passes_the_release_suite(study: Path) -> None:
+    code, document = gate(study, heldout_retrain(study), "retrain")
+    assert code == 0 and document["verdict"] == "pass", [c["message"] for c in document["checks"]]
+    assert {c["status"] for c in document["checks"]} == {"pass"}  # partial mode: all 12 apply
+    assert len(document["checks"]) == 12
+
+
+def test_a_full_mode_request_runs_every_applicable_check(full_mode: Path) -> None:
+    code, document = gate(full_mode, heldout_retrain(full_mode), "full")
+    by_name = checks(document)
+    assert by_name["probe/cross_task"]["status"] == "skipped"
+    assert "not applicable" in by_name["probe/cross_task"]["message"]
     assert code == 0 and document["verdict"] == "pass"
-    assert len(document["checks"]) == 9
+    cases = ET.parse(full_mode.parent / "full" / "junit.xml").getroot().find("testsuite")
+    assert cases is not None and cases.get("skipped") == "1"
+    skipped = [c.get("name") for c in cases.findall("testcase") if c.find("skipped") is not None]
+    assert skipped == ["probe/cross_task"]
+    assert "N/A" in (full_mode.parent / "full" / "gate.md").read_text()
 
 
 def test_the_original_fails_forget_quality_from_above(whole_class: Path) -> None:
     code, document = gate(whole_class, reference(whole_class, "original"), "original")
     assert code == 1
     gap = checks(document)["forget_quality/gap"]
-    assert gap["status"] == "fail" and gap["value"] > 0.1 and "under-forgetting" in gap["message"]
+    assert gap["status"] == "fail" and gap["value"] > 0.5 and "under-forgetting" in gap["message"]
+    assert gap["details"]["worst_task"] == "digit"
 
 
 def test_over_forgetting_fails_forget_quality_from_below(study: Path) -> None:
     code, document = gate(study, apply(study, "ascent_lr=0.01,retain_lr=0.2", "over"), "over")
     assert code == 1
     gap = checks(document)["forget_quality/gap"]
-    assert gap["status"] == "fail" and gap["value"] < -0.1 and "over-forgetting" in gap["message"]
+    assert gap["status"] == "fail" and "over-forgetting" in gap["message"]
+    assert gap["details"]["per_task"]["digit"]["gap"] < -gap["details"]["per_task"]["digit"]["band"]
 
 
-def test_masked_collapse_is_named(study: Path) -> None:
-    code, document = gate(study, apply(study, "ascent_lr=0.005,retain_lr=0.2", "masked"), "masked")
-    assert code == 1
-    assert document["verdict"] == "masked collapse" and document["masked_collapse"] is True
+def test_the_worked_example_reproduces_what_its_study_file_says(study: Path) -> None:
+    """studies/masked_collapse.yaml documents the verdict of its commands; rerun them."""
+    code, document = gate(study, apply(study, "ascent_lr=0.005,retain_lr=0.2", "example"), "example")
     by_name = checks(document)
-    assert by_name["probe/static_retain"]["status"] == "pass"
-    assert by_name["probe/shared_label"]["status"] == "fail"
-    assert "Masked collapse" in (study.parent / "masked" / "gate.md").read_text()
+    # Against the retrain ensemble no dependent probe shows damage: the 0.1.0 "masked collapse"
+    # came from comparing with a single retrain.
+    assert code == 0 and document["verdict"] == "pass" and document["masked_collapse"] is False
+    static = by_name["probe/static_retain"]
+    assert static["status"] == "pass" and 0.01 < static["value"] < 0.02
+    assert not any(c["details"].get("damage_proven") for c in document["checks"])
+    text = (ROOT / "studies" / "masked_collapse.yaml").read_text()
+    assert "verdict: pass" in text and "static_retain excess +0.017" in text
+
+
+def test_a_suppressed_class_fails_the_relearning_attack(whole_class: Path) -> None:
+    """The original with the 3s pushed down in the digit head scores the forget set like a
+    retrain, but ten fine-tuning steps on sixteen 3s bring everything back."""
+    experiment = Experiment(load_study(whole_class), progress=False)
+    state = {k: v.clone() for k, v in experiment.references["original"].state_dict.items()}
+    state["heads.digit.bias"][3] -= 16.0
+    path = whole_class.parent / "suppressed.pt"
+    save_state_dict(state, path)
+    code, document = gate(whole_class, str(path), "suppressed")
+    by_name = checks(document)
+    assert code == 1
+    assert by_name["forget_quality/gap"]["status"] == "pass"  # it looks forgotten...
+    relearn = by_name["attack/relearn_forget"]
+    assert relearn["status"] == "fail" and relearn["details"]["candidate_after"] > 0.9  # ...and is not
+    assert max(relearn["details"]["retrains_after"]) < 0.2
 
 
 def test_the_junit_file_holds_one_case_per_check(whole_class: Path) -> None:
@@ -100,10 +163,10 @@ def test_the_junit_file_holds_one_case_per_check(whole_class: Path) -> None:
     suite = ET.parse(whole_class.parent / "junit" / "junit.xml").getroot().find("testsuite")
     assert suite is not None
     cases = suite.findall("testcase")
-    assert len(cases) == int(suite.get("tests", "0")) == 9
+    assert len(cases) == int(suite.get("tests", "0")) == 12
     failed = {c.get("name") for c in cases if c.find("failure") is not None}
-    assert failed == {"forget_quality/gap", "forget_quality/mia"}
-    assert int(suite.get("failures", "0")) == 2
+    assert {"forget_quality/gap", "attack/relearn_forget"} <= failed
+    assert int(suite.get("failures", "0")) == len(failed)
 
 
 def test_a_check_that_raises_fails_the_gate(study: Path, tmp_path: Path) -> None:

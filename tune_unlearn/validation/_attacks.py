@@ -6,9 +6,9 @@ against the retrain ensemble under the same attack, so what honest deletion also
 never held against the candidate:
 
 - *relearning*: fine-tune for a few steps on a small sample of the forget set (target-task
-  labels only), and separately on a retain sample only; measure how far the forget-set score
-  (on the forget instances *not* in the sample) comes back. Recovery beyond the retrains' mean
-  recovery plus ``margin`` fails.
+  labels only), and separately on a retain sample only; then score the forget instances *not*
+  in the sample. A score above the retrains' mean score after the same attack plus ``margin``
+  fails: the attacker got back more than honest deletion leaves to learn.
 - *quantization*: round every parameter to a ``bits``-bit symmetric per-tensor grid; measure how
   far the forget-set score moves back toward the original's. Movement beyond the retrains' plus
   ``margin`` fails (a small unlearning update that rounding erases).
@@ -85,26 +85,30 @@ def relearning_checks(
     retain_sample, _ = _seeded_split(experiment.sets["retain"], spec.sample_size, spec.seed)
     references = _references(ctx, spec.members)
 
-    def recovery(target: MultiTaskModel, sample: LabeledSet) -> float:
-        before = forget_score(ctx, target, judged_on)
-        return forget_score(ctx, fine_tuned(ctx, target, sample, spec), judged_on) - before
+    def attacked(target: MultiTaskModel, sample: LabeledSet) -> float:
+        return forget_score(ctx, fine_tuned(ctx, target, sample, spec), judged_on)
 
     results = []
     for variant, sample in (("forget", forget_sample), ("retain", retain_sample)):
-        candidate = recovery(model, sample)
-        honest = [recovery(r, sample) for r in references]
+        candidate = attacked(model, sample)
+        honest = [attacked(r, sample) for r in references]
         baseline = float(np.mean(honest))
         excess = candidate - baseline
         results.append(
             CheckResult(
                 f"attack/relearn_{variant}",
                 "pass" if excess <= spec.margin else "fail",
-                f"{spec.steps} steps on {len(sample)} {variant} samples bring the forget-set score back "
-                f"{candidate:+.4f}; the retrains {baseline:+.4f}",
+                f"after {spec.steps} steps on {len(sample)} {variant} samples the forget-set score is "
+                f"{candidate:.4f}; the retrains' {baseline:.4f}",
                 excess,
                 spec.margin,
-                {"candidate_recovery": candidate, "retrain_recoveries": honest, "judged_on": len(judged_on)},
-                judged="candidate recovery − mean retrain recovery ≤ margin",
+                {
+                    "candidate_after": candidate,
+                    "candidate_before": forget_score(ctx, model, judged_on),
+                    "retrains_after": honest,
+                    "judged_on": len(judged_on),
+                },
+                judged="candidate's forget-set score after the attack − the retrains' mean ≤ margin",
             )
         )
     return results

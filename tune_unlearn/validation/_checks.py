@@ -92,7 +92,14 @@ def probe_check(
     exceeds it (what masked collapse requires)."""
     name = f"probe/{family}"
     level = f"{suite.confidence:.0%}"
-    judged = f"upper {level} bound of each task's excess ≤ max_excess (the worst task decides)"
+    upper = suite.probe_rule == "upper_bound"
+    judged = (
+        f"upper {level} bound of each task's excess, minus the retrains' seed band, ≤ max_excess "
+        "(the worst task decides)"
+        if upper
+        else "each task's estimated excess, minus the retrains' seed band, ≤ max_excess "
+        "(the worst task decides)"
+    )
     probe_family = PROBES.get(family)(**spec.params)
     reason = probe_family.not_applicable(ctx)
     if reason is not None:
@@ -110,24 +117,33 @@ def probe_check(
             judged=judged,
         )
     reference = ctx.retrain_results if ctx.retrain_results is not None else ctx.original_results
+    z = float(norm.ppf(0.5 + suite.confidence / 2))
     per_task: dict[str, dict[str, Any]] = {}
     for column in columns:
         task = ctx.task_names[column]
         unlearned_scores = task_scores(unlearned, probe.samples, column)
         reference_scores = task_scores(reference, probe.samples, column)
         estimate, low, high = bootstrap_interval(reference_scores - unlearned_scores, suite)
+        band = z * seed_spread(ctx, probe, column)
         per_task[task] = {
             "size": sizes[task],
             "excess": estimate,
             "interval": [low, high],
+            "seed_band": band,
             "score_original": float(task_scores(ctx.original_results, probe.samples, column).mean()),
             "score_unlearned": float(unlearned_scores.mean()),
             "score_reference": float(reference_scores.mean()),
         }
-    worst = max(per_task, key=lambda t: per_task[t]["interval"][1])
+    decisive = 1 if upper else None
+
+    def judged_value(task: str) -> float:
+        d = per_task[task]
+        return float(d["interval"][1] if decisive is not None else d["excess"]) - float(d["seed_band"])
+
+    worst = max(per_task, key=judged_value)
     estimate = per_task[worst]["excess"]
     low, high = per_task[worst]["interval"]
-    proven = [t for t, d in per_task.items() if d["interval"][0] > spec.max_excess]
+    proven = [t for t, d in per_task.items() if d["interval"][0] - d["seed_band"] > spec.max_excess]
     details: dict[str, Any] = {
         "size": len(probe),
         "worst_task": worst,
@@ -141,10 +157,10 @@ def probe_check(
         else "original (reference-free)",
         "per_task": per_task,
     }
-    passed = all(d["interval"][1] <= spec.max_excess for d in per_task.values())
+    passed = all(judged_value(t) <= spec.max_excess for t in per_task)
     message = (
-        f"worst task {worst}: excess damage {estimate:+.4f} [{low:+.4f}, {high:+.4f}] "
-        f"vs max {spec.max_excess:g}"
+        f"worst task {worst}: excess damage {estimate:+.4f} [{low:+.4f}, {high:+.4f}], seed band "
+        f"±{per_task[worst]['seed_band']:.4f}, vs max {spec.max_excess:g}"
     )
     if proven:
         message += f"; damage proven on {', '.join(proven)} (lower bound above max)"
@@ -157,6 +173,19 @@ def probe_check(
     return CheckResult(
         name, "pass" if passed else "fail", message, estimate, spec.max_excess, details, judged
     )
+
+
+def seed_spread(ctx: ValidationContext, probe: Probe, column: int) -> float:
+    """How much an honest retrain's excess on this probe and task varies with its seed: the
+    standard deviation, over the ensemble's members, of each member's excess against the mean
+    of the others (leave one out). 0 with fewer than three members (too few to tell)."""
+    members = [task_scores(m, probe.samples, column) for m in ctx.retrain_member_results]
+    if len(members) < 3:
+        return 0.0
+    stacked = torch.stack(members).double()
+    total = stacked.sum(dim=0)
+    excess = [((total - row) / (len(members) - 1) - row).mean() for row in stacked]
+    return float(torch.stack(excess).std())
 
 
 def _excess_churn(ctx: ValidationContext, probe: Probe, model: MultiTaskModel) -> float:

@@ -71,6 +71,13 @@ class ValidationContext:
     def original_results(self) -> PerSample:
         return self.per_sample(self.original)
 
+    def retrain_member_metrics(self, seed: int) -> list[dict[str, float]]:
+        """Every metric of each retrain (for the MIA check), computed once per seed."""
+        cache: dict[int, list[dict[str, float]]] = self.__dict__.setdefault("_member_metrics", {})
+        if seed not in cache:
+            cache[seed] = [self.experiment.measure(model, seed=seed) for model in self.retrains]
+        return cache[seed]
+
     @cached_property
     def retrain_member_results(self) -> list[PerSample]:
         return [self.per_sample(model) for model in self.retrains]

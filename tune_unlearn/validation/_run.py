@@ -78,7 +78,7 @@ def validate(ctx: ValidationContext, candidate: Candidate, suite: SuiteConfig) -
         names = ["forget_quality/gap"] + (["forget_quality/mia"] if spec_fq.max_mia_gap is not None else [])
 
         def forget_quality() -> list[CheckResult]:
-            members = [ctx.experiment.measure(m, seed=suite.seed) for m in ctx.retrains]
+            members = ctx.retrain_member_metrics(suite.seed)
             return forget_quality_checks(ctx, metrics, members, spec_fq, suite.confidence)
 
         results += guarded(names, forget_quality)

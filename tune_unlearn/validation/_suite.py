@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -59,7 +59,7 @@ class RelearningSpec(_Strict):
     with the first ``members`` retrains'."""
 
     sample_size: int = Field(16, ge=1)
-    steps: int = Field(20, ge=1, le=10_000)
+    steps: int = Field(10, ge=1, le=10_000)
     lr: float | None = Field(None, gt=0.0)
     margin: float = Field(0.1, ge=0.0, le=1.0)
     members: int = Field(5, ge=1)
@@ -89,7 +89,13 @@ class AttacksSpec(_Strict):
 
 
 class SuiteConfig(_Strict):
+    """A suite. ``probe_rule`` decides how a probe's excess damage is judged against its
+    ``max_excess``: ``upper_bound`` passes only when the upper confidence bound is within it
+    (proves safety; small probes then fail honest models), ``estimate`` fails when the point
+    estimate exceeds it (balanced errors; small probes are guarded by ``min_probe_size``)."""
+
     name: str
+    probe_rule: Literal["upper_bound", "estimate"] = "estimate"
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     bootstrap: int = Field(1000, ge=100)
     min_probe_size: int = Field(20, ge=2)

@@ -1,0 +1,124 @@
+"""The gate's rules on hand-made inputs: per-task gaps, masked collapse, probe families,
+quantization."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from tune_unlearn.experiment import Experiment
+from tune_unlearn.validation import PROBES, CheckResult, ValidationContext, ValidationReport
+from tune_unlearn.validation._attacks import quantized
+from tune_unlearn.validation._checks import _gap_check, auc_standard_error
+from tune_unlearn.validation._suite import ForgetQualitySpec
+
+from ..helpers import tiny_study
+
+
+def test_the_forget_gap_is_judged_per_task_not_averaged() -> None:
+    """+0.5 on one target task and −0.5 on another averaged to 0 and passed before."""
+    ctx = SimpleNamespace(
+        retrains=[object()], experiment=SimpleNamespace(request=SimpleNamespace(target_tasks=("a", "b")))
+    )
+    metrics = {
+        "score/unlearned/forget/a": 0.9,
+        "score/retrain/forget/a": 0.4,
+        "band/a": 0.05,
+        "score/unlearned/forget/b": 0.1,
+        "score/retrain/forget/b": 0.6,
+        "band/b": 0.1,
+    }
+    result = _gap_check(ctx, metrics, ForgetQualitySpec(max_gap=0.05))  # type: ignore[arg-type]
+    assert result.status == "fail"
+    assert result.details["worst_task"] == "a" and result.value == pytest.approx(0.45)
+    assert result.details["per_task"]["b"]["beyond_band"] == pytest.approx(0.4)
+    inside = {**metrics, "score/unlearned/forget/a": 0.44, "score/unlearned/forget/b": 0.55}
+    assert _gap_check(ctx, inside, ForgetQualitySpec(max_gap=0.0)).status == "pass"  # type: ignore[arg-type]
+
+
+def report(static: str, dependent: str, proven: bool) -> ValidationReport:
+    return ValidationReport(
+        "s",
+        "c",
+        [
+            CheckResult("probe/static_retain", static, ""),  # type: ignore[arg-type]
+            CheckResult("probe/shared_label", dependent, "", details={"damage_proven": proven}),  # type: ignore[arg-type]
+            CheckResult("probe/cross_task", "skipped", "not applicable: full mode"),
+        ],
+    )
+
+
+def test_masked_collapse_needs_proven_damage_and_a_passing_static_retain() -> None:
+    assert report("pass", "fail", proven=True).verdict == "masked collapse"
+    assert report("pass", "fail", proven=False).verdict == "fail"  # a wide interval is no evidence
+    assert report("fail", "fail", proven=True).verdict == "fail"  # not masked: the retain set shows it
+    passing = report("pass", "pass", proven=False)
+    assert passing.passed and passing.verdict == "pass"  # the skipped family is no failure
+    only_skipped = ValidationReport("s", "c", [CheckResult("probe/cross_task", "skipped", "")])
+    assert not only_skipped.passed  # nothing judged is never a pass
+
+
+@pytest.fixture(scope="module")
+def full_context(tmp_path_factory: pytest.TempPathFactory) -> ValidationContext:
+    tmp = tmp_path_factory.mktemp("rules")
+    config = tiny_study(tmp, forget={"mode": "full", "where": {"digit": 3}})
+    return ValidationContext(Experiment(config, progress=False))
+
+
+def test_shared_label_in_full_mode_is_the_held_out_class_not_the_whole_holdout(
+    full_context: ValidationContext,
+) -> None:
+    probe = PROBES.get("shared_label")().build(full_context)
+    digits = full_context.experiment.data.labels["digit"][probe.samples.indices]
+    assert set(digits.tolist()) == {3}
+    assert torch.isin(probe.samples.indices, full_context.holdout).all()
+
+
+def test_shared_attribute_follows_the_forget_sets_attribute_distribution(
+    full_context: ValidationContext,
+) -> None:
+    experiment = full_context.experiment
+    probe = PROBES.get("shared_attribute")().build(full_context)
+    ink = experiment.data.attributes["ink"]
+    forget_share = torch.bincount(ink[experiment.request.indices], minlength=3).double()
+    probe_share = torch.bincount(ink[probe.samples.indices], minlength=3).double()
+    assert torch.isin(probe.samples.indices, full_context.holdout).all()
+    assert (probe_share / probe_share.sum() - forget_share / forget_share.sum()).abs().max() < 0.02
+    assert len(probe) < len(full_context.holdout)
+
+
+def test_cross_task_is_holdout_only_and_not_applicable_in_full_mode(
+    full_context: ValidationContext, tiny_experiment: Experiment
+) -> None:
+    family = PROBES.get("cross_task")()
+    assert "full-mode" in (family.not_applicable(full_context) or "")
+    partial = ValidationContext(tiny_experiment)
+    assert family.not_applicable(partial) is None
+    probe = family.build(partial)
+    assert torch.isin(probe.samples.indices, partial.holdout).all()
+    assert probe.samples.mask[:, 0].sum() == 0 and probe.samples.mask[:, 1:].all()  # kept tasks only
+
+
+def test_a_probe_parameter_typo_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no parameter kk; valid: k"):
+        PROBES.get("dependent_neighbors")(kk=5)
+    with pytest.raises(ValueError, match="expected an integer"):
+        PROBES.get("unrelated")(size=2.5)
+
+
+def test_quantization_rounds_to_a_symmetric_grid() -> None:
+    layer = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.7, -0.26]]))
+    rounded = quantized(layer, bits=2)  # type: ignore[arg-type]
+    # 2 bits: one level each side of 0 with scale max|w| = 0.7: -0.26/0.7 rounds to 0
+    assert rounded.weight.tolist() == [[pytest.approx(0.7), 0.0]]
+    assert quantized(layer, bits=8).weight.tolist()[0][1] == pytest.approx(-0.26, abs=0.7 / 127 / 2)
+
+
+def test_the_auc_standard_error_by_hand() -> None:
+    # Hanley & McNeil with A = 0.5, 10 and 10: (0.25 + 9·(1/3 − 1/4) + 9·(1/3 − 1/4)) / 100
+    assert auc_standard_error(0.5, 10, 10) == pytest.approx(((0.25 + 18 / 12) / 100) ** 0.5)
