@@ -32,3 +32,48 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert main(["check"]) == 2
     assert main(["run", "x.yaml", "--n-trials", "many"]) == 2
+
+
+def _study(tmp_path: Path, **changes: object) -> Path:
+    from .helpers import tiny_study
+
+    raw = tiny_study(tmp_path).model_dump(mode="json", exclude_none=True)
+    raw.update(changes)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "words"),
+    [
+        ({"references": {"retrain": {"seeds": 0}}}, "references.retrain.seeds", "greater than or equal to 1"),
+        ({"objectives": ["forget_efficacy", "param_shift"]}, "objectives.1", "`param_shift` is now `uis`"),
+        ({"objectives": ["forget_score"]}, "<file>", "evaluation.forget_score_runs"),
+    ],
+)
+def test_bad_reference_and_metric_input_exits_2_writing_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict, path: str, words: str
+) -> None:
+    study = _study(tmp_path, **changes)
+    assert main(["check", str(study)]) == 2
+    assert main([str(study)]) == 2
+    err = capsys.readouterr().err
+    assert path in err and words in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+
+
+def test_an_ensemble_over_the_time_budget_is_refused_with_its_estimate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    study = _study(
+        tmp_path,
+        references={"retrain": {"seeds": 200}, "budget_hours": 1e-6, "cache_dir": str(cache)},
+    )
+    assert main(["check", str(study)]) == 2
+    captured = capsys.readouterr()
+    assert "references: 201 model(s) to train, estimated" in captured.out
+    assert "references.retrain.seeds" in captured.err and "over references.budget_hours" in captured.err
+    assert main([str(study)]) == 2  # the run refuses before training anything
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]

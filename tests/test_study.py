@@ -18,7 +18,7 @@ from .helpers import tiny_study
 def test_a_second_run_reuses_the_references_and_adds_trials(tmp_path: Path) -> None:
     config = tiny_study(tmp_path)
     first = run_study(config, progress=False)
-    assert sorted(first.trained_references) == ["original", "retrain"]
+    assert sorted(first.trained_references) == ["original", "retrain ×5"]  # the default ensemble
     second = run_study(config, n_trials=2, progress=False)
     assert second.trained_references == []  # the cache served both references
     study = optuna.load_study(study_name="tiny", storage=storage_url(config))

@@ -75,7 +75,8 @@ def test_parent_and_one_child_per_trial_with_metrics_params_artifacts_and_model(
         assert child.info.status == expected_status[trial.state.name]
         assert float(child.data.params["ascent_lr"]) == trial.params["ascent_lr"]
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            assert set(METRICS.names()) - {"mia_auc"} <= set(child.data.metrics)
+            # NaN metrics are not logged: forget_score when not computed, MIA on tiny sets
+            assert set(METRICS.names()) - {"mia_auc", "forget_score"} <= set(child.data.metrics)
             assert child.data.metrics["retained_utility"] == pytest.approx(
                 trial.user_attrs["metrics"]["retained_utility"]
             )
@@ -114,8 +115,9 @@ def test_threaded_trials_log_to_their_own_runs(tmp_path: Path) -> None:
             "forget_efficacy",
             "retained_utility",
             "uis",
-            "param_shift",
+            "impact_score",
             "score/unlearned/val/parity",
+            "spread/retrain/val/parity",
         ):
             assert logged.metrics[name] == pytest.approx(metrics[name])
         history = client.get_metric_history(run_id, "curve/forget_loss")

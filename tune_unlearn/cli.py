@@ -98,6 +98,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if args.command == "check":
+        from tune_unlearn.experiment import Experiment, ReferenceBudgetError
+
+        try:
+            experiment = Experiment(config, progress=False, references=False)
+            cost = experiment.missing_reference_cost()
+            if cost[0]:
+                print(f"references: {cost[0]} model(s) to train, estimated {cost[1]:.0f} s on this machine")
+            experiment.check_reference_budget(cost)
+        except ReferenceBudgetError as error:
+            print(f"{args.study}: references.retrain.seeds: {error}", file=sys.stderr)
+            return EXIT_CONFIG
+        except (LookupError, ValueError) as error:
+            print(f"{args.study}: {error}", file=sys.stderr)
+            return EXIT_CONFIG
         print(
             f"{args.study}: OK ({config.method.name} on {config.problem.name or config.problem.factory}, "
             f"{len(config.method.search)} searched hyperparameters, {config.n_trials} trials)"

@@ -92,7 +92,8 @@ class PhaseTimer:
 class Experiment:
     """The fixed part of a study: problem, data, request, sets, references, their scores."""
 
-    def __init__(self, config: StudyConfig, *, progress: bool = True) -> None:
+    def __init__(self, config: StudyConfig, *, progress: bool = True, references: bool = True) -> None:
+        """``references=False`` stops before the references (to estimate their cost: ``check``)."""
         self.config = config
         self.device = resolve_device(config.device)
         self.problem: Problem = config.problem.build()
@@ -141,6 +142,8 @@ class Experiment:
             forget=self.sets["forget"].to(self.device),
             retain=self.sets["retain"].to(self.device),
         )
+        if not references:
+            return
         self.references = self._load_references(progress)
         original_model = self.model_from(self.references["original"].state_dict)
         self.reference_scores: dict[str, float] = self.score("original", self.evaluate(original_model))
@@ -200,9 +203,10 @@ class Experiment:
             return 1
         return max(1, min(members, ensemble.n_jobs or os.cpu_count() or 1))
 
-    def _check_reference_budget(self) -> None:
+    def check_reference_budget(self, cost: tuple[int, float] | None = None) -> None:
+        """Refuse (:class:`ReferenceBudgetError`) references estimated over the budget."""
         refs = self.config.references
-        count, seconds = self.missing_reference_cost()
+        count, seconds = cost if cost is not None else self.missing_reference_cost()
         if seconds > refs.budget_hours * 3600:
             raise ReferenceBudgetError(
                 f"training the {count} uncached reference model(s) is estimated at "
@@ -212,7 +216,7 @@ class Experiment:
 
     def _load_references(self, progress: bool) -> dict[str, Reference]:
         cfg = self.config
-        self._check_reference_budget()
+        self.check_reference_budget()
         cache = ReferenceCache(cfg.references.cache_dir or default_cache_dir())
         seed = cfg.problem.seed
         all_train, seeds = self._reference_plans()

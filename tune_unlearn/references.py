@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,10 +227,17 @@ def train_members(
 
         if progress:
             print(f"{description}: {len(seeds)} models in {n_jobs} processes", flush=True)
-        results: list[tuple[StateDict, float]] = Parallel(n_jobs=n_jobs)(
-            delayed(_train_in_worker)(problem, data, labeled, seed) for seed in seeds
-        )
-        return results
+        try:
+            results: list[tuple[StateDict, float]] = Parallel(n_jobs=n_jobs)(
+                delayed(_train_in_worker)(problem, data, labeled, seed) for seed in seeds
+            )
+            return results
+        except Exception as error:  # a problem class a worker process cannot import, for one
+            warnings.warn(
+                f"training the ensemble in processes failed ({type(error).__name__}: {error}); "
+                "training its members one after another",
+                stacklevel=2,
+            )
     return [
         _timed(
             functools.partial(

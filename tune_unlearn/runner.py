@@ -90,8 +90,11 @@ def run_study(
     progress: bool = True,
 ) -> StudyRun:
     """Prepare the references, run the trials, write every output; resuming adds trials."""
-    tracker = open_tracker(config, tracking_uri)  # before anything heavy: fail fast
-    experiment = Experiment(config, progress=progress)
+    settings = config.tracking
+    if settings.enabled and settings.required:  # a server that is down: fail before anything heavy
+        check_reachable(tracking_uri or settings.uri or default_tracking_uri(config.output_dir()))
+    experiment = Experiment(config, progress=progress)  # refuses an over-budget ensemble: exit 2
+    tracker = open_tracker(config, tracking_uri)
     url = storage_url(config, storage)
     study = create_or_load(config, open_storage(url))
     record_study(study, experiment, tracker, url, new_parent=True)
