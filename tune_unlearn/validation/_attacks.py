@@ -92,16 +92,14 @@ def relearning_checks(
     for variant, sample in (("forget", forget_sample), ("retain", retain_sample)):
         candidate = attacked(model, sample)
         honest = [attacked(r, sample) for r in references]
-        baseline = float(np.mean(honest))
-        excess = candidate - baseline
         results.append(
-            CheckResult(
+            _against_retrains(
                 f"attack/relearn_{variant}",
-                "pass" if excess <= spec.margin else "fail",
-                f"after {spec.steps} steps on {len(sample)} {variant} samples the forget-set score is "
-                f"{candidate:.4f}; the retrains' {baseline:.4f}",
-                excess,
+                candidate,
+                honest,
                 spec.margin,
+                f"after {spec.steps} steps on {len(sample)} {variant} samples the forget-set score is "
+                f"{candidate:.4f}; the retrains' {np.mean(honest):.4f}",
                 {
                     "candidate_after": candidate,
                     "candidate_before": forget_score(ctx, model, judged_on),
@@ -112,6 +110,24 @@ def relearning_checks(
             )
         )
     return results
+
+
+def _against_retrains(
+    name: str,
+    candidate: float,
+    honest: list[float],
+    margin: float,
+    message: str,
+    details: dict[str, object],
+    *,
+    judged: str,
+) -> CheckResult:
+    """An attack's outcome on the candidate against the retrains' mean under the same attack:
+    fail beyond ``margin``."""
+    excess = candidate - float(np.mean(honest))
+    return CheckResult(
+        name, "pass" if excess <= margin else "fail", message, excess, margin, dict(details), judged
+    )
 
 
 def quantized(model: MultiTaskModel, bits: int) -> MultiTaskModel:
@@ -145,16 +161,14 @@ def quantization_checks(
     for bits in spec.bits:
         candidate = move_back(model, bits)
         honest = [move_back(r, bits) for r in references]
-        baseline = float(np.mean(honest))
-        excess = candidate - baseline
         results.append(
-            CheckResult(
+            _against_retrains(
                 f"attack/quantization_{bits}bit",
-                "pass" if excess <= spec.margin else "fail",
-                f"{bits}-bit weights move the forget-set score {candidate:+.4f} toward the original's; "
-                f"the retrains {baseline:+.4f}",
-                excess,
+                candidate,
+                honest,
                 spec.margin,
+                f"{bits}-bit weights move the forget-set score {candidate:+.4f} toward the original's; "
+                f"the retrains {np.mean(honest):+.4f}",
                 {"candidate_move": candidate, "retrain_moves": honest, "original_score": original},
                 judged="candidate move toward the original − mean retrain move ≤ margin",
             )

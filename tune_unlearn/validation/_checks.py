@@ -67,6 +67,11 @@ def guarded(names: list[str], check: Callable[[], list[CheckResult]]) -> list[Ch
         return [CheckResult(n, "error", f"could not run: {type(error).__name__}: {error}") for n in names]
 
 
+def two_sided_z(confidence: float) -> float:
+    """The normal quantile of a two-sided interval at ``confidence`` (1.96 at 95%)."""
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
 def bootstrap_interval(differences: Tensor, suite: SuiteConfig) -> tuple[float, float, float]:
     """Mean of per-sample differences and its percentile bootstrap interval."""
     values = differences.double().numpy()
@@ -87,9 +92,11 @@ def probe_check(
 ) -> CheckResult:
     """Excess damage ``(o − u) − (o − r) = r − u`` per sample and task, ``r`` the retrain
     ensemble's mean correctness (``o − u`` without a retrain reference). Each judged task is
-    judged on its own and the worst decides: the check passes when every task's upper
-    confidence bound stays within ``max_excess``; damage is *proven* when a task's lower bound
-    exceeds it (what masked collapse requires)."""
+    judged on its own and the worst decides: the check passes when every task's judged excess
+    (the point estimate, or the upper confidence bound under ``probe_rule: upper_bound``) minus
+    the retrains' seed band (:func:`seed_spread`) stays within ``max_excess``; damage is
+    *proven* when a task's lower bound minus that band exceeds it (what masked collapse
+    requires)."""
     name = f"probe/{family}"
     level = f"{suite.confidence:.0%}"
     upper = suite.probe_rule == "upper_bound"
@@ -117,7 +124,7 @@ def probe_check(
             judged=judged,
         )
     reference = ctx.retrain_results if ctx.retrain_results is not None else ctx.original_results
-    z = float(norm.ppf(0.5 + suite.confidence / 2))
+    z = two_sided_z(suite.confidence)
     per_task: dict[str, dict[str, Any]] = {}
     for column in columns:
         task = ctx.task_names[column]
@@ -134,11 +141,10 @@ def probe_check(
             "score_unlearned": float(unlearned_scores.mean()),
             "score_reference": float(reference_scores.mean()),
         }
-    decisive = 1 if upper else None
 
     def judged_value(task: str) -> float:
         d = per_task[task]
-        return float(d["interval"][1] if decisive is not None else d["excess"]) - float(d["seed_band"])
+        return float(d["interval"][1] if upper else d["excess"]) - float(d["seed_band"])
 
     worst = max(per_task, key=judged_value)
     estimate = per_task[worst]["excess"]
@@ -292,8 +298,7 @@ def _mia_check(
     spread = float(np.std(members, ddof=1)) if len(members) > 1 else 0.0
     experiment = ctx.experiment
     se = auc_standard_error(auc, len(experiment.sets["forget"]), len(experiment.sets["val"]))
-    z = float(norm.ppf(0.5 + confidence / 2))
-    band = z * math.sqrt(spread**2 * (1 + 1 / max(len(members), 1)) + se**2)
+    band = two_sided_z(confidence) * math.sqrt(spread**2 * (1 + 1 / max(len(members), 1)) + se**2)
     beyond = abs(auc - reference) - band
     return CheckResult(
         name,
