@@ -122,3 +122,38 @@ def test_quantization_rounds_to_a_symmetric_grid() -> None:
 def test_the_auc_standard_error_by_hand() -> None:
     # Hanley & McNeil with A = 0.5, 10 and 10: (0.25 + 9·(1/3 − 1/4) + 9·(1/3 − 1/4)) / 100
     assert auc_standard_error(0.5, 10, 10) == pytest.approx(((0.25 + 18 / 12) / 100) ** 0.5)
+
+
+def _label_context(kinds: dict[str, str]) -> SimpleNamespace:
+    """A hand-made context: 8 forget rows (0–7) and 8 holdout rows (8–15)."""
+    from tune_unlearn.forget import LabeledSet
+    from tune_unlearn.problems import Task
+
+    tasks = tuple(
+        Task(n, k, num_classes=2) if k == "classification" else Task(n, k) for n, k in kinds.items()
+    )
+    labels = {
+        "group": torch.tensor([1] * 8 + [1, 1, 1, 0, 0, 0, 0, 0]),
+        "size": torch.rand(16),  # continuous: no two samples share a value
+    }
+    holdout = torch.arange(8, 16)
+    experiment = SimpleNamespace(
+        data=SimpleNamespace(labels={n: labels[n] for n in kinds}),
+        request=SimpleNamespace(target_tasks=tuple(kinds), indices=torch.arange(8)),
+        problem=SimpleNamespace(tasks=tasks),
+    )
+    return SimpleNamespace(
+        experiment=experiment,
+        holdout=holdout,
+        all_tasks=lambda rows: LabeledSet(rows, torch.ones(len(rows), len(kinds), dtype=torch.bool)),
+    )
+
+
+def test_shared_label_groups_by_classification_labels_only() -> None:
+    family = PROBES.get("shared_label")()
+    ctx = _label_context({"group": "classification", "size": "regression"})
+    assert family.not_applicable(ctx) is None  # type: ignore[arg-type]
+    probe = family.build(ctx)  # type: ignore[arg-type]
+    assert probe.samples.indices.tolist() == [8, 9, 10]  # the held-out members of group 1
+    regression_only = _label_context({"size": "regression"})
+    assert "no classification target task" in (family.not_applicable(regression_only) or "")  # type: ignore[arg-type]

@@ -79,8 +79,8 @@ class DependentNeighbors(ProbeFamily):
 
 @PROBES.add
 class SharedLabel(ProbeFamily):
-    """Holdout samples whose labels on the target tasks form a combination that at least
-    ``min_share`` of the forget set holds (forgetting the 3s: the held-out 3s), judged on every
+    """Holdout samples whose labels on the classification target tasks form a combination that
+    at least ``min_share`` of the forget set holds (forgetting the 3s: the held-out 3s), judged on every
     task. A combination, not any single label: in full mode every binary task label is shared
     by half of all samples, and the probe would be the whole holdout."""
 
@@ -88,9 +88,25 @@ class SharedLabel(ProbeFamily):
     dependent = True
     parameters: ClassVar[dict[str, Any]] = {"min_share": 0.05}
 
+    @staticmethod
+    def _label_tasks(ctx: ValidationContext) -> list[str]:
+        """The classification target tasks: a regression label is a continuous value that no
+        other sample shares, so it cannot define a group."""
+        request = ctx.experiment.request
+        return [
+            t.name
+            for t in ctx.experiment.problem.tasks
+            if t.name in request.target_tasks and t.kind == "classification"
+        ]
+
+    def not_applicable(self, ctx: ValidationContext) -> str | None:
+        if not self._label_tasks(ctx):
+            return "the request has no classification target task (regression labels are not shared)"
+        return None
+
     def build(self, ctx: ValidationContext) -> Probe:
         data, request = ctx.experiment.data, ctx.experiment.request
-        targets = list(request.target_tasks)
+        targets = self._label_tasks(ctx)
         columns = [data.labels[t].cpu() for t in targets]
         forget = torch.stack([c[request.indices] for c in columns], dim=1)
         combos, counts = forget.unique(dim=0, return_counts=True)
