@@ -7,11 +7,11 @@ never held against the candidate:
 
 - *relearning*: fine-tune for a few steps on a small sample of the forget set (target-task
   labels only), and separately on a retain sample only; then score the forget instances *not*
-  in the sample. A score above the retrains' mean score after the same attack plus ``margin``
-  fails: the attacker got back more than honest deletion leaves to learn.
+  in the sample. A score above the retrains' mean score after the same attack, plus their seed
+  band and ``margin``, fails: the attacker got back more than honest deletion leaves to learn.
 - *quantization*: round every parameter to a ``bits``-bit symmetric per-tensor grid; measure how
-  far the forget-set score moves back toward the original's. Movement beyond the retrains' plus
-  ``margin`` fails (a small unlearning update that rounding erases).
+  far the forget-set score moves back toward the original's. Movement beyond the retrains', their
+  seed band and ``margin`` fails (a small unlearning update that rounding erases).
 
 Fine-tuning runs with batch-norm statistics frozen (the model in eval mode): the attacker
 moves the weights, and statistics from 16 samples would damage every model alike.
@@ -28,7 +28,7 @@ import torch
 from tune_unlearn.forget import LabeledSet
 from tune_unlearn.methods._gradients import Batch, masked_task_losses
 from tune_unlearn.problems import MultiTaskModel
-from tune_unlearn.validation._checks import CheckResult
+from tune_unlearn.validation._checks import CheckResult, two_sided_z
 from tune_unlearn.validation._context import ValidationContext
 from tune_unlearn.validation._suite import QuantizationSpec, RelearningSpec
 
@@ -106,7 +106,7 @@ def relearning_checks(
                     "retrains_after": honest,
                     "judged_on": len(judged_on),
                 },
-                judged="candidate's forget-set score after the attack − the retrains' mean ≤ margin",
+                judged="forget-set score after the attack − the retrains' mean − their seed band ≤ margin",
             )
         )
     return results
@@ -122,11 +122,24 @@ def _against_retrains(
     *,
     judged: str,
 ) -> CheckResult:
-    """An attack's outcome on the candidate against the retrains' mean under the same attack:
-    fail beyond ``margin``."""
+    """An attack's outcome on the candidate against the retrains' mean under the same attack,
+    beyond the retrains' own seed band (1.96 × their spread × sqrt(1 + 1/K), from three
+    members on): fail beyond ``margin``."""
     excess = candidate - float(np.mean(honest))
+    band = (
+        two_sided_z(0.95) * float(np.std(honest, ddof=1)) * math.sqrt(1 + 1 / len(honest))
+        if len(honest) >= 3
+        else 0.0
+    )
+    passed = excess - band <= margin
     return CheckResult(
-        name, "pass" if excess <= margin else "fail", message, excess, margin, dict(details), judged
+        name,
+        "pass" if passed else "fail",
+        f"{message} (seed band ±{band:.4f})",
+        excess,
+        margin,
+        {**details, "seed_band": band},
+        judged,
     )
 
 
@@ -170,7 +183,7 @@ def quantization_checks(
                 f"{bits}-bit weights move the forget-set score {candidate:+.4f} toward the original's; "
                 f"the retrains {np.mean(honest):+.4f}",
                 {"candidate_move": candidate, "retrain_moves": honest, "original_score": original},
-                judged="candidate move toward the original − mean retrain move ≤ margin",
+                judged="candidate move toward the original − mean retrain move − their seed band ≤ margin",
             )
         )
     return results
