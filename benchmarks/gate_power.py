@@ -66,7 +66,7 @@ PROBLEMS: dict[str, dict[str, Any]] = {
         "over_forgetting": {"ascent_lr": 0.02, "retain_lr": 0.05, "steps": 200},
     },
     "shapes": {
-        "problem": {"name": "shapes", "params": {"num_samples": 3000, "epochs": 10}, "seed": 0},
+        "problem": {"name": "shapes", "params": {"num_samples": 8000, "epochs": 20}, "seed": 0},
         "class_request": {"mode": "partial", "target_tasks": ["shape"], "where": {"shape": 0}},
         "class_task": "shape",
         "class_value": 0,
@@ -193,6 +193,14 @@ def main() -> None:
             for kind, model in models(args.problem, request, e, ctx, seed).items():
                 report = validate(ctx, Candidate(model, f"{kind} seed {seed}"), suite)
                 failed = [r.name for r in report.results if r.status in ("fail", "error")]
+                # Attack verdicts without the retrains' seed band, to report both rules from one run.
+                unbanded = [
+                    r.name
+                    for r in report.results
+                    if r.name.startswith("attack/")
+                    and r.status == "pass"
+                    and (r.value or 0.0) > (r.threshold or 0.0)
+                ]
                 rows.append(
                     {
                         "request": request,
@@ -200,6 +208,7 @@ def main() -> None:
                         "seed": seed,
                         "verdict": report.verdict,
                         "failed": failed,
+                        "failed_without_attack_band": failed + unbanded,
                     }
                 )
                 print(
@@ -224,6 +233,8 @@ def main() -> None:
                 named = sum(r["verdict"] == "masked collapse" for r in group)
                 extra = f"; named masked collapse {named}/{len(group)}"
             checks = ", ".join(f"{n} ({c})" for n, c in fired.most_common())
+            unbanded = sum(bool(r["failed_without_attack_band"]) for r in group)
+            extra += f"; without the attack seed band {unbanded}/{len(group)}"
             share = f"{flagged}/{len(group)} = {rate:.0%}{extra}"
             print(f"| {request} | {kind} | {label} | {len(group)} | {share} | {checks} |")
     if args.json:
