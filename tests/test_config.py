@@ -64,7 +64,7 @@ def test_unknown_names_list_the_valid_ones() -> None:
 
 def test_a_good_file_parses_with_defaults(tmp_path: Path) -> None:
     config = tiny_study(tmp_path)
-    assert config.objectives == ["forget_efficacy", "retained_utility", "uis", "gpu_seconds"]
+    assert config.objectives == ["forget_efficacy", "retained_utility", "uis", "compute_cost"]
     assert config.method.search["ascent_lr"].log is True
 
 

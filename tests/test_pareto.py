@@ -63,7 +63,7 @@ def test_an_infeasible_trial_is_never_on_the_front_nor_recommended(tmp_path: Pat
     # P would dominate everything it touches on efficacy, but violates the constraint
     study = fixed_study({"P": (1.0, 1.0), "D": (0.75, 0.90), "E": (0.95, 0.84)}, infeasible={"P"})
     config = tiny_study(tmp_path, objectives=OBJECTIVES, constraints=["retained_utility >= 0.5"])
-    summary = summarise(study, config, gpu_seconds_budget=1.0)
+    summary = summarise(study, config)
     names = {t.user_attrs["name"] for t in summary.front}
     assert names == {"D", "E"}
     assert summary.recommended is not None and summary.recommended.user_attrs["name"] != "P"
@@ -75,19 +75,19 @@ def test_a_study_with_nothing_feasible_says_so(tmp_path: Path) -> None:
 
     study = fixed_study({"P": (1.0, 1.0)}, infeasible={"P"})
     config = tiny_study(tmp_path, objectives=OBJECTIVES, constraints=["retained_utility >= 0.5"])
-    summary = summarise(study, config, gpu_seconds_budget=1.0)
+    summary = summarise(study, config)
     assert summary.front == [] and summary.recommended is None
     assert "no feasible trial" in pareto_table(summary)
     assert "no trial is feasible under the constraints" in render_report(summary)
 
 
 def test_hypervolume_by_hand() -> None:
-    box = HypervolumeBox.for_objectives(["forget_efficacy", "uis"], gpu_seconds_budget=1.0)
+    box = HypervolumeBox.for_objectives(["forget_efficacy", "uis"], measured_worst=1.0)
     # normalised (0, 0.5) and (0.5, 0): two 0.5-area rectangles overlapping on 0.25
     assert box.hypervolume(np.array([[1.0, 0.5], [0.5, 0.0]])) == pytest.approx(0.75)
     assert box.hypervolume(np.array([[1.0, 0.0]])) == pytest.approx(1.0)
     assert box.hypervolume(np.empty((0, 2))) == 0.0
-    seconds = HypervolumeBox.for_objectives(["gpu_seconds"], gpu_seconds_budget=4.0)
+    seconds = HypervolumeBox.for_objectives(["gpu_seconds"], measured_worst=4.0)
     assert seconds.hypervolume(np.array([[1.0]])) == pytest.approx(0.75)  # a quarter of retraining
     assert seconds.hypervolume(np.array([[8.0]])) == 0.0  # dearer than retraining: worthless
 
@@ -106,7 +106,7 @@ def test_in_the_hypervolume_box_timing_noise_does_not_outweigh_a_collapse() -> N
                 user_attrs={"name": name},
             )
         )
-    box = HypervolumeBox.for_objectives(objectives, gpu_seconds_budget=74.0)  # the retrain's seconds
+    box = HypervolumeBox.for_objectives(objectives, measured_worst=74.0)  # the retrain's seconds
     for rule in (RecommendConfig(), RecommendConfig(rule="knee")):
         in_box = recommend(study.best_trials, directions, rule, objectives, box)
         over_front = recommend(study.best_trials, directions, rule, objectives)

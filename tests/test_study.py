@@ -19,7 +19,7 @@ def test_a_second_run_reuses_the_references_and_adds_trials(tmp_path: Path) -> N
     config = tiny_study(tmp_path)
     first = run_study(config, progress=False)
     assert sorted(first.trained_references) == ["original", "retrain ×5"]  # the default ensemble
-    second = run_study(config, n_trials=2, progress=False)
+    second = run_study(config, add_trials=2, progress=False)
     assert second.trained_references == []  # the cache served both references
     study = optuna.load_study(study_name="tiny", storage=storage_url(config))
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]

@@ -1,5 +1,6 @@
 """Command line (DESIGN §9). Exit codes: 0 success, 1 a check failed, 2 usage or configuration
-error (nothing written), 3 a run failed."""
+error (nothing written), 3 a run failed, 130 interrupted (finished trials kept; run again to
+resume)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from tune_unlearn.config import StudyConfig
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_RUN_FAILED = 0, 1, 2, 3
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 COMMANDS = ("run", "check", "report", "apply", "gate", "worker", "list")
 
 
@@ -33,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--n-trials", type=int)
     run.add_argument("--storage")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in the output folder)")
+    run.add_argument("--add-trials", type=int, help="run N trials more than the study holds")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _threads_and_trust(run)
     check = commands.add_parser("check", help="validate the study file only")
     check.add_argument("study", type=Path)
     report = commands.add_parser("report", help="rebuild the outputs from storage, no new trials")
@@ -46,9 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--storage")
     worker.add_argument("--tracking-uri")
     worker.add_argument("--no-progress", action="store_true")
-    worker.add_argument(
-        "--threads", type=int, help="torch CPU threads (several workers on one machine: cores / workers)"
-    )
+    _threads_and_trust(worker)
     apply = commands.add_parser("apply", help="run one configuration and save the unlearned model")
     apply.add_argument("study", type=Path)
     which = apply.add_mutually_exclusive_group(required=True)
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--seed", type=int, default=0, help="with --params (default 0)")
     apply.add_argument("--save", type=Path, required=True, help="MODEL.pt; its metrics go to MODEL.json")
     apply.add_argument("--storage")
+    _threads_and_trust(apply)
     gate = commands.add_parser("gate", help="validate a model; exit 0 only if every check passes")
     gate.add_argument("study", type=Path)
     gate.add_argument("--suite", type=Path, required=True)
@@ -65,8 +67,23 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--junit", type=Path)
     gate.add_argument("--register", metavar="NAME", help="register a passing candidate in MLflow")
     gate.add_argument("--alias", help="with --register: the alias to point at it")
-    gate.add_argument("--tracking-uri")
+    gate.add_argument("--tracking-uri", help="the store models:/ and runs:/ resolve against")
+    _threads_and_trust(gate)
     return parser
+
+
+def _threads_and_trust(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: half the cores, at most 4; side-by-side processes: "
+        "cores / processes)",
+    )
+    command.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow unpickling an MLflow model that carries no state dict (runs its code)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{len(config.method.search)} searched hyperparameters, {config.n_trials} trials)"
         )
         return EXIT_OK
+    problem = _set_threads(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    from tune_unlearn.errors import OutputNotWritable, UsageError
+    from tune_unlearn.runner import TrackingLost, TrialError
+
+    _stop_on_sigterm()
     try:
         if args.command == "report":
             return _report(config, args.storage)
@@ -127,58 +152,105 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return _worker(config, args)
         return _run(config, args)
-    except (LookupError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (UsageError, OutputNotWritable) as error:
+        # Found before anything ran: the study file, the arguments or the folders are wrong.
+        print(f"error: {_redacted(error)}", file=sys.stderr)
         return EXIT_CONFIG
-    except TrackingUnavailable as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (TrackingUnavailable, TrackingLost, TrialError) as error:
+        print(f"error: {_redacted(error)}", file=sys.stderr)
         return EXIT_RUN_FAILED
-    except KeyboardInterrupt:
-        print("interrupted: finished trials are kept in the storage; run again to resume", file=sys.stderr)
-        return EXIT_RUN_FAILED
-    except Exception:  # a run failed: say so with the traceback, and exit 3
+    except KeyboardInterrupt as interrupt:
+        signal_name = getattr(interrupt, "signal_name", "SIGINT")
+        print(
+            f"interrupted ({signal_name}): finished trials are kept in the storage and the trial in "
+            "flight will be retried; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except Exception as error:  # a run failed: say so with the traceback, and exit 3
         traceback.print_exc()
+        print(f"error: the run failed: {_redacted(error)}", file=sys.stderr)
         return EXIT_RUN_FAILED
+
+
+def _redacted(error: BaseException) -> str:
+    from tune_unlearn.storages import redact
+
+    return redact(str(error))
+
+
+def _set_threads(args: argparse.Namespace) -> str | None:
+    """Torch's CPU threads for a command that trains or evaluates; a problem, or None."""
+    if not hasattr(args, "threads"):
+        return None
+    if args.threads is not None and args.threads < 1:
+        return "--threads must be at least 1"
+    import torch
+
+    from tune_unlearn.runner import default_threads
+
+    torch.set_num_threads(args.threads or default_threads())
+    return None
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler stopping a worker) ends a run as Ctrl-C does: cleanly, resumable."""
+    import signal
+
+    from tune_unlearn.errors import Interrupted
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted("SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _run(config: StudyConfig, args: argparse.Namespace) -> int:
     from tune_unlearn.outputs import pareto_table
     from tune_unlearn.runner import run_study
 
+    if args.add_trials is not None and args.add_trials < 1:
+        print("error: --add-trials must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.add_trials is not None and args.n_trials is not None:
+        print("error: give --n-trials (the total) or --add-trials (more), not both", file=sys.stderr)
+        return EXIT_CONFIG
     result = run_study(
         config,
         n_trials=args.n_trials,
+        add_trials=args.add_trials,
         storage=args.storage,
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,
+        trust_pickle=args.trust_pickle,
     )
     print(pareto_table(result.summary))
-    print(f"outputs: {result.output}")
+    ran = f"ran {result.trials_run} trial(s) of a budget of {result.budget}"
+    print(f"{ran}; outputs: {result.output}")
     return EXIT_OK
 
 
 def _worker(config: StudyConfig, args: argparse.Namespace) -> int:
     from tune_unlearn.runner import run_worker
 
-    if args.threads is not None:
-        if args.threads < 1:
-            print("error: --threads must be at least 1", file=sys.stderr)
-            return EXIT_CONFIG
-        import torch
-
-        torch.set_num_threads(args.threads)  # N workers each using every core would thrash
     result = run_worker(
-        config, storage=args.storage, tracking_uri=args.tracking_uri, progress=not args.no_progress
+        config,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        progress=not args.no_progress,
+        trust_pickle=args.trust_pickle,
     )
     trained = ", ".join(result.trained_references) or "none (cached)"
     print(f"worker ran {result.trials_run} trials; trained references: {trained}")
-    if result.finished_study:
+    if result.finalized:
         print(f"study complete: outputs in {config.output_dir()}")
+    else:
+        print(f"study complete: another worker wrote the outputs in {config.output_dir()}")
     return EXIT_OK
 
 
 def _apply(config: StudyConfig, args: argparse.Namespace) -> int:
-    from tune_unlearn.runner import apply_configuration, load_summary
+    from tune_unlearn.replay import apply_configuration, load_summary
 
     if args.trial is not None:
         trials = {t.number: t for t in load_summary(config, args.storage).trials}
@@ -189,7 +261,7 @@ def _apply(config: StudyConfig, args: argparse.Namespace) -> int:
         params, seed = dict(trial.params), int(trial.user_attrs["seed"])
     else:
         params, seed = _parse_params(args.params), args.seed
-    metrics = apply_configuration(config, params, seed, args.save)
+    metrics = apply_configuration(config, params, seed, args.save, trust_pickle=args.trust_pickle)
     print(
         f"saved {args.save} (forget_efficacy {metrics['forget_efficacy']:.4f}, "
         f"retained_utility {metrics['retained_utility']:.4f})"
@@ -200,11 +272,13 @@ def _apply(config: StudyConfig, args: argparse.Namespace) -> int:
 def _parse_params(text: str) -> dict[str, object]:
     import yaml
 
+    from tune_unlearn.errors import UsageError
+
     params: dict[str, object] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--params expects k=v,...; got {item!r}")
+            raise UsageError(f"--params expects k=v,...; got {item!r}")
         params[key.strip()] = yaml.safe_load(value)
     return params
 
@@ -228,6 +302,7 @@ def _gate(config: StudyConfig, args: argparse.Namespace) -> int:
             register=args.register,
             alias=args.alias,
             tracking_uri=args.tracking_uri,
+            trust_pickle=args.trust_pickle,
         )
     except ConfigError as error:
         print(error, file=sys.stderr)
@@ -244,7 +319,7 @@ def _gate(config: StudyConfig, args: argparse.Namespace) -> int:
 
 def _report(config: StudyConfig, storage: str | None) -> int:
     from tune_unlearn.outputs import pareto_table
-    from tune_unlearn.runner import rebuild_report
+    from tune_unlearn.replay import rebuild_report
 
     summary = rebuild_report(config, storage)
     print(pareto_table(summary))

@@ -34,7 +34,7 @@ from tune_unlearn.metrics import METRICS, RENAMED
 from tune_unlearn.problems import PROBLEMS, Problem, build_problem
 from tune_unlearn.registry import UnknownNameError
 
-DEFAULT_OBJECTIVES = ("forget_efficacy", "retained_utility", "uis", "gpu_seconds")
+DEFAULT_OBJECTIVES = ("forget_efficacy", "retained_utility", "uis", "compute_cost")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
@@ -130,8 +130,9 @@ class RecommendConfig(_Strict):
     """How one configuration is recommended from the feasible Pareto front.
 
     Objectives are normalised in the hypervolume box: each metric from its ideal (0) to its
-    worst (1), ``gpu_seconds`` from 0 to the retrain's training seconds. (Not over the front's
-    own range, which would let a second of timing noise weigh as much as a collapse.)
+    worst (1), ``compute_cost`` from 0 to one retrain's cost, ``gpu_seconds`` from 0 to the
+    study's slowest trial. (Not over the front's own range, which would let a second of timing
+    noise weigh as much as a collapse.)
     ``ideal_point``: nearest the ideal (Euclidean); ``knee``: the smallest sum of normalised
     objectives; ``lexicographic``: best on ``order[0]``, then among those within its
     ``tolerances`` entry of that best, best on ``order[1]``, and so on.

@@ -23,13 +23,16 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import optuna
 from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
+
+from tune_unlearn.optuna_adapter import fail_if_running, set_trial_attr
+from tune_unlearn.storages import StorageUrl
 
 HEARTBEAT_ATTR = "heartbeat"
 RETRY_ATTR = "retry_of"
@@ -45,7 +48,8 @@ class HeartbeatSettings:
 def budget_lock(storage_url: str, study_name: str) -> Iterator[None]:
     """A lock shared by every worker of the study, wherever they run."""
     key = f"tune_unlearn:{study_name}:budget"
-    if storage_url.startswith(("postgresql://", "postgresql+")):
+    storage = StorageUrl.parse(storage_url)
+    if storage.kind == "postgresql":
         import psycopg
 
         conninfo = "postgresql://" + storage_url.split("://", 1)[1]
@@ -57,20 +61,17 @@ def budget_lock(storage_url: str, study_name: str) -> Iterator[None]:
             finally:
                 connection.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
         return
-    if storage_url.startswith(("redis://", "rediss://", "unix://")):
+    if storage.kind == "redis":
         import redis
 
         client = redis.Redis.from_url(storage_url)
         with client.lock(key, timeout=120, blocking_timeout=300):
             yield
         return
-    if storage_url.startswith(("mysql://", "mysql+")):
+    path = storage.local_path
+    if path is None:
         raise ValueError("distributed workers support SQLite, PostgreSQL, journal files and Redis, not MySQL")
-    path = (
-        Path(storage_url.removeprefix("sqlite:///"))
-        if storage_url.startswith("sqlite:///")
-        else Path(storage_url)
-    )
+    path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path.with_name(path.name + ".budget.lock"))):
         yield
 
@@ -79,7 +80,28 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
     return {int(t.user_attrs[RETRY_ATTR]) for t in trials if RETRY_ATTR in t.user_attrs}
 
 
-def fail_stale_trials(study: optuna.Study, grace: float) -> list[int]:
+def counted_trials(trials: list[FrozenTrial]) -> int:
+    """Trials that count toward the budget: every trial except those retried (an interrupted
+    or abandoned trial is replaced by its retry, which counts instead)."""
+    return len(trials) - len(retried_numbers(trials))
+
+
+#: Called with each trial this process fails: its MLflow run is ended there.
+OnFailed = Callable[[FrozenTrial, str], None]
+
+
+def fail_and_retry(
+    study: optuna.Study, trial: optuna.Trial | FrozenTrial, params: dict[str, Any], reason: str
+) -> bool:
+    """Fail a running trial with ``reason`` and enqueue a retry with the same parameters;
+    ``False`` when it had finished already (or another process got there first)."""
+    if not fail_if_running(study, trial, reason):
+        return False
+    study.enqueue_trial(params, user_attrs={RETRY_ATTR: trial.number}, skip_if_exists=False)
+    return True
+
+
+def fail_stale_trials(study: optuna.Study, grace: float, on_failed: OnFailed | None = None) -> list[int]:
     """Fail running trials whose heartbeat stopped, and enqueue a retry of each."""
     now = time.time()
     failed = []
@@ -88,43 +110,50 @@ def fail_stale_trials(study: optuna.Study, grace: float) -> list[int]:
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         if now - float(beat if beat is not None else started) <= grace:
             continue
-        storage = study._storage
-        # The reason first: a finished trial takes no more attributes.
-        reason = f"worker stopped (no heartbeat for {grace:g} s)"
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-        if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-            continue  # another worker got there first
-        study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number}, skip_if_exists=False)
-        failed.append(trial.number)
+        reason = f"worker stopped (no heartbeat for {grace:g} s); retried"
+        if fail_and_retry(study, trial, trial.params, reason):
+            failed.append(trial.number)
+            if on_failed is not None:
+                on_failed(trial, reason)
     return failed
 
 
-def claim_trial(study: optuna.Study, storage_url: str, budget: int, grace: float) -> optuna.Trial | None:
+def claim_trial(
+    study: optuna.Study,
+    storage_url: str,
+    budget: int,
+    grace: float,
+    on_failed: OnFailed | None = None,
+) -> optuna.Trial | None:
     """The next trial this worker runs, or ``None`` when the budget is spent."""
     with budget_lock(storage_url, study.study_name):
-        fail_stale_trials(study, grace)
+        fail_stale_trials(study, grace, on_failed)
         trials = study.get_trials(deepcopy=False)
         waiting = any(t.state == TrialState.WAITING for t in trials)
-        counted = len(trials) - len(retried_numbers(trials))
-        if not waiting and counted >= budget:
+        if not waiting and counted_trials(trials) >= budget:
             return None
         trial = study.ask()  # pops a waiting trial first, else creates one
-        study._storage.set_trial_user_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+        set_trial_attr(study, trial, HEARTBEAT_ATTR, time.time())
         return trial
+
+
+def live_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials still running somewhere (a retry may yet come of them) or waiting for a worker."""
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
 
 
 class Heartbeat:
     """Stamps a running trial's heartbeat attribute until stopped."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float) -> None:
-        self._storage, self._trial_id, self._interval = study._storage, trial._trial_id, interval
+        self._study, self._trial, self._interval = study, trial, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{trial.number}")
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             with contextlib.suppress(Exception):  # the trial may have finished meanwhile
-                self._storage.set_trial_user_attr(self._trial_id, HEARTBEAT_ATTR, time.time())
+                set_trial_attr(self._study, self._trial, HEARTBEAT_ATTR, time.time())
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

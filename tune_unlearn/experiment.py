@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from tune_unlearn.config import StudyConfig
+from tune_unlearn.errors import UsageError
 from tune_unlearn.evaluation import PerSample, evaluate
 from tune_unlearn.forget import ForgetRequest, LabeledSet, select_forget_indices
 from tune_unlearn.forget_score import logit_confidence
@@ -39,9 +40,10 @@ from tune_unlearn.references import (
     train_members,
     train_model,
 )
+from tune_unlearn.tracking import default_tracking_uri
 
 
-class ReferenceBudgetError(ValueError):
+class ReferenceBudgetError(UsageError):
     """Training the uncached references would exceed ``references.budget_hours``."""
 
 
@@ -92,9 +94,21 @@ class PhaseTimer:
 class Experiment:
     """The fixed part of a study: problem, data, request, sets, references, their scores."""
 
-    def __init__(self, config: StudyConfig, *, progress: bool = True, references: bool = True) -> None:
-        """``references=False`` stops before the references (to estimate their cost: ``check``)."""
+    def __init__(
+        self,
+        config: StudyConfig,
+        *,
+        progress: bool = True,
+        references: bool = True,
+        tracking_uri: str | None = None,
+        trust_pickle: bool = False,
+    ) -> None:
+        """``references=False`` stops before the references (to estimate their cost: ``check``).
+        ``tracking_uri`` is the store ``models:/`` and ``runs:/`` references resolve against
+        (default: the study's); ``trust_pickle`` lets one without a state dict be unpickled."""
         self.config = config
+        self.tracking_uri = tracking_uri or config.tracking.uri or default_tracking_uri(config.output_dir())
+        self.trust_pickle = trust_pickle
         self.device = resolve_device(config.device)
         self.problem: Problem = config.problem.build()
         self.task_names = self.problem.task_names
@@ -142,6 +156,8 @@ class Experiment:
             forget=self.sets["forget"].to(self.device),
             retain=self.sets["retain"].to(self.device),
         )
+        # What one retrain computes (a backward pass per sample per epoch): compute_cost's unit.
+        self.retrain_sample_gradients = self.problem.recipe().epochs * len(self.sets["retain"])
         if not references:
             return
         self.references = self._load_references(progress)
@@ -224,7 +240,9 @@ class Experiment:
         self.trained_references: list[str] = []
         self.retrain_members: list[Reference] = []
         if cfg.references.original is not None:  # the user's own model: nothing to train
-            references["original"] = Reference("original", load_state(cfg.references.original), math.nan)
+            references["original"] = Reference(
+                "original", self.load_model_state(cfg.references.original), math.nan
+            )
         else:
             train = functools.partial(
                 train_model,
@@ -243,7 +261,7 @@ class Experiment:
                 self.trained_references.append("original")
         retrain = cfg.references.retrain
         if isinstance(retrain, str):  # one given model: no ensemble, no spread
-            self.retrain_members = [Reference("retrain", load_state(retrain), math.nan)]
+            self.retrain_members = [Reference("retrain", self.load_model_state(retrain), math.nan)]
         elif seeds:
             keys = [cache.key("retrain", self.problem, s, self.request) for s in seeds]
             by_key = dict(zip(keys, seeds, strict=True))
@@ -267,6 +285,10 @@ class Experiment:
         if self.retrain_members:
             references["retrain"] = self.retrain_members[0]
         return references
+
+    def load_model_state(self, spec: str) -> dict[str, Tensor]:
+        """A model given by the user (a file, ``models:/``, ``runs:/``), loaded safely."""
+        return load_state(spec, tracking_uri=self.tracking_uri, trust_pickle=self.trust_pickle)
 
     @property
     def compute_budget(self) -> float | None:
@@ -329,7 +351,13 @@ class Experiment:
         evaluation_started = time.perf_counter()
         runs = self.config.evaluation.forget_score_runs
         reruns = self.rerun_results(params, seed, runs - 1) if runs >= 2 else None
-        metrics = self.measure(model, gpu_seconds=timer.seconds, seed=seed, reruns=reruns)
+        metrics = self.measure(
+            model,
+            gpu_seconds=timer.seconds,
+            compute_cost=log.sample_gradients / self.retrain_sample_gradients,
+            seed=seed,
+            reruns=reruns,
+        )
         # measure() ends in a device-to-host copy, so wall time covers its device work too.
         evaluation_seconds = time.perf_counter() - evaluation_started
         diagnostics = {**log.summary(self.task_names), "seconds/evaluation": evaluation_seconds}
@@ -366,6 +394,7 @@ class Experiment:
         model: MultiTaskModel,
         *,
         gpu_seconds: float = math.nan,
+        compute_cost: float = math.nan,
         seed: int = 0,
         reruns: list[PerSample] | None = None,
     ) -> dict[str, float]:
@@ -395,6 +424,7 @@ class Experiment:
             forget_losses=per_sample.loss[forget_positions][:, target].sum(dim=1).numpy(),
             val_losses=per_sample.loss[val_positions][:, target].sum(dim=1).numpy(),
             gpu_seconds=gpu_seconds,
+            compute_cost=compute_cost,
             seed=seed,
             forget_confidences=confidences,
         )

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from tune_unlearn.config import StudyConfig
+from tune_unlearn.errors import UsageError, reading_input
 from tune_unlearn.experiment import Experiment
-from tune_unlearn.references import load_state
 from tune_unlearn.validation import (
     Candidate,
     SuiteConfig,
@@ -29,7 +29,7 @@ from tune_unlearn.validation import (
 )
 
 
-class CandidateError(ValueError):
+class CandidateError(UsageError):
     """The candidate cannot be loaded or does not fit the study's model."""
 
 
@@ -41,7 +41,7 @@ def load_candidate(spec: str, experiment: Experiment) -> Candidate:
     """A state-dict file (with its ``.json`` metrics beside it, if any) or an MLflow model URI."""
     info: dict[str, Any] = {}
     try:
-        state = load_state(spec)
+        state = experiment.load_model_state(spec)
     except ValueError as error:
         raise CandidateError(str(error)) from None
     sidecar = Path(spec).with_suffix(".json")
@@ -74,9 +74,11 @@ def run_gate(
     register: str | None = None,
     alias: str | None = None,
     tracking_uri: str | None = None,
+    trust_pickle: bool = False,
 ) -> GateOutcome:
-    experiment = Experiment(config, progress=False)
-    candidate = load_candidate(candidate_spec, experiment)
+    with reading_input():
+        experiment = Experiment(config, progress=False, tracking_uri=tracking_uri, trust_pickle=trust_pickle)
+        candidate = load_candidate(candidate_spec, experiment)
     report = validate(ValidationContext(experiment), candidate, suite)
     paths = (output / "gate.json", junit or output / "junit.xml", output / "gate.md")
     write_json(report, paths[0])

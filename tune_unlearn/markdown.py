@@ -83,7 +83,7 @@ def render_report(summary: StudySummary) -> str:
     rule = config.recommend
     if summary.recommended is None:
         reason = "no trial is feasible under the constraints" if summary.complete else "no trial completed"
-        out += [f"**None**: {reason}.", ""]
+        out += [f"**None**: {summary.recommendation_note or reason}.", ""]
     else:
         trial = summary.recommended
         metrics = trial.user_attrs.get("metrics", {})
@@ -93,6 +93,7 @@ def render_report(summary: StudySummary) -> str:
         out += [
             f"Trial **{trial.number}**, chosen by the `{rule.rule}` rule: {why}.",
             "",
+            *([f"Note: {summary.recommendation_note}.", ""] if summary.recommendation_note else []),
             _table(["parameter", "value"], [[k, _number(v)] for k, v in sorted(trial.params.items())]),
             "",
             _table(

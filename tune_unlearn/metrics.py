@@ -52,6 +52,8 @@ class MetricContext:
     forget_losses: np.ndarray | None = None
     val_losses: np.ndarray | None = None
     gpu_seconds: float = math.nan
+    #: Sample-gradients the unlearning computed over those of one retrain (see ``ComputeCost``).
+    compute_cost: float = math.nan
     seed: int = 0
     #: ``[runs, n]`` and ``[members, n]`` logit-scaled confidences on the forget set, per target
     #: task, of N unlearned runs and of the retrain ensemble (for ``forget_score``); else None.
@@ -260,14 +262,38 @@ class ForgetScore(Metric):
 
 @METRICS.add
 class GpuSeconds(Metric):
-    """Accelerator seconds of the unlearning phase (wall seconds on CPU), measured by the caller."""
+    """Accelerator seconds of the unlearning phase (wall seconds on CPU), measured by the caller.
+
+    A measurement: it varies with the machine's load. As an objective it makes the sampler's
+    suggestions depend on that load; ``compute_cost`` is the deterministic objective.
+    """
 
     name = "gpu_seconds"
     direction = "minimize"
-    worst = None  # the retrain reference's training seconds: unlearning must cost less
+    worst = None  # no fixed worst: the hypervolume box takes the study's slowest trial
 
     def compute(self, ctx: MetricContext) -> float:
         return ctx.gpu_seconds
+
+
+@METRICS.add
+class ComputeCost(Metric):
+    """Unlearning compute as a fraction of one retrain, counted rather than timed.
+
+    ``compute_cost = G_u / G_r``: ``G_u`` the sample-gradients the unlearning steps computed (a
+    backward pass over b samples counts b, K batched vector–Jacobian products K·b, per-sample
+    gradients under W task weightings W·B), ``G_r = epochs × |retain set|`` those of retraining
+    with the problem's recipe. Forward passes are not counted (each backward needs one). A count
+    does not depend on how busy the machine is, so the sampler and the hypervolume box learn
+    from it; 1.0 means unlearning costs as much as a retrain, the box's worst.
+    """
+
+    name = "compute_cost"
+    direction = "minimize"
+    ideal, worst = 0.0, 1.0
+
+    def compute(self, ctx: MetricContext) -> float:
+        return ctx.compute_cost
 
 
 @METRICS.add

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +22,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tune_unlearn import __version__
 from tune_unlearn.config import StudyConfig
+from tune_unlearn.errors import OutputNotWritable
 from tune_unlearn.importances import param_importances
 from tune_unlearn.markdown import render_report
 from tune_unlearn.metrics import METRICS
-from tune_unlearn.pareto import HypervolumeBox, hypervolume_history, is_feasible, recommend
+from tune_unlearn.pareto import HypervolumeBox, front_trials, hypervolume_history, is_feasible, recommend
 from tune_unlearn.study import directions
 
 
@@ -39,6 +43,8 @@ class StudySummary:
     history: list[float]
     importances: dict[str, dict[str, float]]
     validation: dict[str, dict[str, Any]]
+    #: Why no trial, or not every front trial, could be recommended (the collapse floor).
+    recommendation_note: str | None = None
 
     @property
     def complete(self) -> list[FrozenTrial]:
@@ -55,32 +61,57 @@ class StudySummary:
         return self.recommended is not None and self.recommended.number == trial.number
 
 
-def summarise(study: optuna.Study, config: StudyConfig, gpu_seconds_budget: float | None) -> StudySummary:
+def summarise(study: optuna.Study, config: StudyConfig) -> StudySummary:
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     dirs = directions(config)
-    # Optuna's best_trials already restricts the front to feasible trials when constrained.
-    front = (
-        sorted(study.best_trials, key=lambda t: t.number)
-        if any(t.state == TrialState.COMPLETE for t in trials)
-        else []
-    )
-    front = [t for t in front if is_feasible(t)]
-    if gpu_seconds_budget is None:  # no training cost known: the slowest trial bounds the box
-        seconds = [t.user_attrs.get("metrics", {}).get("gpu_seconds") for t in trials]
-        gpu_seconds_budget = max([s for s in seconds if isinstance(s, (int, float))], default=1.0) * 1.1
-    box = HypervolumeBox.for_objectives(config.objectives, gpu_seconds_budget)
+    front = front_trials(trials, dirs)
+    box = HypervolumeBox.for_study(config.objectives, trials)
     volume = box.hypervolume([t.values for t in front]) if front else 0.0  # type: ignore[arg-type]
+    eligible, note = above_collapse_floor(front, config.collapse_guard.floor)
     return StudySummary(
         config=config,
         trials=trials,
         front=front,
-        recommended=recommend(front, dirs, config.recommend, config.objectives, box),
+        recommended=recommend(eligible, dirs, config.recommend, config.objectives, box),
+        recommendation_note=note,
         box=box,
         hypervolume=volume,
         history=hypervolume_history(trials, box, dirs),
         importances=param_importances(study, config.objectives, trials),
         validation=dict(study.user_attrs.get("validation", {})),
     )
+
+
+def above_collapse_floor(front: list[FrozenTrial], floor: float) -> tuple[list[FrozenTrial], str | None]:
+    """The front trials a recommendation may pick: retained utility at or above the collapse
+    floor (a collapsed model is never recommended, even when nothing dominates it), and a note
+    naming the ones left out."""
+
+    def utility(trial: FrozenTrial) -> float:
+        value = trial.user_attrs.get("metrics", {}).get("retained_utility")
+        return float(value) if isinstance(value, (int, float)) else math.nan
+
+    # A trial with no recorded utility (none in a study; a hand-built one) cannot be judged.
+    eligible = [t for t in front if not utility(t) < floor]
+    below = [t for t in front if t not in eligible]
+    if not below:
+        return eligible, None
+    listed = ", ".join(f"{t.number} ({utility(t):.3f})" for t in below)
+    if not eligible:
+        return eligible, (
+            f"no configuration is recommended: every Pareto trial's retained utility is below the "
+            f"collapse floor {floor:g} (trials {listed}); widen the search or lower the learning rates"
+        )
+    return eligible, f"not considered, retained utility below the collapse floor {floor:g}: trials {listed}"
+
+
+def constraint_values(config: StudyConfig, trial: FrozenTrial) -> dict[str, float]:
+    """The trial's constraint violations by the study file's names (stored as a list, in the
+    file's order: the form optuna-dashboard reads)."""
+    stored = trial.constraints
+    return {
+        str(c): stored.get(str(i), stored.get(str(c), math.nan)) for i, c in enumerate(config.constraints)
+    }
 
 
 def _trial_entry(summary: StudySummary, trial: FrozenTrial) -> dict[str, Any]:
@@ -90,7 +121,7 @@ def _trial_entry(summary: StudySummary, trial: FrozenTrial) -> dict[str, Any]:
         "values": dict(zip(summary.config.objectives, trial.values or [], strict=False)),
         "metrics": trial.user_attrs.get("metrics", {}),
         "diagnostics": trial.user_attrs.get("diagnostics", {}),
-        "constraints": trial.constraints,
+        "constraints": constraint_values(summary.config, trial),
         "feasible": is_feasible(trial),
         "pareto": summary.is_pareto(trial),
         "recommended": summary.is_recommended(trial),
@@ -132,6 +163,7 @@ def pareto_document(summary: StudySummary) -> dict[str, Any]:
         "importances": summary.importances,
         "collapse_guard": _guard_summary(summary),
         "recommended": summary.recommended.number if summary.recommended else None,
+        "recommendation_note": summary.recommendation_note,
         "recommendation_rule": summary.config.recommend.model_dump(mode="json"),
         "trials": [_trial_entry(summary, t) for t in summary.complete],
         "not_complete": not_complete,
@@ -159,6 +191,32 @@ def write_outputs(summary: StudySummary, output: Path) -> None:
     plots.hypervolume_plot(summary, output / "hypervolume.png")
     plots.importance_plot(summary, output / "importance.png")
     (output / "report.md").write_text(render_report(summary))
+
+
+def check_writable(folder: Path) -> None:
+    """That ``folder`` and ``folder/models`` can be created and written, before any trial and
+    without creating anything: a folder that exists takes a temporary file, one that does not
+    needs a writable folder as its nearest existing ancestor."""
+    for path in (folder, folder / "models"):
+        ancestor = path
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        problem = None
+        if not ancestor.is_dir():
+            problem = f"{ancestor} is not a folder"
+        elif ancestor == path:
+            try:
+                with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+                    pass
+            except OSError as error:
+                problem = error.strerror or str(error)
+        elif not os.access(ancestor, os.W_OK | os.X_OK):
+            problem = f"{ancestor} is not writable"
+        if problem is not None:
+            raise OutputNotWritable(
+                f"the output folder {path} cannot be written ({problem}): "
+                "choose another with --output or `output:` in the study file"
+            )
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
@@ -202,6 +260,7 @@ def pareto_table(summary: StudySummary) -> str:
     if not summary.front:
         reason = "no feasible trial" if summary.complete else "no complete trial"
         return f"Pareto front: empty ({reason})"
+    note = f"\nnote: {summary.recommendation_note}" if summary.recommendation_note else ""
     params = sorted({k for t in summary.front for k in t.params})
     columns = ["trial", *params, *summary.config.objectives]
     rows = []
@@ -220,4 +279,4 @@ def pareto_table(summary: StudySummary) -> str:
         f"Pareto front: {len(summary.front)} of {len(summary.complete)} complete trials "
         f"(hypervolume {summary.hypervolume:.4f}; * = recommended)"
     )
-    return f"{title}\n{line}\n{body}"
+    return f"{title}\n{line}\n{body}{note}"

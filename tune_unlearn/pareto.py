@@ -4,8 +4,10 @@ recommended configuration (DESIGN §5).
 Hypervolume is computed by moocore in a fixed, documented box so that fronts of different
 studies (with and without the collapse guard, or of different samplers) compare: each objective
 is mapped to [0, 1] by ``(value − ideal) / (worst − ideal)`` with the metric's own ideal and worst
-values (``gpu_seconds``: worst = the retrain reference's training seconds), clipped, and the
-reference point is (1, …, 1). A hypervolume of 1 would be a single perfect, free trial.
+values, clipped, and the reference point is (1, …, 1). A hypervolume of 1 would be a single
+perfect, free trial. Every bound comes from the metric or the study itself: ``compute_cost``
+spans 0 to one retrain's (counted) cost; ``gpu_seconds``, a measurement with no fixed worst,
+spans 0 to 1.1 × the study's slowest complete trial.
 """
 
 from __future__ import annotations
@@ -35,13 +37,27 @@ class HypervolumeBox:
     worst: tuple[float, ...]
 
     @classmethod
-    def for_objectives(cls, objectives: Sequence[str], gpu_seconds_budget: float) -> HypervolumeBox:
+    def for_objectives(cls, objectives: Sequence[str], measured_worst: float = 1.0) -> HypervolumeBox:
+        """``measured_worst`` bounds a metric without a fixed worst (``gpu_seconds``)."""
         ideal, worst = [], []
         for name in objectives:
             metric = METRICS.get(name)
             ideal.append(metric.ideal)
-            worst.append(gpu_seconds_budget if metric.worst is None else metric.worst)
+            worst.append(measured_worst if metric.worst is None else metric.worst)
         return cls(tuple(objectives), tuple(ideal), tuple(worst))
+
+    @classmethod
+    def for_study(cls, objectives: Sequence[str], trials: Sequence[FrozenTrial]) -> HypervolumeBox:
+        """The box of a study: a measured objective is bounded by 1.1 × its largest value over
+        the study's complete trials (1.0 before any), never by a timing taken elsewhere."""
+        measured = [
+            float(t.values[i])
+            for t in trials
+            if t.state == TrialState.COMPLETE and t.values is not None
+            for i, name in enumerate(objectives)
+            if METRICS.get(name).worst is None and math.isfinite(t.values[i])
+        ]
+        return cls.for_objectives(objectives, max(measured, default=1.0 / 1.1) * 1.1)
 
     def normalise(self, values: np.ndarray) -> np.ndarray:
         """Objective values ``[n, k]`` to the unit box, 0 = ideal, 1 = reference; clipped."""

@@ -155,8 +155,46 @@ class ReferenceCache:
     def _write(self, kind: ReferenceKind, key: str, state: StateDict, seconds: float) -> None:
         weights, meta, _ = self._paths(kind, key)
         _atomic_write(weights, lambda f: torch.save(state, f))
-        info = {"kind": kind, "train_seconds": seconds, "version": __version__}
+        info = {"kind": kind, "train_seconds": seconds, "version": __version__, "sha256": _sha256(weights)}
         _atomic_write(meta, lambda f: f.write(json.dumps(info).encode()))
+
+    def _read(self, kind: ReferenceKind, key: str) -> Reference:
+        """A cached reference, verified: the weights' hash must match the one written beside
+        them, and both files must parse. Raises :class:`CorruptCacheEntry` otherwise."""
+        weights, meta, _ = self._paths(kind, key)
+        try:
+            info = json.loads(meta.read_text())
+            seconds = float(info["train_seconds"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise CorruptCacheEntry(meta, f"unreadable metadata ({type(error).__name__}: {error})") from None
+        expected = info.get("sha256")
+        if expected is not None and _sha256(weights) != expected:
+            raise CorruptCacheEntry(
+                weights, "its SHA-256 does not match the one recorded when it was written"
+            )
+        try:
+            state = torch.load(weights, weights_only=True, map_location="cpu")
+        except Exception as error:
+            raise CorruptCacheEntry(
+                weights, f"torch cannot load it ({type(error).__name__}: {error})"
+            ) from None
+        if not isinstance(state, dict):
+            raise CorruptCacheEntry(weights, f"it holds a {type(state).__name__}, not a state dict")
+        return Reference(kind, state, seconds)
+
+    def _usable(self, kind: ReferenceKind, key: str) -> bool:
+        """Cached and intact; a corrupt entry is removed, with a warning naming the file, so
+        that it is trained again."""
+        if not self.cached(kind, key):
+            return False
+        try:
+            self._read(kind, key)
+        except CorruptCacheEntry as corrupt:
+            warnings.warn(f"{corrupt}; training it again", stacklevel=3)
+            for path in self._paths(kind, key)[:2]:
+                path.unlink(missing_ok=True)
+            return False
+        return True
 
     def get_or_train(
         self, kind: ReferenceKind, key: str, train: Callable[[], MultiTaskModel]
@@ -178,20 +216,30 @@ class ReferenceCache:
         for lock in locks:  # sorted order: two processes never wait on each other
             lock.acquire()
         try:
-            missing = [key for key in dict.fromkeys(keys) if not self.cached(kind, key)]
+            missing = [key for key in dict.fromkeys(keys) if not self._usable(kind, key)]
             if missing:
                 for key, (state, seconds) in zip(missing, train_missing(missing), strict=True):
                     self._write(kind, key, state, seconds)
-            out = []
-            for key in keys:
-                weights, meta, _ = self._paths(kind, key)
-                state = torch.load(weights, weights_only=True)
-                seconds = float(json.loads(meta.read_text())["train_seconds"])
-                out.append((Reference(kind, state, seconds), key in missing))
-            return out
+            return [(self._read(kind, key), key in missing) for key in keys]
         finally:
             for lock in reversed(locks):
                 lock.release()
+
+
+class CorruptCacheEntry(Exception):
+    """A cached reference file that is truncated, garbled or not what was written."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cached reference {path} is corrupt: {reason}")
+        self.path = path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _timed(train: Callable[[], MultiTaskModel]) -> tuple[StateDict, float]:
@@ -271,23 +319,63 @@ def save_state_dict(state: StateDict, path: Path) -> None:
     _atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_state(spec: str) -> StateDict:
-    """A state dict from a file (loaded with ``weights_only=True``) or an MLflow model URI."""
-    if spec.startswith(("models:/", "runs:/")):
-        import mlflow.pytorch
+#: The weights file every model tune_unlearn logs to MLflow carries beside its pickled module
+#: (``extra_files/``): what ``load_state`` reads, with ``weights_only=True``.
+MLFLOW_STATE_FILE = "state_dict.pt"
 
-        try:
-            module = mlflow.pytorch.load_model(spec)
-        except Exception as error:
-            raise ValueError(f"cannot load {spec}: {error}") from None
-        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+def load_state(spec: str, *, tracking_uri: str | None = None, trust_pickle: bool = False) -> StateDict:
+    """A state dict from a file or an MLflow model URI (``models:/…``, ``runs:/…``), always
+    loaded with ``weights_only=True``: a file can hold code that unpickling would run. An MLflow
+    model is read from the state dict tune_unlearn logs inside it; one without it is unpickled
+    only with ``trust_pickle`` (whoever could log it could run code here). ``tracking_uri``:
+    the store that ``models:/`` and ``runs:/`` resolve against."""
+    if spec.startswith(("models:/", "runs:/")):
+        return _load_mlflow_state(spec, tracking_uri, trust_pickle)
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"no such model file: {path}")
+    return _load_weights(path, str(path))
+
+
+def _load_mlflow_state(spec: str, tracking_uri: str | None, trust_pickle: bool) -> StateDict:
+    from mlflow.artifacts import download_artifacts
+
+    from tune_unlearn.storages import redact
+
+    where = f" in {redact(tracking_uri)}" if tracking_uri else ""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = Path(
+                download_artifacts(
+                    artifact_uri=spec, dst_path=folder, tracking_uri=tracking_uri, registry_uri=tracking_uri
+                )
+            )
+        except Exception as error:  # MLflow raises many kinds; all mean "not there"
+            raise ValueError(f"cannot load {spec}{where}: {redact(str(error))}") from None
+        weights = sorted(local.rglob(MLFLOW_STATE_FILE)) if local.is_dir() else []
+        if weights:
+            return _load_weights(weights[0], spec)
+        if not trust_pickle:
+            raise ValueError(
+                f"{spec} carries no {MLFLOW_STATE_FILE} (tune_unlearn logs one with every model), so "
+                "loading it means unpickling its module, which runs whatever code whoever logged it "
+                "put there; pass --trust-pickle if you trust everyone with write access to that store"
+            )
+        import mlflow.pytorch
+
+        try:
+            module = mlflow.pytorch.load_model(str(local))
+        except Exception as error:
+            raise ValueError(f"cannot load {spec}{where}: {error}") from None
+        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def _load_weights(path: Path, label: str) -> StateDict:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:
-        raise ValueError(f"{path} is not a state dict torch can load safely: {error}") from None
+        raise ValueError(f"{label} is not a state dict torch can load safely: {error}") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+        raise ValueError(f"{label} holds a {type(state).__name__}, not a state dict")
     return state

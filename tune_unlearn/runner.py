@@ -1,34 +1,63 @@
-"""Run a study end to end, and rebuild its outputs from storage (the ``report`` command)."""
+"""Run a study: ``run`` and ``worker`` are one loop over one shared budget (DESIGN §5).
+
+Every process that joins a study — a plain ``run``, a second ``run`` on the same output folder,
+a ``worker`` on another machine — does the same thing:
+
+1. checks that its output folder can be written, builds the :class:`Experiment` (references from
+   the cache), and under the study's lock creates or loads the study, takes a sampler stream
+   (distinct seeds per joining process) and opens or joins the MLflow parent run;
+2. claims trials until the budget is spent (:func:`tune_unlearn.distributed.claim_trial`):
+   ``n_trials`` trials that count, where an interrupted or abandoned trial is replaced by its
+   retry; a rerun therefore *resumes* to the budget, and ``add_trials`` raises it;
+3. waits while trials of other processes still run (one of them may die and need a retry);
+4. under the lock, the process that sees the study finished first writes its outputs from one
+   consistent snapshot (:mod:`tune_unlearn.finalize`).
+
+An interrupt (Ctrl-C, SIGTERM) fails the trial in flight with the reason, enqueues its retry and
+ends its MLflow run as killed; the parent run is ended as killed and reopened by the next run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
 
 from tune_unlearn import __version__
 from tune_unlearn.config import StudyConfig
-from tune_unlearn.distributed import Heartbeat, budget_lock, claim_trial
+from tune_unlearn.distributed import (
+    Heartbeat,
+    budget_lock,
+    claim_trial,
+    counted_trials,
+    fail_and_retry,
+    live_trials,
+)
+from tune_unlearn.errors import reading_input
 from tune_unlearn.experiment import Experiment
-from tune_unlearn.methods import METHODS, DivergenceError
-from tune_unlearn.outputs import StudySummary, summarise, write_json, write_outputs
-from tune_unlearn.pareto import finite
-from tune_unlearn.problems import MultiTaskModel
-from tune_unlearn.references import save_state_dict
+from tune_unlearn.finalize import finalize, study_fingerprint
+from tune_unlearn.methods import DivergenceError
+from tune_unlearn.optuna_adapter import fail_if_running, trial_log_name
+from tune_unlearn.outputs import StudySummary, check_writable, summarise
+from tune_unlearn.storages import redact, redact_tree
 from tune_unlearn.study import (
     Objective,
     QuietDivergence,
     create_or_load,
     make_sampler,
     open_storage,
-    refuse_old_metrics,
     storage_url,
 )
 from tune_unlearn.tracking import (
@@ -39,24 +68,31 @@ from tune_unlearn.tracking import (
     study_tags,
 )
 
-_BUDGET_ATTR = "gpu_seconds_budget"
-_ARTIFACTS = (
-    "study.resolved.yaml",
-    "pareto.json",
-    "trials.csv",
-    "report.md",
-    "pareto.png",
-    "hypervolume.png",
-    "importance.png",
-)
+#: Study attributes this module keeps (the trial record's keys live with the trials).
+PARENT_ATTR = "mlflow_parent_run_id"
+STREAMS_ATTR = "sampler_streams"
+BUDGET_ATTR = "n_trials_budget"
+
+
+class TrackingLost(RuntimeError):
+    """The tracking server went away mid-study and the study file requires tracking."""
 
 
 @dataclass(frozen=True)
 class StudyRun:
+    """What one process did to a study, and the study's analysed state afterwards."""
+
     study: optuna.Study
     summary: StudySummary
     output: Path
     trained_references: list[str]
+    trials_run: int
+    finalized: bool  # this process wrote the outputs
+    budget: int
+
+
+#: ``run_worker`` returns the same record as ``run_study``.
+WorkerRun = StudyRun
 
 
 def open_tracker(config: StudyConfig, tracking_uri: str | None = None) -> Tracker | None:
@@ -68,16 +104,15 @@ def open_tracker(config: StudyConfig, tracking_uri: str | None = None) -> Tracke
     uri = tracking_uri or settings.uri or default_tracking_uri(output)
     try:
         check_reachable(uri)
-        if uri.startswith("sqlite:///"):
-            output.mkdir(parents=True, exist_ok=True)
         return Tracker(uri, settings.experiment or config.name, artifact_root=output / "mlartifacts")
     except Exception as error:  # MLflow raises many kinds; all mean "no tracking here"
+        message = redact(str(error))
         if settings.required:
             raise TrackingUnavailable(
-                f"{error}. Start the server, pass --tracking-uri, or set tracking.required: false "
+                f"{message}. Start the server, pass --tracking-uri, or set tracking.required: false "
                 "to run with local outputs only"
             ) from None
-        print(f"warning: tracking disabled for this run: {error}", file=sys.stderr)
+        print(f"warning: tracking disabled for this run: {message}", file=sys.stderr)
         return None
 
 
@@ -85,43 +120,19 @@ def run_study(
     config: StudyConfig,
     *,
     n_trials: int | None = None,
+    add_trials: int | None = None,
     storage: str | None = None,
     tracking_uri: str | None = None,
     progress: bool = True,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    trust_pickle: bool = False,
 ) -> StudyRun:
-    """Prepare the references, run the trials, write every output; resuming adds trials."""
-    settings = config.tracking
-    if settings.enabled and settings.required:  # a server that is down: fail before anything heavy
-        check_reachable(tracking_uri or settings.uri or default_tracking_uri(config.output_dir()))
-    experiment = Experiment(config, progress=progress)  # refuses an over-budget ensemble: exit 2
-    tracker = open_tracker(config, tracking_uri)
-    url = storage_url(config, storage)
-    study = create_or_load(config, open_storage(url))
-    record_study(study, experiment, tracker, url, new_parent=True)
-    quiet_trial_logs()
-    try:
-        study.optimize(
-            Objective(experiment, tracker),
-            n_trials=n_trials if n_trials is not None else config.n_trials,
-            timeout=config.timeout,
-            n_jobs=config.n_jobs,
-            catch=(DivergenceError,),
-            show_progress_bar=progress,
-        )
-        summary = finalize(study, experiment, tracker)
-    except BaseException:
-        if tracker is not None:
-            tracker.finish_study("FAILED")
-        raise
-    return StudyRun(study, summary, config.output_dir(), experiment.trained_references)
-
-
-@dataclass(frozen=True)
-class WorkerRun:
-    study: optuna.Study
-    trials_run: int
-    finished_study: bool
-    trained_references: list[str]
+    """Run (or resume) the study until ``n_trials`` trials count (default: the study file's),
+    or ``add_trials`` more than it holds; then write every output. ``sampler`` replaces the
+    study file's (an Optuna sampler object)."""
+    return _join(
+        config, n_trials, add_trials, storage, tracking_uri, progress, sampler, config.n_jobs, trust_pickle
+    )
 
 
 def run_worker(
@@ -130,79 +141,273 @@ def run_worker(
     storage: str | None = None,
     tracking_uri: str | None = None,
     progress: bool = True,
-) -> WorkerRun:
-    """Join a distributed study: run trials until the study file's ``n_trials`` exist in the
-    storage (a global budget), then, if this worker finished the study, write its outputs."""
-    tracker = open_tracker(config, tracking_uri)
-    experiment = Experiment(config, progress=progress)
-    url = storage_url(config, storage)
-    # One worker at a time creates the storage's tables, the study and its MLflow parent run:
-    # workers starting together on an empty database would otherwise race to create them.
-    with budget_lock(url, config.name):
-        study = create_or_load(config, open_storage(url))
-        # Workers seeded alike would replay each other's suggestions: offset by the process.
-        study.sampler = make_sampler(
-            config.sampler.model_copy(update={"seed": config.sampler.seed + os.getpid()})
+    trust_pickle: bool = False,
+) -> StudyRun:
+    """Join a distributed study: the same loop as :func:`run_study`, one trial at a time."""
+    return _join(config, None, None, storage, tracking_uri, progress, None, 1, trust_pickle)
+
+
+def _join(
+    config: StudyConfig,
+    n_trials: int | None,
+    add_trials: int | None,
+    storage: str | None,
+    tracking_uri: str | None,
+    progress: bool,
+    sampler: optuna.samplers.BaseSampler | None,
+    n_jobs: int,
+    trust_pickle: bool,
+) -> StudyRun:
+    output = config.output_dir()
+    check_writable(output)  # before anything heavy, and naming the folder
+    settings = config.tracking
+    if settings.enabled and settings.required:  # a server that is down: fail before anything heavy
+        check_reachable(tracking_uri or settings.uri or default_tracking_uri(output))
+    with reading_input():  # the data, the request, the references: a bad one is exit 2
+        experiment = Experiment(
+            config, progress=progress, tracking_uri=tracking_uri, trust_pickle=trust_pickle
         )
-        new_parent = "mlflow_parent_run_id" not in study.user_attrs
-        record_study(study, experiment, tracker, url, new_parent=new_parent)
+    url = storage_url(config, storage)
+    with budget_lock(url, config.name):
+        with reading_input():  # a study of that name with other objectives, or recorded by < 0.2
+            study = create_or_load(config, open_storage(url))
+        stream = int(study.user_attrs.get(STREAMS_ATTR, 0))
+        study.set_user_attr(STREAMS_ATTR, stream + 1)
+        study.sampler = sampler if sampler is not None else make_sampler(config.sampler, stream)
+        budget = _budget(study, config, n_trials, add_trials)
+        tracker = open_tracker(config, tracking_uri)
+        record_study(study, experiment, tracker, url)
     quiet_trial_logs()
-    objective = Objective(experiment, tracker)
-    settings = config.workers
-    done = 0
-    while (trial := claim_trial(study, url, config.n_trials, settings.grace_period)) is not None:
-        with Heartbeat(study, trial, settings.heartbeat_interval):
-            tell(study, trial, objective)
-        done += 1
-        if progress:
-            print(f"worker: trial {trial.number} done ({done} by this worker)", file=sys.stderr)
-    with budget_lock(url, study.study_name):
+    session = _Session(study, experiment, tracker, url, budget, progress)
+    try:
+        with _parent_closed_on_error(tracker):
+            try:
+                done = session.drive(n_jobs)
+            except TrackingLost:
+                _finish(session)  # the outputs, locally: nothing finished is lost
+                raise
+            summary, finalized = _finish(session)
+    finally:
+        _close_stale_runs(session)
+    return StudyRun(study, summary, output, experiment.trained_references, done, finalized, budget)
+
+
+def _budget(study: optuna.Study, config: StudyConfig, n_trials: int | None, add_trials: int | None) -> int:
+    """The study's budget: the largest any process asked for (a budget never shrinks, and a
+    worker joining with the study file's ``n_trials`` keeps an earlier ``--add-trials``)."""
+    stored = int(study.user_attrs.get(BUDGET_ATTR, 0))
+    wanted = n_trials if n_trials is not None else config.n_trials
+    if add_trials is not None:
+        wanted = counted_trials(study.get_trials(deepcopy=False)) + add_trials
+    budget = max(stored, wanted)
+    study.set_user_attr(BUDGET_ATTR, budget)
+    return budget
+
+
+@contextlib.contextmanager
+def _parent_closed_on_error(tracker: Tracker | None) -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        if tracker is not None:
+            tracker.finish_study("KILLED")
+        raise
+    except BaseException:
+        if tracker is not None:
+            tracker.finish_study("FAILED")
+        raise
+
+
+class _Session:
+    """One process's part in a study: claim, run and record trials until the budget is spent."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        experiment: Experiment,
+        tracker: Tracker | None,
+        url: str,
+        budget: int,
+        progress: bool,
+    ) -> None:
+        self.study, self.experiment, self.tracker, self.url = study, experiment, tracker, url
+        self.config = experiment.config
+        self.budget, self.progress = budget, progress
+        self.objective = Objective(experiment, tracker)
+        self.in_flight: dict[int, optuna.Trial] = {}
+        self.stop = threading.Event()
+        self.done = 0
+        self.stale_runs: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def _on_stale(self, trial: FrozenTrial, reason: str) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id is not None:
+            self.stale_runs.append((str(run_id), reason))
+
+    def drive(self, n_jobs: int) -> int:
+        """Run trials until the budget is spent and no other process's trial is running;
+        the number this process ran."""
+        settings = self.config.workers
+        deadline = time.monotonic() + self.config.timeout if self.config.timeout else None
+        bar = tqdm(
+            total=self.budget,
+            initial=min(self.budget, counted_trials(self.study.get_trials(deepcopy=False))),
+            desc=self.config.name,
+            unit="trial",
+            disable=not self.progress,
+            leave=False,
+        )
+        errors: list[BaseException] = []
+
+        def loop() -> None:
+            try:
+                while not self.stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                    trial = claim_trial(
+                        self.study, self.url, self.budget, settings.grace_period, self._on_stale
+                    )
+                    if trial is None:
+                        if not self._others_running():
+                            return
+                        # A trial of another process is still running: it may die and need a
+                        # retry, so wait for its outcome rather than leave the budget unfinished.
+                        self.stop.wait(min(settings.heartbeat_interval, 1.0))
+                        continue
+                    self._run_one(trial)
+                    bar.update(1)
+                    if self.tracker is not None and self.tracker.lost and self.config.tracking.required:
+                        raise TrackingLost(
+                            f"the MLflow tracking server stopped answering ({self.tracker.lost}); "
+                            "finished trials are kept in the storage and the outputs written here; "
+                            "run again when it is back to resume (or set tracking.required: false)"
+                        )
+            except BaseException as error:
+                errors.append(error)
+                self.stop.set()
+
+        try:
+            if n_jobs <= 1:
+                loop()
+            else:
+                threads = [threading.Thread(target=loop, daemon=True) for _ in range(n_jobs)]
+                for thread in threads:
+                    thread.start()
+                while any(t.is_alive() for t in threads):
+                    for thread in threads:
+                        thread.join(timeout=0.2)
+        except KeyboardInterrupt as interrupt:
+            self.stop.set()
+            self._retry_in_flight(interrupt)
+            raise
+        finally:
+            bar.close()
+        if errors:
+            if isinstance(errors[0], KeyboardInterrupt):
+                self._retry_in_flight(errors[0])
+            raise errors[0]
+        return self.done
+
+    def _others_running(self) -> bool:
+        mine = set(self.in_flight)
+        return any(t.number not in mine for t in live_trials(self.study))
+
+    def _run_one(self, trial: optuna.Trial) -> None:
+        with self._lock:
+            self.in_flight[trial.number] = trial
+        try:
+            with Heartbeat(self.study, trial, self.config.workers.heartbeat_interval):
+                self._tell(trial)
+        except KeyboardInterrupt:
+            raise  # stays in flight: drive() fails it with the reason and enqueues its retry
+        except BaseException:
+            with self._lock:
+                self.in_flight.pop(trial.number, None)
+            raise
+        with self._lock:
+            self.in_flight.pop(trial.number, None)
+            self.done += 1
+
+    def _tell(self, trial: optuna.Trial) -> None:
+        """Run one claimed trial and record its outcome, as ``study.optimize`` would."""
+        try:
+            values = self.objective(trial)
+        except optuna.TrialPruned:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return
+        except DivergenceError:
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        except KeyboardInterrupt:
+            raise  # failed and retried by drive(), which sees every trial in flight
+        except BaseException as error:
+            reason = f"{type(error).__name__}: {error}"
+            fail_if_running(self.study, trial, reason)
+            raise TrialError(trial.number, reason) from error
+        self.study.tell(trial, values)
+
+    def _retry_in_flight(self, interrupt: BaseException) -> None:
+        signal_name = getattr(interrupt, "signal_name", "SIGINT")
+        with self._lock:
+            trials = list(self.in_flight.values())
+        for trial in trials:
+            with contextlib.suppress(Exception):
+                fail_and_retry(self.study, trial, trial.params, f"interrupted ({signal_name}); retried")
+
+
+class TrialError(RuntimeError):
+    """A trial raised an unexpected error (a bug, not a configuration problem): exit 3."""
+
+    def __init__(self, number: int, reason: str) -> None:
+        super().__init__(f"trial {number} failed: {reason}")
+        self.number, self.reason = number, reason
+
+
+def _finish(session: _Session) -> tuple[StudySummary, bool]:
+    """Write the outputs if this process is the one that sees the study finished first."""
+    study, config = session.study, session.config
+    with budget_lock(session.url, study.study_name):
         trials = study.get_trials(deepcopy=False)
         unfinished = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-        # Exactly one worker writes the outputs of each finished state of the study.
-        if not unfinished and study.user_attrs.get("finalized_trials") != len(trials):
-            finalize(study, experiment, tracker)
-            study.set_user_attr("finalized_trials", len(trials))
-    return WorkerRun(study, done, not unfinished, experiment.trained_references)
+        fingerprint = study_fingerprint(trials)
+        written = (config.output_dir() / "pareto.json").exists()
+        if not unfinished and (study.user_attrs.get("finalized") != fingerprint or not written):
+            summary = finalize(study, session.experiment, session.tracker)
+            study.set_user_attr("finalized", fingerprint)
+            return summary, True
+    if session.tracker is not None and not unfinished:
+        session.tracker.finish_study()
+    return summarise(study, config), False
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
-    """Run one claimed trial and record its outcome, as ``study.optimize`` would."""
-    try:
-        values = objective(trial)
-    except optuna.TrialPruned:
-        study.tell(trial, state=TrialState.PRUNED)
+def _close_stale_runs(session: _Session) -> None:
+    """End the MLflow runs of trials this process found abandoned (a worker that died)."""
+    if session.tracker is None:
         return
-    except DivergenceError:
-        study.tell(trial, state=TrialState.FAIL)
-        return
-    except BaseException:
-        study.tell(trial, state=TrialState.FAIL)
-        raise
-    study.tell(trial, values)
+    for run_id, reason in session.stale_runs:
+        session.tracker.end_abandoned_trial(run_id, reason)
 
 
-def record_study(
-    study: optuna.Study, experiment: Experiment, tracker: Tracker | None, url: str, *, new_parent: bool
-) -> None:
-    """Store what ``report`` needs with the study, and open (or join) its MLflow parent run."""
+def record_study(study: optuna.Study, experiment: Experiment, tracker: Tracker | None, url: str) -> None:
+    """Store what ``report`` needs with the study, and open (or join) its MLflow parent run:
+    a process joins the parent run while it is still open (a worker beside others, or a rerun
+    after an interrupt or a crash), else opens a new one."""
     config = experiment.config
-    study.set_user_attr(_BUDGET_ATTR, experiment.compute_budget)
+    resolved = redact_tree(config.model_dump(mode="json"))
     study.set_user_attr("package_version", __version__)
-    study.set_user_attr("study_file", config.model_dump(mode="json"))
+    study.set_user_attr("study_file", resolved)
     output = config.output_dir()
     output.mkdir(parents=True, exist_ok=True)
     (output / "study.resolved.yaml").write_text(resolved_yaml(config))
     if tracker is None:
         return
-    if new_parent:
-        parent = tracker.start_study(
-            config.name, study_tags(config, url), _flatten(config.model_dump(mode="json"))
-        )
-        study.set_user_attr("mlflow_parent_run_id", parent)
-        study.set_user_attr("mlflow_tracking_uri", tracker.uri)
-    else:
-        tracker.attach(str(study.user_attrs["mlflow_parent_run_id"]))
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if parent is not None and tracker.is_open(str(parent)):
+        tracker.attach(str(parent))
+        return
+    run_id = tracker.start_study(config.name, study_tags(config, url), _flatten(resolved))
+    if run_id is not None:
+        study.set_user_attr(PARENT_ATTR, run_id)
+        study.set_user_attr("mlflow_tracking_uri", redact(tracker.uri))
 
 
 def quiet_trial_logs() -> None:
@@ -210,106 +415,9 @@ def quiet_trial_logs() -> None:
     # divergence is an expected outcome: keep its one-line warning, drop the traceback (on
     # the logger that reports failed trials: a parent's filter would not see its records).
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    trial_logger = logging.getLogger("optuna.study._optimize")
+    trial_logger = logging.getLogger(trial_log_name())
     if not any(isinstance(f, QuietDivergence) for f in trial_logger.filters):
         trial_logger.addFilter(QuietDivergence())
-
-
-def finalize(study: optuna.Study, experiment: Experiment, tracker: Tracker | None) -> StudySummary:
-    """Every output of a finished study: files, candidate, validation, the MLflow parent run."""
-    config = experiment.config
-    output = config.output_dir()
-    budget = study.user_attrs[_BUDGET_ATTR]
-    summary = summarise(study, config, budget)
-    write_outputs(summary, output)
-    candidate = write_models(experiment, summary, output)
-    if config.validation.suite is not None and summary.recommended is not None:
-        validate_trials(experiment, study, summary, candidate, output, config.validation.suite)
-        summary = summarise(study, config, budget)
-        write_outputs(summary, output)
-    if tracker is not None:
-        publish(tracker, summary, output, candidate, experiment)
-        tracker.finish_study()
-    return summary
-
-
-def validate_trials(
-    experiment: Experiment,
-    study: optuna.Study,
-    summary: StudySummary,
-    candidate: MultiTaskModel | None,
-    output: Path,
-    suite_path: Path,
-) -> None:
-    """Run the study file's suite on its recommended (or every Pareto) trial; reports go to
-    ``validation/`` and the verdicts into the storage, so ``report`` shows them too."""
-    from tune_unlearn.validation import (
-        Candidate,
-        ValidationContext,
-        load_suite,
-        validate,
-        write_junit,
-        write_markdown,
-    )
-    from tune_unlearn.validation import (
-        write_json as write_report_json,
-    )
-
-    settings = experiment.config.validation
-    suite = load_suite(suite_path)
-    context = ValidationContext(experiment)
-    trials = [summary.recommended] if settings.trials == "recommended" else summary.front
-    verdicts = dict(study.user_attrs.get("validation", {}))
-    for trial in trials:
-        if trial is None:
-            continue
-        seed = int(trial.user_attrs["seed"])
-        model = candidate if summary.is_recommended(trial) and candidate is not None else None
-        if model is None:
-            model = experiment.run(trial.params, seed=seed).model
-        metrics = {k: v for k, v in trial.user_attrs.get("metrics", {}).items() if v is not None}
-        report = validate(
-            context, Candidate(model, f"trial {trial.number}", metrics, trial.params, seed), suite
-        )
-        stem = output / "validation" / f"trial_{trial.number}"
-        write_report_json(report, stem.with_suffix(".json"))
-        write_junit(report, stem.with_suffix(".xml"))
-        write_markdown(report, stem.with_suffix(".md"))
-        verdicts[str(trial.number)] = {
-            "suite": suite.name,
-            "verdict": report.verdict,
-            "passed": report.passed,
-            "failed": [r.name for r in report.results if not r.passed],
-        }
-    study.set_user_attr("validation", verdicts)
-
-
-def publish(
-    tracker: Tracker,
-    summary: StudySummary,
-    output: Path,
-    candidate: MultiTaskModel | None,
-    experiment: Experiment,
-) -> None:
-    """Parent-run artifacts, the candidate model, and the final pareto/recommended tags."""
-    tracker.log_artifacts(output / name for name in _ARTIFACTS)
-    validation = output / "validation"
-    if validation.is_dir():
-        tracker.log_artifacts(sorted(validation.iterdir()), "validation")
-    tracker.log_artifacts([output / "models" / "candidate.json"], "models")
-    if candidate is not None:
-        example = experiment.data.inputs[experiment.splits["val"][:4].to(experiment.device)]
-        tracker.log_model(candidate, example)
-    tracker.tag_runs(
-        {
-            str(t.user_attrs["mlflow_run_id"]): {
-                "pareto": str(summary.is_pareto(t)).lower(),
-                "recommended": str(summary.is_recommended(t)).lower(),
-            }
-            for t in summary.trials
-            if "mlflow_run_id" in t.user_attrs
-        }
-    )
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -321,67 +429,14 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
-def write_models(experiment: Experiment, summary: StudySummary, output: Path) -> MultiTaskModel | None:
-    """The references, and the recommended configuration's model re-run from its seed."""
-    models = output / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    for kind, reference in experiment.references.items():
-        save_state_dict(reference.state_dict, models / f"{kind}.pt")
-    trial = summary.recommended
-    if trial is None:
-        return None
-    result = experiment.run(trial.params, seed=int(trial.user_attrs["seed"]))
-    save_state_dict(
-        {k: v.detach().cpu() for k, v in result.model.state_dict().items()}, models / "candidate.pt"
-    )
-    info = {
-        "trial": trial.number,
-        "params": result.params,
-        "seed": result.seed,
-        "metrics": {k: finite(v) for k, v in result.metrics.items()},
-    }
-    write_json(models / "candidate.json", info)
-    return result.model
-
-
-def load_summary(config: StudyConfig, storage: str | None = None) -> StudySummary:
-    """The study's analysed state, from storage alone."""
-    url = storage_url(config, storage)
-    try:
-        study = optuna.load_study(study_name=config.name, storage=open_storage(url))
-    except KeyError:
-        raise LookupError(f"no study named {config.name!r} in {url}") from None
-    refuse_old_metrics(study)
-    budget = study.user_attrs.get(_BUDGET_ATTR)
-    return summarise(study, config, budget)
-
-
-def rebuild_report(config: StudyConfig, storage: str | None = None) -> StudySummary:
-    summary = load_summary(config, storage)
-    write_outputs(summary, config.output_dir())
-    return summary
-
-
 def resolved_yaml(config: StudyConfig) -> str:
-    """The study file with every default filled in, and the package version that ran it."""
+    """The study file with every default filled in (credentials as ``***``), and the package
+    version that ran it."""
     header = f"# resolved by tune_unlearn {__version__}\n"
-    return header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return header + yaml.safe_dump(redact_tree(config.model_dump(mode="json")), sort_keys=False)
 
 
-def apply_configuration(
-    config: StudyConfig, params: dict[str, Any], seed: int, save: Path
-) -> dict[str, float]:
-    """Unlearn with one configuration, save the model and, beside it, its metrics as JSON."""
-    experiment = Experiment(config, progress=False)
-    unknown = set(params) - set(METHODS.get(config.method.name).hyperparameters())
-    if unknown:
-        raise ValueError(f"{config.method.name} has no hyperparameter {', '.join(sorted(unknown))}")
-    result = experiment.run(params, seed=seed)
-    save_state_dict({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, save)
-    info = {
-        "params": result.params,
-        "seed": seed,
-        "metrics": {k: finite(v) for k, v in result.metrics.items()},
-    }
-    write_json(save.with_suffix(".json"), info)
-    return result.metrics
+def default_threads() -> int:
+    """Torch CPU threads when ``--threads`` is not given: half the cores, at most 4. The
+    models here are small; every core on a shared machine mostly buys contention."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))

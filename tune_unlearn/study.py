@@ -6,7 +6,6 @@ import logging
 import time
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import optuna
@@ -19,10 +18,10 @@ from tune_unlearn.experiment import Experiment, RunResult
 from tune_unlearn.guard import CollapseDetected
 from tune_unlearn.methods import DivergenceError
 from tune_unlearn.metrics import METRICS
+from tune_unlearn.optuna_adapter import set_dashboard_constraints
 from tune_unlearn.pareto import finite
+from tune_unlearn.storages import StorageUrl
 from tune_unlearn.tracking import Tracker
-
-_RDB_SCHEMES = ("sqlite://", "postgresql://", "postgresql+", "mysql://", "mysql+")
 
 
 def storage_url(config: StudyConfig, override: str | None = None) -> str:
@@ -36,28 +35,36 @@ def storage_url(config: StudyConfig, override: str | None = None) -> str:
 
 def open_storage(url: str) -> BaseStorage:
     """RDB for SQL URLs, journal-on-Redis for ``redis://``, else a journal file at that path."""
-    if url.startswith(_RDB_SCHEMES):
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    parsed = StorageUrl.parse(url)
+    path = parsed.local_path
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if parsed.is_rdb:
         return RDBStorage(url)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if parsed.kind == "redis":
         with warnings.catch_warnings():  # experimental since Optuna 3.1, and what DESIGN names
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return JournalStorage(JournalRedisBackend(url))
-    path = Path(url)
-    path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def make_sampler(config: SamplerConfig) -> BaseSampler:
+def sampler_seed(seed: int, stream: int) -> int:
+    """The sampler seed of the ``stream``-th process to join a study: the study file's seed for
+    the first (so one uninterrupted run is reproducible), distinct for every later one (so a
+    resumed run or a second worker does not replay the first one's suggestions)."""
+    return seed if stream == 0 else (seed * 1_000_003 + stream * 7_919) % (2**31 - 1)
+
+
+def make_sampler(config: SamplerConfig, stream: int = 0) -> BaseSampler:
     startup = 10 if config.n_startup_trials is None else config.n_startup_trials  # Optuna's default
+    seed = sampler_seed(config.seed, stream)
     if config.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=config.seed)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if config.name == "gp":
-        return optuna.samplers.GPSampler(seed=config.seed, n_startup_trials=startup)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     if config.name == "random":
-        return optuna.samplers.RandomSampler(seed=config.seed)
-    return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=startup)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
 def directions(config: StudyConfig) -> list[Literal["minimize", "maximize"]]:
@@ -87,11 +94,8 @@ def trial_seed(study_seed: int, trial_number: int) -> int:
 
 
 def create_or_load(config: StudyConfig, storage: BaseStorage | str) -> optuna.Study:
-    """Create the study, or load it to add trials; refuse one whose objectives differ.
-
-    On resume the sampler's seed is offset by the number of trials already stored: reseeding it
-    as on the first run would replay the same start-up suggestions and waste trials on repeats.
-    """
+    """Create the study, or load it to resume; refuse one whose objectives differ. The caller
+    seeds the sampler per joining process (:func:`sampler_seed`)."""
     wanted = directions(config)
     study = optuna.create_study(
         study_name=config.name,
@@ -101,10 +105,6 @@ def create_or_load(config: StudyConfig, storage: BaseStorage | str) -> optuna.St
         load_if_exists=True,
     )
     refuse_old_metrics(study)
-    existing_trials = len(study.get_trials(deepcopy=False))
-    if existing_trials:
-        resumed = config.sampler.model_copy(update={"seed": config.sampler.seed + existing_trials})
-        study.sampler = make_sampler(resumed)
     existing = [d.name.lower() for d in study.directions]
     if existing != wanted:
         raise ValueError(
@@ -165,7 +165,8 @@ class Objective:
             tracking_started = time.perf_counter()
             run_id = self.tracker.start_trial(trial.number, params, {"seed": str(seed)})
             tracking_seconds += time.perf_counter() - tracking_started
-            trial.set_user_attr("mlflow_run_id", run_id)
+            if run_id is not None:  # None: the tracker was lost
+                trial.set_user_attr("mlflow_run_id", run_id)
         guard = self.experiment.guard
         every = self.config.collapse_guard.every
         unlearning_started = time.perf_counter()
@@ -179,8 +180,12 @@ class Objective:
             self.record_pruned(trial, collapse, params, time.perf_counter() - unlearning_started)
             self._end_run(run_id, "pruned", tags={"pruned_reason": str(collapse)})
             raise optuna.TrialPruned(str(collapse)) from collapse
-        except BaseException as error:  # a bug or an interrupt: the run says so, then it propagates
-            self._end_run(run_id, "failed", tags={"fail_reason": repr(error)})
+        except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: retried by the next run
+            reason = f"interrupted ({getattr(error, 'signal_name', 'SIGINT')}); retried"
+            self._end_run(run_id, "killed", tags={"fail_reason": reason})
+            raise
+        except BaseException as error:  # a bug: the run says so, then it propagates
+            self._end_run(run_id, "failed", tags={"fail_reason": f"{type(error).__name__}: {error}"})
             raise
         storage_started = time.perf_counter()
         self.record(trial, result)
@@ -213,7 +218,7 @@ class Objective:
 
     def _end_run(self, run_id: str | None, state: str, **kwargs: Any) -> float:
         """End the trial's MLflow run; the seconds it took."""
-        if self.tracker is None or run_id is None:
+        if self.tracker is None or run_id is None:  # also a tracker that was lost mid-study
             return 0.0
         started = time.perf_counter()
         self.tracker.end_trial(run_id, state, **kwargs)
@@ -234,5 +239,8 @@ class Objective:
         # One attribute each rather than one per key: fewer storage writes per trial.
         trial.set_user_attr("metrics", {k: finite(v) for k, v in result.metrics.items()})
         trial.set_user_attr("diagnostics", {k: finite(v) for k, v in result.diagnostics.items()})
-        for constraint in self.config.constraints:
-            trial.set_constraint(str(constraint), constraint.violation(result.metrics[constraint.metric]))
+        violations = [c.violation(result.metrics[c.metric]) for c in self.config.constraints]
+        if violations:
+            # The list form: what optuna-dashboard plots feasibility from, and Optuna reads too.
+            set_dashboard_constraints(trial, violations)
+        trial.set_user_attr("feasible", all(v <= 0 for v in violations))

@@ -8,24 +8,72 @@ requests, not one per value.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import math
+import os
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from filelock import FileLock
 
 from tune_unlearn import __version__
+from tune_unlearn.storages import StorageUrl, redact
 
 #: MLflow's limit on entries in one ``log_batch`` request.
 _BATCH = 1000
-_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "killed": "KILLED"}
+
+#: MLflow's HTTP client retries a failed request 7 times with backoff factor 2 and a 120 s
+#: timeout: minutes per call against a server that died. A study bounds that (a user's own
+#: environment variables still win): about half a minute, then the tracker is marked lost.
+_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    # MLflow prints "View run … / View experiment …" for every run it ends: one line per trial.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    # ... and a progress bar per artifact download while logging a model.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+#: What the MLflow UI opens an experiment on: its runs, not the GenAI overview.
+_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class TrackingUnavailable(RuntimeError):
     """The tracking server cannot be reached."""
+
+
+def _guarded(method: F) -> F:
+    """A tracking call that fails marks the tracker lost (one warning) instead of failing the
+    trial or the study; later calls do nothing. The study decides what a lost tracker means
+    (``tracking.required``)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Tracker, *args: Any, **kwargs: Any) -> Any:
+        if self.lost is not None:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as error:  # MLflow raises many kinds; all mean "tracking stopped"
+            self.lost = redact(f"{type(error).__name__}: {error}")
+            print(
+                f"warning: MLflow tracking at {redact(self.uri)} failed, stopped logging: {self.lost}",
+                file=sys.stderr,
+            )
+            return None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def default_tracking_uri(output: Path) -> str:
@@ -67,24 +115,33 @@ class Tracker:
     """Logs a study to MLflow."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+        for key, value in _ENV_DEFAULTS.items():
+            os.environ.setdefault(key, value)
         import mlflow
         from mlflow import MlflowClient
 
         self.uri = uri
+        self.lost: str | None = None  # why tracking stopped mid-study, once it has
         mlflow.set_tracking_uri(uri)  # for the model flavour's fluent calls after the study
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            # A store the client writes itself keeps artifacts beside the study's outputs, not in
-            # the working folder; a tracking server decides for itself.
-            local = not uri.startswith(("http://", "https://"))
-            location = artifact_root.resolve().as_uri() if artifact_root is not None and local else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        # Processes opening one SQLite store together race in MLflow's schema migration
+        # ("duplicate column name", "_alembic_tmp_… already exists"): one at a time.
+        with store_lock(uri):
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is not None:
+                self.experiment_id = found.experiment_id
+            else:
+                # A store the client writes itself keeps artifacts beside the study's outputs,
+                # not in the working folder; a tracking server decides for itself.
+                local = not uri.startswith(("http://", "https://"))
+                location = artifact_root.resolve().as_uri() if artifact_root is not None and local else None
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location, tags=dict([_EXPERIMENT_KIND])
+                )
         self.parent_run_id: str | None = None
 
     # -- the study's parent run --------------------------------------------------------------
+    @_guarded
     def start_study(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
         from mlflow.entities import Param
 
@@ -97,11 +154,22 @@ class Tracker:
             self.client.log_batch(self.parent_run_id, params=chunk)
         return self.parent_run_id
 
+    @_guarded
+    def is_open(self, run_id: str) -> bool:
+        """Whether the run exists and is still running (a parent to join)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return bool(self.client.get_run(run_id).info.status == "RUNNING")
+        except MlflowException:  # deleted, or recorded against another store
+            return False
+
     def attach(self, parent_run_id: str) -> None:
         """Log trials under an existing parent run (workers of a distributed study)."""
         self.client.get_run(parent_run_id)  # fails loudly if it does not exist
         self.parent_run_id = parent_run_id
 
+    @_guarded
     def log_artifacts(self, paths: Iterable[Path], artifact_path: str | None = None) -> None:
         if self.parent_run_id is None:
             raise RuntimeError("no parent run")
@@ -109,11 +177,13 @@ class Tracker:
             if path.exists():
                 self.client.log_artifact(self.parent_run_id, str(path), artifact_path)
 
+    @_guarded
     def finish_study(self, status: str = "FINISHED") -> None:
         if self.parent_run_id is not None:
             self.client.set_terminated(self.parent_run_id, status)
 
     # -- trial runs -------------------------------------------------------------------------
+    @_guarded
     def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         from mlflow.entities import Param, RunTag
 
@@ -132,6 +202,7 @@ class Tracker:
         )
         return run_id
 
+    @_guarded
     def end_trial(
         self,
         run_id: str,
@@ -158,6 +229,30 @@ class Tracker:
         self.client.log_batch(run_id, tags=run_tags)
         self.client.set_terminated(run_id, _STATUS[state])
 
+    @_guarded
+    def end_abandoned_trial(self, run_id: str, reason: str) -> None:
+        """End the run of a trial whose worker died or was interrupted: killed, with why."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag("state", "killed"), RunTag("fail_reason", reason[:5000])])
+        self.client.set_terminated(run_id, "KILLED")
+
+    @_guarded
+    def log_summary(self, metrics: Mapping[str, float | None], tags: Mapping[str, str]) -> None:
+        """The study's summary on its parent run (hypervolume, the recommended trial's values),
+        so studies compare side by side in the runs table."""
+        from mlflow.entities import RunTag
+
+        if self.parent_run_id is None:
+            raise RuntimeError("no parent run")
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.parent_run_id,
+            metrics=_finite_metrics(metrics, now),
+            tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()],
+        )
+
+    @_guarded
     def tag_runs(self, tags_by_run: Mapping[str, Mapping[str, str]]) -> None:
         from mlflow.entities import RunTag
 
@@ -165,6 +260,7 @@ class Tracker:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     # -- the candidate model ----------------------------------------------------------------
+    @_guarded
     def log_model(self, model: Any, example_input: Any, name: str = "candidate") -> str:
         """The model with MLflow's PyTorch flavour and a signature, on the parent run."""
         import mlflow
@@ -172,20 +268,47 @@ class Tracker:
         import torch
         from mlflow.models import infer_signature
 
+        from tune_unlearn.references import MLFLOW_STATE_FILE
+
         if self.parent_run_id is None:
             raise RuntimeError("no parent run")
         model.eval()
         with torch.no_grad():
             outputs = {k: v.cpu().numpy() for k, v in model(example_input).items()}
         signature = infer_signature(example_input.cpu().numpy(), outputs)
-        with mlflow.start_run(run_id=self.parent_run_id), warnings.catch_warnings():
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            mlflow.start_run(run_id=self.parent_run_id),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore")
-            # Pickle (not MLflow's default traced 'pt2'): `gate` loads it back as the problem's
-            # own module, with its named heads, to measure it like any candidate.
+            # MLflow's pickle caution is what the state dict below answers; its local-version
+            # note about torch's "+cpu" label is noise to a study's user.
+            for logger in ("mlflow.pytorch", "mlflow.utils.requirements_utils"):
+                logging.getLogger(logger).setLevel(logging.ERROR)
+            # The weights alone ride along: `gate` and `references.original` load them with
+            # weights_only=True into the problem's own module, never unpickling the module.
+            weights = Path(folder) / MLFLOW_STATE_FILE
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+            # Pickle (not MLflow's default traced 'pt2'): `mlflow.pytorch.load_model` users
+            # get the problem's own module, with its named heads.
             info = mlflow.pytorch.log_model(
-                model, name=name, signature=signature, serialization_format="pickle"
+                model,
+                name=name,
+                signature=signature,
+                serialization_format="pickle",
+                extra_files=[str(weights)],
             )
         return str(info.model_uri)
+
+
+def store_lock(uri: str) -> Any:
+    """A lock beside a SQLite tracking store (nothing to lock for a server)."""
+    path = StorageUrl.parse(uri).local_path if uri.startswith("sqlite:///") else None
+    if path is None:
+        return contextlib.nullcontext()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_name(path.name + ".lock")))
 
 
 def study_tags(config: Any, storage: str) -> dict[str, str]:
@@ -195,23 +318,13 @@ def study_tags(config: Any, storage: str) -> dict[str, str]:
         "forget_mode": config.forget.mode,
         "method": config.method.name,
         "sampler": config.sampler.name,
-        "storage": _redact(storage),
+        "storage": redact(storage),
         "package_version": __version__,
     }
     commit = _git_commit()
     if commit:
         tags["git_commit"] = commit
     return tags
-
-
-def _redact(url: str) -> str:
-    """Storage URLs may carry a password; keep it out of the tracking server."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
-    return url
 
 
 def _git_commit() -> str | None:

@@ -61,6 +61,9 @@ class StepLog:
     conflict: Tensor  # [S, T]: ⟨g_f, g_r^t⟩ > 0 on shared parameters; NaN where not computed
     norm_ratio: Tensor  # [S]: ‖u‖ / ‖g_f‖ on shared parameters; NaN where not computed
     steps_run: int = 0
+    #: Sample-gradients computed over the steps that ran (see ``StepGradients``): a count, so
+    #: the same configuration and seed cost the same on a busy or an idle machine.
+    sample_gradients: int = 0
 
     @classmethod
     def empty(cls, steps: int, num_tasks: int, device: torch.device) -> StepLog:
@@ -176,6 +179,7 @@ class UnlearningMethod(ABC):
                 raise DivergenceError(f"unlearning diverged at step {step + 1}: {error}") from error
             layout.add_(delta)
             log.steps_run = step + 1
+            log.sample_gradients += grads.sample_gradients
 
             done = step + 1 == self.steps
             # Not after the last step: stopping then would save nothing and lose a finished trial.

@@ -85,6 +85,14 @@ class StepGradients:
     ) -> None:
         self.layout, self.tasks, self.target = layout, tasks, target
         self.forget_batch, self.retain_batch = forget, retain
+        #: Sample-gradients this step paid for: a backward pass over a batch of b samples counts
+        #: b, K batched vector–Jacobian products K·b, W weightings of per-sample gradients W·B.
+        #: A plain count (no timing): the deterministic compute cost the sampler learns from.
+        self.sample_gradients = 0
+
+    @staticmethod
+    def _rows(batch: Batch | None) -> int:
+        return 0 if batch is None else len(batch.inputs)
 
     # -- batch-level -------------------------------------------------------------------------
     @cached_property
@@ -110,11 +118,15 @@ class StepGradients:
     def retain_losses(self) -> Tensor:
         return self._retain_graph[1].detach()
 
-    def _grad(self, output: Tensor, inputs: list[Tensor], cotangents: Tensor | None = None) -> Tensor:
+    def _grad(
+        self, output: Tensor, inputs: list[Tensor], rows: int, cotangents: Tensor | None = None
+    ) -> Tensor:
         """Flat ∇ of ``output`` w.r.t. ``inputs``; with ``cotangents`` ``[K, *output.shape]``,
         K vector–Jacobian products in one batched backward pass, ``[K, ...]``. The graph is
-        kept: other gradients of the same step may still need it."""
+        kept: other gradients of the same step may still need it. ``rows``: the batch size of
+        the graph, for the cost count."""
         batched = cotangents is not None
+        self.sample_gradients += rows * (len(cotangents) if cotangents is not None else 1)
         grads = torch.autograd.grad(
             output,
             inputs,
@@ -137,21 +149,22 @@ class StepGradients:
     @cached_property
     def forget(self) -> Tensor:
         """``g_f``: gradient of the summed target-task losses on the forget batch."""
-        return self._grad(self._forget_graph[1], self.layout.params)
+        return self._grad(self._forget_graph[1], self.layout.params, self._rows(self.forget_batch))
 
     @cached_property
     def retain_by_task(self) -> Tensor:
         """``g_r^t`` for every task, stacked as ``[T, P]``: T vector–Jacobian products of the
         per-task losses, batched into one backward pass (``is_grads_batched``)."""
         losses = self._retain_graph[1]
-        return self._grad(losses, self.layout.params, torch.eye(len(losses), device=losses.device))
+        eye = torch.eye(len(losses), device=losses.device)
+        return self._grad(losses, self.layout.params, self._rows(self.retain_batch), eye)
 
     @cached_property
     def retain(self) -> Tensor:
         """``g_r = Σ_t g_r^t``; one backward unless the per-task gradients exist already."""
         if "retain_by_task" in self.__dict__:
             return self.retain_by_task.sum(dim=0)
-        return self._grad(self._retain_graph[1].sum(), self.layout.params)
+        return self._grad(self._retain_graph[1].sum(), self.layout.params, self._rows(self.retain_batch))
 
     def forget_sample_mean(self) -> Tensor:
         """The mean of the per-sample forget gradients on the shared parameters, ``[P_shared]``.
@@ -174,6 +187,7 @@ class StepGradients:
         """``∂L_f/∂z`` per forget sample, ``[B_f, D]``: the forget gradient at the shared
         representation, a heads-only backward pass."""
         representation, loss = self._forget_graph
+        self.sample_gradients += len(representation)
         (gradient,) = torch.autograd.grad(loss, representation, retain_graph=True)
         return gradient.flatten(start_dim=1)
 
@@ -182,6 +196,7 @@ class StepGradients:
         """``∂L_r^t/∂z`` per task and retain sample, ``[T, B_r, D]`` (heads-only, batched)."""
         representation, losses = self._retain_graph
         eye = torch.eye(len(losses), device=losses.device)
+        self.sample_gradients += len(losses) * len(representation)
         (gradient,) = torch.autograd.grad(
             losses, representation, grad_outputs=eye, retain_graph=True, is_grads_batched=True
         )
@@ -192,13 +207,14 @@ class StepGradients:
         forget batch, pulled back to the shared parameters (one backbone backward)."""
         representation, _ = self._forget_graph
         shared = self.layout.params[: len(self.layout.shared_names)]
-        return self._grad(representation, shared, cotangent.reshape(1, *representation.shape))[0]
+        cotangents = cotangent.reshape(1, *representation.shape)
+        return self._grad(representation, shared, len(representation), cotangents)[0]
 
     def shared_retain_combination(self, weights: Tensor) -> Tensor:
         """``∇_shared Σ_t w_t L_r^t`` on the shared parameters, one backward pass."""
         _, losses = self._retain_graph
         shared = self.layout.params[: len(self.layout.shared_names)]
-        return self._grad(losses, shared, weights.unsqueeze(0))[0]
+        return self._grad(losses, shared, self._rows(self.retain_batch), weights.unsqueeze(0))[0]
 
     # -- per-sample (shared parameters only) -------------------------------------------------
     def _per_sample(self, batch: Batch, task_weights: Tensor) -> Tensor:
@@ -227,6 +243,7 @@ class StepGradients:
                 total = total + weights[column] * mask[column] * loss.squeeze(0)
             return total
 
+        self.sample_gradients += len(task_weights) * len(batch.inputs)
         per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0, 0, None))
         arguments = (shared, batch.inputs, batch.labels, batch.mask.float())
         if len(task_weights) == 1:  # one weighting: no outer vmap level to pay for

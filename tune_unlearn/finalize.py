@@ -1,0 +1,189 @@
+"""Everything a finished study leaves behind: output files, the recommended trial's model,
+its validation, and the MLflow parent run's artifacts, summary metrics and tags.
+
+Called by exactly one process per finished state of a study (under the study's lock), from one
+snapshot of its trials, so the files agree with the storage and with each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from tune_unlearn.experiment import Experiment, RunResult
+from tune_unlearn.outputs import StudySummary, summarise, write_json, write_outputs
+from tune_unlearn.pareto import finite
+from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.references import save_state_dict
+from tune_unlearn.tracking import Tracker
+
+_ARTIFACTS = (
+    "study.resolved.yaml",
+    "pareto.json",
+    "trials.csv",
+    "report.md",
+    "pareto.png",
+    "hypervolume.png",
+    "importance.png",
+)
+
+
+def study_fingerprint(trials: Sequence[FrozenTrial]) -> str:
+    """Which trials exist in which state: outputs written for one fingerprint are current."""
+    text = ",".join(f"{t.number}:{t.state.name}" for t in sorted(trials, key=lambda t: t.number))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def finalize(study: optuna.Study, experiment: Experiment, tracker: Tracker | None) -> StudySummary:
+    """Every output of a finished study: files, candidate, validation, the MLflow parent run."""
+    config = experiment.config
+    output = config.output_dir()
+    summary = summarise(study, config)
+    write_outputs(summary, output)
+    candidate = write_models(experiment, summary, output)
+    if config.validation.suite is not None and summary.recommended is not None:
+        validate_trials(experiment, study, summary, candidate, output, config.validation.suite)
+        summary = summarise(study, config)
+        write_outputs(summary, output)
+    # For optuna-dashboard, which shows study attributes: the analysed state of the study.
+    study.set_user_attr("pareto_trials", [t.number for t in summary.front])
+    study.set_user_attr("recommended_trial", summary.recommended.number if summary.recommended else None)
+    if tracker is not None:
+        publish(tracker, summary, output, candidate, experiment)
+        tracker.finish_study()
+    return summary
+
+
+def save_run(result: RunResult, path: Path, trial: int | None = None) -> None:
+    """An unlearned model's state dict at ``path`` and, beside it, its sidecar
+    (``path.with_suffix('.json')``): the trial, configuration, seed and every metric."""
+    save_state_dict({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, path)
+    sidecar: dict[str, Any] = {} if trial is None else {"trial": trial}
+    sidecar.update(
+        {
+            "params": result.params,
+            "seed": result.seed,
+            "metrics": {k: finite(v) for k, v in result.metrics.items()},
+        }
+    )
+    write_json(path.with_suffix(".json"), sidecar)
+
+
+def write_models(experiment: Experiment, summary: StudySummary, output: Path) -> MultiTaskModel | None:
+    """The references, and the recommended configuration's model re-run from its seed."""
+    models = output / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    for kind, reference in experiment.references.items():
+        save_state_dict(reference.state_dict, models / f"{kind}.pt")
+    trial = summary.recommended
+    if trial is None:
+        return None
+    result = experiment.run(trial.params, seed=int(trial.user_attrs["seed"]))
+    save_run(result, models / "candidate.pt", trial=trial.number)
+    return result.model
+
+
+def validate_trials(
+    experiment: Experiment,
+    study: optuna.Study,
+    summary: StudySummary,
+    candidate: MultiTaskModel | None,
+    output: Path,
+    suite_path: Path,
+) -> None:
+    """Run the study file's suite on its recommended (or every Pareto) trial; reports go to
+    ``validation/`` and the verdicts into the storage, so ``report`` shows them too."""
+    from tune_unlearn.validation import (
+        Candidate,
+        ValidationContext,
+        load_suite,
+        validate,
+        write_junit,
+        write_markdown,
+    )
+    from tune_unlearn.validation import (
+        write_json as write_report_json,
+    )
+
+    settings = experiment.config.validation
+    suite = load_suite(suite_path)
+    context = ValidationContext(experiment)
+    trials = [summary.recommended] if settings.trials == "recommended" else summary.front
+    verdicts = dict(study.user_attrs.get("validation", {}))
+    for trial in trials:
+        if trial is None:
+            continue
+        seed = int(trial.user_attrs["seed"])
+        model = candidate if summary.is_recommended(trial) and candidate is not None else None
+        if model is None:
+            model = experiment.run(trial.params, seed=seed).model
+        metrics = {k: v for k, v in trial.user_attrs.get("metrics", {}).items() if v is not None}
+        report = validate(
+            context, Candidate(model, f"trial {trial.number}", metrics, trial.params, seed), suite
+        )
+        stem = output / "validation" / f"trial_{trial.number}"
+        write_report_json(report, stem.with_suffix(".json"))
+        write_junit(report, stem.with_suffix(".xml"))
+        write_markdown(report, stem.with_suffix(".md"))
+        verdicts[str(trial.number)] = {
+            "suite": suite.name,
+            "verdict": report.verdict,
+            "passed": report.passed,
+            "failed": [r.name for r in report.results if not r.passed],
+        }
+    study.set_user_attr("validation", verdicts)
+
+
+def summary_metrics(summary: StudySummary) -> tuple[dict[str, float | None], dict[str, str]]:
+    """What the parent run shows in MLflow's runs table: the hypervolume, trial counts and the
+    recommended trial's objectives (``recommended/<objective>``), and its number as a tag."""
+    metrics: dict[str, float | None] = {
+        "hypervolume": summary.hypervolume,
+        "trials_complete": float(len(summary.complete)),
+        "trials_feasible": float(len(summary.feasible)),
+        "pareto_size": float(len(summary.front)),
+    }
+    tags = {"recommended_trial": "none"}
+    trial = summary.recommended
+    if trial is not None:
+        values = trial.user_attrs.get("metrics", {})
+        for name in summary.config.objectives:
+            metrics[f"recommended/{name}"] = values.get(name)
+        tags["recommended_trial"] = str(trial.number)
+    if summary.recommendation_note:
+        tags["recommendation_note"] = summary.recommendation_note
+    return metrics, tags
+
+
+def publish(
+    tracker: Tracker,
+    summary: StudySummary,
+    output: Path,
+    candidate: MultiTaskModel | None,
+    experiment: Experiment,
+) -> None:
+    """Parent-run artifacts, summary metrics, the candidate model, and the final tags."""
+    tracker.log_artifacts(output / name for name in _ARTIFACTS)
+    validation = output / "validation"
+    if validation.is_dir():
+        tracker.log_artifacts(sorted(validation.iterdir()), "validation")
+    tracker.log_artifacts([output / "models" / "candidate.json"], "models")
+    tracker.log_summary(*summary_metrics(summary))
+    if candidate is not None:
+        example = experiment.data.inputs[experiment.splits["val"][:4].to(experiment.device)]
+        tracker.log_model(candidate, example)
+    tracker.tag_runs(
+        {
+            str(t.user_attrs["mlflow_run_id"]): {
+                "pareto": str(summary.is_pareto(t)).lower(),
+                "recommended": str(summary.is_recommended(t)).lower(),
+            }
+            for t in summary.trials
+            if "mlflow_run_id" in t.user_attrs
+        }
+    )

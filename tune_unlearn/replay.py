@@ -1,0 +1,51 @@
+"""Commands that read a study back without running it: ``report`` (rebuild the outputs from
+storage) and ``apply`` (re-run one configuration and save its model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tune_unlearn.config import StudyConfig
+from tune_unlearn.errors import UsageError, reading_input
+from tune_unlearn.experiment import Experiment
+from tune_unlearn.finalize import save_run
+from tune_unlearn.methods import METHODS
+from tune_unlearn.outputs import StudySummary, check_writable, summarise, write_outputs
+from tune_unlearn.storages import redact
+from tune_unlearn.study import open_storage, refuse_old_metrics, storage_url
+
+
+def load_summary(config: StudyConfig, storage: str | None = None) -> StudySummary:
+    """The study's analysed state, from storage alone."""
+    url = storage_url(config, storage)
+    try:
+        study = optuna.load_study(study_name=config.name, storage=open_storage(url))
+    except KeyError:
+        raise UsageError(f"no study named {config.name!r} in {redact(url)}") from None
+    with reading_input():
+        refuse_old_metrics(study)
+    return summarise(study, config)
+
+
+def rebuild_report(config: StudyConfig, storage: str | None = None) -> StudySummary:
+    summary = load_summary(config, storage)
+    write_outputs(summary, config.output_dir())
+    return summary
+
+
+def apply_configuration(
+    config: StudyConfig, params: dict[str, Any], seed: int, save: Path, *, trust_pickle: bool = False
+) -> dict[str, float]:
+    """Unlearn with one configuration, save the model and, beside it, its metrics as JSON."""
+    unknown = set(params) - set(METHODS.get(config.method.name).hyperparameters())
+    if unknown:
+        raise UsageError(f"{config.method.name} has no hyperparameter {', '.join(sorted(unknown))}")
+    check_writable(save.resolve().parent)
+    with reading_input():
+        experiment = Experiment(config, progress=False, trust_pickle=trust_pickle)
+    result = experiment.run(params, seed=seed)
+    save_run(result, save)
+    return result.metrics
