@@ -77,3 +77,37 @@ def test_an_ensemble_over_the_time_budget_is_refused_with_its_estimate(
     assert "references.retrain.seeds" in captured.err and "over references.budget_hours" in captured.err
     assert main([str(study)]) == 2  # the run refuses before training anything
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run"],
+        ["worker"],
+        ["apply", "--trial", "0", "--save", "m.pt"],
+        ["gate", "--suite", "s.yaml", "--candidate", "m.pt"],
+    ],
+)
+def test_every_command_that_trains_takes_threads_and_refuses_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    study = _study(tmp_path)
+    name, *rest = command
+    assert main([name, str(study), *rest, "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]  # nothing written
+
+
+def test_an_error_inside_a_trial_is_a_failed_run_naming_the_trial_not_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tune_unlearn.experiment import Experiment
+
+    def broken(self: Experiment, *args: object, **kwargs: object) -> None:
+        raise ValueError("a bug in the step loop")
+
+    monkeypatch.setattr(Experiment, "run", broken)
+    assert main([str(_study(tmp_path)), "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "trial 0 failed: ValueError: a bug in the step loop" in err
+    assert "configuration" not in err

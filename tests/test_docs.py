@@ -126,3 +126,24 @@ def test_every_code_block_of_the_guide_runs(
             pytest.fail(f"{where}: a {block.language} block with no file= cannot be run")
     # The plugin section's last command lists the reader's method, installed by entry point.
     assert "normalized_graddiff" in capsys.readouterr().out
+
+
+README = GUIDE.parents[1] / "README.md"
+STUDIES = GUIDE.parents[1] / "studies"
+
+
+def test_the_readme_shows_the_quickstart_study_file_as_it_is() -> None:
+    quickstart = (STUDIES / "quickstart.yaml").read_text()
+    yaml_blocks = [code for language, _, code in FENCE.findall(README.read_text()) if language == "yaml"]
+    assert quickstart in yaml_blocks
+
+
+def test_shipped_study_files_and_readme_commands_use_no_root_paths() -> None:
+    """A newcomer's machine has no ``/shared``: every path a shipped file names is relative
+    (or a URL), and each shipped study passes ``check``."""
+    from tune_unlearn.config import load_study
+
+    for path in sorted(STUDIES.glob("*.yaml")):
+        config = load_study(path)
+        assert config.references.cache_dir is None or not config.references.cache_dir.is_absolute(), path
+        assert config.output is None or not config.output.is_absolute(), path

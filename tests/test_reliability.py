@@ -14,12 +14,14 @@ import sys
 import time
 import urllib.request
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import psycopg
 import pytest
+import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -212,7 +214,7 @@ def test_a_tracking_server_dying_mid_study_loses_no_trial(
     os.killpg(server.pid, signal.SIGKILL)
     server.wait()
     started = time.monotonic()
-    out, err = process.communicate(timeout=300)
+    _, err = process.communicate(timeout=300)
     assert time.monotonic() - started < 120  # bounded retries, not MLflow's minutes per call
     assert "Traceback" not in err
     study = load(config)
@@ -242,25 +244,9 @@ def test_a_corrupt_cached_reference_is_retrained_with_a_warning_naming_it(tmp_pa
     messages = " ".join(str(w.message) for w in caught)
     assert str(original) in messages and str(member) in messages and "training it again" in messages
     assert again.trained_references == ["original", "retrain ×1"]
-    with warnings_as_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         assert Experiment(config, progress=False).trained_references == []  # intact again
-
-
-def warnings_as_errors():  # type: ignore[no-untyped-def]
-    import warnings
-
-    context = warnings.catch_warnings()
-    context.__enter__()
-    warnings.simplefilter("error")
-
-    class _Exit:
-        def __enter__(self) -> None:
-            return None
-
-        def __exit__(self, *exc: object) -> None:
-            context.__exit__(*exc)
-
-    return _Exit()
 
 
 def test_an_output_folder_that_cannot_be_created_is_refused_before_anything_runs(tmp_path: Path) -> None:
@@ -304,3 +290,189 @@ def test_a_password_in_the_storage_url_reaches_no_output(
     assert secret not in json.dumps({**parent.data.params, **parent.data.tags})
     for artifact in (run.output / "mlartifacts").rglob("*.yaml"):
         assert secret not in artifact.read_text()
+
+
+# -- same answer twice ----------------------------------------------------------------------------
+def test_the_same_file_and_seed_sample_and_recommend_the_same_on_a_busy_or_idle_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured seconds vary run to run (here: at random); the sampler learns from the counted
+    ``compute_cost``, so the configurations and the recommendation do not."""
+    import random
+
+    from tune_unlearn import experiment as experiment_module
+
+    noisy = random.Random()
+
+    def timed_exit(self: experiment_module.PhaseTimer, *exc: object) -> None:
+        self.seconds = noisy.uniform(0.1, 10.0)  # a machine busy at random
+
+    monkeypatch.setattr(experiment_module.PhaseTimer, "__exit__", timed_exit)
+    runs = []
+    for folder in ("first", "second"):
+        config = tiny_study(
+            tmp_path,
+            n_trials=6,
+            sampler={"name": "tpe", "seed": 3, "n_startup_trials": 2},
+            output=str(tmp_path / folder),
+        )
+        runs.append(run_study(config, progress=False))
+    first, second = ([t.params for t in run.study.trials] for run in runs)
+    assert first == second
+    numbers = [run.summary.recommended.number if run.summary.recommended else None for run in runs]
+    assert numbers[0] == numbers[1]
+    seconds = [[t.user_attrs["metrics"]["gpu_seconds"] for t in run.study.trials] for run in runs]
+    assert seconds[0] != seconds[1]  # the measurement is still reported, and it did differ
+
+
+def test_compute_cost_counts_sample_gradients_against_one_retrain(tiny_experiment: Experiment) -> None:
+    """graddiff computes one forget and one retain gradient per step: ``steps × (B_f + B_r)``
+    sample-gradients, over ``epochs × |retain|`` for a retrain."""
+    result = tiny_experiment.run({"ascent_lr": 1e-3, "retain_lr": 1e-2}, seed=0)
+    steps, batch = 6, 16
+    recipe = tiny_experiment.problem.recipe()
+    expected = steps * (batch + batch) / (recipe.epochs * len(tiny_experiment.sets["retain"]))
+    assert result.metrics["compute_cost"] == pytest.approx(expected)
+    assert result.log.sample_gradients == steps * 2 * batch
+
+
+def test_the_hypervolume_box_bounds_measured_seconds_by_the_study_itself() -> None:
+    from optuna.distributions import FloatDistribution
+
+    from tune_unlearn.pareto import HypervolumeBox
+
+    trials = [
+        optuna.trial.create_trial(
+            values=[0.9, seconds], params={"x": 0.0}, distributions={"x": FloatDistribution(0.0, 1.0)}
+        )
+        for seconds in (2.0, 5.0)
+    ]
+    box = HypervolumeBox.for_study(["retained_utility", "gpu_seconds"], trials)
+    assert box.worst == (0.0, pytest.approx(5.5))  # 1.1 × the slowest trial, no outside timing
+    counted = HypervolumeBox.for_study(["retained_utility", "compute_cost"], trials)
+    assert counted.worst == (0.0, 1.0)  # one retrain's compute
+
+
+# -- recommendations -------------------------------------------------------------------------------
+def test_a_trial_below_the_collapse_floor_is_never_recommended_and_the_report_says_so(tmp_path: Path) -> None:
+    from optuna.distributions import FloatDistribution
+
+    from tune_unlearn.markdown import render_report
+    from tune_unlearn.outputs import summarise
+
+    config = tiny_study(tmp_path, objectives=["forget_efficacy", "retained_utility"])
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    for efficacy, utility in ((1.0, 0.43), (0.2, 0.45)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[efficacy, utility],
+                params={"x": 0.0},
+                distributions={"x": FloatDistribution(0.0, 1.0)},
+                user_attrs={"metrics": {"forget_efficacy": efficacy, "retained_utility": utility}},
+            )
+        )
+    summary = summarise(study, config)
+    assert len(summary.front) == 2 and summary.recommended is None
+    assert summary.recommendation_note is not None and "collapse floor 0.5" in summary.recommendation_note
+    assert "no configuration is recommended" in render_report(summary)
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[0.95, 0.8],
+            params={"x": 0.0},
+            distributions={"x": FloatDistribution(0.0, 1.0)},
+            user_attrs={"metrics": {"forget_efficacy": 0.95, "retained_utility": 0.8}},
+        )
+    )
+    summary = summarise(study, config)
+    assert summary.recommended is not None and summary.recommended.number == 2
+    assert "not considered" in (summary.recommendation_note or "")
+
+
+# -- untrusted models ---------------------------------------------------------------------------
+@pytest.fixture
+def registered(tmp_path: Path) -> tuple[Path, str]:
+    """A study file whose MLflow store holds two registered models of its original: one logged
+    by tune_unlearn (weights inside) and one plain pickled module (as anyone could log)."""
+    import mlflow
+    import mlflow.pytorch
+
+    from tune_unlearn.tracking import Tracker
+
+    config = tiny_study(tmp_path, tracking={"enabled": True})
+    experiment = Experiment(config, progress=False)
+    model = experiment.model_from(experiment.references["original"].state_dict)
+    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    tracker = Tracker(uri, "tiny", artifact_root=tmp_path / "out" / "mlartifacts")
+    tracker.start_study("models", {}, {})
+    example = experiment.data.inputs[experiment.splits["val"][:2]]
+    mlflow.register_model(tracker.log_model(model, example), "safe")
+    with mlflow.start_run(run_id=tracker.parent_run_id):
+        info = mlflow.pytorch.log_model(model, name="plain", serialization_format="pickle")
+    mlflow.register_model(info.model_uri, "pickled")
+    tracker.finish_study()
+    return write_study(tmp_path, config), uri
+
+
+def test_mlflow_models_load_without_unpickling_unless_trusted(
+    registered: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow.pytorch
+
+    from tune_unlearn.references import load_state
+
+    _, uri = registered
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    unpickled = []
+    real_load = mlflow.pytorch.load_model
+    monkeypatch.setattr(
+        mlflow.pytorch, "load_model", lambda *a, **k: unpickled.append(a) or real_load(*a, **k)
+    )
+    state = load_state("models:/safe/1", tracking_uri=uri)
+    with pytest.raises(ValueError, match="--trust-pickle"):
+        load_state("models:/pickled/1", tracking_uri=uri)
+    assert unpickled == []  # refused before any unpickling
+    trusted = load_state("models:/pickled/1", tracking_uri=uri, trust_pickle=True)
+    assert unpickled and trusted.keys() == state.keys()
+    assert all(torch.equal(trusted[k], state[k]) for k in state)  # the same weights, two ways
+    assert not (elsewhere / "mlflow.db").exists()  # no stray store in the working folder
+
+
+def test_the_gate_resolves_models_against_the_studys_store_and_refuses_pickles(
+    registered: tuple[Path, str], tmp_path: Path
+) -> None:
+    study, uri = registered
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(json.dumps({"name": "mini", "probes": {"static_retain": {"max_excess": 0.5}}}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    common = ["gate", str(study), "--suite", str(suite), "--threads", "1", "--output", str(tmp_path / "g")]
+    safe = cli(*common, "--candidate", "models:/safe/1", cwd=elsewhere)
+    out, err = safe.communicate(timeout=300)
+    assert safe.returncode in (0, 1), err  # judged: the study's own store resolved the name
+    assert "Registered Model" not in err and not (elsewhere / "mlflow.db").exists()
+    client = MlflowClient(tracking_uri=uri)
+    judged = client.get_model_version("safe", "1").run_id  # the run that logged the model
+    assert f"reports attached to MLflow run {judged}" in out
+    assert {a.path for a in client.list_artifacts(judged, "gate")} >= {"gate/gate.json", "gate/gate.md"}
+    assert client.get_run(judged).data.tags["gate_verdict"] in ("pass", "fail", "masked collapse")
+    pickled = cli(*common, "--candidate", "models:/pickled/1", cwd=elsewhere)
+    _, err = pickled.communicate(timeout=300)
+    assert pickled.returncode == 2 and "--trust-pickle" in err
+    trusted = cli(*common, "--candidate", "models:/pickled/1", "--trust-pickle", cwd=elsewhere)
+    _, err = trusted.communicate(timeout=300)
+    assert trusted.returncode in (0, 1), err
+
+
+def test_constraints_are_stored_where_optuna_dashboard_reads_feasibility(tmp_path: Path) -> None:
+    config = tiny_study(tmp_path, n_trials=2, constraints=["retained_utility >= 0.99"])
+    run = run_study(config, progress=False)
+    for trial in run.study.trials:
+        if trial.state != TrialState.COMPLETE:
+            continue
+        (violation,) = trial.system_attrs["constraints"]  # the list form the dashboard plots
+        assert violation == pytest.approx(0.99 - trial.user_attrs["metrics"]["retained_utility"])
+        assert trial.user_attrs["feasible"] is (violation <= 0)
+    document = json.loads((run.output / "pareto.json").read_text())
+    assert all(set(t["constraints"]) == {"retained_utility >= 0.99"} for t in document["trials"])

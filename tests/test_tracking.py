@@ -66,6 +66,21 @@ def test_parent_and_one_child_per_trial_with_metrics_params_artifacts_and_model(
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["method"] == "gradient_ascent" and parent.data.tags["forget_mode"] == "partial"
     assert parent.data.params["method.name"] == "gradient_ascent"
+    # The UI opens the experiment on its runs, and the parent run compares studies side by side.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    recommended = run.summary.recommended
+    assert recommended is not None
+    assert parent.data.tags["recommended_trial"] == str(recommended.number)
+    assert parent.data.metrics["hypervolume"] == pytest.approx(run.summary.hypervolume)
+    for name in config.objectives:
+        assert parent.data.metrics[f"recommended/{name}"] == pytest.approx(
+            recommended.user_attrs["metrics"][name]
+        )
+    # optuna-dashboard: feasibility per trial, the front and the recommendation on the study.
+    complete = [t for t in run.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert all(isinstance(t.user_attrs["feasible"], bool) for t in complete)
+    assert run.study.user_attrs["recommended_trial"] == recommended.number
+    assert run.study.user_attrs["pareto_trials"] == [t.number for t in run.summary.front]
 
     runs = {int(r.data.tags["trial"]): r for r in children(client, parent.info.run_id)}
     assert sorted(runs) == [t.number for t in run.study.trials]

@@ -314,6 +314,13 @@ def _gate(config: StudyConfig, args: argparse.Namespace) -> int:
     print(f"reports: {outcome.json_path}, {outcome.junit_path}, {outcome.markdown_path}")
     if outcome.registered:
         print(f"registered {outcome.registered}" + (f" as @{args.alias}" if args.alias else ""))
+    elif args.register:
+        print(f"not registered: the candidate did not pass, so {args.register} is unchanged")
+    if outcome.attached_to:
+        print(f"reports attached to MLflow run {outcome.attached_to}")
+    print(
+        f"verdict: {outcome.report.verdict} (exit {EXIT_OK if outcome.report.passed else EXIT_CHECK_FAILED})"
+    )
     return EXIT_OK if outcome.report.passed else EXIT_CHECK_FAILED
 
 

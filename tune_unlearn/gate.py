@@ -8,6 +8,7 @@ maps configuration problems to 2.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class GateOutcome:
     junit_path: Path
     markdown_path: Path
     registered: str | None = None
+    attached_to: str | None = None  # the MLflow run the reports were attached to
 
 
 def run_gate(
@@ -90,7 +92,58 @@ def run_gate(
         registered = registry_update(
             config, candidate, report, register, alias, tracking_uri, [paths[0], paths[2]], example
         )
-    return GateOutcome(report, *paths, registered=registered)
+    attached = attach_reports(config, candidate_spec, report, list(paths), experiment.tracking_uri)
+    return GateOutcome(report, *paths, registered=registered, attached_to=attached)
+
+
+def attach_reports(
+    config: StudyConfig, spec: str, report: ValidationReport, paths: list[Path], uri: str
+) -> str | None:
+    """Attach the gate's reports (under ``gate/``) and its verdict (tag ``gate_verdict``) to the
+    MLflow run that produced the candidate: the run of ``runs:/…``, the source run of a
+    ``models:/…`` version, or the study's parent run for its own ``models/candidate.pt``. A
+    local store that does not exist is not created; a tracking failure is a warning."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        run_id = _producing_run(client, config, spec)
+        if run_id is None:
+            return None
+        for path in paths:
+            client.log_artifact(run_id, str(path), "gate")
+        client.set_tag(run_id, "gate_verdict", report.verdict)
+        return run_id
+    except Exception as error:  # MLflow raises many kinds; the verdict stands regardless
+        from tune_unlearn.storages import redact
+
+        print(
+            f"warning: the gate's reports were not attached in MLflow: {redact(str(error))}", file=sys.stderr
+        )
+        return None
+
+
+def _producing_run(client: Any, config: StudyConfig, spec: str) -> str | None:
+    if spec.startswith("runs:/"):
+        return spec.removeprefix("runs:/").split("/", 1)[0]
+    if spec.startswith("models:/"):
+        version = _registered_version(client, spec)
+        if version is not None:
+            return str(version.run_id) if version.run_id else None
+        model_id = spec.removeprefix("models:/").split("/", 1)[0]
+        return str(client.get_logged_model(model_id).source_run_id or "") or None
+    sidecar = Path(spec).with_suffix(".json")
+    if not sidecar.is_file() or "trial" not in json.loads(sidecar.read_text()):
+        return None  # not a study's candidate: no run produced it
+    import optuna
+
+    from tune_unlearn.study import open_storage, storage_url
+
+    study = optuna.load_study(study_name=config.name, storage=open_storage(storage_url(config)))
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    return str(parent) if parent else None
 
 
 def registry_update(

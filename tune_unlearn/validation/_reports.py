@@ -87,8 +87,12 @@ def render_markdown(report: ValidationReport) -> str:
             "## Probes per task",
             "",
             "Excess damage beyond the retrain ensemble, per judged task, with its bootstrap "
-            "interval; a task fails when the upper bound is above the threshold, and damage is "
-            "proven when the lower bound is.",
+            "interval. Rule applied (`probe_rule: "
+            + report.probe_rule
+            + "`): a task fails when its "
+            + ("interval's upper bound" if report.probe_rule == "upper_bound" else "estimated excess")
+            + ", less the retrains' seed band, is above the threshold; damage is proven when the "
+            "lower bound, less that band, is.",
             "",
             "| probe | task | samples | excess | interval | threshold |",
             "|---|---|---|---|---|---|",

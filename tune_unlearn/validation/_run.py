@@ -28,6 +28,8 @@ class ValidationReport:
     suite: str
     candidate: str
     results: list[CheckResult]
+    #: How probes were judged: the point estimate or the upper confidence bound of the excess.
+    probe_rule: str = "estimate"
 
     @property
     def judged(self) -> list[CheckResult]:
@@ -108,7 +110,7 @@ def validate(ctx: ValidationContext, candidate: Candidate, suite: SuiteConfig) -
             [f"attack/quantization_{b}bit" for b in spec_q.bits],
             lambda: quantization_checks(ctx, candidate.model, spec_q),
         )
-    return ValidationReport(suite.name, candidate.description, results)
+    return ValidationReport(suite.name, candidate.description, results, suite.probe_rule)
 
 
 def _as_list(check: Callable[[], CheckResult]) -> list[CheckResult]:
