@@ -92,7 +92,8 @@ def main() -> None:
     meets = ratio <= 0.1 and m["forget_efficacy"] >= 0.9 and m["retained_utility"] >= 0.97
     print(
         f"recommended trial {recommended['number']}: unlearning {m['gpu_seconds']:.2f} s, "
-        f"ratio to retrain {ratio:.4f} (counted: compute_cost {m['compute_cost']:.4f}); forget efficacy {m['forget_efficacy']:.3f}, "
+        f"ratio to retrain {ratio:.4f} (counted: compute_cost {m['compute_cost']:.4f}); "
+        f"forget efficacy {m['forget_efficacy']:.3f}, "
         f"retained utility {m['retained_utility']:.4f} "
         f"(target ratio ≤ 0.1 with efficacy ≥ 0.9 and utility ≥ 0.97: {'met' if meets else 'MISSED'})"
     )
