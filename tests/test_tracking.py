@@ -214,9 +214,13 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
-def test_a_study_against_a_real_tracking_server_on_postgres(tmp_path: Path, mlflow_server: str) -> None:
+def test_a_study_against_a_real_tracking_server_on_postgres(
+    tmp_path: Path, mlflow_server: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     config = tracked_study(tmp_path, uri=mlflow_server, n_trials=2)
     run = run_study(config, progress=False)
+    printed = capfd.readouterr()
+    assert "View run" not in printed.out + printed.err  # no link per trial on the terminal
     client = MlflowClient(tracking_uri=mlflow_server)
     parent_id = run.study.user_attrs["mlflow_parent_run_id"]
     parent = client.get_run(parent_id)
