@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tune_unlearn.config import ConfigError, load_study, parse_study
+from tune_unlearn.config import parse_study
+from tune_unlearn.schema import ConfigError
+from tune_unlearn.study_file import load_study
 
 from .helpers import tiny_study
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BAD = {
     "name": "bad name",
@@ -40,7 +45,7 @@ def test_every_problem_is_reported_at_once_with_its_dotted_path() -> None:
         "method.fixed.steps",
         "method.fixed.learning_rate",
         "method.search.ascent_lr",
-        "method.search.subspace_rank",
+        "method.search.subspace_rank.type",
         "objectives.0",
         "constraints",
         "sampler.name",
@@ -104,7 +109,7 @@ def test_a_value_the_method_refuses_is_reported_at_its_path(tmp_path: Path) -> N
         tiny_study(tmp_path, method=method)
     issues = {issue.path: issue.message for issue in info.value.issues}
     assert set(issues) == {"method.fixed.projection_space"}
-    assert "must be one of parameters, representation" in issues["method.fixed.projection_space"]
+    assert "expected one of parameters, representation" in issues["method.fixed.projection_space"]
     method["fixed"] = {"steps": 5}
     method["search"] = {"projection_space": {"type": "categorical", "choices": ["representation", 3]}}
     with pytest.raises(ConfigError) as info:
@@ -114,3 +119,66 @@ def test_a_value_the_method_refuses_is_reported_at_its_path(tmp_path: Path) -> N
         "projection_space": {"type": "categorical", "choices": ["parameters", "representation"]}
     }
     assert tiny_study(tmp_path, method=method).method.search  # both spaces are fine
+
+
+def test_check_rejects_out_of_range_hyperparameters_and_bad_ranges_with_their_paths(tmp_path: Path) -> None:
+    from tune_unlearn.cli import main
+
+    raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    raw["method"]["fixed"] = {"steps": -3, "refresh_every": 0, "projection_strength": 5, "batch_size": 32}
+    raw["method"]["search"] = {
+        "subspace_rank": {"type": "int", "low": 0, "high": 16},
+        "retain_lr": {"type": "float", "low": 0.005, "high": 0.5, "log": True, "step": 0.01},
+        "ascent_lr": {"type": "int", "low": 1, "high": 3},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_study(path)
+    issues = {issue.path: issue.message for issue in info.value.issues}
+    assert issues["method.fixed.steps"] == "expected an integer ≥ 1"
+    assert issues["method.fixed.refresh_every"] == "expected an integer ≥ 1"
+    assert issues["method.fixed.projection_strength"] == "expected a number in [0, 1]"
+    assert "expected an integer ≥ 1, got 0" in issues["method.search.subspace_rank.low"]
+    assert "log-scaled range takes no step" in issues["method.search.retain_lr.step"]
+    assert "use 'type: float'" in issues["method.search.ascent_lr.type"]
+    assert main(["check", str(path)]) == 2
+    raw["method"]["search"] = {"subspace_rank": {"type": "int", "low": 1.0, "high": 16}}
+    raw["method"]["fixed"] = {}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"subspace_rank.low: an integer range needs integer bounds"):
+        load_study(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
+        (
+            b"a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + b"".join(
+                f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n".encode()
+                for i in range(9)
+            ),
+            "expands to more than 100000 values",
+        ),
+        (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested deeper than 32 levels"),
+        (b"a: " + b"[" * 40 + b"]" * 40 + b"\n", "nested deeper than 32 levels"),
+        (b"#" * (2 << 20), "larger than 1024 KiB"),
+    ],
+    ids=["latin-1", "billion-laughs", "deep-recursion", "deep", "huge"],
+)
+def test_untrusted_text_is_refused_quickly_with_one_clear_problem(
+    tmp_path: Path, content: bytes, words: str
+) -> None:
+    import time
+
+    from tune_unlearn.cli import main
+
+    path = tmp_path / "study.yaml"
+    path.write_bytes(content)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_study(path)
+    assert main(["check", str(path)]) == 2
+    assert time.monotonic() - started < 5

@@ -141,7 +141,7 @@ def test_the_readme_shows_the_quickstart_study_file_as_it_is() -> None:
 def test_shipped_study_files_and_readme_commands_use_no_root_paths() -> None:
     """A newcomer's machine has no ``/shared``: every path a shipped file names is relative
     (or a URL), and each shipped study passes ``check``."""
-    from tune_unlearn.config import load_study
+    from tune_unlearn.study_file import load_study
 
     for path in sorted(STUDIES.glob("*.yaml")):
         config = load_study(path)

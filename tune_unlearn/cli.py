@@ -101,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_catalog())
         return EXIT_OK
 
-    from tune_unlearn.config import ConfigError, load_study
+    from tune_unlearn.schema import ConfigError
+    from tune_unlearn.study_file import load_study
     from tune_unlearn.tracking import TrackingUnavailable
 
     try:
@@ -284,8 +285,8 @@ def _parse_params(text: str) -> dict[str, object]:
 
 
 def _gate(config: StudyConfig, args: argparse.Namespace) -> int:
-    from tune_unlearn.config import ConfigError
     from tune_unlearn.gate import CandidateError, run_gate
+    from tune_unlearn.schema import ConfigError
     from tune_unlearn.validation import load_suite, render_markdown
 
     if args.alias and not args.register:

@@ -12,15 +12,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -29,10 +25,12 @@ from pydantic import (
     model_validator,
 )
 
+from tune_unlearn.hyperparameters import Param, search_range_problems
 from tune_unlearn.methods import METHODS
 from tune_unlearn.metrics import METRICS, RENAMED
 from tune_unlearn.problems import PROBLEMS, Problem, build_problem
 from tune_unlearn.registry import UnknownNameError
+from tune_unlearn.schema import ConfigError, ConfigIssue, Strict, pydantic_issues
 
 DEFAULT_OBJECTIVES = ("forget_efficacy", "retained_utility", "uis", "compute_cost")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -49,11 +47,7 @@ def _metric_name(name: str) -> str:
 MetricName = Annotated[str, AfterValidator(_metric_name)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SearchParam(_Strict):
+class SearchParam(Strict):
     """One dimension of the search space: ``float``, ``int`` or ``categorical``."""
 
     type: Literal["float", "int", "categorical"] = "float"
@@ -78,7 +72,7 @@ class SearchParam(_Strict):
         return self
 
 
-class Constraint(_Strict):
+class Constraint(Strict):
     """``metric <= bound`` or ``metric >= bound``; feasible when :meth:`violation` ≤ 0."""
 
     metric: MetricName
@@ -94,14 +88,14 @@ class Constraint(_Strict):
         return f"{self.metric} {self.op} {self.bound:g}"
 
 
-class SamplerConfig(_Strict):
+class SamplerConfig(Strict):
     name: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
     seed: int = 0
     #: Random trials before a model-based sampler (TPE, GP) takes over; Optuna's default if unset.
     n_startup_trials: int | None = Field(None, ge=1)
 
 
-class CollapseGuardConfig(_Strict):
+class CollapseGuardConfig(Strict):
     """Prune a trial once retained utility on a ``val`` sample falls below ``floor``."""
 
     enabled: bool = True
@@ -110,7 +104,7 @@ class CollapseGuardConfig(_Strict):
     sample_size: int = Field(256, ge=8)
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(Strict):
     """How each trial's model is measured.
 
     ``retain_sample``: the retain set's scores (``score/<model>/retain/<task>``, reported but in
@@ -126,7 +120,7 @@ class EvaluationConfig(_Strict):
     forget_score_runs: int = Field(0, ge=0, le=256)
 
 
-class RecommendConfig(_Strict):
+class RecommendConfig(Strict):
     """How one configuration is recommended from the feasible Pareto front.
 
     Objectives are normalised in the hypervolume box: each metric from its ideal (0) to its
@@ -152,7 +146,7 @@ class RecommendConfig(_Strict):
         return self
 
 
-class ProblemConfig(_Strict):
+class ProblemConfig(Strict):
     """A built-in problem by ``name``, or a user's by ``factory: "package.module:function"``."""
 
     name: str | None = None
@@ -170,7 +164,7 @@ class ProblemConfig(_Strict):
         return build_problem(self.name, self.factory, self.params)
 
 
-class ForgetConfig(_Strict):
+class ForgetConfig(Strict):
     """Which train instances to forget (``where`` + ``fraction``, or ``index_file``), from which
     tasks (``target_tasks``; every task in ``full`` mode)."""
 
@@ -192,7 +186,7 @@ class ForgetConfig(_Strict):
         return self
 
 
-class MethodConfig(_Strict):
+class MethodConfig(Strict):
     name: str
     fixed: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, SearchParam] = Field(default_factory=dict)
@@ -209,7 +203,7 @@ class MethodConfig(_Strict):
 DEFAULT_RETRAIN_SEEDS = 5
 
 
-class EnsembleConfig(_Strict):
+class EnsembleConfig(Strict):
     """``retrain: {seeds: K}``: K retrains with seeds ``problem.seed + 0 … K − 1``, trained in
     ``n_jobs`` processes (default: as many as cores and members allow)."""
 
@@ -223,11 +217,11 @@ def _retrain_kind(value: Any) -> str:
     return "flag" if isinstance(value, bool) else "path"
 
 
-#: Union member tags that pydantic puts in an error's location; dropped from dotted paths.
-_UNION_TAGS = frozenset({"ensemble", "flag", "path"})
+# The retrain union's member tags ("ensemble", "flag", "path") are dropped from dotted paths
+# by schema.pydantic_issues (schema.UNION_TAGS).
 
 
-class ReferencesConfig(_Strict):
+class ReferencesConfig(Strict):
     """Where the reference models come from.
 
     ``original``: trained with the problem's recipe (default), or a state-dict file or MLflow
@@ -255,14 +249,14 @@ class ReferencesConfig(_Strict):
         return self.retrain if isinstance(self.retrain, EnsembleConfig) else None
 
 
-class ValidationConfig(_Strict):
+class ValidationConfig(Strict):
     """Validators to run after the study, on the recommended trial or on every Pareto trial."""
 
     suite: Path | None = None
     trials: Literal["recommended", "pareto"] = "recommended"
 
 
-class WorkersConfig(_Strict):
+class WorkersConfig(Strict):
     """Distributed workers: how often a running trial proves its worker alive, and how long a
     silent trial may stay running before another worker fails and retries it."""
 
@@ -276,7 +270,7 @@ class WorkersConfig(_Strict):
         return self
 
 
-class TrackingConfig(_Strict):
+class TrackingConfig(Strict):
     """MLflow: ``uri`` defaults to ``sqlite:///<output>/mlflow.db``; the experiment to the study
     name. With ``required: false`` an unreachable server is a warning, not an error."""
 
@@ -286,7 +280,7 @@ class TrackingConfig(_Strict):
     required: bool = True
 
 
-class StudyConfig(_Strict):
+class StudyConfig(Strict):
     """A whole study file."""
 
     name: str = Field(pattern=r"^[\w.-]+$")
@@ -358,40 +352,6 @@ class StudyConfig(_Strict):
         return self.output if self.output is not None else Path("runs") / self.name
 
 
-@dataclass(frozen=True)
-class ConfigIssue:
-    """One problem in a study file."""
-
-    path: str
-    message: str
-    value: Any = None
-
-    def __str__(self) -> str:
-        shown = "" if self.value is None else f" (got {self.value!r})"
-        return f"{self.path or '<file>'}: {self.message}{shown}"
-
-
-class ConfigError(Exception):
-    """A study file with one or more problems; ``issues`` lists them all."""
-
-    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
-        self.source, self.issues = source, issues
-        lines = "\n".join(f"  {issue}" for issue in issues)
-        super().__init__(f"{source}: {len(issues)} problem(s) in the study file\n{lines}")
-
-
-def pydantic_issues(error: ValidationError) -> list[ConfigIssue]:
-    issues = []
-    for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"] if part not in _UNION_TAGS)
-        message = item["msg"].removeprefix("Value error, ")
-        value = item.get("input") if item["type"] not in ("missing", "value_error") else None
-        if isinstance(value, Mapping):
-            value = None  # the message names the problem; echoing a whole section adds noise
-        issues.append(ConfigIssue(path, message, value))
-    return issues
-
-
 def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = raw.get(key)
     return value if isinstance(value, Mapping) else {}
@@ -410,23 +370,12 @@ def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
                         f"method.{section}.{key}",
                         f"{method_name} has no hyperparameter {key!r}; valid: {', '.join(accepted)}",
                     )
-        yield from _type_issues(method_raw, accepted)
-        yield from _value_issues(METHODS.get(method_name), method_raw, accepted)
+        declared = METHODS.get(method_name).constraints()
+        yield from _type_issues(method_raw, declared)
+        yield from _value_issues(METHODS.get(method_name), method_raw, declared)
         both = set(_mapping(method_raw, "fixed")) & set(_mapping(method_raw, "search"))
         for key in sorted(both):
             yield ConfigIssue(f"method.search.{key}", "is also fixed; give it in one place only")
-
-    suite = _mapping(raw, "validation").get("suite")
-    if isinstance(suite, str):
-        from tune_unlearn.validation import load_suite
-
-        try:
-            load_suite(Path(suite))
-        except ConfigError as error:
-            for issue in error.issues:
-                yield ConfigIssue(
-                    f"validation.suite ({suite}){'.' + issue.path if issue.path else ''}", issue.message
-                )
 
     problem_raw = _mapping(raw, "problem")
     problem = None
@@ -448,48 +397,32 @@ def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
     yield from _forget_issues(_mapping(raw, "forget"), problem)
 
 
-def _type_issues(method_raw: Mapping[str, Any], accepted: Mapping[str, Any]) -> Iterator[ConfigIssue]:
-    """Fixed values and search dimensions must fit the type of the hyperparameter's default."""
+def _type_issues(method_raw: Mapping[str, Any], declared: Mapping[str, Param]) -> Iterator[ConfigIssue]:
+    """Fixed values and search dimensions against each hyperparameter's declaration: its type,
+    its range or choices; integer ranges with integer bounds; no step on a log scale."""
     for key, value in _mapping(method_raw, "fixed").items():
-        default = accepted.get(key)
-        if isinstance(default, bool) or default is None:
-            continue
-        if isinstance(default, str):
-            if not isinstance(value, str):
-                yield ConfigIssue(f"method.fixed.{key}", "expected str", value)
-            continue
-        fits = isinstance(value, int) if isinstance(default, int) else isinstance(value, (int, float))
-        if isinstance(value, bool) or not fits:
-            yield ConfigIssue(f"method.fixed.{key}", f"expected {type(default).__name__}", value)
+        if key in declared and (message := declared[key].problem(value)) is not None:
+            yield ConfigIssue(f"method.fixed.{key}", message, value)
     for key, dimension in _mapping(method_raw, "search").items():
-        default = accepted.get(key)
-        integer = isinstance(default, int) and not isinstance(default, bool)
-        if integer and isinstance(dimension, Mapping) and dimension.get("type", "float") == "float":
-            yield ConfigIssue(f"method.search.{key}", "is an integer hyperparameter; use 'type: int'")
+        if key in declared and isinstance(dimension, Mapping):
+            for sub, message in search_range_problems(declared[key], dimension):
+                yield ConfigIssue(f"method.search.{key}.{sub}", message)
 
 
 def _value_issues(
-    method: type, method_raw: Mapping[str, Any], accepted: Mapping[str, Any]
+    method: type, method_raw: Mapping[str, Any], declared: Mapping[str, Param]
 ) -> Iterator[ConfigIssue]:
-    """Values the method itself refuses (its ``__post_init__`` raises ``ValueError``): each fixed
-    value, and each choice of a categorical search dimension, tried on the defaults."""
-    tries: list[tuple[str, str, Any]] = [
-        (f"method.fixed.{key}", key, value) for key, value in _mapping(method_raw, "fixed").items()
-    ]
-    for key, dimension in _mapping(method_raw, "search").items():
-        if isinstance(dimension, Mapping) and dimension.get("type") == "categorical":
-            choices = dimension.get("choices")
-            for i, choice in enumerate(choices if isinstance(choices, list) else []):
-                tries.append((f"method.search.{key}.choices.{i}", key, choice))
-    for path, key, value in tries:
-        if key not in accepted:
+    """Values a method refuses beyond its declarations (a plugin's own ``__post_init__``):
+    each fixed value that fits its declaration, tried on the defaults."""
+    for key, value in _mapping(method_raw, "fixed").items():
+        if key not in declared or declared[key].problem(value) is not None:
             continue
         try:
             method(**{key: value})
         except ValueError as error:
-            yield ConfigIssue(path, str(error), value)
+            yield ConfigIssue(f"method.fixed.{key}", str(error), value)
         except TypeError:
-            continue  # a type mismatch: reported by _type_issues
+            continue
 
 
 def _forget_issues(forget: Mapping[str, Any], problem: Problem) -> Iterator[ConfigIssue]:
@@ -539,18 +472,3 @@ def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
     if issues or config is None:
         raise ConfigError(source, issues)
     return config
-
-
-def read_yaml(path: Path) -> Any:
-    """A YAML file's content; :class:`ConfigError` when it cannot be read or parsed."""
-    try:
-        return yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(str(path), [ConfigIssue("", f"cannot read: {error.strerror}")]) from None
-    except yaml.YAMLError as error:
-        raise ConfigError(str(path), [ConfigIssue("", f"not valid YAML: {error}")]) from None
-
-
-def load_study(path: Path) -> StudyConfig:
-    """Read and validate a study file. Relative paths in it are relative to the working folder."""
-    return parse_study(read_yaml(path), str(path))

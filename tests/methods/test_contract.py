@@ -23,8 +23,22 @@ def test_hyperparameters_are_keyword_arguments_with_defaults_that_round_trip(nam
     assert all(value is not dataclasses.MISSING for value in hyper.values())
     method = cls(**hyper)
     assert method.get_params() == hyper
-    changed = {k: (v * 2 if isinstance(v, (int, float)) else v) for k, v in hyper.items()}
+    declared = cls.constraints()
+
+    def other(name: str, value: object) -> object:  # another valid value of each number
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value
+        doubled = value * 2
+        return doubled if declared[name].problem(doubled) is None else type(value)(value / 2)
+
+    changed = {k: other(k, v) for k, v in hyper.items()}
+    assert changed != hyper
     assert cls(**changed).get_params() == changed
+    for name, param in declared.items():  # every declaration is checked at construction
+        if param.ge is not None or param.gt is not None:
+            bad = (param.ge if param.ge is not None else param.gt) - 1  # type: ignore[operator]
+            with pytest.raises(ValueError, match=name):
+                cls(**{name: bad})
     with pytest.raises(TypeError):
         cls(1)  # type: ignore[misc]  # positional hyperparameters are refused
 

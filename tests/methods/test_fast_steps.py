@@ -176,5 +176,5 @@ def test_representation_form_changes_the_direction_and_is_cheaper_in_kind(
 
 
 def test_an_unknown_projection_space_is_refused() -> None:
-    with pytest.raises(ValueError, match="projection_space must be one of parameters, representation"):
+    with pytest.raises(ValueError, match="projection_space: expected one of parameters, representation"):
         TaskProjection(projection_space="features")  # type: ignore[arg-type]

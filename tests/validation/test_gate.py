@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from tune_unlearn.cli import main
-from tune_unlearn.config import load_study
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.references import save_state_dict, train_model
+from tune_unlearn.study_file import load_study
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "validators" / "release.yaml"

@@ -103,7 +103,7 @@ def test_cross_task_is_holdout_only_and_not_applicable_in_full_mode(
 
 
 def test_a_probe_parameter_typo_is_an_error() -> None:
-    with pytest.raises(ValueError, match="no parameter kk; valid: k"):
+    with pytest.raises(ValueError, match="kk: no such parameter; valid: k"):
         PROBES.get("dependent_neighbors")(kk=5)
     with pytest.raises(ValueError, match="expected an integer"):
         PROBES.get("unrelated")(size=2.5)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from tune_unlearn.forget import LabeledSet
+from tune_unlearn.hyperparameters import Param, declared_fields, hyperparameter, problems
 from tune_unlearn.methods._gradients import Batch, ParameterLayout, StepGradients
 from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Task
 
@@ -101,8 +102,8 @@ class StepLog:
 class UnlearningMethod(ABC):
     """Base class of unlearning methods; subclasses add hyperparameters as fields."""
 
-    steps: int = 50
-    batch_size: int = 32
+    steps: int = hyperparameter(50, ge=1, doc="unlearning steps")
+    batch_size: int = hyperparameter(32, ge=1, doc="samples per forget and per retain batch")
 
     name: ClassVar[str] = ""
     uses_forget: ClassVar[bool] = True
@@ -110,10 +111,22 @@ class UnlearningMethod(ABC):
     #: Host synchronisations for the divergence check happen only this often.
     check_every: ClassVar[int] = 10
 
+    def __post_init__(self) -> None:
+        """Every hyperparameter checked against its declaration: a method cannot be built with
+        ``refresh_every=0`` or ``projection_strength=5``."""
+        found = problems(self.constraints(), self.get_params())
+        if found:
+            raise ValueError("; ".join(f"{name}: {message}" for name, message in found))
+
     @classmethod
     def hyperparameters(cls) -> dict[str, Any]:
         """Every hyperparameter with its default."""
         return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def constraints(cls) -> dict[str, Param]:
+        """Every hyperparameter's declaration: type, range or choices, default."""
+        return declared_fields(cls)
 
     def get_params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

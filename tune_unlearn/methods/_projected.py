@@ -17,6 +17,7 @@ from typing import ClassVar, Literal
 
 from torch import Tensor
 
+from tune_unlearn.hyperparameters import hyperparameter
 from tune_unlearn.methods._gradients import StepGradients
 from tune_unlearn.methods._simple import GradDiff
 
@@ -29,17 +30,14 @@ class ProjectedGradDiff(GradDiff):
     """GradDiff whose ascent direction on the shared parameters is projected; the heads of the
     target tasks take the raw ``g_f``."""
 
-    projection_strength: float = 1.0
-    projection_space: ProjectionSpace = "parameters"
+    projection_strength: float = hyperparameter(
+        1.0, ge=0.0, le=1.0, doc="how much of the conflicting component is removed (1: all)"
+    )
+    projection_space: ProjectionSpace = hyperparameter(
+        "parameters", choices=PROJECTION_SPACES, doc="exact (parameters) or approximate (representation)"
+    )
 
     name: ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        if self.projection_space not in PROJECTION_SPACES:
-            raise ValueError(
-                f"projection_space must be one of {', '.join(PROJECTION_SPACES)}, "
-                f"got {self.projection_space!r}"
-            )
 
     def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
         n = grads.layout.num_shared

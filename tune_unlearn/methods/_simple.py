@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from tune_unlearn.hyperparameters import hyperparameter
 from tune_unlearn.methods._base import UnlearningMethod
 from tune_unlearn.methods._gradients import StepGradients
 
@@ -15,7 +16,7 @@ from tune_unlearn.methods._gradients import StepGradients
 class Finetune(UnlearningMethod):
     """Descent on the retain set only: forgetting by catastrophic interference."""
 
-    retain_lr: float = 0.05
+    retain_lr: float = hyperparameter(0.05, ge=0.0, doc="η_r, the retain descent rate")
 
     name: ClassVar[str] = "finetune"
     uses_forget: ClassVar[bool] = False
@@ -28,7 +29,7 @@ class Finetune(UnlearningMethod):
 class GradientAscent(UnlearningMethod):
     """Ascent on the forget loss, with nothing to hold the retained knowledge in place."""
 
-    ascent_lr: float = 0.01
+    ascent_lr: float = hyperparameter(0.01, ge=0.0, doc="η_a, the forget ascent rate")
 
     name: ClassVar[str] = "gradient_ascent"
     uses_retain: ClassVar[bool] = False
@@ -41,8 +42,8 @@ class GradientAscent(UnlearningMethod):
 class GradDiff(UnlearningMethod):
     """Ascent on the forget loss and descent on the retain loss, unprojected."""
 
-    ascent_lr: float = 0.01
-    retain_lr: float = 0.05
+    ascent_lr: float = hyperparameter(0.01, ge=0.0, doc="η_a, the forget ascent rate")
+    retain_lr: float = hyperparameter(0.05, ge=0.0, doc="η_r, the retain descent rate")
 
     name: ClassVar[str] = "graddiff"
 

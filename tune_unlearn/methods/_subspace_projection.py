@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from tune_unlearn.hyperparameters import hyperparameter
 from tune_unlearn.methods._gradients import StepGradients
 from tune_unlearn.methods._projected import ProjectedGradDiff
 from tune_unlearn.methods._projection import project_out, task_subspace_basis
@@ -24,8 +25,8 @@ class SubspaceProjection(ProjectedGradDiff):
     before it is pulled back to the parameters.
     """
 
-    subspace_rank: int = 4
-    refresh_every: int = 10
+    subspace_rank: int = hyperparameter(4, ge=1, doc="basis vectors per task (at most the retain batch size)")
+    refresh_every: int = hyperparameter(10, ge=1, doc="steps between rebuilds of the subspace basis")
 
     name: ClassVar[str] = "subspace_projection"
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from tune_unlearn.forget import LabeledSet
+from tune_unlearn.hyperparameters import Param, problems
 from tune_unlearn.registry import Registry, subclass_of
 from tune_unlearn.validation._context import Probe, ValidationContext
 
@@ -20,27 +21,18 @@ from tune_unlearn.validation._context import Probe, ValidationContext
 class ProbeFamily(ABC):
     """Builds one probe from the validation context. ``dependent`` families look for damage
     next to the forgotten data: their proven failure under a passing ``static_retain`` is
-    masked collapse. ``parameters`` declares each parameter's type and default; any other
-    parameter is an error."""
+    masked collapse. ``parameters`` declares each parameter (:class:`Param`: default, type,
+    range); an unknown parameter or a value out of range is an error at construction."""
 
     name: ClassVar[str]
     dependent: ClassVar[bool] = False
-    parameters: ClassVar[dict[str, Any]] = {}
+    parameters: ClassVar[dict[str, Param]] = {}
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.parameters))
-        if unknown:
-            valid = ", ".join(self.parameters) or "none"
-            raise ValueError(
-                f"probe family {self.name} has no parameter {', '.join(unknown)}; valid: {valid}"
-            )
-        for key, value in params.items():
-            expected = type(self.parameters[key])
-            if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{self.name}.{key}: expected an integer, got {value!r}")
-            if expected is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError(f"{self.name}.{key}: expected a number, got {value!r}")
-        self.params = {**self.parameters, **params}
+        found = problems(self.parameters, params)
+        if found:
+            raise ValueError("; ".join(f"{self.name}.{key}: {message}" for key, message in found))
+        self.params = {**{k: p.default for k, p in self.parameters.items()}, **params}
 
     def not_applicable(self, ctx: ValidationContext) -> str | None:
         """Why this family does not apply to the request, or ``None`` when it does."""
@@ -69,7 +61,7 @@ class DependentNeighbors(ProbeFamily):
 
     name = "dependent_neighbors"
     dependent = True
-    parameters: ClassVar[dict[str, Any]] = {"k": 5}
+    parameters: ClassVar[dict[str, Param]] = {"k": Param(5, ge=1, doc="neighbours per forget instance")}
 
     def build(self, ctx: ValidationContext) -> Probe:
         request = ctx.experiment.request
@@ -86,7 +78,9 @@ class SharedLabel(ProbeFamily):
 
     name = "shared_label"
     dependent = True
-    parameters: ClassVar[dict[str, Any]] = {"min_share": 0.05}
+    parameters: ClassVar[dict[str, Param]] = {
+        "min_share": Param(0.05, gt=0.0, le=1.0, doc="a label combination's least share of the forget set")
+    }
 
     @staticmethod
     def _label_tasks(ctx: ValidationContext) -> list[str]:
@@ -125,7 +119,11 @@ class SharedAttribute(ProbeFamily):
 
     name = "shared_attribute"
     dependent = True
-    parameters: ClassVar[dict[str, Any]] = {"attribute": "", "size": 1000, "seed": 0}
+    parameters: ClassVar[dict[str, Param]] = {
+        "attribute": Param("", doc="the problem attribute to stratify by (default: its first)"),
+        "size": Param(1000, ge=1, doc="samples drawn at most"),
+        "seed": Param(0, ge=0),
+    }
 
     def not_applicable(self, ctx: ValidationContext) -> str | None:
         problem = ctx.experiment.problem
@@ -160,7 +158,7 @@ class CrossTask(ProbeFamily):
 
     name = "cross_task"
     dependent = True
-    parameters: ClassVar[dict[str, Any]] = {"k": 5}
+    parameters: ClassVar[dict[str, Param]] = {"k": Param(5, ge=1, doc="neighbours per forget instance")}
 
     def not_applicable(self, ctx: ValidationContext) -> str | None:
         if ctx.experiment.request.mode != "partial":
@@ -179,7 +177,10 @@ class Unrelated(ProbeFamily):
     """A seeded random holdout sample: damage far from the request (and prediction churn)."""
 
     name = "unrelated"
-    parameters: ClassVar[dict[str, Any]] = {"size": 300, "seed": 0}
+    parameters: ClassVar[dict[str, Param]] = {
+        "size": Param(300, ge=1, doc="holdout samples drawn"),
+        "seed": Param(0, ge=0),
+    }
 
     def build(self, ctx: ValidationContext) -> Probe:
         generator = torch.Generator().manual_seed(int(self.params["seed"]))
@@ -195,7 +196,10 @@ class StaticRetain(ProbeFamily):
     Kept to show what it alone would conclude."""
 
     name = "static_retain"
-    parameters: ClassVar[dict[str, Any]] = {"size": 500, "seed": 0}
+    parameters: ClassVar[dict[str, Param]] = {
+        "size": Param(500, ge=1, doc="retain samples drawn"),
+        "seed": Param(0, ge=0),
+    }
 
     def build(self, ctx: ValidationContext) -> Probe:
         retain = ctx.experiment.sets["retain"]

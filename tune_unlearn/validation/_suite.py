@@ -5,17 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from tune_unlearn.config import ConfigError, ConfigIssue, pydantic_issues, read_yaml
+from tune_unlearn.hyperparameters import problems
+from tune_unlearn.schema import ConfigError, ConfigIssue, Strict, pydantic_issues, read_yaml
 from tune_unlearn.validation._probes import PROBES
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ProbeSpec(_Strict):
+class ProbeSpec(Strict):
     """A probe family's threshold on excess damage (score lost beyond the retrain ensemble),
     judged per task on the upper bound of its bootstrap confidence interval, plus the family's
     params (each family declares its own: see ``list``)."""
@@ -25,7 +22,7 @@ class ProbeSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class ForgetQualitySpec(_Strict):
+class ForgetQualitySpec(Strict):
     """``max_gap``: how far beyond the ensemble's tolerance band the worst target task's
     forget-set score may sit. ``max_mia_gap``: the same for membership-inference AUC.
     ``min_forget_score``: the per-example forgetting score over ``forget_score_runs`` runs of
@@ -37,23 +34,23 @@ class ForgetQualitySpec(_Strict):
     forget_score_runs: int = Field(16, ge=2, le=256)
 
 
-class UisBudgetSpec(_Strict):
+class UisBudgetSpec(Strict):
     """UIS (the parameter shift ‖θ_u − θ_o‖/‖θ_o‖) may be at most ``max_uis``."""
 
     max_uis: float = Field(0.5, gt=0.0)
 
 
-class ComputeBudgetSpec(_Strict):
+class ComputeBudgetSpec(Strict):
     max_fraction: float = Field(0.1, gt=0.0)
 
 
-class RobustnessSpec(_Strict):
+class RobustnessSpec(Strict):
     seeds: int = Field(2, ge=1)
     lr_perturbation: float = Field(0.2, gt=0.0, lt=1.0)
     max_spread: float = Field(0.1, ge=0.0)
 
 
-class RelearningSpec(_Strict):
+class RelearningSpec(Strict):
     """Fine-tune ``steps`` full-batch Adam steps (``lr``: the problem's recipe rate if unset) on
     ``sample_size`` forget (and, separately, retain) samples; compare the forget-set recovery
     with the first ``members`` retrains'."""
@@ -66,7 +63,7 @@ class RelearningSpec(_Strict):
     seed: int = 0
 
 
-class QuantizationSpec(_Strict):
+class QuantizationSpec(Strict):
     """Round weights to each of ``bits``; compare the forget-set score's move toward the
     original with the first ``members`` retrains'."""
 
@@ -83,12 +80,12 @@ class QuantizationSpec(_Strict):
         return bits
 
 
-class AttacksSpec(_Strict):
+class AttacksSpec(Strict):
     relearning: RelearningSpec | None = None
     quantization: QuantizationSpec | None = None
 
 
-class SuiteConfig(_Strict):
+class SuiteConfig(Strict):
     """A suite. ``probe_rule`` decides how a probe's excess damage is judged against its
     ``max_excess``: ``upper_bound`` passes only when the upper confidence bound is within it
     (proves safety; small probes then fail honest models), ``estimate`` fails when the point
@@ -110,8 +107,8 @@ class SuiteConfig(_Strict):
     @field_validator("probes")
     @classmethod
     def _known_families(cls, probes: dict[str, ProbeSpec]) -> dict[str, ProbeSpec]:
-        for name, spec in probes.items():
-            PROBES.get(name)(**spec.params)  # unknown names and parameters raise here
+        for name in probes:
+            PROBES.get(name)  # an unknown name raises with the valid ones
         return probes
 
 
@@ -132,6 +129,14 @@ def load_suite(path: Path) -> SuiteConfig:
     if renamed:
         raise ConfigError(str(path), renamed)
     try:
-        return SuiteConfig.model_validate(raw)
+        suite = SuiteConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(str(path), pydantic_issues(error)) from None
+    issues = [
+        ConfigIssue(f"probes.{name}.params.{key}", message)
+        for name, spec in suite.probes.items()
+        for key, message in problems(PROBES.get(name).parameters, spec.params)
+    ]
+    if issues:
+        raise ConfigError(str(path), issues)
+    return suite
