@@ -87,3 +87,27 @@ def test_the_import_graph_has_no_cycles() -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_every_public_name_resolves_and_the_guide_imports_only_public_names() -> None:
+    import re
+
+    import tune_unlearn
+
+    for name in tune_unlearn.__all__:
+        assert getattr(tune_unlearn, name) is not None, name
+    guide = (PACKAGE.parent / "docs" / "guide.md").read_text()
+    imports = re.findall(r"^\s*(?:from|import) (tune_unlearn[\w.]*)", guide, flags=re.MULTILINE)
+    assert imports  # the guide's code does import the package
+    private = [module for module in imports if any(part.startswith("_") for part in module.split("."))]
+    assert private == []
+
+
+def test_importing_the_package_imports_nothing_heavy() -> None:
+    import subprocess
+    import sys
+
+    heavy = "('torch', 'optuna', 'mlflow')"
+    code = f"import sys, tune_unlearn; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tune_unlearn import __version__
+from tune_unlearn._version import __version__
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.errors import OutputNotWritable
 from tune_unlearn.importances import param_importances

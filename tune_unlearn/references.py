@@ -32,7 +32,7 @@ from filelock import FileLock
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tune_unlearn import __version__
+from tune_unlearn._version import __version__
 from tune_unlearn.forget import ForgetRequest, LabeledSet
 from tune_unlearn.methods._gradients import Batch, masked_task_losses
 from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Problem

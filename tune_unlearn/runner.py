@@ -35,7 +35,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from tune_unlearn import __version__
+from tune_unlearn._version import __version__
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.distributed import (
     Heartbeat,

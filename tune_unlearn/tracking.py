@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from tune_unlearn import __version__
+from tune_unlearn._version import __version__
 from tune_unlearn.storages import StorageUrl, redact
 
 #: MLflow's limit on entries in one ``log_batch`` request.

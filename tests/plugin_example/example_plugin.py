@@ -7,8 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from tune_unlearn.methods import GradDiff
-from tune_unlearn.methods._gradients import StepGradients
+from tune_unlearn.methods import GradDiff, StepGradients
 from tune_unlearn.problems import DigitsProblem
 
 

@@ -9,8 +9,10 @@ from tune_unlearn.methods._base import (
     UnlearningMethod,
     UnlearningSetup,
 )
+from tune_unlearn.methods._gradients import Batch, ParameterLayout, StepGradients
 from tune_unlearn.methods._instance_orthogonalization import InstanceOrthogonalization
 from tune_unlearn.methods._interference_aware import InterferenceAware
+from tune_unlearn.methods._projected import ProjectedGradDiff
 from tune_unlearn.methods._simple import Finetune, GradDiff, GradientAscent
 from tune_unlearn.methods._subspace_projection import SubspaceProjection
 from tune_unlearn.methods._task_projection import TaskProjection
@@ -32,12 +34,16 @@ for _method in (
 
 __all__ = [
     "METHODS",
+    "Batch",
     "DivergenceError",
     "Finetune",
     "GradDiff",
     "GradientAscent",
     "InstanceOrthogonalization",
     "InterferenceAware",
+    "ParameterLayout",
+    "ProjectedGradDiff",
+    "StepGradients",
     "StepLog",
     "StepMonitor",
     "SubspaceProjection",
