@@ -196,3 +196,19 @@ def test_every_metric_recomputes_from_the_flat_scores(tiny_experiment: Experimen
     )
     for name in ("forget_efficacy", "retained_utility", "impact_score"):
         assert METRICS.get(name)().compute(ctx) == pytest.approx(result.metrics[name])
+
+
+def test_the_guard_and_the_metric_share_one_zero_denominator_rule() -> None:
+    """A task the original scores 0 on: 0/0 counts as fully retained, x/0 as infinite; the
+    guard's tensor form agrees with the metric's elementwise."""
+    import math
+
+    import torch
+
+    from tune_unlearn.metrics import _ratio, score_ratios
+
+    pairs = [(0.0, 0.0), (0.4, 0.0), (0.3, 0.6), (0.0, 0.5)]
+    on_device = score_ratios(torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs]))
+    expected = [_ratio(u, o) for u, o in pairs]
+    assert expected == [1.0, math.inf, 0.5, 0.0]
+    assert on_device.tolist() == pytest.approx(expected)

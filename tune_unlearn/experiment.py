@@ -28,7 +28,7 @@ from tune_unlearn.forget import ForgetRequest, LabeledSet, select_forget_indices
 from tune_unlearn.forget_score import logit_confidence
 from tune_unlearn.guard import CollapseGuard
 from tune_unlearn.methods import METHODS, StepLog, StepMonitor, UnlearningMethod, UnlearningSetup
-from tune_unlearn.metrics import MetricContext, compute_metrics, score_key
+from tune_unlearn.metrics import MetricContext, compute_metrics, parameter_shift, score_key
 from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Problem
 from tune_unlearn.references import (
     Reference,
@@ -410,7 +410,7 @@ class Experiment:
         target = self.request.target_columns(self.task_names)
         forget_positions = per_sample.positions(self.sets["forget"].indices)
         val_positions = per_sample.positions(self.sets["val"].indices)
-        shift = (trainable_vector(model) - self.original_vector).norm() / self.original_vector.norm()
+        shift = parameter_shift(trainable_vector(model), self.original_vector)
         ctx = MetricContext(
             scores=scores,
             tasks=tuple(self.task_names),

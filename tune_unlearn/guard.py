@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tune_unlearn.metrics import score_ratios
 from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Task
 
 
@@ -38,7 +39,7 @@ class CollapseGuard:
         self.inputs = data.inputs[rows]
         self.labels = [data.labels[t.name][rows] for t in tasks]
         self.tasks = tasks
-        self.original_scores = original_scores.clamp(min=1e-6)
+        self.original_scores = original_scores
         self.floor = floor
 
     @classmethod
@@ -57,7 +58,7 @@ class CollapseGuard:
         generator = torch.Generator().manual_seed(seed)
         sample = val_rows[torch.randperm(len(val_rows), generator=generator)[:size]].to(data.device)
         guard = cls(data, sample, tasks, torch.ones(len(tasks), device=data.device), floor)
-        guard.original_scores = guard.scores(model).clamp(min=1e-6)
+        guard.original_scores = guard.scores(model)
         return guard
 
     @torch.no_grad()
@@ -67,7 +68,9 @@ class CollapseGuard:
         return torch.stack([t.per_sample_correct(outputs[t.name], y).mean() for t, y in pairs])
 
     def utility(self, model: MultiTaskModel) -> float:
-        return float((self.scores(model) / self.original_scores).mean())
+        """Retained utility's ``mean_t U_t / O_t`` on the sample, with the metric's own rule for
+        a task the original scores 0 on (:func:`tune_unlearn.metrics.score_ratios`)."""
+        return float(score_ratios(self.scores(model), self.original_scores).mean())
 
     def __call__(self, step: int, model: MultiTaskModel) -> None:
         utility = self.utility(model)  # the one host sync, every `every` steps

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from tune_unlearn.registry import Registry, subclass_of
 
@@ -155,7 +157,23 @@ class ForgetEfficacy(Metric):
 
 
 def _ratio(numerator: float, denominator: float) -> float:
+    """``U / O`` with the zero-denominator convention: ``0 / 0 = 1`` (nothing known, nothing
+    lost), ``x / 0 = inf`` for ``x > 0``. The collapse guard uses the same rule on tensors
+    (:func:`score_ratios`), so a trial pruned and a trial measured agree."""
     return numerator / denominator if denominator > 0 else (1.0 if numerator <= 0 else math.inf)
+
+
+def score_ratios(numerators: Tensor, denominators: Tensor) -> Tensor:
+    """:func:`_ratio` elementwise on the device (no host sync)."""
+    safe = numerators / denominators.clamp(min=torch.finfo(denominators.dtype).tiny)
+    zero = torch.where(numerators <= 0, torch.ones_like(safe), torch.full_like(safe, math.inf))
+    return torch.where(denominators > 0, safe, zero)
+
+
+def parameter_shift(unlearned: Tensor, original: Tensor) -> Tensor:
+    """UIS's formula, ``‖θ_u − θ_o‖₂ / ‖θ_o‖₂``, on flat parameter vectors, on the device."""
+    shift: Tensor = (unlearned - original).norm() / original.norm()
+    return shift
 
 
 @METRICS.add
