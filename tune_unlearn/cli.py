@@ -252,14 +252,15 @@ def _worker(config: StudyConfig, args: argparse.Namespace) -> int:
 
 def _apply(config: StudyConfig, args: argparse.Namespace) -> int:
     from tune_unlearn.replay import apply_configuration, load_summary
+    from tune_unlearn.trial_record import TrialRecord
 
     if args.trial is not None:
         trials = {t.number: t for t in load_summary(config, args.storage).trials}
-        if args.trial not in trials or "seed" not in trials[args.trial].user_attrs:
+        if args.trial not in trials or TrialRecord.of(trials[args.trial]).seed is None:
             print(f"error: the study has no trial {args.trial} with a configuration", file=sys.stderr)
             return EXIT_CONFIG
         trial = trials[args.trial]
-        params, seed = dict(trial.params), int(trial.user_attrs["seed"])
+        params, seed = dict(trial.params), int(TrialRecord.of(trial).seed or 0)
     else:
         params, seed = _parse_params(args.params), args.seed
     metrics = apply_configuration(config, params, seed, args.save, trust_pickle=args.trust_pickle)

@@ -33,9 +33,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tune_unlearn.optuna_adapter import fail_if_running, set_trial_attr
 from tune_unlearn.storages import StorageUrl
+from tune_unlearn.trial_record import HEARTBEAT, RETRY_OF
 
-HEARTBEAT_ATTR = "heartbeat"
-RETRY_ATTR = "retry_of"
+HEARTBEAT_ATTR = HEARTBEAT
+RETRY_ATTR = RETRY_OF
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
 from tune_unlearn.experiment import Experiment, RunResult
-from tune_unlearn.outputs import StudySummary, summarise, write_json, write_outputs
-from tune_unlearn.pareto import finite
+from tune_unlearn.model_file import save_model
+from tune_unlearn.outputs import StudySummary, summarise, write_outputs
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.references import save_state_dict
 from tune_unlearn.tracking import Tracker
+from tune_unlearn.trial_record import TrialRecord
 
 _ARTIFACTS = (
     "study.resolved.yaml",
@@ -60,18 +60,8 @@ def finalize(study: optuna.Study, experiment: Experiment, tracker: Tracker | Non
 
 
 def save_run(result: RunResult, path: Path, trial: int | None = None) -> None:
-    """An unlearned model's state dict at ``path`` and, beside it, its sidecar
-    (``path.with_suffix('.json')``): the trial, configuration, seed and every metric."""
-    save_state_dict({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, path)
-    sidecar: dict[str, Any] = {} if trial is None else {"trial": trial}
-    sidecar.update(
-        {
-            "params": result.params,
-            "seed": result.seed,
-            "metrics": {k: finite(v) for k, v in result.metrics.items()},
-        }
-    )
-    write_json(path.with_suffix(".json"), sidecar)
+    """An unlearned model and its sidecar (:mod:`tune_unlearn.model_file`)."""
+    save_model(result.model, path, result.params, result.seed, result.metrics, trial)
 
 
 def write_models(experiment: Experiment, summary: StudySummary, output: Path) -> MultiTaskModel | None:
@@ -83,7 +73,7 @@ def write_models(experiment: Experiment, summary: StudySummary, output: Path) ->
     trial = summary.recommended
     if trial is None:
         return None
-    result = experiment.run(trial.params, seed=int(trial.user_attrs["seed"]))
+    result = experiment.run(trial.params, seed=int(TrialRecord.of(trial).seed or 0))
     save_run(result, models / "candidate.pt", trial=trial.number)
     return result.model
 
@@ -118,11 +108,12 @@ def validate_trials(
     for trial in trials:
         if trial is None:
             continue
-        seed = int(trial.user_attrs["seed"])
+        record = TrialRecord.of(trial)
+        seed = int(record.seed or 0)
         model = candidate if summary.is_recommended(trial) and candidate is not None else None
         if model is None:
             model = experiment.run(trial.params, seed=seed).model
-        metrics = {k: v for k, v in trial.user_attrs.get("metrics", {}).items() if v is not None}
+        metrics = {k: v for k, v in record.metrics.items() if v is not None}
         report = validate(
             context, Candidate(model, f"trial {trial.number}", metrics, trial.params, seed), suite
         )
@@ -151,7 +142,7 @@ def summary_metrics(summary: StudySummary) -> tuple[dict[str, float | None], dic
     tags = {"recommended_trial": "none"}
     trial = summary.recommended
     if trial is not None:
-        values = trial.user_attrs.get("metrics", {})
+        values = TrialRecord.of(trial).metrics
         for name in summary.config.objectives:
             metrics[f"recommended/{name}"] = values.get(name)
         tags["recommended_trial"] = str(trial.number)
@@ -179,11 +170,11 @@ def publish(
         tracker.log_model(candidate, example)
     tracker.tag_runs(
         {
-            str(t.user_attrs["mlflow_run_id"]): {
+            run_id: {
                 "pareto": str(summary.is_pareto(t)).lower(),
                 "recommended": str(summary.is_recommended(t)).lower(),
             }
             for t in summary.trials
-            if "mlflow_run_id" in t.user_attrs
+            if (run_id := TrialRecord.of(t).mlflow_run_id) is not None
         }
     )

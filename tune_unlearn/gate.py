@@ -7,7 +7,6 @@ maps configuration problems to 2.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.errors import UsageError, reading_input
 from tune_unlearn.experiment import Experiment
+from tune_unlearn.model_file import Sidecar
 from tune_unlearn.validation import (
     Candidate,
     SuiteConfig,
@@ -40,20 +40,16 @@ def _is_mlflow_uri(spec: str) -> bool:
 
 def load_candidate(spec: str, experiment: Experiment) -> Candidate:
     """A state-dict file (with its ``.json`` metrics beside it, if any) or an MLflow model URI."""
-    info: dict[str, Any] = {}
     try:
         state = experiment.load_model_state(spec)
     except ValueError as error:
         raise CandidateError(str(error)) from None
-    sidecar = Path(spec).with_suffix(".json")
-    if not _is_mlflow_uri(spec) and sidecar.is_file():
-        info = json.loads(sidecar.read_text())
+    sidecar = Sidecar() if _is_mlflow_uri(spec) else Sidecar.beside(Path(spec))
     try:
         model = experiment.model_from(state)
     except RuntimeError as error:
         raise CandidateError(f"{spec} does not fit the study's model: {error}") from None
-    metrics = {k: float(v) for k, v in info.get("metrics", {}).items() if isinstance(v, (int, float))}
-    return Candidate(model, spec, metrics, info.get("params"), info.get("seed"))
+    return Candidate(model, spec, dict(sidecar.metrics), sidecar.params, sidecar.seed)
 
 
 @dataclass(frozen=True)
@@ -134,8 +130,7 @@ def _producing_run(client: Any, config: StudyConfig, spec: str) -> str | None:
             return str(version.run_id) if version.run_id else None
         model_id = spec.removeprefix("models:/").split("/", 1)[0]
         return str(client.get_logged_model(model_id).source_run_id or "") or None
-    sidecar = Path(spec).with_suffix(".json")
-    if not sidecar.is_file() or "trial" not in json.loads(sidecar.read_text()):
+    if Sidecar.beside(Path(spec)).trial is None:
         return None  # not a study's candidate: no run produced it
     import optuna
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
+from tune_unlearn.trial_record import TrialRecord
+
 if TYPE_CHECKING:
     from tune_unlearn.outputs import StudySummary
 
@@ -20,7 +22,7 @@ _RULES = {
 }
 
 
-def efficacy_conditioning(metrics: Mapping[str, float]) -> list[str]:
+def efficacy_conditioning(metrics: Mapping[str, float | None]) -> list[str]:
     """Report lines for target tasks where the original already scores the forget set inside
     the retrain ensemble's tolerance band: honest deletion would not show in that score."""
     lines = []
@@ -86,7 +88,7 @@ def render_report(summary: StudySummary) -> str:
         out += [f"**None**: {summary.recommendation_note or reason}.", ""]
     else:
         trial = summary.recommended
-        metrics = trial.user_attrs.get("metrics", {})
+        metrics = TrialRecord.of(trial).metrics
         why = _RULES[rule.rule]
         if rule.rule == "lexicographic":
             why += f" (order: {', '.join(rule.order)}; tolerances: {rule.tolerances or 'none'})"
@@ -103,7 +105,7 @@ def render_report(summary: StudySummary) -> str:
         ]
     complete = [t for t in summary.trials if t.state == TrialState.COMPLETE]
     if complete:  # the reference scores are the same in every trial
-        out += efficacy_conditioning(complete[0].user_attrs.get("metrics", {}))
+        out += efficacy_conditioning(TrialRecord.of(complete[0]).metrics)
     out += ["## Pareto front", ""]
     if summary.front:
         params = sorted({k for t in summary.front for k in t.params})
@@ -114,7 +116,7 @@ def render_report(summary: StudySummary) -> str:
                 + ("**" if summary.is_recommended(t) else "")
             ]
             + [_number(t.params.get(p)) for p in params]
-            + [_number(t.user_attrs.get("metrics", {}).get(o)) for o in objectives]
+            + [_number(TrialRecord.of(t).metrics.get(o)) for o in objectives]
             for t in summary.front
         ]
         out += [_table(["trial", *params, *objectives], rows), ""]
@@ -160,14 +162,14 @@ def render_report(summary: StudySummary) -> str:
     pruned = [t for t in summary.trials if t.state == TrialState.PRUNED]
     failed = [t for t in summary.trials if t.state == TrialState.FAIL]
     if pruned:
-        steps = sum(int(t.user_attrs.get("steps_saved", 0)) for t in pruned)
-        seconds = sum(float(t.user_attrs.get("seconds_saved", 0.0)) for t in pruned)
+        steps = sum(TrialRecord.of(t).steps_saved for t in pruned)
+        seconds = sum(TrialRecord.of(t).seconds_saved for t in pruned)
         out += [f"- {len(pruned)} pruned by the collapse guard, saving {steps} steps (~{seconds:.1f} s):"]
-        out += [f"  - trial {t.number}: {t.user_attrs.get('pruned_reason', 'pruned')}" for t in pruned]
+        out += [f"  - trial {t.number}: {TrialRecord.of(t).pruned_reason or 'pruned'}" for t in pruned]
     if failed:
         out += [f"- {len(failed)} failed:"]
         out += [
-            f"  - trial {t.number}: {t.user_attrs.get('fail_reason', 'an error (see the log)')}"
+            f"  - trial {t.number}: {TrialRecord.of(t).fail_reason or 'an error (see the log)'}"
             for t in failed
         ]
     if not pruned and not failed:

@@ -28,6 +28,7 @@ from tune_unlearn.markdown import render_report
 from tune_unlearn.metrics import METRICS
 from tune_unlearn.pareto import HypervolumeBox, front_trials, hypervolume_history, is_feasible, recommend
 from tune_unlearn.study import directions
+from tune_unlearn.trial_record import TrialRecord
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,8 @@ def above_collapse_floor(front: list[FrozenTrial], floor: float) -> tuple[list[F
     naming the ones left out."""
 
     def utility(trial: FrozenTrial) -> float:
-        value = trial.user_attrs.get("metrics", {}).get("retained_utility")
-        return float(value) if isinstance(value, (int, float)) else math.nan
+        value = TrialRecord.of(trial).metric("retained_utility")
+        return math.nan if value is None else value
 
     # A trial with no recorded utility (none in a study; a hand-built one) cannot be judged.
     eligible = [t for t in front if not utility(t) < floor]
@@ -115,17 +116,18 @@ def constraint_values(config: StudyConfig, trial: FrozenTrial) -> dict[str, floa
 
 
 def _trial_entry(summary: StudySummary, trial: FrozenTrial) -> dict[str, Any]:
+    record = TrialRecord.of(trial)
     return {
         "number": trial.number,
         "params": trial.params,
         "values": dict(zip(summary.config.objectives, trial.values or [], strict=False)),
-        "metrics": trial.user_attrs.get("metrics", {}),
-        "diagnostics": trial.user_attrs.get("diagnostics", {}),
+        "metrics": dict(record.metrics),
+        "diagnostics": dict(record.diagnostics),
         "constraints": constraint_values(summary.config, trial),
         "feasible": is_feasible(trial),
         "pareto": summary.is_pareto(trial),
         "recommended": summary.is_recommended(trial),
-        "seed": trial.user_attrs.get("seed"),
+        "seed": record.seed,
         "validation": summary.validation.get(str(trial.number)),
     }
 
@@ -138,7 +140,7 @@ def pareto_document(summary: StudySummary) -> dict[str, Any]:
             "number": t.number,
             "state": t.state.name.lower(),
             "params": t.params,
-            "reason": t.user_attrs.get("fail_reason") or t.user_attrs.get("pruned_reason"),
+            "reason": TrialRecord.of(t).reason,
         }
         for t in summary.trials
         if t.state in (TrialState.FAIL, TrialState.PRUNED)
@@ -175,8 +177,8 @@ def _guard_summary(summary: StudySummary) -> dict[str, Any]:
     return {
         **summary.config.collapse_guard.model_dump(mode="json"),
         "pruned": len(pruned),
-        "steps_saved": sum(int(t.user_attrs.get("steps_saved", 0)) for t in pruned),
-        "seconds_saved": sum(float(t.user_attrs.get("seconds_saved", 0.0)) for t in pruned),
+        "steps_saved": sum(TrialRecord.of(t).steps_saved for t in pruned),
+        "seconds_saved": sum(TrialRecord.of(t).seconds_saved for t in pruned),
     }
 
 
@@ -235,7 +237,8 @@ def write_trials_csv(path: Path, summary: StudySummary) -> None:
         writer = csv.writer(file)
         writer.writerow(header)
         for t in summary.trials:
-            metrics = t.user_attrs.get("metrics", {})
+            record = TrialRecord.of(t)
+            metrics = record.metrics
             writer.writerow(
                 [
                     t.number,
@@ -243,11 +246,11 @@ def write_trials_csv(path: Path, summary: StudySummary) -> None:
                     is_feasible(t) if t.state == TrialState.COMPLETE else "",
                     summary.is_pareto(t),
                     summary.is_recommended(t),
-                    t.user_attrs.get("seed", ""),
+                    "" if record.seed is None else record.seed,
                 ]
                 + [t.params.get(p, "") for p in param_names]
                 + [_cell(metrics.get(m)) for m in metric_names]
-                + [t.user_attrs.get("fail_reason") or t.user_attrs.get("pruned_reason") or ""]
+                + [record.reason or ""]
             )
 
 
@@ -265,7 +268,7 @@ def pareto_table(summary: StudySummary) -> str:
     columns = ["trial", *params, *summary.config.objectives]
     rows = []
     for t in summary.front:
-        metrics = t.user_attrs.get("metrics", {})
+        metrics = TrialRecord.of(t).metrics
         mark = "*" if summary.is_recommended(t) else " "
         rows.append(
             [f"{mark}{t.number}"]

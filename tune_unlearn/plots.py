@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt
 
+from tune_unlearn.trial_record import TrialRecord
+
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
@@ -28,7 +30,8 @@ def pareto_plot(summary: StudySummary, path: Path) -> None:
 
     def metric(trials: list[FrozenTrial], index: int) -> list[float]:
         name = objectives[index]
-        return [t.user_attrs.get("metrics", {}).get(name, float("nan")) for t in trials]
+        values = (TrialRecord.of(t).metric(name) for t in trials)
+        return [float("nan") if value is None else value for value in values]
 
     for axis, (i, j) in zip(axes.flat, pairs, strict=False):
         axis.scatter(metric(complete, i), metric(complete, j), s=14, c="#bbbbbb", label="trial")

@@ -67,6 +67,7 @@ from tune_unlearn.tracking import (
     default_tracking_uri,
     study_tags,
 )
+from tune_unlearn.trial_record import TrialRecord
 
 #: Study attributes this module keeps (the trial record's keys live with the trials).
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -241,7 +242,7 @@ class _Session:
         self._lock = threading.Lock()
 
     def _on_stale(self, trial: FrozenTrial, reason: str) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = TrialRecord.of(trial).mlflow_run_id
         if run_id is not None:
             self.stale_runs.append((str(run_id), reason))
 

@@ -13,6 +13,7 @@ from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
+from tune_unlearn import trial_record as record
 from tune_unlearn.config import SamplerConfig, SearchParam, StudyConfig
 from tune_unlearn.experiment import Experiment, RunResult
 from tune_unlearn.guard import CollapseDetected
@@ -22,6 +23,7 @@ from tune_unlearn.optuna_adapter import set_dashboard_constraints
 from tune_unlearn.pareto import finite
 from tune_unlearn.storages import StorageUrl
 from tune_unlearn.tracking import Tracker
+from tune_unlearn.trial_record import TrialRecord
 
 
 def storage_url(config: StudyConfig, override: str | None = None) -> str:
@@ -128,7 +130,7 @@ def refuse_old_metrics(study: optuna.Study) -> None:
     """A study recorded before 0.2 holds ``uis`` in OrthoGrad's sense and ``param_shift``:
     resuming or reporting it would mix two meanings of one name, so say so instead."""
     for trial in study.get_trials(deepcopy=False):
-        if "param_shift" in trial.user_attrs.get("metrics", {}):
+        if "param_shift" in TrialRecord.of(trial).metrics:
             raise ValueError(
                 f"study {study.study_name!r} was recorded by tune_unlearn < 0.2, where `uis` meant "
                 "OrthoGrad's score (now `impact_score`) and `param_shift` the parameter shift (now "
@@ -159,21 +161,21 @@ class Objective:
         tracking_seconds = 0.0  # local: one Objective serves every thread of n_jobs
         params = suggest(trial, self.config.method.search)
         seed = trial_seed(self.config.sampler.seed, trial.number)
-        trial.set_user_attr("seed", seed)
+        trial.set_user_attr(record.SEED, seed)
         run_id = None
         if self.tracker is not None:
             tracking_started = time.perf_counter()
             run_id = self.tracker.start_trial(trial.number, params, {"seed": str(seed)})
             tracking_seconds += time.perf_counter() - tracking_started
             if run_id is not None:  # None: the tracker was lost
-                trial.set_user_attr("mlflow_run_id", run_id)
+                trial.set_user_attr(record.MLFLOW_RUN, run_id)
         guard = self.experiment.guard
         every = self.config.collapse_guard.every
         unlearning_started = time.perf_counter()
         try:
             result = self.experiment.run(params, seed=seed, monitor=guard, monitor_every=every)
         except DivergenceError as error:
-            trial.set_user_attr("fail_reason", str(error))
+            trial.set_user_attr(record.FAIL_REASON, str(error))
             self._end_run(run_id, "failed", tags={"fail_reason": str(error)})
             raise
         except CollapseDetected as collapse:
@@ -205,7 +207,7 @@ class Objective:
         # Where the trial's wall time went (the framework overhead is all but `unlearning`).
         # Optuna's own final write (the values) comes after and is not in `storage`.
         trial.set_user_attr(
-            "seconds",
+            record.SECONDS,
             {
                 "unlearning": result.metrics["gpu_seconds"],
                 "evaluation": result.diagnostics["seconds/evaluation"],
@@ -230,17 +232,17 @@ class Objective:
         """Why the guard stopped the trial, and the compute it saved (the remaining steps at the
         rate the trial ran so far)."""
         steps = self.experiment.build_method(params).steps
-        trial.set_user_attr("pruned_reason", str(collapse))
-        trial.set_user_attr("pruned_at_step", collapse.step)
-        trial.set_user_attr("steps_saved", steps - collapse.step)
-        trial.set_user_attr("seconds_saved", seconds * (steps - collapse.step) / collapse.step)
+        trial.set_user_attr(record.PRUNED_REASON, str(collapse))
+        trial.set_user_attr(record.PRUNED_AT_STEP, collapse.step)
+        trial.set_user_attr(record.STEPS_SAVED, steps - collapse.step)
+        trial.set_user_attr(record.SECONDS_SAVED, seconds * (steps - collapse.step) / collapse.step)
 
     def record(self, trial: optuna.Trial, result: RunResult) -> None:
         # One attribute each rather than one per key: fewer storage writes per trial.
-        trial.set_user_attr("metrics", {k: finite(v) for k, v in result.metrics.items()})
-        trial.set_user_attr("diagnostics", {k: finite(v) for k, v in result.diagnostics.items()})
+        trial.set_user_attr(record.METRICS, {k: finite(v) for k, v in result.metrics.items()})
+        trial.set_user_attr(record.DIAGNOSTICS, {k: finite(v) for k, v in result.diagnostics.items()})
         violations = [c.violation(result.metrics[c.metric]) for c in self.config.constraints]
         if violations:
             # The list form: what optuna-dashboard plots feasibility from, and Optuna reads too.
             set_dashboard_constraints(trial, violations)
-        trial.set_user_attr("feasible", all(v <= 0 for v in violations))
+        trial.set_user_attr(record.FEASIBLE, all(v <= 0 for v in violations))
