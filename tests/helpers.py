@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,43 @@ def wait_for_running_trial(storage: str, process: subprocess.Popen[str], timeout
             pass  # not created yet
         if process.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"no trial started: {process.communicate()}")
+
+
+#: Services the distributed and tracking tests use: overridable, with the CI machine's defaults.
+POSTGRES = os.environ.get("TUNE_UNLEARN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("TUNE_UNLEARN_TEST_REDIS", "redis://127.0.0.1:6379/13")  # emptied by tests
+
+
+def postgres_admin() -> Any:
+    """A connection to the server's ``postgres`` database, or a test failure that says how to
+    start one (CI runs these tests; they are never skipped)."""
+    import psycopg
+
+    try:
+        return psycopg.connect(f"{POSTGRES}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        import pytest
+
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES} ({error}). Start it (for example "
+            "`pg_ctlcluster <version> main start`, or `docker run -p 5432:5432 -e "
+            "POSTGRES_HOST_AUTH_METHOD=trust postgres`), or point TUNE_UNLEARN_TEST_POSTGRES at one."
+        )
+
+
+def redis_client() -> Any:
+    """The tests' Redis database, or a test failure that says how to start Redis."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.ConnectionError as error:
+        import pytest
+
+        pytest.fail(
+            f"Redis is not reachable at {REDIS} ({error}). Start it (for example "
+            "`redis-server --daemonize yes`, or `docker run -p 6379:6379 redis`), or point "
+            "TUNE_UNLEARN_TEST_REDIS at one."
+        )
+    return client

@@ -13,33 +13,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
-import psycopg
 import pytest
-import redis
 from optuna.trial import TrialState
 
 from tune_unlearn.distributed import RETRY_ATTR, retried_numbers
 from tune_unlearn.study import open_storage
 
-from .helpers import tiny_study
-
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
-REDIS = "redis://127.0.0.1:6379/13"  # a database of its own, emptied by these tests
+from .helpers import POSTGRES, REDIS, postgres_admin, redis_client, tiny_study
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     database = f"tune_unlearn_workers_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
+    with postgres_admin() as connection:
         connection.execute(f'CREATE DATABASE "{database}"')
     yield f"{POSTGRES}/{database}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
+    with postgres_admin() as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS)
+    client = redis_client()
     client.flushdb()
     yield REDIS
     client.flushdb()

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
-import psycopg
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -31,9 +30,7 @@ from tune_unlearn.references import ReferenceCache
 from tune_unlearn.runner import run_study
 from tune_unlearn.study import open_storage, storage_url
 
-from .helpers import cli, tiny_study, wait_for_running_trial, write_study
-
-POSTGRES = os.environ.get("TUNE_UNLEARN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+from .helpers import POSTGRES, cli, postgres_admin, tiny_study, wait_for_running_trial, write_study
 
 LONG_TRIALS = {
     "name": "interference_aware",
@@ -267,10 +264,10 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_anything_runs
 def password_storage() -> Iterator[str]:
     """A PostgreSQL storage URL with a password in it (trust auth ignores the password)."""
     database = f"tune_unlearn_secret_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
+    with postgres_admin() as connection:
         connection.execute(f'CREATE DATABASE "{database}"')
     yield POSTGRES.replace("postgres@", "postgres:s3cr3t-pw@") + f"/{database}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
+    with postgres_admin() as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 

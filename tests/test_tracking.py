@@ -15,7 +15,6 @@ from pathlib import Path
 import mlflow
 import mlflow.pytorch
 import optuna
-import psycopg
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -25,9 +24,7 @@ from tune_unlearn.metrics import METRICS
 from tune_unlearn.runner import run_study
 from tune_unlearn.tracking import TrackingUnavailable
 
-from .helpers import tiny_study
-
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+from .helpers import POSTGRES, postgres_admin, tiny_study
 
 # One trial each that diverges (fails), collapses (pruned by the guard), and completes.
 MIXED = {
@@ -166,7 +163,7 @@ def free_port() -> int:
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` on a free loopback port, its backend store on PostgreSQL."""
     database = f"tune_unlearn_mlflow_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
+    with postgres_admin() as connection:
         connection.execute(f'CREATE DATABASE "{database}"')
     port = free_port()
     artifacts = tmp_path_factory.mktemp("server-artifacts")
@@ -210,7 +207,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.terminate()
         server.wait(timeout=30)
         log.close()
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
+        with postgres_admin() as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
