@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from tune_unlearn.methods import METHODS, GradDiff
-from tune_unlearn.methods._gradients import StepGradients
+from tune_unlearn.methods import METHODS, GradDiff, StepGradients
 from tune_unlearn.problems import DigitsProblem, MultiTaskModel, Problem, ShapesProblem
 from tune_unlearn.testing import check_method, check_problem
 
@@ -88,3 +87,55 @@ def test_a_problem_that_breaks_the_contract_is_told_why() -> None:
 
 def test_problem_check_runs_on_the_base_class_contract() -> None:
     assert issubclass(ShapesProblem, Problem)
+
+
+from tune_unlearn.metrics import METRICS  # noqa: E402
+from tune_unlearn.testing import (  # noqa: E402
+    check_metric,
+    check_probe_family,
+    parametrize_with_checks,
+)
+from tune_unlearn.validation import PROBES  # noqa: E402
+
+
+@parametrize_with_checks([METRICS.get(name) for name in METRICS.names()])
+def test_every_built_in_metric_passes_each_named_check(check) -> None:  # type: ignore[no-untyped-def]
+    check()
+
+
+@parametrize_with_checks([PROBES.get(name) for name in PROBES.names()])
+def test_every_built_in_probe_family_passes_each_named_check(check) -> None:  # type: ignore[no-untyped-def]
+    check()
+
+
+def test_a_metric_or_probe_family_that_breaks_the_contract_is_told_why() -> None:
+    from tune_unlearn.hyperparameters import Param
+    from tune_unlearn.metrics import Metric, MetricContext
+    from tune_unlearn.validation import Probe, ProbeFamily, ValidationContext
+
+    class Sideways(Metric):
+        name = "sideways"
+        direction = "sideways"  # type: ignore[assignment]
+
+        def compute(self, ctx: MetricContext) -> float:
+            return 0.0
+
+    with pytest.raises(AssertionError, match="unknown direction 'sideways'"):
+        check_metric(Sideways)
+
+    class Leaky(ProbeFamily):
+        name = "leaky"
+        parameters: ClassVar[dict[str, Param]] = {}
+
+        def build(self, ctx: ValidationContext) -> Probe:  # draws from train: not allowed
+            train = ctx.experiment.splits["train"][:10]
+            return Probe(self.name, ctx.all_tasks(train))
+
+    with pytest.raises(AssertionError, match="holdout split only"):
+        check_probe_family(Leaky)
+
+
+def test_parametrize_with_checks_names_each_case() -> None:
+    mark = parametrize_with_checks([METHODS.get("graddiff")])
+    ids = [param.id for param in mark.args[1]]
+    assert "GradDiff-keyword_only" in ids and "GradDiff-declared_ranges_refused" in ids

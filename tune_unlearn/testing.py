@@ -1,10 +1,18 @@
-"""Contract checks for your own problems and methods, like scikit-learn's ``check_estimator``.
+"""Contract checks for your own plugins, as scikit-learn's ``check_estimator`` and
+``parametrize_with_checks`` and Optuna's sampler test cases are.
 
->>> from tune_unlearn.testing import check_method, check_problem
+>>> from tune_unlearn.testing import check_method, check_problem, check_metric, check_probe_family
 >>> check_method(MyMethod)            # raises AssertionError saying what does not fit
 >>> check_problem(MyProblem())
 
-The built-in problems and methods pass them in the package's own tests.
+Each ``check_*`` runs a list of named checks (``method_checks(MyMethod)`` and so on gives them);
+in a pytest suite, ``parametrize_with_checks`` makes each one a test of its own:
+
+>>> @parametrize_with_checks([MyMethod, MyProblem(), MyMetric, MyProbeFamily])
+... def test_my_plugins(check):
+...     check()
+
+The built-in plugins pass every check in the package's own tests.
 """
 
 from __future__ import annotations
@@ -81,39 +89,72 @@ def guard_holdout(problem: Problem, seed: int) -> Problem:
     return guarded_problem
 
 
-def check_problem(problem: Problem, *, seed: int = 0) -> None:
-    """Outputs per task, determinism under a seed, disjoint splits, and a tiny study that never
-    reads the holdout split."""
-    names = problem.task_names
-    _expect(bool(names) and len(set(names)) == len(names), f"tasks must be non-empty and unique, got {names}")
-    data, again = problem.load_data(), problem.load_data()
-    n = len(data)
-    _expect(set(data.labels) == set(names), f"labels {sorted(data.labels)} must match tasks {sorted(names)}")
-    for name, column in data.labels.items():
-        _expect(column.shape[0] == n, f"labels of {name!r} have {column.shape[0]} rows, inputs {n}")
-        _expect(torch.equal(column, again.labels[name]), f"labels of {name!r} differ between two loads")
-    probe_rows = torch.arange(min(n, 8))  # a dataset's inputs are compared on a few rows only
-    _expect(torch.equal(data.inputs[probe_rows], again.inputs[probe_rows]), "load_data is not deterministic")
-    splits = problem.split(n, seed)
-    joined = torch.cat(list(splits.values()))
-    disjoint = len(joined.unique()) == n == len(joined)
-    _expect(disjoint, "train/val/holdout must be disjoint and cover every sample")
-    _expect(all(len(part) > 0 for part in splits.values()), "train, val and holdout must each hold samples")
-    from tune_unlearn.references import seeded_model
+def problem_checks(problem: Problem, *, seed: int = 0) -> list[Check]:
+    """The problem contract, check by check."""
 
-    first, second = (seeded_model(problem, seed, torch.device("cpu")) for _ in range(2))
-    for (key, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
-        _expect(torch.equal(a, b), f"build_model under one seed gives different {key!r}")
-    with torch.no_grad():
-        outputs = first(data.inputs[:3])
-    for task in problem.tasks:
-        out = outputs.get(task.name)
+    def tasks_and_labels() -> None:
+        names = problem.task_names
         _expect(
-            out is not None and tuple(out.shape) == (3, task.output_size),
-            f"head {task.name!r} must output [batch, {task.output_size}], "
-            f"got {None if out is None else tuple(out.shape)}",
+            bool(names) and len(set(names)) == len(names), f"tasks must be non-empty and unique, got {names}"
         )
-    _tiny_study_reads_no_holdout(problem, seed)
+        data = problem.load_data()
+        _expect(
+            set(data.labels) == set(names), f"labels {sorted(data.labels)} must match tasks {sorted(names)}"
+        )
+        for name, column in data.labels.items():
+            _expect(
+                column.shape[0] == len(data),
+                f"labels of {name!r} have {column.shape[0]} rows, inputs {len(data)}",
+            )
+
+    def deterministic_load() -> None:
+        data, again = problem.load_data(), problem.load_data()
+        for name, column in data.labels.items():
+            _expect(torch.equal(column, again.labels[name]), f"labels of {name!r} differ between two loads")
+        rows = torch.arange(min(len(data), 8))  # a dataset's inputs are compared on a few rows only
+        _expect(torch.equal(data.inputs[rows], again.inputs[rows]), "load_data is not deterministic")
+
+    def disjoint_splits() -> None:
+        n = len(problem.load_data())
+        splits = problem.split(n, seed)
+        joined = torch.cat(list(splits.values()))
+        _expect(
+            len(joined.unique()) == n == len(joined),
+            "train/val/holdout must be disjoint and cover every sample",
+        )
+        _expect(
+            all(len(part) > 0 for part in splits.values()), "train, val and holdout must each hold samples"
+        )
+
+    def seeded_model_and_heads() -> None:
+        from tune_unlearn.references import seeded_model
+
+        first, second = (seeded_model(problem, seed, torch.device("cpu")) for _ in range(2))
+        for (key, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+            _expect(torch.equal(a, b), f"build_model under one seed gives different {key!r}")
+        with torch.no_grad():
+            outputs = first(problem.load_data().inputs[:3])
+        for task in problem.tasks:
+            out = outputs.get(task.name)
+            _expect(
+                out is not None and tuple(out.shape) == (3, task.output_size),
+                f"head {task.name!r} must output [batch, {task.output_size}], "
+                f"got {None if out is None else tuple(out.shape)}",
+            )
+
+    return [
+        ("tasks_and_labels", tasks_and_labels),
+        ("deterministic_load", deterministic_load),
+        ("disjoint_splits", disjoint_splits),
+        ("seeded_model_and_heads", seeded_model_and_heads),
+        ("a_study_reads_no_holdout", lambda: _tiny_study_reads_no_holdout(problem, seed)),
+    ]
+
+
+def check_problem(problem: Problem, *, seed: int = 0) -> None:
+    """Every problem check: outputs per task, determinism under a seed, disjoint splits, and a
+    tiny study that never reads the holdout split."""
+    _run_all(problem_checks(problem, seed=seed))
 
 
 def _tiny_study_reads_no_holdout(problem: Problem, seed: int) -> None:
@@ -152,44 +193,214 @@ def _factory(key: str) -> Problem:
     return _FACTORIES[key]()
 
 
-def check_method(method: type, *, problem: Problem | None = None) -> None:
-    """Keyword-only hyperparameters with defaults that round-trip; unlearning moves the model,
-    deterministically under a seed, and keeps it finite at the defaults for a few steps."""
+#: A named check: ``(name, run)``; ``run()`` raises :class:`AssertionError` saying what is wrong.
+Check = tuple[str, Callable[[], None]]
+
+
+def method_checks(method: type, *, problem: Problem | None = None) -> list[Check]:
+    """The method contract, check by check."""
     from tune_unlearn.methods import UnlearningMethod
 
-    _expect(
-        isinstance(method, type) and issubclass(method, UnlearningMethod),
-        f"{method!r} must subclass tune_unlearn.methods.UnlearningMethod",
-    )
-    _expect(dataclasses.is_dataclass(method), f"{method.__name__} must be a @dataclass(kw_only=True)")
-    hyper = cast("type[UnlearningMethod]", method).hyperparameters()
-    missing = [k for k, v in hyper.items() if v is dataclasses.MISSING]
-    _expect(not missing, f"hyperparameters without defaults: {missing}")
-    try:
-        built = method(**hyper)
-    except TypeError as error:
-        raise AssertionError(
-            f"{method.__name__} must take every hyperparameter as a keyword-only argument "
-            f"(declare them as fields of a @dataclass(kw_only=True)): {error}"
-        ) from None
-    _expect(built.get_params() == hyper, "get_params() must return the constructor arguments")
-    try:
-        method(*hyper.values())
-    except TypeError:
-        pass
-    else:
+    def subclass() -> None:
+        _expect(
+            isinstance(method, type) and issubclass(method, UnlearningMethod),
+            f"{method!r} must subclass tune_unlearn.UnlearningMethod",
+        )
+        _expect(dataclasses.is_dataclass(method), f"{method.__name__} must be a @dataclass(kw_only=True)")
+
+    def hyper() -> dict[str, Any]:
+        subclass()
+        return cast("type[UnlearningMethod]", method).hyperparameters()
+
+    def defaults_round_trip() -> None:
+        values = hyper()
+        missing = [k for k, v in values.items() if v is dataclasses.MISSING]
+        _expect(not missing, f"hyperparameters without defaults: {missing}")
+        try:
+            built = method(**values)
+        except TypeError as error:
+            raise AssertionError(
+                f"{method.__name__} must take every hyperparameter as a keyword-only argument "
+                f"(declare them as fields of a @dataclass(kw_only=True)): {error}"
+            ) from None
+        _expect(built.get_params() == values, "get_params() must return the constructor arguments")
+
+    def keyword_only() -> None:
+        values = hyper()
+        try:
+            method(*values.values())
+        except TypeError:
+            return
         raise AssertionError(f"{method.__name__} accepts positional hyperparameters; make them keyword-only")
-    experiment = _tiny_experiment(problem) if problem is not None else _default_experiment()
-    models = []
-    for _ in range(2):
-        model = experiment.model_from(experiment.references["original"].state_dict)
-        method(**{**hyper, "steps": 3, "batch_size": 4}).unlearn(model, experiment.setup, seed=1)
-        models.append(model)
-    before = experiment.references["original"].state_dict
-    after = models[0].state_dict()
-    _expect(any(not torch.equal(before[k], after[k]) for k in before), "unlearning left the model unchanged")
-    for (key, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values(), strict=True):
-        _expect(torch.equal(a, b), f"two runs under one seed differ in {key!r}")
+
+    def declared_ranges_refused() -> None:
+        hyper()
+        for name, param in cast("type[UnlearningMethod]", method).constraints().items():
+            _expect(param.problem(param.default) is None, f"the default of {name} is outside its own range")
+            low = param.ge if param.ge is not None else param.gt
+            if low is None:
+                continue
+            try:
+                method(**{name: low - 1})
+            except ValueError:
+                continue
+            raise AssertionError(f"{method.__name__}({name}={low - 1}) was accepted below its declared range")
+
+    def unlearning_moves_the_model_deterministically() -> None:
+        values = hyper()
+        experiment = _tiny_experiment(problem) if problem is not None else _default_experiment()
+        models = []
+        for _ in range(2):
+            model = experiment.model_from(experiment.references["original"].state_dict)
+            method(**{**values, "steps": 3, "batch_size": 4}).unlearn(model, experiment.setup, seed=1)
+            models.append(model)
+        before = experiment.references["original"].state_dict
+        after = models[0].state_dict()
+        _expect(
+            any(not torch.equal(before[k], after[k]) for k in before), "unlearning left the model unchanged"
+        )
+        for (key, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values(), strict=True):
+            _expect(torch.equal(a, b), f"two runs under one seed differ in {key!r}")
+
+    return [
+        ("subclass", subclass),
+        ("defaults_round_trip", defaults_round_trip),
+        ("keyword_only", keyword_only),
+        ("declared_ranges_refused", declared_ranges_refused),
+        ("unlearning_moves_the_model_deterministically", unlearning_moves_the_model_deterministically),
+    ]
+
+
+def check_method(method: type, *, problem: Problem | None = None) -> None:
+    """Every method check: keyword-only hyperparameters with defaults that round-trip and
+    declared ranges that are enforced; unlearning moves the model, deterministically."""
+    _run_all(method_checks(method, problem=problem))
+
+
+def metric_checks(metric: type) -> list[Check]:
+    """The metric contract: a name, a direction, a box, and a float from a real context."""
+    from tune_unlearn.metrics import Metric
+
+    def declared() -> None:
+        _expect(isinstance(metric, type) and issubclass(metric, Metric), f"{metric!r} must subclass Metric")
+        declared_metric = cast("type[Metric]", metric)
+        _expect(bool(getattr(metric, "name", "")), "a metric needs a non-empty name")
+        direction = declared_metric.direction
+        _expect(direction in ("maximize", "minimize", "target"), f"unknown direction {direction!r}")
+        worst = declared_metric.worst
+        _expect(worst is None or worst != declared_metric.ideal, "ideal and worst must differ (the box)")
+
+    def computes_a_float() -> None:
+        declared()
+        experiment = _default_experiment()
+        result = experiment.run({"ascent_lr": 1e-3, "retain_lr": 1e-2, "steps": 2, "batch_size": 4}, seed=0)
+        from tune_unlearn.metrics import MetricContext
+
+        ctx = MetricContext(
+            scores=result.metrics,
+            tasks=tuple(experiment.task_names),
+            target_tasks=experiment.request.target_tasks,
+            mode=experiment.request.mode,
+            has_retrain=True,
+            retrain_members=len(experiment.retrain_members),
+            forget_size=len(experiment.sets["forget"]),
+            val_size=len(experiment.sets["val"]),
+        )
+        value = metric().compute(ctx)
+        _expect(isinstance(value, float), f"compute() must return a float, got {type(value).__name__}")
+        objective = metric().objective(value)
+        _expect(isinstance(objective, float), "objective() must return a float")
+
+    return [("declared", declared), ("computes_a_float", computes_a_float)]
+
+
+def check_metric(metric: type) -> None:
+    """Every metric check."""
+    _run_all(metric_checks(metric))
+
+
+def probe_family_checks(family: type) -> list[Check]:
+    """The probe-family contract: declared parameters, refused typos, and a probe on the
+    holdout split (``static_retain``-like families excepted) with a mask per task."""
+    from tune_unlearn.hyperparameters import Param
+    from tune_unlearn.validation import ProbeFamily
+
+    def declared() -> None:
+        _expect(
+            isinstance(family, type) and issubclass(family, ProbeFamily),
+            f"{family!r} must subclass tune_unlearn.ProbeFamily",
+        )
+        _expect(bool(getattr(family, "name", "")), "a probe family needs a non-empty name")
+        for key, param in cast("type[ProbeFamily]", family).parameters.items():
+            _expect(isinstance(param, Param), f"parameter {key!r} must be declared as a Param")
+
+    def unknown_parameters_refused() -> None:
+        declared()
+        try:
+            family(not_a_parameter=1)
+        except ValueError:
+            return
+        raise AssertionError(f"{family.__name__} accepted an unknown parameter")
+
+    def builds_a_probe() -> None:
+        declared()
+        from tune_unlearn.validation import ValidationContext
+
+        ctx = ValidationContext(_default_experiment())
+        built = family()
+        if built.not_applicable(ctx) is not None:
+            return
+        probe = built.build(ctx)
+        samples = probe.samples
+        _expect(
+            samples.mask.shape == (len(samples), len(ctx.task_names)), "the mask must be [samples, tasks]"
+        )
+        if cast("type[ProbeFamily]", family).name != "static_retain":
+            outside = ~torch.isin(samples.indices.cpu(), ctx.holdout)
+            _expect(not bool(outside.any()), "a probe must draw from the holdout split only")
+
+    return [
+        ("declared", declared),
+        ("unknown_parameters_refused", unknown_parameters_refused),
+        ("builds_a_probe", builds_a_probe),
+    ]
+
+
+def check_probe_family(family: type) -> None:
+    """Every probe-family check."""
+    _run_all(probe_family_checks(family))
+
+
+def checks_for(plugin: Any) -> list[Check]:
+    """The named checks of any plugin: a problem instance, or a method, metric or probe class."""
+    from tune_unlearn.metrics import Metric
+    from tune_unlearn.validation import ProbeFamily
+
+    if isinstance(plugin, Problem):
+        return problem_checks(plugin)
+    if isinstance(plugin, type) and issubclass(plugin, Metric):
+        return metric_checks(plugin)
+    if isinstance(plugin, type) and issubclass(plugin, ProbeFamily):
+        return probe_family_checks(plugin)
+    return method_checks(plugin)
+
+
+def parametrize_with_checks(plugins: list[Any]) -> Any:
+    """A ``pytest.mark.parametrize`` over every named check of every plugin, with ids like
+    ``MyMethod-keyword_only``; the test receives ``check`` and calls it."""
+    import pytest
+
+    cases = [
+        pytest.param(run, id=f"{getattr(plugin, '__name__', type(plugin).__name__)}-{name}")
+        for plugin in plugins
+        for name, run in checks_for(plugin)
+    ]
+    return pytest.mark.parametrize("check", cases)
+
+
+def _run_all(checks: list[Check]) -> None:
+    for _, run in checks:
+        run()
 
 
 @functools.cache
