@@ -62,6 +62,7 @@ def test_parent_and_one_child_per_trial_with_metrics_params_artifacts_and_model(
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["method"] == "gradient_ascent" and parent.data.tags["forget_mode"] == "partial"
+    assert parent.data.tags["device"] == "cpu"  # what gpu_seconds timed: wall seconds here
     assert parent.data.params["method.name"] == "gradient_ascent"
     # The UI opens the experiment on its runs, and the parent run compares studies side by side.
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -19,19 +19,26 @@ def _summary(entry: Any) -> str:
 
 def render_catalog() -> str:
     lines: list[str] = []
-    lines.append("methods (hyperparameter=default):")
+    lines.append("methods (hyperparameter=default: what it takes):")
     for name in METHODS:
         method = METHODS.get(name)
-        hyper = ", ".join(f"{k}={v}" for k, v in method.hyperparameters().items())
-        lines += [f"  {name}({hyper})", f"      {_summary(method)}"]
+        lines += [f"  {name}: {_summary(method)}"]
+        lines += [
+            f"      {key}={param.default}: {param.describe()}" for key, param in method.constraints().items()
+        ]
     lines.append("problems:")
     lines += [f"  {name}: {_summary(PROBLEMS.get(name))}" for name in PROBLEMS]
     lines.append("metrics:")
     for name in METRICS:
         metric = METRICS.get(name)
         lines.append(f"  {name} ({metric.direction}): {_summary(metric)}")
-    lines.append("probe families:")
-    lines += [f"  {name}: {_summary(PROBES.get(name))}" for name in PROBES]
+    lines.append("probe families (parameter=default: what it takes):")
+    for name in PROBES:
+        family = PROBES.get(name)
+        lines += [f"  {name}: {_summary(family)}"]
+        lines += [
+            f"      {key}={param.default!r}: {param.describe()}" for key, param in family.parameters.items()
+        ]
     broken = _broken()
     if broken:
         lines.append("plugins that failed to load:")

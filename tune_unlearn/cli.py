@@ -1,4 +1,4 @@
-"""Command line (DESIGN §9). Exit codes: 0 success, 1 a check failed, 2 usage or configuration
+"""Command line. Exit codes: 0 success, 1 a check failed, 2 usage or configuration
 error (nothing written), 3 a run failed, 130 interrupted (finished trials kept; run again to
 resume)."""
 

@@ -1,4 +1,4 @@
-"""Workers sharing one study through its storage (DESIGN §5): an exact global trial budget,
+"""Workers sharing one study through its storage: an exact global trial budget,
 a heartbeat per running trial, and retries of the trials of workers that died.
 
 Optuna 5 keeps trial heartbeats for RDB storages only; journal storages (a file, Redis) have

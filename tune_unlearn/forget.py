@@ -1,4 +1,4 @@
-"""Forget requests and the sets they induce (DESIGN §2).
+"""Forget requests and the sets they induce.
 
 A :class:`LabeledSet` is a list of sample indices with a per-task mask saying which labels
 supervise each sample. That one structure expresses every set the package needs: in partial

@@ -1,5 +1,5 @@
 """``gate``: validate any unlearned model against a study's problem and forget request, with exit
-codes a release pipeline can trust (DESIGN §6, §9), and optionally register it in MLflow.
+codes a release pipeline can trust , and optionally register it in MLflow.
 
 Exit 0 only when every check ran and passed; 1 when any failed or could not run; the caller
 maps configuration problems to 2.

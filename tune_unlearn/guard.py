@@ -1,4 +1,4 @@
-"""The collapse guard: stop a trial whose retained utility has collapsed (DESIGN §5).
+"""The collapse guard: stop a trial whose retained utility has collapsed.
 
 Optuna prunes single-objective studies only; for a multi-objective study this fills the hole.
 Every ``every`` steps the guard scores the model on a fixed, seeded sample of ``val`` in one

@@ -1,4 +1,4 @@
-"""The metrics of DESIGN §4, one small class each, all computed from one :class:`MetricContext`.
+"""The metrics (docs/guide.md, section 8), one small class each, all computed from one :class:`MetricContext`.
 
 Every metric reads per-task scores through the flat keys ``score/<model>/<set>/<task>`` that
 the study also records in ``pareto.json``, so anyone can recompute each metric from that file.

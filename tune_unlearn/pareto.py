@@ -1,5 +1,5 @@
 """The trade-off a study reveals: feasible trials, the Pareto front, its hypervolume, and one
-recommended configuration (DESIGN §5).
+recommended configuration.
 
 Hypervolume is computed by moocore in a fixed, documented box so that fronts of different
 studies (with and without the collapse guard, or of different samplers) compare: each objective

@@ -1,4 +1,4 @@
-"""Run a study: ``run`` and ``worker`` are one loop over one shared budget (DESIGN §5).
+"""Run a study: ``run`` and ``worker`` are one loop over one shared budget.
 
 Every process that joins a study — a plain ``run``, a second ``run`` on the same output folder,
 a ``worker`` on another machine — does the same thing:
@@ -405,7 +405,8 @@ def record_study(study: optuna.Study, experiment: Experiment, tracker: Tracker |
     if parent is not None and tracker.is_open(str(parent)):
         tracker.attach(str(parent))
         return
-    run_id = tracker.start_study(config.name, study_tags(config, url), _flatten(resolved))
+    tags = study_tags(config, url, experiment.device.type)
+    run_id = tracker.start_study(config.name, tags, _flatten(resolved))
     if run_id is not None:
         study.set_user_attr(PARENT_ATTR, run_id)
         study.set_user_attr("mlflow_tracking_uri", redact(tracker.uri))

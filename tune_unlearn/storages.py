@@ -28,7 +28,7 @@ _CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<s
 
 @dataclass(frozen=True)
 class StorageUrl:
-    """A parsed storage string (DESIGN §5): RDB URLs, Redis journals, or a journal file path."""
+    """A parsed storage string: RDB URLs, Redis journals, or a journal file path."""
 
     url: str
     kind: StorageKind

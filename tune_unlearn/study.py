@@ -1,4 +1,4 @@
-"""The Optuna study: storage, sampler, search space, and the objective of one trial (DESIGN §5)."""
+"""The Optuna study: storage, sampler, search space, and the objective of one trial."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def open_storage(url: str) -> BaseStorage:
     if parsed.is_rdb:
         return RDBStorage(url)
     if parsed.kind == "redis":
-        with warnings.catch_warnings():  # experimental since Optuna 3.1, and what DESIGN names
+        with warnings.catch_warnings():  # experimental since Optuna 3.1, and the documented Redis storage
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return JournalStorage(JournalRedisBackend(url))
     return JournalStorage(JournalFileBackend(str(path)))

@@ -1,4 +1,4 @@
-"""MLflow tracking (DESIGN §7): one parent run per study invocation, one nested run per trial.
+"""MLflow tracking: one parent run per study invocation, one nested run per trial.
 
 Everything goes through :class:`mlflow.MlflowClient` with explicit run ids rather than the
 fluent API's thread-local active run, so trials running in threads (``n_jobs > 1``) each log
@@ -311,7 +311,9 @@ def store_lock(uri: str) -> Any:
     return FileLock(str(path.with_name(path.name + ".lock")))
 
 
-def study_tags(config: Any, storage: str) -> dict[str, str]:
+def study_tags(config: Any, storage: str, device: str = "") -> dict[str, str]:
+    """The parent run's tags; ``device`` (``cpu``, ``cuda``) says what ``gpu_seconds`` timed:
+    CUDA event time on a GPU, wall seconds of the unlearning phase on a CPU."""
     tags = {
         "study": config.name,
         "problem": str(config.problem.name or config.problem.factory),
@@ -321,6 +323,8 @@ def study_tags(config: Any, storage: str) -> dict[str, str]:
         "storage": redact(storage),
         "package_version": __version__,
     }
+    if device:
+        tags["device"] = device
     commit = _git_commit()
     if commit:
         tags["git_commit"] = commit

@@ -1,4 +1,4 @@
-"""Unlearning methods by name (DESIGN §3). A new method is one module and one line here."""
+"""Unlearning methods by name. A new method is one module and one line here."""
 
 from __future__ import annotations
 

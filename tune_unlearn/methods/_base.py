@@ -1,4 +1,4 @@
-"""The unlearning method contract and the one step loop every method shares (DESIGN §3).
+"""The unlearning method contract and the one step loop every method shares.
 
 A method is a keyword-only dataclass: its fields are its hyperparameters, with defaults, and
 ``__init__`` only stores them (as scikit-learn estimators do), so a search space can be checked

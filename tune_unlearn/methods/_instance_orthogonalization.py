@@ -16,7 +16,7 @@ def orthogonalized_forget(grads: StepGradients, forget: Tensor, strength: float)
     """Forget gradients (rows, or their mean) less λ of their component in the span of the
     batch's per-sample retain gradients on the shared parameters.
 
-    DESIGN §3 projects each per-sample forget gradient and takes the mean; the projection is
+    The specification projects each per-sample forget gradient and takes the mean; the projection is
     linear, so projecting the mean (``StepGradients.forget_sample_mean``) gives the same ``u``
     without per-sample forget gradients.
     """

@@ -1,7 +1,7 @@
 """The common shape of the projection methods: GradDiff with a projected forget direction.
 
 Each projection method says how it projects on the shared parameters (the exact form of
-DESIGN §3) and, optionally, how it projects at the shared representation ``z`` (the cheaper
+docs/reference.md) and, optionally, how it projects at the shared representation ``z`` (the cheaper
 approximate form, as MGDA-UB takes task gradients at the representation rather than at the
 parameters). ``projection_space`` picks one. The representation form needs no per-sample
 parameter gradients and no backward pass per task: representation gradients come from the

@@ -1,4 +1,4 @@
-"""Pure projection rules of the interference-aware family (DESIGN §3), on flat tensors.
+"""Pure projection rules of the interference-aware family, on flat tensors.
 
 The bases are built from Gram matrices rather than from SVDs of the tall gradient matrices:
 with ``m`` gradients of ``P`` parameters (``m`` a batch size or a few times the subspace rank,
@@ -65,7 +65,7 @@ def _directions(columns: Tensor, values: Tensor, vectors: Tensor) -> Tensor:
 def orthonormal_basis(columns: Tensor) -> Tensor:
     """An orthonormal basis of the span of ``columns`` (``[P, m]``), as ``[P, m]``.
 
-    DESIGN §3 names QR; but batches drawn with replacement repeat samples, and on linearly
+    The specification names QR; but batches drawn with replacement repeat samples, and on linearly
     dependent columns QR's extra ``Q`` columns are arbitrary directions outside the span. The
     eigenvectors of the Gram matrix give the left singular vectors, which span exactly the same
     space as QR's ``Q`` when the columns are independent and stay exact when they are not.
@@ -85,8 +85,10 @@ def task_subspace_basis(per_task_samples: Tensor, rank: int) -> Tensor:
 
     ``per_task_samples`` is ``[T, B, P]`` (per-sample retain gradients of each task). The top
     right singular vectors come exactly, for all tasks at once, from the eigenvectors of the
-    ``[T, B, B]`` Gram matrices (DESIGN §3 names randomized SVD, which approximates these);
-    the union is orthonormalised. Returns ``[P, T·rank]``; absent directions are zero columns.
+    ``[T, B, B]`` Gram matrices (the specification names randomized SVD, which approximates
+    these; docs/reference.md); the union is orthonormalised. The rank is capped at the batch
+    size B: a batch spans at most B directions per task. Returns ``[P, T·rank]``; absent
+    directions are zero columns.
     """
     samples = per_task_samples.double()
     count = min(rank, samples.shape[1])

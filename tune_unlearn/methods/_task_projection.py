@@ -17,7 +17,9 @@ from tune_unlearn.methods._projection import pcgrad, pcgrad_coefficients
 @dataclass(kw_only=True)
 class TaskProjection(ProjectedGradDiff):
     """GradDiff whose ascent direction drops, per task, its component that raises that task's
-    retain loss (``⟨u, g_r^t⟩ > 0``), in a seeded random task order as PCGrad does.
+    retain loss (``⟨u, g_r^t⟩ > 0``), in a seeded random task order drawn once per run.
+    Deviation: PCGrad reshuffles the order every step (docs/reference.md); one order per run
+    makes a configuration's trajectory depend on its seed only.
 
     At the representation, the coefficients come from the batch-summed gradients ``∂L/∂z`` of
     the forget loss and of each task's retain loss, and are applied to the parameter

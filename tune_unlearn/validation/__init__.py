@@ -1,4 +1,4 @@
-"""The validator suite (DESIGN §6): held-out probes, checks, masked collapse, reports.
+"""The validator suite: held-out probes, checks, masked collapse, reports.
 
 This is the only package that reads the ``holdout`` split.
 """

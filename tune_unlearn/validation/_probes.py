@@ -1,4 +1,4 @@
-"""Probe families (DESIGN §6): where validation looks for damage that tuning never saw.
+"""Probe families: where validation looks for damage that tuning never saw.
 
 Every family but ``static_retain`` draws from ``holdout`` only. A family is a small class with
 one method, :meth:`ProbeFamily.build`; a problem may register its own.
