@@ -18,7 +18,8 @@ import tempfile
 import torch
 
 from tune_unlearn.config import parse_study
-from tune_unlearn.experiment import Experiment, PhaseTimer
+from tune_unlearn.configuration_run import PhaseTimer
+from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import METHODS
 from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 

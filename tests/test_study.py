@@ -94,3 +94,34 @@ def test_the_command_line_runs_a_study_and_prints_the_front(
     assert "Pareto front:" in out and "recommended" in out
     assert (tmp_path / "cli" / "pareto.json").exists()
     assert main(["report", str(study_file), "--output", str(tmp_path / "cli")]) == 0
+
+
+def test_run_study_takes_a_method_object_and_a_sampler_object(tmp_path: Path) -> None:
+    """Objects as well as names: an unregistered method instance (its values fixed, the file's
+    search space on top) and an Optuna sampler."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from tune_unlearn import StepGradients, hyperparameter
+    from tune_unlearn.methods import METHODS, GradDiff
+
+    @dataclass(kw_only=True)
+    class HalfAscent(GradDiff):
+        damping: float = hyperparameter(0.5, gt=0.0, le=1.0)
+        name: ClassVar[str] = "half_ascent"
+
+        def forget_direction(self, grads: StepGradients, step: int) -> torch.Tensor:
+            return grads.forget * self.damping
+
+    assert "half_ascent" not in METHODS.names()
+    config = tiny_study(tmp_path, n_trials=2)
+    sampler = optuna.samplers.RandomSampler(seed=7)
+    run = run_study(
+        config, method=HalfAscent(steps=4, batch_size=8, damping=0.25), sampler=sampler, progress=False
+    )
+    assert run.study.sampler is sampler
+    assert len(run.study.trials) == 2 and all(
+        set(t.params) == {"ascent_lr", "retain_lr"} for t in run.study.trials
+    )
+    resolved = (run.output / "study.resolved.yaml").read_text()
+    assert "half_ascent" in resolved and "damping: 0.25" in resolved

@@ -12,23 +12,21 @@ from __future__ import annotations
 import functools
 import math
 import os
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from tune_unlearn import configuration_run
 from tune_unlearn.config import StudyConfig
+from tune_unlearn.configuration_run import RunResult
 from tune_unlearn.errors import UsageError
 from tune_unlearn.evaluation import PerSample, evaluate
 from tune_unlearn.forget import ForgetRequest, LabeledSet, select_forget_indices
-from tune_unlearn.forget_score import logit_confidence
 from tune_unlearn.guard import CollapseGuard
-from tune_unlearn.methods import METHODS, StepLog, StepMonitor, UnlearningMethod, UnlearningSetup
-from tune_unlearn.metrics import MetricContext, compute_metrics, parameter_shift, score_key
+from tune_unlearn.methods import METHODS, StepMonitor, UnlearningMethod, UnlearningSetup
+from tune_unlearn.metrics import score_key, trainable_vector
 from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Problem
 from tune_unlearn.references import (
     Reference,
@@ -55,42 +53,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@dataclass
-class RunResult:
-    """One unlearned model and everything measured on it."""
-
-    model: MultiTaskModel
-    metrics: dict[str, float]
-    log: StepLog
-    params: dict[str, Any]
-    seed: int
-    diagnostics: dict[str, float] = field(default_factory=dict)
-
-
-class PhaseTimer:
-    """Accelerator seconds of a phase: CUDA event time on GPU, wall seconds on CPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def __enter__(self) -> PhaseTimer:
-        if self.device.type == "cuda":
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._end = torch.cuda.Event(enable_timing=True)
-            self._start.record()
-        else:
-            self._wall = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            self._end.record()
-            self._end.synchronize()
-            self.seconds = self._start.elapsed_time(self._end) / 1000.0
-        else:
-            self.seconds = time.perf_counter() - self._wall
-
-
 class Experiment:
     """The fixed part of a study: problem, data, request, sets, references, their scores."""
 
@@ -102,11 +64,15 @@ class Experiment:
         references: bool = True,
         tracking_uri: str | None = None,
         trust_pickle: bool = False,
+        method: type[UnlearningMethod] | None = None,
     ) -> None:
         """``references=False`` stops before the references (to estimate their cost: ``check``).
         ``tracking_uri`` is the store ``models:/`` and ``runs:/`` references resolve against
-        (default: the study's); ``trust_pickle`` lets one without a state dict be unpickled."""
+        (default: the study's); ``trust_pickle`` lets one without a state dict be unpickled.
+        ``method``: the method class to run (default: the registered one the study file names),
+        so a method object need not be registered to be tuned."""
         self.config = config
+        self.method_class: type[UnlearningMethod] = method or METHODS.get(config.method.name)
         self.tracking_uri = tracking_uri or config.tracking.uri or default_tracking_uri(config.output_dir())
         self.trust_pickle = trust_pickle
         self.device = resolve_device(config.device)
@@ -332,8 +298,8 @@ class Experiment:
         return evaluate(model, self.data, self._rows, self.problem.tasks, self.config.evaluation.batch_size)
 
     def build_method(self, params: Mapping[str, Any]) -> UnlearningMethod:
-        merged = {**self.config.method.fixed, **params}
-        return METHODS.get(self.config.method.name)(**merged)
+        """The method with ``params`` over the study file's fixed hyperparameters."""
+        return self.method_class(**{**self.config.method.fixed, **params})
 
     def run(
         self,
@@ -343,92 +309,15 @@ class Experiment:
         monitor: StepMonitor | None = None,
         monitor_every: int = 0,
     ) -> RunResult:
-        """Unlearn a copy of the original with ``params`` (plus the fixed ones) and measure it."""
-        method = self.build_method(params)
-        model = self.model_from(self.references["original"].state_dict)  # a fresh copy
-        with PhaseTimer(self.device) as timer:
-            log = method.unlearn(model, self.setup, seed=seed, monitor=monitor, monitor_every=monitor_every)
-        evaluation_started = time.perf_counter()
-        runs = self.config.evaluation.forget_score_runs
-        reruns = self.rerun_results(params, seed, runs - 1) if runs >= 2 else None
-        metrics = self.measure(
-            model,
-            gpu_seconds=timer.seconds,
-            compute_cost=log.sample_gradients / self.retrain_sample_gradients,
-            seed=seed,
-            reruns=reruns,
-        )
-        # measure() ends in a device-to-host copy, so wall time covers its device work too.
-        evaluation_seconds = time.perf_counter() - evaluation_started
-        diagnostics = {**log.summary(self.task_names), "seconds/evaluation": evaluation_seconds}
-        return RunResult(model, metrics, log, method.get_params(), seed, diagnostics)
+        """One configuration, unlearned and measured (:func:`tune_unlearn.configuration_run.run`)."""
+        return configuration_run.run(self, params, seed=seed, monitor=monitor, monitor_every=monitor_every)
 
     def rerun_results(self, params: Mapping[str, Any], seed: int, runs: int) -> list[PerSample]:
-        """The same configuration unlearned again with seeds ``seed + 1 … seed + runs``."""
-        results = []
-        for k in range(1, runs + 1):
-            model = self.model_from(self.references["original"].state_dict)
-            self.build_method(params).unlearn(model, self.setup, seed=seed + k)
-            results.append(self.evaluate(model))
-        return results
+        return configuration_run.rerun_results(self, params, seed, runs)
 
-    def forget_confidences(self, unlearned: list[PerSample]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per target task: logit-scaled confidences on the forget set, ``[N, n]`` of the
-        unlearned runs and ``[K, n]`` of the retrain ensemble."""
-        forget = self.sets["forget"].indices
-        out = {}
-        for task in self.problem.tasks:
-            if task.name not in self.request.target_tasks:
-                continue
-            column = self.task_names.index(task.name)
-
-            def matrix(results: list[PerSample], column: int = column, kind: str = task.kind) -> np.ndarray:
-                rows = [r.loss[r.positions(forget), column].numpy() for r in results]
-                return logit_confidence(np.stack(rows), kind)
-
-            out[task.name] = (matrix(unlearned), matrix(self.retrain_results))
-        return out
-
-    def measure(
-        self,
-        model: MultiTaskModel,
-        *,
-        gpu_seconds: float = math.nan,
-        compute_cost: float = math.nan,
-        seed: int = 0,
-        reruns: list[PerSample] | None = None,
-    ) -> dict[str, float]:
-        """Every metric of ``model``; with ``reruns`` (the same configuration, other seeds) also
-        ``forget_score``."""
-        per_sample = self.evaluate(model)
-        confidences = (
-            self.forget_confidences([per_sample, *reruns])
-            if reruns is not None and self.retrain_results
-            else None
-        )
-        scores = {**self.reference_scores, **self.score("unlearned", per_sample)}
-        target = self.request.target_columns(self.task_names)
-        forget_positions = per_sample.positions(self.sets["forget"].indices)
-        val_positions = per_sample.positions(self.sets["val"].indices)
-        shift = parameter_shift(trainable_vector(model), self.original_vector)
-        ctx = MetricContext(
-            scores=scores,
-            tasks=tuple(self.task_names),
-            target_tasks=self.request.target_tasks,
-            mode=self.request.mode,
-            has_retrain="retrain" in self.references,
-            retrain_members=len(self.retrain_members),
-            forget_size=len(self.sets["forget"]),
-            val_size=len(self.sets["val"]),
-            shift=float(shift),
-            forget_losses=per_sample.loss[forget_positions][:, target].sum(dim=1).numpy(),
-            val_losses=per_sample.loss[val_positions][:, target].sum(dim=1).numpy(),
-            gpu_seconds=gpu_seconds,
-            compute_cost=compute_cost,
-            seed=seed,
-            forget_confidences=confidences,
-        )
-        return {**compute_metrics(ctx), **scores}
+    def measure(self, model: MultiTaskModel, **kwargs: Any) -> dict[str, float]:
+        """Every metric of ``model`` (:func:`tune_unlearn.configuration_run.measure`)."""
+        return configuration_run.measure(self, model, **kwargs)
 
 
 def _sample(labeled: LabeledSet, size: int | None, seed: int) -> LabeledSet:
@@ -438,9 +327,3 @@ def _sample(labeled: LabeledSet, size: int | None, seed: int) -> LabeledSet:
     generator = torch.Generator().manual_seed(seed)
     keep = torch.randperm(len(labeled), generator=generator)[:size].sort().values
     return LabeledSet(labeled.indices[keep], labeled.mask[keep])
-
-
-def trainable_vector(model: MultiTaskModel) -> Tensor:
-    """The trainable parameters as one float vector (buffers such as batch-norm statistics are
-    not parameters the unlearning moves, so UIS leaves them out)."""
-    return torch.cat([p.detach().float().reshape(-1) for p in model.parameters() if p.requires_grad])

@@ -14,7 +14,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from tune_unlearn.experiment import Experiment, RunResult
+from tune_unlearn.configuration_run import RunResult
+from tune_unlearn.experiment import Experiment
 from tune_unlearn.model_file import save_model
 from tune_unlearn.outputs import StudySummary, summarise, write_outputs
 from tune_unlearn.problems import MultiTaskModel

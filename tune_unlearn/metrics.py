@@ -170,6 +170,12 @@ def score_ratios(numerators: Tensor, denominators: Tensor) -> Tensor:
     return torch.where(denominators > 0, safe, zero)
 
 
+def trainable_vector(model: torch.nn.Module) -> Tensor:
+    """The trainable parameters as one float vector (buffers such as batch-norm statistics are
+    not parameters the unlearning moves, so UIS leaves them out)."""
+    return torch.cat([p.detach().float().reshape(-1) for p in model.parameters() if p.requires_grad])
+
+
 def parameter_shift(unlearned: Tensor, original: Tensor) -> Tensor:
     """UIS's formula, ``‖θ_u − θ_o‖₂ / ‖θ_o‖₂``, on flat parameter vectors, on the device."""
     shift: Tensor = (unlearned - original).norm() / original.norm()

@@ -45,10 +45,10 @@ from tune_unlearn.distributed import (
     fail_and_retry,
     live_trials,
 )
-from tune_unlearn.errors import reading_input
+from tune_unlearn.errors import UsageError, reading_input
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.finalize import finalize, study_fingerprint
-from tune_unlearn.methods import DivergenceError
+from tune_unlearn.methods import DivergenceError, UnlearningMethod
 from tune_unlearn.optuna_adapter import fail_if_running, trial_log_name
 from tune_unlearn.outputs import StudySummary, check_writable, summarise
 from tune_unlearn.storages import redact, redact_tree
@@ -126,14 +126,42 @@ def run_study(
     tracking_uri: str | None = None,
     progress: bool = True,
     sampler: optuna.samplers.BaseSampler | None = None,
+    method: UnlearningMethod | type[UnlearningMethod] | None = None,
     trust_pickle: bool = False,
 ) -> StudyRun:
     """Run (or resume) the study until ``n_trials`` trials count (default: the study file's),
-    or ``add_trials`` more than it holds; then write every output. ``sampler`` replaces the
-    study file's (an Optuna sampler object)."""
+    or ``add_trials`` more than it holds; then write every output.
+
+    Objects replace what the study file names: ``sampler`` (an Optuna sampler), ``method`` (an
+    unlearning method class, or an instance whose hyperparameters become the fixed ones; it
+    need not be registered). The study file's ``search`` space still applies to it."""
+    if method is not None:
+        config = with_method(config, method)
     return _join(
-        config, n_trials, add_trials, storage, tracking_uri, progress, sampler, config.n_jobs, trust_pickle
+        config,
+        n_trials,
+        add_trials,
+        storage,
+        tracking_uri,
+        progress,
+        sampler,
+        config.n_jobs,
+        trust_pickle,
+        method if isinstance(method, type) or method is None else type(method),
     )
+
+
+def with_method(config: StudyConfig, method: UnlearningMethod | type[UnlearningMethod]) -> StudyConfig:
+    """The study file with ``method`` in place of the one it names (see :func:`run_study`)."""
+    cls = method if isinstance(method, type) else type(method)
+    unknown = sorted(set(config.method.search) - set(cls.hyperparameters()))
+    if unknown:
+        raise UsageError(f"{cls.__name__} has no hyperparameter {', '.join(unknown)} to search")
+    fixed = dict(config.method.fixed)
+    if not isinstance(method, type):
+        fixed = {k: v for k, v in method.get_params().items() if k not in config.method.search}
+    section = config.method.model_copy(update={"name": cls.name or cls.__name__, "fixed": fixed})
+    return config.model_copy(update={"method": section})
 
 
 def run_worker(
@@ -145,7 +173,7 @@ def run_worker(
     trust_pickle: bool = False,
 ) -> StudyRun:
     """Join a distributed study: the same loop as :func:`run_study`, one trial at a time."""
-    return _join(config, None, None, storage, tracking_uri, progress, None, 1, trust_pickle)
+    return _join(config, None, None, storage, tracking_uri, progress, None, 1, trust_pickle, None)
 
 
 def _join(
@@ -158,6 +186,7 @@ def _join(
     sampler: optuna.samplers.BaseSampler | None,
     n_jobs: int,
     trust_pickle: bool,
+    method_class: type[UnlearningMethod] | None,
 ) -> StudyRun:
     output = config.output_dir()
     check_writable(output)  # before anything heavy, and naming the folder
@@ -166,7 +195,11 @@ def _join(
         check_reachable(tracking_uri or settings.uri or default_tracking_uri(output))
     with reading_input():  # the data, the request, the references: a bad one is exit 2
         experiment = Experiment(
-            config, progress=progress, tracking_uri=tracking_uri, trust_pickle=trust_pickle
+            config,
+            progress=progress,
+            tracking_uri=tracking_uri,
+            trust_pickle=trust_pickle,
+            method=method_class,
         )
     url = storage_url(config, storage)
     with budget_lock(url, config.name):

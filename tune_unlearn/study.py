@@ -15,7 +15,8 @@ from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
 from tune_unlearn import trial_record as record
 from tune_unlearn.config import SamplerConfig, SearchParam, StudyConfig
-from tune_unlearn.experiment import Experiment, RunResult
+from tune_unlearn.configuration_run import RunResult
+from tune_unlearn.experiment import Experiment
 from tune_unlearn.guard import CollapseDetected
 from tune_unlearn.methods import DivergenceError
 from tune_unlearn.metrics import METRICS

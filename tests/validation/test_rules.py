@@ -157,3 +157,45 @@ def test_shared_label_groups_by_classification_labels_only() -> None:
     assert probe.samples.indices.tolist() == [8, 9, 10]  # the held-out members of group 1
     regression_only = _label_context({"size": "regression"})
     assert "no classification target task" in (family.not_applicable(regression_only) or "")  # type: ignore[arg-type]
+
+
+def test_the_bootstrap_interval_by_hand() -> None:
+    from tune_unlearn.validation._checks import bootstrap_interval
+    from tune_unlearn.validation._suite import SuiteConfig
+
+    suite = SuiteConfig(name="s", bootstrap=2000, confidence=0.95, seed=0)
+    constant = bootstrap_interval(torch.full((50,), 0.25), suite)
+    assert constant == pytest.approx((0.25, 0.25, 0.25))
+    coin = torch.tensor([0.0, 1.0] * 200)  # mean 0.5, n = 400: normal half-width 1.96·0.5/20
+    estimate, low, high = bootstrap_interval(coin, suite)
+    assert estimate == 0.5 and low < 0.5 < high
+    assert (high - low) / 2 == pytest.approx(1.96 * 0.5 / 20, rel=0.15)
+    assert bootstrap_interval(coin, suite) == (estimate, low, high)  # seeded: same interval
+
+
+def test_excess_damage_is_the_ensembles_score_minus_the_candidates_per_task(
+    full_context: ValidationContext,
+) -> None:
+    """``excess = mean(r − u)`` over the probe's samples of each task; a model that outputs
+    nothing useful is proven damaged, one of the honest retrains is not."""
+    from tune_unlearn.validation._checks import probe_check, task_scores
+    from tune_unlearn.validation._suite import ProbeSpec, SuiteConfig
+
+    suite = SuiteConfig(name="s", bootstrap=200, seed=0)
+    spec = ProbeSpec(max_excess=0.05)
+    broken = full_context.experiment.model_from(full_context.experiment.references["original"].state_dict)
+    with torch.no_grad():
+        for parameter in broken.parameters():
+            parameter.zero_()  # every head outputs a constant: chance level at best
+    unlearned = full_context.per_sample(broken)
+    result = probe_check(full_context, "unrelated", spec, suite, broken, unlearned)
+    probe = PROBES.get("unrelated")().build(full_context)
+    for column, task in enumerate(full_context.task_names):
+        reference = task_scores(full_context.retrain_results, probe.samples, column)
+        candidate = task_scores(unlearned, probe.samples, column)
+        expected = float((reference - candidate).double().mean())
+        assert result.details["per_task"][task]["excess"] == pytest.approx(expected)
+    assert result.status == "fail" and result.details["damage_proven"]
+    honest = full_context.retrains[1]
+    fair = probe_check(full_context, "unrelated", spec, suite, honest, full_context.per_sample(honest))
+    assert fair.status == "pass" and not fair.details["damage_proven"]
