@@ -19,19 +19,10 @@ from tune_unlearn.experiment import Experiment
 from tune_unlearn.model_file import save_model
 from tune_unlearn.outputs import StudySummary, summarise, write_outputs
 from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.publish import publish
 from tune_unlearn.references import save_state_dict
 from tune_unlearn.tracking import Tracker
 from tune_unlearn.trial_record import TrialRecord
-
-_ARTIFACTS = (
-    "study.resolved.yaml",
-    "pareto.json",
-    "trials.csv",
-    "report.md",
-    "pareto.png",
-    "hypervolume.png",
-    "importance.png",
-)
 
 
 def study_fingerprint(trials: Sequence[FrozenTrial]) -> str:
@@ -129,53 +120,3 @@ def validate_trials(
             "failed": [r.name for r in report.results if not r.passed],
         }
     study.set_user_attr("validation", verdicts)
-
-
-def summary_metrics(summary: StudySummary) -> tuple[dict[str, float | None], dict[str, str]]:
-    """What the parent run shows in MLflow's runs table: the hypervolume, trial counts and the
-    recommended trial's objectives (``recommended/<objective>``), and its number as a tag."""
-    metrics: dict[str, float | None] = {
-        "hypervolume": summary.hypervolume,
-        "trials_complete": float(len(summary.complete)),
-        "trials_feasible": float(len(summary.feasible)),
-        "pareto_size": float(len(summary.front)),
-    }
-    tags = {"recommended_trial": "none"}
-    trial = summary.recommended
-    if trial is not None:
-        values = TrialRecord.of(trial).metrics
-        for name in summary.config.objectives:
-            metrics[f"recommended/{name}"] = values.get(name)
-        tags["recommended_trial"] = str(trial.number)
-    if summary.recommendation_note:
-        tags["recommendation_note"] = summary.recommendation_note
-    return metrics, tags
-
-
-def publish(
-    tracker: Tracker,
-    summary: StudySummary,
-    output: Path,
-    candidate: MultiTaskModel | None,
-    experiment: Experiment,
-) -> None:
-    """Parent-run artifacts, summary metrics, the candidate model, and the final tags."""
-    tracker.log_artifacts(output / name for name in _ARTIFACTS)
-    validation = output / "validation"
-    if validation.is_dir():
-        tracker.log_artifacts(sorted(validation.iterdir()), "validation")
-    tracker.log_artifacts([output / "models" / "candidate.json"], "models")
-    tracker.log_summary(*summary_metrics(summary))
-    if candidate is not None:
-        example = experiment.data.inputs[experiment.splits["val"][:4].to(experiment.device)]
-        tracker.log_model(candidate, example)
-    tracker.tag_runs(
-        {
-            run_id: {
-                "pareto": str(summary.is_pareto(t)).lower(),
-                "recommended": str(summary.is_recommended(t)).lower(),
-            }
-            for t in summary.trials
-            if (run_id := TrialRecord.of(t).mlflow_run_id) is not None
-        }
-    )

@@ -22,20 +22,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from tune_unlearn._version import __version__
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.distributed import (
     Heartbeat,
@@ -51,7 +46,7 @@ from tune_unlearn.finalize import finalize, study_fingerprint
 from tune_unlearn.methods import DivergenceError, UnlearningMethod
 from tune_unlearn.optuna_adapter import fail_if_running, trial_log_name
 from tune_unlearn.outputs import StudySummary, check_writable, summarise
-from tune_unlearn.storages import redact, redact_tree
+from tune_unlearn.publish import open_tracker, parent_closed_on_error, record_study
 from tune_unlearn.study import (
     Objective,
     QuietDivergence,
@@ -62,15 +57,12 @@ from tune_unlearn.study import (
 )
 from tune_unlearn.tracking import (
     Tracker,
-    TrackingUnavailable,
     check_reachable,
     default_tracking_uri,
-    study_tags,
 )
 from tune_unlearn.trial_record import TrialRecord
 
 #: Study attributes this module keeps (the trial record's keys live with the trials).
-PARENT_ATTR = "mlflow_parent_run_id"
 STREAMS_ATTR = "sampler_streams"
 BUDGET_ATTR = "n_trials_budget"
 
@@ -94,27 +86,6 @@ class StudyRun:
 
 #: ``run_worker`` returns the same record as ``run_study``.
 WorkerRun = StudyRun
-
-
-def open_tracker(config: StudyConfig, tracking_uri: str | None = None) -> Tracker | None:
-    """The study's MLflow tracker; ``None`` when tracking is off, or optional and unreachable."""
-    settings = config.tracking
-    if not settings.enabled:
-        return None
-    output = config.output_dir()
-    uri = tracking_uri or settings.uri or default_tracking_uri(output)
-    try:
-        check_reachable(uri)
-        return Tracker(uri, settings.experiment or config.name, artifact_root=output / "mlartifacts")
-    except Exception as error:  # MLflow raises many kinds; all mean "no tracking here"
-        message = redact(str(error))
-        if settings.required:
-            raise TrackingUnavailable(
-                f"{message}. Start the server, pass --tracking-uri, or set tracking.required: false "
-                "to run with local outputs only"
-            ) from None
-        print(f"warning: tracking disabled for this run: {message}", file=sys.stderr)
-        return None
 
 
 def run_study(
@@ -214,7 +185,7 @@ def _join(
     quiet_trial_logs()
     session = _Session(study, experiment, tracker, url, budget, progress)
     try:
-        with _parent_closed_on_error(tracker):
+        with parent_closed_on_error(tracker):
             try:
                 done = session.drive(n_jobs)
             except TrackingLost:
@@ -236,20 +207,6 @@ def _budget(study: optuna.Study, config: StudyConfig, n_trials: int | None, add_
     budget = max(stored, wanted)
     study.set_user_attr(BUDGET_ATTR, budget)
     return budget
-
-
-@contextlib.contextmanager
-def _parent_closed_on_error(tracker: Tracker | None) -> Iterator[None]:
-    try:
-        yield
-    except KeyboardInterrupt:
-        if tracker is not None:
-            tracker.finish_study("KILLED")
-        raise
-    except BaseException:
-        if tracker is not None:
-            tracker.finish_study("FAILED")
-        raise
 
 
 class _Session:
@@ -421,30 +378,6 @@ def _close_stale_runs(session: _Session) -> None:
         session.tracker.end_abandoned_trial(run_id, reason)
 
 
-def record_study(study: optuna.Study, experiment: Experiment, tracker: Tracker | None, url: str) -> None:
-    """Store what ``report`` needs with the study, and open (or join) its MLflow parent run:
-    a process joins the parent run while it is still open (a worker beside others, or a rerun
-    after an interrupt or a crash), else opens a new one."""
-    config = experiment.config
-    resolved = redact_tree(config.model_dump(mode="json"))
-    study.set_user_attr("package_version", __version__)
-    study.set_user_attr("study_file", resolved)
-    output = config.output_dir()
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "study.resolved.yaml").write_text(resolved_yaml(config))
-    if tracker is None:
-        return
-    parent = study.user_attrs.get(PARENT_ATTR)
-    if parent is not None and tracker.is_open(str(parent)):
-        tracker.attach(str(parent))
-        return
-    tags = study_tags(config, url, experiment.device.type)
-    run_id = tracker.start_study(config.name, tags, _flatten(resolved))
-    if run_id is not None:
-        study.set_user_attr(PARENT_ATTR, run_id)
-        study.set_user_attr("mlflow_tracking_uri", redact(tracker.uri))
-
-
 def quiet_trial_logs() -> None:
     # The progress bar shows progress; per-trial INFO lines would interleave with it. A
     # divergence is an expected outcome: keep its one-line warning, drop the traceback (on
@@ -453,22 +386,6 @@ def quiet_trial_logs() -> None:
     trial_logger = logging.getLogger(trial_log_name())
     if not any(isinstance(f, QuietDivergence) for f in trial_logger.filters):
         trial_logger.addFilter(QuietDivergence())
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): tree}
-
-
-def resolved_yaml(config: StudyConfig) -> str:
-    """The study file with every default filled in (credentials as ``***``), and the package
-    version that ran it."""
-    header = f"# resolved by tune_unlearn {__version__}\n"
-    return header + yaml.safe_dump(redact_tree(config.model_dump(mode="json")), sort_keys=False)
 
 
 def default_threads() -> int:
