@@ -182,3 +182,18 @@ def test_untrusted_text_is_refused_quickly_with_one_clear_problem(
         load_study(path)
     assert main(["check", str(path)]) == 2
     assert time.monotonic() - started < 5
+
+
+def test_a_full_mode_request_naming_target_tasks_and_a_factory_of_the_wrong_type_are_refused() -> None:
+    raw = tiny_study(Path("/tmp")).model_dump(mode="json")
+    raw["forget"] = {"mode": "full", "target_tasks": ["digit"], "where": {"digit": 3}}
+    with pytest.raises(ConfigError, match=r"forget.target_tasks: full mode forgets from every task"):
+        parse_study(raw)
+    raw = tiny_study(Path("/tmp")).model_dump(mode="json")
+    raw["problem"] = {"factory": "tests.test_config:not_a_problem"}
+    with pytest.raises(ConfigError, match=r"problem.factory: .*returned str, not a Problem"):
+        parse_study(raw)
+
+
+def not_a_problem() -> str:
+    return "a string, not a Problem"

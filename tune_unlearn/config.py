@@ -28,7 +28,7 @@ from pydantic import (
 from tune_unlearn.hyperparameters import Param, search_range_problems
 from tune_unlearn.methods import METHODS
 from tune_unlearn.metrics import METRICS, RENAMED
-from tune_unlearn.problems import PROBLEMS, Problem, build_problem
+from tune_unlearn.problems import Problem, build_problem
 from tune_unlearn.registry import UnknownNameError
 from tune_unlearn.schema import ConfigError, ConfigIssue, Strict, pydantic_issues
 
@@ -381,17 +381,15 @@ def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
     problem = None
     try:
         problem = ProblemConfig.model_validate(problem_raw).build()
-    except (ValidationError, TypeError):
-        pass  # reported by the structural pass, or below for a bad parameter
+    except ValidationError:
+        pass  # reported by the structural pass
     except UnknownNameError as error:
         yield ConfigIssue("problem.name", str(error))
+    except TypeError as error:  # a factory that returned something else, or a bad parameter
+        where = "problem.factory" if "not a Problem" in str(error) else "problem.params"
+        yield ConfigIssue(where, str(error))
     except (ImportError, ValueError) as error:
         yield ConfigIssue("problem.factory", f"cannot load: {error}", problem_raw.get("factory"))
-    if problem is None and isinstance(problem_raw.get("name"), str) and problem_raw["name"] in PROBLEMS:
-        try:
-            PROBLEMS.get(problem_raw["name"])(**_mapping(problem_raw, "params"))
-        except TypeError as error:
-            yield ConfigIssue("problem.params", str(error))
     if problem is None:
         return
     yield from _forget_issues(_mapping(raw, "forget"), problem)
@@ -428,6 +426,10 @@ def _value_issues(
 def _forget_issues(forget: Mapping[str, Any], problem: Problem) -> Iterator[ConfigIssue]:
     tasks = problem.task_names
     targets = forget.get("target_tasks")
+    if forget.get("mode", "full") == "full" and targets:
+        yield ConfigIssue(
+            "forget.target_tasks", "full mode forgets from every task; target_tasks is for partial mode"
+        )
     if isinstance(targets, list):
         for i, name in enumerate(targets):
             if name not in tasks:
