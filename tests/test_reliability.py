@@ -49,7 +49,7 @@ def load(config_or_url: object) -> optuna.Study:
 def test_an_interrupted_trial_fails_with_its_reason_is_retried_and_a_rerun_finishes_the_budget(
     tmp_path: Path, command: str, signum: int
 ) -> None:
-    config = tiny_study(tmp_path, method=LONG_TRIALS, tracking={"enabled": True})
+    config = tiny_study(tmp_path, n_trials=2, method=LONG_TRIALS, tracking={"enabled": True})
     path = write_study(tmp_path, config)
     process = cli(command, str(path), "--no-progress", "--threads", "1")
     wait_for_running_trial(storage_url(config), process)
@@ -204,7 +204,7 @@ def test_a_tracking_server_dying_mid_study_loses_no_trial(
     tmp_path: Path, dying_server: tuple[subprocess.Popen[bytes], str], required: bool
 ) -> None:
     server, uri = dying_server
-    config = tiny_study(tmp_path, method=LONG_TRIALS, tracking={"uri": uri, "required": required})
+    config = tiny_study(tmp_path, n_trials=2, method=LONG_TRIALS, tracking={"uri": uri, "required": required})
     path = write_study(tmp_path, config)
     process = cli("run", str(path), "--no-progress", "--threads", "1")
     wait_for_running_trial(storage_url(config), process)
