@@ -3,9 +3,9 @@
 Each sampler runs the quickstart study (interference-aware on digits, four objectives, the
 ``forget_efficacy >= 0.9`` constraint) with tracking off and the references cached, once per
 seed. The hypervolume is the study's own (``pareto.json``: feasible complete trials, the fixed
-box of DESIGN §5), so the figures compare directly.
+box of docs/guide.md and pareto.py), so the figures compare directly.
 
-    python benchmarks/sampler_efficiency.py [--trials 40] [--seeds 0 1 2]
+    python benchmarks/sampler_efficiency.py [--trials 40] [--seeds 0 1 2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -45,7 +45,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

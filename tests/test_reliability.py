@@ -297,14 +297,14 @@ def test_the_same_file_and_seed_sample_and_recommend_the_same_on_a_busy_or_idle_
     ``compute_cost``, so the configurations and the recommendation do not."""
     import random
 
-    from tune_unlearn import experiment as experiment_module
+    from tune_unlearn import configuration_run
 
     noisy = random.Random()
 
-    def timed_exit(self: experiment_module.PhaseTimer, *exc: object) -> None:
+    def timed_exit(self: configuration_run.PhaseTimer, *exc: object) -> None:
         self.seconds = noisy.uniform(0.1, 10.0)  # a machine busy at random
 
-    monkeypatch.setattr(experiment_module.PhaseTimer, "__exit__", timed_exit)
+    monkeypatch.setattr(configuration_run.PhaseTimer, "__exit__", timed_exit)
     runs = []
     for folder in ("first", "second"):
         config = tiny_study(
