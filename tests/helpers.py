@@ -121,3 +121,41 @@ def redis_client() -> Any:
             "TUNE_UNLEARN_TEST_REDIS at one."
         )
     return client
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_mlflow_server(backend: str, artifacts: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``mlflow server`` on a free loopback port, in a process group of its own (so its
+    workers can be killed with it), once it answers its health check."""
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", backend, "--artifacts-destination", str(artifacts), "--workers", "1"]
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+            start_new_session=True,
+        )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                return server, uri
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{log.read_text()}") from None
+            time.sleep(0.5)

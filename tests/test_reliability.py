@@ -10,9 +10,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -30,7 +28,15 @@ from tune_unlearn.references import ReferenceCache
 from tune_unlearn.runner import run_study
 from tune_unlearn.study import open_storage, storage_url
 
-from .helpers import POSTGRES, cli, postgres_admin, tiny_study, wait_for_running_trial, write_study
+from .helpers import (
+    POSTGRES,
+    cli,
+    postgres_admin,
+    start_mlflow_server,
+    tiny_study,
+    wait_for_running_trial,
+    write_study,
+)
 
 LONG_TRIALS = {
     "name": "interference_aware",
@@ -153,50 +159,13 @@ def test_a_worker_started_within_a_dead_workers_grace_period_waits_and_retries_i
 # -- a tracking server that dies mid-study ------------------------------------------------------
 @pytest.fixture
 def dying_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
-        start_new_session=True,  # its workers die with it
+    server, uri = start_mlflow_server(
+        f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts", tmp_path / "server.log"
     )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
     yield server, uri
     if server.poll() is None:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("required", [False, True])

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +20,7 @@ from tune_unlearn.metrics import METRICS
 from tune_unlearn.runner import run_study
 from tune_unlearn.tracking import TrackingUnavailable
 
-from .helpers import POSTGRES, postgres_admin, tiny_study
+from .helpers import POSTGRES, free_port, postgres_admin, start_mlflow_server, tiny_study
 
 # One trial each that diverges (fails), collapses (pruned by the guard), and completes.
 MIXED = {
@@ -154,60 +150,19 @@ def test_an_unreachable_optional_server_warns_and_keeps_local_outputs(
     assert (run.output / "pareto.json").exists() and len(run.study.trials) == 3
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` on a free loopback port, its backend store on PostgreSQL."""
     database = f"tune_unlearn_mlflow_{uuid.uuid4().hex[:8]}"
     with postgres_admin() as connection:
         connection.execute(f'CREATE DATABASE "{database}"')
-    port = free_port()
     artifacts = tmp_path_factory.mktemp("server-artifacts")
-    log = (artifacts / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"{POSTGRES}/{database}",
-            "--artifacts-destination",
-            str(artifacts),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
-    )
-    uri = f"http://127.0.0.1:{port}"
+    server, uri = start_mlflow_server(f"{POSTGRES}/{database}", artifacts, artifacts / "server.log")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"mlflow server did not start:\n{(artifacts / 'server.log').read_text()}"
-                    ) from None
-                time.sleep(0.5)
         yield uri
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
         server.wait(timeout=30)
-        log.close()
         with postgres_admin() as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
