@@ -60,8 +60,11 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_running_trial(storage: str, process: subprocess.Popen[str], timeout: float = 120) -> None:
-    """Until the study holds a running trial whose configuration is chosen (mid-trial)."""
+def wait_for_running_trial(
+    storage: str, process: subprocess.Popen[str], timeout: float = 120, attribute: str | None = None
+) -> None:
+    """Until the study holds a running trial whose configuration is chosen (mid-trial) and,
+    with ``attribute``, that carries it (``mlflow_run_id``: its run exists, unlearning began)."""
     import time
 
     import optuna
@@ -75,7 +78,7 @@ def wait_for_running_trial(storage: str, process: subprocess.Popen[str], timeout
         try:
             study = optuna.load_study(study_name="tiny", storage=open_storage(storage))
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if any(t.params for t in running):
+            if any(t.params and (attribute is None or attribute in t.user_attrs) for t in running):
                 return
         except KeyError:
             pass  # not created yet

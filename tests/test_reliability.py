@@ -58,7 +58,7 @@ def test_an_interrupted_trial_fails_with_its_reason_is_retried_and_a_rerun_finis
     config = tiny_study(tmp_path, n_trials=2, method=LONG_TRIALS, tracking={"enabled": True})
     path = write_study(tmp_path, config)
     process = cli(command, str(path), "--no-progress", "--threads", "1")
-    wait_for_running_trial(storage_url(config), process)
+    wait_for_running_trial(storage_url(config), process, attribute="mlflow_run_id")
     process.send_signal(signum)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
@@ -135,7 +135,7 @@ def test_a_worker_started_within_a_dead_workers_grace_period_waits_and_retries_i
     )
     path = write_study(tmp_path, config)
     doomed = cli("worker", str(path), "--no-progress", "--threads", "1")
-    wait_for_running_trial(storage_url(config), doomed)
+    wait_for_running_trial(storage_url(config), doomed, attribute="mlflow_run_id")
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
     started = time.monotonic()

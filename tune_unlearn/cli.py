@@ -243,7 +243,9 @@ def _worker(config: StudyConfig, args: argparse.Namespace) -> int:
     )
     trained = ", ".join(result.trained_references) or "none (cached)"
     print(f"worker ran {result.trials_run} trials; trained references: {trained}")
-    if result.finalized:
+    if not result.complete:
+        print("study not finished: trials are still running or waiting; run a worker again to finish it")
+    elif result.finalized:
         print(f"study complete: outputs in {config.output_dir()}")
     else:
         print(f"study complete: another worker wrote the outputs in {config.output_dir()}")

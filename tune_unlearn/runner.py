@@ -82,6 +82,7 @@ class StudyRun:
     trials_run: int
     finalized: bool  # this process wrote the outputs
     budget: int
+    complete: bool = True  # no trial left running or waiting (a timeout can leave some)
 
 
 #: ``run_worker`` returns the same record as ``run_study``.
@@ -194,7 +195,8 @@ def _join(
             summary, finalized = _finish(session)
     finally:
         _close_stale_runs(session)
-    return StudyRun(study, summary, output, experiment.trained_references, done, finalized, budget)
+    complete = not live_trials(study)
+    return StudyRun(study, summary, output, experiment.trained_references, done, finalized, budget, complete)
 
 
 def _budget(study: optuna.Study, config: StudyConfig, n_trials: int | None, add_trials: int | None) -> int:

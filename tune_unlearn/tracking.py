@@ -195,11 +195,15 @@ class Tracker:
             tags={"mlflow.parentRunId": self.parent_run_id, "trial": str(number), "state": "running", **tags},
         )
         run_id: str = run.info.run_id
-        self.client.log_batch(
-            run_id,
-            params=[Param(k, str(v)) for k, v in params.items()],
-            tags=[RunTag("tune_unlearn.role", "trial")],
-        )
+        try:
+            self.client.log_batch(
+                run_id,
+                params=[Param(k, str(v)) for k, v in params.items()],
+                tags=[RunTag("tune_unlearn.role", "trial")],
+            )
+        except KeyboardInterrupt:  # interrupted before the caller learns the run: end it here
+            self.client.set_terminated(run_id, "KILLED")
+            raise
         return run_id
 
     @_guarded
