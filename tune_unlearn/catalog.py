@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from tune_unlearn.methods import METHODS
@@ -17,6 +18,19 @@ def _summary(entry: Any) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
+def describe_search(space: Mapping[str, Any], indent: str = "") -> str:
+    """A search space, one dimension a line: ``lr: float in [0.001, 0.5], log``."""
+    lines = []
+    for name, dimension in space.items():
+        d = dimension if isinstance(dimension, Mapping) else dimension.model_dump()
+        if d.get("type") == "categorical":
+            lines.append(f"{indent}{name}: one of {', '.join(map(str, d.get('choices') or []))}")
+            continue
+        scale = ", log" if d.get("log") else f", step {d['step']:g}" if d.get("step") else ""
+        lines.append(f"{indent}{name}: {d.get('type', 'float')} in [{d['low']:g}, {d['high']:g}]{scale}")
+    return "\n".join(lines)
+
+
 def render_catalog() -> str:
     lines: list[str] = []
     lines.append("methods (hyperparameter=default: what it takes):")
@@ -26,6 +40,8 @@ def render_catalog() -> str:
         lines += [
             f"      {key}={param.default}: {param.describe()}" for key, param in method.constraints().items()
         ]
+        if method.default_search:
+            lines += ["    default search:", describe_search(method.default_search, indent="      ")]
     lines.append("problems:")
     lines += [f"  {name}: {_summary(PROBLEMS.get(name))}" for name in PROBLEMS]
     lines.append("metrics:")

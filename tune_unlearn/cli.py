@@ -134,6 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.study}: OK ({config.method.name} on {config.problem.name or config.problem.factory}, "
             f"{len(config.method.search)} searched hyperparameters, {config.n_trials} trials)"
         )
+        from tune_unlearn.catalog import describe_search
+
+        given = (
+            "the study file's" if config.method.search != _default_space(config) else "the method's default"
+        )
+        print(f"search space ({given}):")
+        print(describe_search(config.method.search, indent="  ") or "  (nothing searched)")
         return EXIT_OK
     problem = _set_threads(args)
     if problem:
@@ -172,6 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print(f"error: the run failed: {_redacted(error)}", file=sys.stderr)
         return EXIT_RUN_FAILED
+
+
+def _default_space(config: StudyConfig) -> object:
+    from tune_unlearn.config import MethodConfig
+
+    section = config.method.model_dump(mode="json", exclude={"search"})
+    return MethodConfig.model_validate(section).search
 
 
 def _redacted(error: BaseException) -> str:

@@ -187,9 +187,23 @@ class ForgetConfig(Strict):
 
 
 class MethodConfig(Strict):
+    """The method, its fixed hyperparameters and its search space. Without ``search`` the
+    method's own default space is searched (less what ``fixed`` gives); ``search: {}`` searches
+    nothing."""
+
     name: str
     fixed: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, SearchParam] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_search(cls, raw: Any) -> Any:
+        if not isinstance(raw, Mapping) or "search" in raw or raw.get("name") not in METHODS:
+            return raw
+        given = raw.get("fixed")
+        fixed: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+        default = METHODS.get(raw["name"]).default_search
+        return {**raw, "search": {k: v for k, v in default.items() if k not in fixed}}
 
     @field_validator("name")
     @classmethod

@@ -26,7 +26,14 @@ from tune_unlearn.errors import OutputNotWritable
 from tune_unlearn.importances import param_importances
 from tune_unlearn.markdown import render_report
 from tune_unlearn.metrics import METRICS
-from tune_unlearn.pareto import HypervolumeBox, front_trials, hypervolume_history, is_feasible, recommend
+from tune_unlearn.pareto import (
+    HypervolumeBox,
+    finite,
+    front_trials,
+    hypervolume_history,
+    is_feasible,
+    recommend,
+)
 from tune_unlearn.study import directions
 from tune_unlearn.trial_record import TrialRecord
 
@@ -120,7 +127,7 @@ def _trial_entry(summary: StudySummary, trial: FrozenTrial) -> dict[str, Any]:
     return {
         "number": trial.number,
         "params": trial.params,
-        "values": dict(zip(summary.config.objectives, trial.values or [], strict=False)),
+        "values": {k: finite(v) for k, v in zip(summary.config.objectives, trial.values or [], strict=False)},
         "metrics": dict(record.metrics),
         "diagnostics": dict(record.diagnostics),
         "constraints": constraint_values(summary.config, trial),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tune_unlearn.methods._base import (
     DivergenceError,
+    LossMethod,
     StepLog,
     StepMonitor,
     UnlearningMethod,
@@ -12,7 +13,9 @@ from tune_unlearn.methods._base import (
 from tune_unlearn.methods._gradients import Batch, ParameterLayout, StepGradients
 from tune_unlearn.methods._instance_orthogonalization import InstanceOrthogonalization
 from tune_unlearn.methods._interference_aware import InterferenceAware
+from tune_unlearn.methods._l1_sparse import L1Sparse
 from tune_unlearn.methods._projected import ProjectedGradDiff
+from tune_unlearn.methods._random_label import RandomLabel
 from tune_unlearn.methods._simple import Finetune, GradDiff, GradientAscent
 from tune_unlearn.methods._subspace_projection import SubspaceProjection
 from tune_unlearn.methods._task_projection import TaskProjection
@@ -29,6 +32,8 @@ for _method in (
     SubspaceProjection,
     InstanceOrthogonalization,
     InterferenceAware,
+    RandomLabel,
+    L1Sparse,
 ):
     METHODS.add(_method)
 
@@ -41,8 +46,11 @@ __all__ = [
     "GradientAscent",
     "InstanceOrthogonalization",
     "InterferenceAware",
+    "L1Sparse",
+    "LossMethod",
     "ParameterLayout",
     "ProjectedGradDiff",
+    "RandomLabel",
     "StepGradients",
     "StepLog",
     "StepMonitor",

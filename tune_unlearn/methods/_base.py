@@ -106,6 +106,9 @@ class UnlearningMethod(ABC):
     batch_size: int = hyperparameter(32, ge=1, doc="samples per forget and per retain batch")
 
     name: ClassVar[str] = ""
+    #: The search space a study uses when its file gives no ``method.search`` (Optuna
+    #: dimensions as in a study file); hyperparameters the file fixes are left out of it.
+    default_search: ClassVar[dict[str, dict[str, object]]] = {}
     uses_forget: ClassVar[bool] = True
     uses_retain: ClassVar[bool] = True
     #: Host synchronisations for the divergence check happen only this often.
@@ -186,7 +189,7 @@ class UnlearningMethod(ABC):
                 retain = setup.batch(setup.retain, self._positions(setup.retain, generator))
             grads = StepGradients(layout, setup.tasks, setup.target, forget, retain)
             try:
-                delta = self._step_delta(grads, step, log)
+                delta = self.step_delta(grads, step, log)
             except torch.linalg.LinAlgError as error:  # type: ignore[attr-defined]
                 # SVD/QR fail only on non-finite gradients: the trajectory has blown up.
                 raise DivergenceError(f"unlearning diverged at step {step + 1}: {error}") from error
@@ -207,8 +210,11 @@ class UnlearningMethod(ABC):
                 monitor(step + 1, model)
         return log
 
-    def _step_delta(self, grads: StepGradients, step: int, log: StepLog) -> Tensor:
-        """``η_a·u − η_r·g_r`` for this step, logging the diagnostics on the device."""
+    def step_delta(self, grads: StepGradients, step: int, log: StepLog) -> Tensor:
+        """This step's parameter update (flat, added to θ), logging the diagnostics on the
+        device. Direction-defined methods keep this: ``η_a·u − η_r·g_r``, ``u`` from
+        :meth:`forget_direction`. Loss-defined methods (:class:`LossMethod`) override it with
+        ``−∇`` of their loss; the step loop calls this one hook for both kinds."""
         ascent_lr, retain_lr = self.learning_rates
         layout = grads.layout
         n_shared = layout.num_shared
@@ -241,3 +247,36 @@ class UnlearningMethod(ABC):
         bad = (~torch.isfinite(log.forget_loss[: step + 1])).nonzero()
         where = f"; forget loss first non-finite at step {int(bad[0]) + 1}" if len(bad) else ""
         raise DivergenceError(f"unlearning diverged by step {step + 1}: NaN or inf{where}")
+
+
+@dataclass(kw_only=True)
+class LossMethod(UnlearningMethod):
+    """A method defined by the loss it descends rather than by a forget direction: random
+    labels, SCRUB, NPO and their kind. Each step it builds :meth:`loss` from this step's
+    batches (``grads.forget_outputs``, ``grads.retain_outputs``, the labels) and moves by
+    ``−η·∇loss``; ``learning_rate`` is η. The same step loop, batches, divergence checks and
+    compute count as every other method."""
+
+    def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
+        raise RuntimeError(f"{self.name} is defined by its loss, not by a forget direction")
+
+    @property
+    def learning_rate(self) -> float:
+        return float(getattr(self, "lr", 0.0))
+
+    @abstractmethod
+    def loss(self, grads: StepGradients, step: int) -> Tensor:
+        """The scalar this step descends; it may read ``grads.forget_outputs``,
+        ``grads.retain_outputs``, ``grads.forget_batch`` and ``grads.retain_batch``."""
+
+    def loss_rows(self, grads: StepGradients) -> int:
+        """Samples behind the loss's gradient (for ``compute_cost``): both batches it uses."""
+        return sum(len(b.inputs) for b in (grads.forget_batch, grads.retain_batch) if b is not None)
+
+    def step_delta(self, grads: StepGradients, step: int, log: StepLog) -> Tensor:
+        loss = self.loss(grads, step)
+        if grads.forget_batch is not None:
+            log.forget_loss[step] = grads.forget_loss
+        if grads.retain_batch is not None:
+            log.retain_loss[step] = grads.retain_losses
+        return grads.gradient_of(loss, self.loss_rows(grads)).mul_(-self.learning_rate)

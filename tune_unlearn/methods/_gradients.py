@@ -96,19 +96,51 @@ class StepGradients:
 
     # -- batch-level -------------------------------------------------------------------------
     @cached_property
-    def _forget_graph(self) -> tuple[Tensor, Tensor]:
+    def _forget_forward(self) -> tuple[Tensor, dict[str, Tensor]]:
         if self.forget_batch is None:
             raise RuntimeError("this method was given no forget batch")
-        representation, outputs = self.layout.model.features_and_outputs(self.forget_batch.inputs)
+        return self.layout.model.features_and_outputs(self.forget_batch.inputs)
+
+    @cached_property
+    def _retain_forward(self) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.retain_batch is None:
+            raise RuntimeError("this method was given no retain batch")
+        return self.layout.model.features_and_outputs(self.retain_batch.inputs)
+
+    @cached_property
+    def _forget_graph(self) -> tuple[Tensor, Tensor]:
+        representation, outputs = self._forget_forward
+        assert self.forget_batch is not None
         loss = masked_task_losses(outputs, self.forget_batch, self.tasks)[self.target].sum()
         return representation, loss
 
     @cached_property
     def _retain_graph(self) -> tuple[Tensor, Tensor]:
-        if self.retain_batch is None:
-            raise RuntimeError("this method was given no retain batch")
-        representation, outputs = self.layout.model.features_and_outputs(self.retain_batch.inputs)
+        representation, outputs = self._retain_forward
+        assert self.retain_batch is not None
         return representation, masked_task_losses(outputs, self.retain_batch, self.tasks)
+
+    @property
+    def retain_task_losses(self) -> Tensor:
+        """Per-task mean losses on the retain batch, ``[T]``, attached to the graph (for a loss
+        a method builds; :attr:`retain_losses` is the detached copy)."""
+        return self._retain_graph[1]
+
+    @property
+    def forget_outputs(self) -> dict[str, Tensor]:
+        """The model's outputs per task on the forget batch (one forward pass, shared with every
+        gradient of the forget batch this step)."""
+        return self._forget_forward[1]
+
+    @property
+    def retain_outputs(self) -> dict[str, Tensor]:
+        """The model's outputs per task on the retain batch."""
+        return self._retain_forward[1]
+
+    def gradient_of(self, loss: Tensor, rows: int) -> Tensor:
+        """Flat ∇ of a scalar ``loss`` built from this step's outputs, over every trainable
+        parameter; ``rows`` samples' worth of sample-gradients (for ``compute_cost``)."""
+        return self._grad(loss, self.layout.params, rows)
 
     @property
     def forget_loss(self) -> Tensor:

@@ -38,6 +38,10 @@ class ProjectedGradDiff(GradDiff):
     )
 
     name: ClassVar[str] = ""
+    default_search: ClassVar[dict[str, dict[str, object]]] = {
+        **GradDiff.default_search,
+        "projection_strength": {"type": "float", "low": 0.0, "high": 1.0},
+    }
 
     def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
         n = grads.layout.num_shared

@@ -19,6 +19,9 @@ class Finetune(UnlearningMethod):
     retain_lr: float = hyperparameter(0.05, ge=0.0, doc="η_r, the retain descent rate")
 
     name: ClassVar[str] = "finetune"
+    default_search: ClassVar[dict[str, dict[str, object]]] = {
+        "retain_lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True},
+    }
     uses_forget: ClassVar[bool] = False
 
     def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
@@ -32,6 +35,9 @@ class GradientAscent(UnlearningMethod):
     ascent_lr: float = hyperparameter(0.01, ge=0.0, doc="η_a, the forget ascent rate")
 
     name: ClassVar[str] = "gradient_ascent"
+    default_search: ClassVar[dict[str, dict[str, object]]] = {
+        "ascent_lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+    }
     uses_retain: ClassVar[bool] = False
 
     def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
@@ -46,6 +52,10 @@ class GradDiff(UnlearningMethod):
     retain_lr: float = hyperparameter(0.05, ge=0.0, doc="η_r, the retain descent rate")
 
     name: ClassVar[str] = "graddiff"
+    default_search: ClassVar[dict[str, dict[str, object]]] = {
+        "ascent_lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+        "retain_lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True},
+    }
 
     def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
         return grads.forget
