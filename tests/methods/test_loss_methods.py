@@ -69,3 +69,16 @@ def test_a_random_label_is_never_the_true_one(tiny_experiment: Experiment) -> No
     labels = tiny_experiment.data.labels["digit"][tiny_experiment.setup.forget.indices[:64]]
     offset = torch.randint(1, 10, labels.shape, generator=torch.Generator().set_state(state))
     assert bool(((labels + offset) % 10 != labels).all())
+
+
+def test_npo_lowers_the_forget_score(
+    tiny_experiment: Experiment,
+) -> None:
+    from tune_unlearn.methods import NegativePreference
+
+    model = original_model(tiny_experiment)
+    NegativePreference(steps=40, batch_size=16, lr=0.1, beta=0.5, forget_weight=2.0).unlearn(
+        model, tiny_experiment.setup, seed=0
+    )
+    metrics = tiny_experiment.measure(model)
+    assert metrics["score/unlearned/forget/digit"] < metrics["score/original/forget/digit"] - 0.2

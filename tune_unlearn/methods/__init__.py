@@ -14,6 +14,7 @@ from tune_unlearn.methods._gradients import Batch, ParameterLayout, StepGradient
 from tune_unlearn.methods._instance_orthogonalization import InstanceOrthogonalization
 from tune_unlearn.methods._interference_aware import InterferenceAware
 from tune_unlearn.methods._l1_sparse import L1Sparse
+from tune_unlearn.methods._npo import NegativePreference
 from tune_unlearn.methods._projected import ProjectedGradDiff
 from tune_unlearn.methods._random_label import RandomLabel
 from tune_unlearn.methods._simple import Finetune, GradDiff, GradientAscent
@@ -34,6 +35,7 @@ for _method in (
     InterferenceAware,
     RandomLabel,
     L1Sparse,
+    NegativePreference,
 ):
     METHODS.add(_method)
 
@@ -48,6 +50,7 @@ __all__ = [
     "InterferenceAware",
     "L1Sparse",
     "LossMethod",
+    "NegativePreference",
     "ParameterLayout",
     "ProjectedGradDiff",
     "RandomLabel",
