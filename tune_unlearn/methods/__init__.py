@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tune_unlearn.methods._base import (
     DivergenceError,
+    ForgetRetainLoss,
     LossMethod,
     StepLog,
     StepMonitor,
@@ -44,6 +45,7 @@ __all__ = [
     "Batch",
     "DivergenceError",
     "Finetune",
+    "ForgetRetainLoss",
     "GradDiff",
     "GradientAscent",
     "InstanceOrthogonalization",

@@ -280,3 +280,35 @@ class LossMethod(UnlearningMethod):
         if grads.retain_batch is not None:
             log.retain_loss[step] = grads.retain_losses
         return grads.gradient_of(loss, self.loss_rows(grads)).mul_(-self.learning_rate)
+
+
+@dataclass(kw_only=True)
+class ForgetRetainLoss(LossMethod):
+    """A loss method of the common shape ``forget_weight · L_forget + L_r``: a forget term of
+    the method's own on the forget batch's target tasks, plus the retain loss."""
+
+    lr: float = hyperparameter(0.05, gt=0.0, doc="learning rate of the combined descent")
+    forget_weight: float = hyperparameter(1.0, ge=0.0, doc="weight of the forget term against the retain")
+
+    default_search: ClassVar[dict[str, dict[str, object]]] = {
+        "lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True},
+        "forget_weight": {"type": "float", "low": 0.1, "high": 10.0, "log": True},
+    }
+
+    def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:
+        # The target tasks, read to the host once per run rather than once per step.
+        self.target_columns_ = [int(c) for c in setup.target.nonzero().flatten().tolist()]
+
+    @abstractmethod
+    def forget_term(self, grads: StepGradients, column: int, step: int) -> Tensor:
+        """Per-sample forget loss of target task ``column`` on the forget batch, ``[B_f]``."""
+
+    def loss(self, grads: StepGradients, step: int) -> Tensor:
+        batch = grads.forget_batch
+        assert batch is not None
+        terms = []
+        for column in self.target_columns_:
+            weight = batch.mask[:, column].float()
+            per_sample = self.forget_term(grads, column, step)
+            terms.append((per_sample * weight).sum() / weight.sum().clamp(min=1.0))
+        return self.forget_weight * torch.stack(terms).sum() + grads.retain_task_losses.sum()

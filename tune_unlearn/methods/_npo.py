@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tune_unlearn.hyperparameters import hyperparameter
-from tune_unlearn.methods._base import LossMethod, UnlearningSetup
+from tune_unlearn.methods._base import ForgetRetainLoss, UnlearningSetup
 from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 
 
 @dataclass(kw_only=True)
-class NegativePreference(LossMethod):
+class NegativePreference(ForgetRetainLoss):
     """Descent on ``forget_weight·L_NPO + L_r`` with, per target task and forget sample,
     ``L_NPO = (2/β)·softplus(β·(ℓ_ref − ℓ_θ))``: the forget loss ``ℓ_θ = −log π_θ(y|x)`` against
     the original's ``ℓ_ref`` (for a regression task, the squared error as a Gaussian negative
@@ -28,35 +28,28 @@ class NegativePreference(LossMethod):
     evaluated on each step's forget batch (one extra forward pass, no backward pass).
     """
 
-    lr: float = hyperparameter(0.05, gt=0.0, doc="learning rate of the combined descent")
     beta: float = hyperparameter(0.1, gt=0.0, doc="β, the inverse temperature of the preference loss")
-    forget_weight: float = hyperparameter(1.0, ge=0.0, doc="weight of the NPO loss against the retain loss")
 
     name: ClassVar[str] = "npo"
     default_search: ClassVar[dict[str, dict[str, object]]] = {
-        "lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True},
+        **ForgetRetainLoss.default_search,
         "beta": {"type": "float", "low": 0.01, "high": 10.0, "log": True},
-        "forget_weight": {"type": "float", "low": 0.1, "high": 10.0, "log": True},
     }
 
     def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:
+        super().prepare(layout, setup, seed)
         # The model is still the original when the run starts: freeze a copy as the reference.
         self.reference_ = copy.deepcopy(layout.model).eval().requires_grad_(False)
-        self.target_columns_ = [int(c) for c in setup.target.nonzero().flatten().tolist()]
+        self.reference_outputs_: dict[int, dict[str, Tensor]] = {}
 
-    def loss(self, grads: StepGradients, step: int) -> Tensor:
+    def forget_term(self, grads: StepGradients, column: int, step: int) -> Tensor:
         batch = grads.forget_batch
         assert batch is not None
-        outputs = grads.forget_outputs
-        with torch.no_grad():
-            reference = self.reference_(batch.inputs)
-        terms = []
-        for column in self.target_columns_:
-            task = grads.tasks[column]
-            labels = batch.labels[task.name]
-            current = task.per_sample_loss(outputs[task.name], labels)
-            original = task.per_sample_loss(reference[task.name], labels)
-            preference = 2.0 / self.beta * F.softplus(self.beta * (original - current))
-            weight = batch.mask[:, column].float()
-            terms.append((preference * weight).sum() / weight.sum().clamp(min=1.0))
-        return self.forget_weight * torch.stack(terms).sum() + grads.retain_task_losses.sum()
+        if step not in self.reference_outputs_:  # one reference pass per step, for every task
+            with torch.no_grad():
+                self.reference_outputs_ = {step: self.reference_(batch.inputs)}
+        task = grads.tasks[column]
+        labels = batch.labels[task.name]
+        current = task.per_sample_loss(grads.forget_outputs[task.name], labels)
+        original = task.per_sample_loss(self.reference_outputs_[step][task.name], labels)
+        return 2.0 / self.beta * F.softplus(self.beta * (original - current))
