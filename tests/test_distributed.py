@@ -16,8 +16,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tune_unlearn.distributed import RETRY_ATTR, retried_numbers
+from tune_unlearn.distributed import retried_numbers
 from tune_unlearn.study import open_storage
+from tune_unlearn.trial_record import RETRY_OF
 
 from .helpers import POSTGRES, REDIS, postgres_admin, redis_client, tiny_study
 
@@ -124,7 +125,7 @@ def test_a_killed_workers_trial_is_retried_and_the_study_completes(
         if t.state == TrialState.FAIL and "worker stopped" in t.user_attrs.get("fail_reason", "")
     ]
     assert len(orphaned) == 1
-    retries = [t for t in trials if t.user_attrs.get(RETRY_ATTR) == orphaned[0].number]
+    retries = [t for t in trials if t.user_attrs.get(RETRY_OF) == orphaned[0].number]
     assert len(retries) == 1 and retries[0].params == orphaned[0].params
     assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert len(trials) - len(retried_numbers(trials)) == 3  # the budget, retries not counted twice

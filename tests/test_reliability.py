@@ -22,11 +22,12 @@ import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tune_unlearn.distributed import RETRY_ATTR, counted_trials
+from tune_unlearn.distributed import counted_trials
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.references import ReferenceCache
 from tune_unlearn.runner import run_study
 from tune_unlearn.study import open_storage, storage_url
+from tune_unlearn.trial_record import RETRY_OF
 
 from .helpers import (
     POSTGRES,
@@ -69,7 +70,7 @@ def test_an_interrupted_trial_fails_with_its_reason_is_retried_and_a_rerun_finis
     name = signal.Signals(signum).name
     assert interrupted.user_attrs["fail_reason"] == f"interrupted ({name}); retried"
     (retry,) = [t for t in study.trials if t.state == TrialState.WAITING]
-    assert retry.user_attrs[RETRY_ATTR] == interrupted.number
+    assert retry.user_attrs[RETRY_OF] == interrupted.number
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     killed = client.get_run(interrupted.user_attrs["mlflow_run_id"])
     assert killed.info.status == "KILLED" and killed.data.tags["fail_reason"].startswith("interrupted")
@@ -82,7 +83,7 @@ def test_an_interrupted_trial_fails_with_its_reason_is_retried_and_a_rerun_finis
     study = load(config)
     trials = study.get_trials(deepcopy=False)
     assert counted_trials(trials) == config.n_trials  # resumed to the budget, not n_trials more
-    retried = [t for t in trials if t.user_attrs.get(RETRY_ATTR) == interrupted.number]
+    retried = [t for t in trials if t.user_attrs.get(RETRY_OF) == interrupted.number]
     assert [t.params for t in retried] == [interrupted.params]
     assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -146,7 +147,7 @@ def test_a_worker_started_within_a_dead_workers_grace_period_waits_and_retries_i
     study = load(config)
     trials = study.get_trials(deepcopy=False)
     (orphan,) = [t for t in trials if "worker stopped" in t.user_attrs.get("fail_reason", "")]
-    (retry,) = [t for t in trials if t.user_attrs.get(RETRY_ATTR) == orphan.number]
+    (retry,) = [t for t in trials if t.user_attrs.get(RETRY_OF) == orphan.number]
     assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert counted_trials(trials) == config.n_trials
     assert "study complete" in out

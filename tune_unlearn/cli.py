@@ -136,9 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         from tune_unlearn.catalog import describe_search
 
-        given = (
-            "the study file's" if config.method.search != _default_space(config) else "the method's default"
-        )
+        given = "the method's default" if config.method.is_default_search() else "the study file's"
         print(f"search space ({given}):")
         print(describe_search(config.method.search, indent="  ") or "  (nothing searched)")
         return EXIT_OK
@@ -179,13 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print(f"error: the run failed: {_redacted(error)}", file=sys.stderr)
         return EXIT_RUN_FAILED
-
-
-def _default_space(config: StudyConfig) -> object:
-    from tune_unlearn.config import MethodConfig
-
-    section = config.method.model_dump(mode="json", exclude={"search"})
-    return MethodConfig.model_validate(section).search
 
 
 def _redacted(error: BaseException) -> str:

@@ -201,15 +201,23 @@ class MethodConfig(Strict):
         if not isinstance(raw, Mapping) or "search" in raw or raw.get("name") not in METHODS:
             return raw
         given = raw.get("fixed")
-        fixed: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
-        default = METHODS.get(raw["name"]).default_search
-        return {**raw, "search": {k: v for k, v in default.items() if k not in fixed}}
+        return {**raw, "search": _default_space(raw["name"], given if isinstance(given, Mapping) else {})}
 
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
         METHODS.get(name)  # raises with the valid names and the closest one
         return name
+
+    def is_default_search(self) -> bool:
+        """Whether ``search`` is the method's default space (what ``check`` reports)."""
+        default = _default_space(self.name, self.fixed) if self.name in METHODS else {}
+        return self.search == {k: SearchParam.model_validate(v) for k, v in default.items()}
+
+
+def _default_space(method: str, fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """The method's default search space, less the hyperparameters the file fixes."""
+    return {k: v for k, v in METHODS.get(method).default_search.items() if k not in fixed}
 
 
 #: Retrain ensemble size when the study file says ``retrain: true``: five digits retrains cost

@@ -35,9 +35,6 @@ from tune_unlearn.optuna_adapter import fail_if_running, set_trial_attr
 from tune_unlearn.storages import StorageUrl
 from tune_unlearn.trial_record import HEARTBEAT, RETRY_OF
 
-HEARTBEAT_ATTR = HEARTBEAT
-RETRY_ATTR = RETRY_OF
-
 
 @dataclass(frozen=True)
 class HeartbeatSettings:
@@ -78,7 +75,7 @@ def budget_lock(storage_url: str, study_name: str) -> Iterator[None]:
 
 
 def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
-    return {int(t.user_attrs[RETRY_ATTR]) for t in trials if RETRY_ATTR in t.user_attrs}
+    return {int(t.user_attrs[RETRY_OF]) for t in trials if RETRY_OF in t.user_attrs}
 
 
 def counted_trials(trials: list[FrozenTrial]) -> int:
@@ -98,7 +95,7 @@ def fail_and_retry(
     ``False`` when it had finished already (or another process got there first)."""
     if not fail_if_running(study, trial, reason):
         return False
-    study.enqueue_trial(params, user_attrs={RETRY_ATTR: trial.number}, skip_if_exists=False)
+    study.enqueue_trial(params, user_attrs={RETRY_OF: trial.number}, skip_if_exists=False)
     return True
 
 
@@ -107,7 +104,7 @@ def fail_stale_trials(study: optuna.Study, grace: float, on_failed: OnFailed | N
     now = time.time()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        beat = trial.user_attrs.get(HEARTBEAT_ATTR)
+        beat = trial.user_attrs.get(HEARTBEAT)
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         if now - float(beat if beat is not None else started) <= grace:
             continue
@@ -134,7 +131,7 @@ def claim_trial(
         if not waiting and counted_trials(trials) >= budget:
             return None
         trial = study.ask()  # pops a waiting trial first, else creates one
-        set_trial_attr(study, trial, HEARTBEAT_ATTR, time.time())
+        set_trial_attr(study, trial, HEARTBEAT, time.time())
         return trial
 
 
@@ -154,7 +151,7 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             with contextlib.suppress(Exception):  # the trial may have finished meanwhile
-                set_trial_attr(self._study, self._trial, HEARTBEAT_ATTR, time.time())
+                set_trial_attr(self._study, self._trial, HEARTBEAT, time.time())
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

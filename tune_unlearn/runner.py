@@ -85,10 +85,6 @@ class StudyRun:
     complete: bool = True  # no trial left running or waiting (a timeout can leave some)
 
 
-#: ``run_worker`` returns the same record as ``run_study``.
-WorkerRun = StudyRun
-
-
 def run_study(
     config: StudyConfig,
     *,

@@ -40,16 +40,17 @@ class NegativePreference(ForgetRetainLoss):
         super().prepare(layout, setup, seed)
         # The model is still the original when the run starts: freeze a copy as the reference.
         self.reference_ = copy.deepcopy(layout.model).eval().requires_grad_(False)
-        self.reference_outputs_: dict[int, dict[str, Tensor]] = {}
+        self.reference_step_ = -1  # the step whose reference outputs are held
 
     def forget_term(self, grads: StepGradients, column: int, step: int) -> Tensor:
         batch = grads.forget_batch
         assert batch is not None
-        if step not in self.reference_outputs_:  # one reference pass per step, for every task
+        if self.reference_step_ != step:  # one reference pass per step, for every target task
             with torch.no_grad():
-                self.reference_outputs_ = {step: self.reference_(batch.inputs)}
+                self.reference_outputs_ = self.reference_(batch.inputs)
+            self.reference_step_ = step
         task = grads.tasks[column]
         labels = batch.labels[task.name]
         current = task.per_sample_loss(grads.forget_outputs[task.name], labels)
-        original = task.per_sample_loss(self.reference_outputs_[step][task.name], labels)
+        original = task.per_sample_loss(self.reference_outputs_[task.name], labels)
         return 2.0 / self.beta * F.softplus(self.beta * (original - current))
