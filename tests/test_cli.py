@@ -110,3 +110,16 @@ def test_an_error_inside_a_trial_is_a_failed_run_naming_the_trial_not_a_configur
     assert main([str(_study(tmp_path)), "--no-progress"]) == 3
     err = capsys.readouterr().err
     assert "error: trial 0 failed: ValueError: a bug in the step loop" in err
+
+
+def test_list_shows_every_method_with_its_default_search_space(capsys: pytest.CaptureFixture[str]) -> None:
+    from tune_unlearn.methods import METHODS
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    names = METHODS.names()
+    assert len(names) >= 12  # the interference-aware family and the field's standard baselines
+    for name in ("random_label", "l1_sparse", "salun", "scrub", "npo"):
+        assert f"\n  {name}: " in out
+    methods_section = out.split("\n\n")[0]
+    assert methods_section.count("default search:") == len(names)

@@ -18,6 +18,8 @@ from tune_unlearn.methods._l1_sparse import L1Sparse
 from tune_unlearn.methods._npo import NegativePreference
 from tune_unlearn.methods._projected import ProjectedGradDiff
 from tune_unlearn.methods._random_label import RandomLabel
+from tune_unlearn.methods._salun import SalUn
+from tune_unlearn.methods._scrub import Scrub
 from tune_unlearn.methods._simple import Finetune, GradDiff, GradientAscent
 from tune_unlearn.methods._subspace_projection import SubspaceProjection
 from tune_unlearn.methods._task_projection import TaskProjection
@@ -37,6 +39,8 @@ for _method in (
     RandomLabel,
     L1Sparse,
     NegativePreference,
+    SalUn,
+    Scrub,
 ):
     METHODS.add(_method)
 
@@ -56,6 +60,8 @@ __all__ = [
     "ParameterLayout",
     "ProjectedGradDiff",
     "RandomLabel",
+    "SalUn",
+    "Scrub",
     "StepGradients",
     "StepLog",
     "StepMonitor",

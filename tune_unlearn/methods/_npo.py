@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from tune_unlearn.hyperparameters import hyperparameter
 from tune_unlearn.methods._base import ForgetRetainLoss, UnlearningSetup
+from tune_unlearn.methods._frozen_original import FrozenOriginal
 from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 
 
@@ -38,19 +37,13 @@ class NegativePreference(ForgetRetainLoss):
 
     def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:
         super().prepare(layout, setup, seed)
-        # The model is still the original when the run starts: freeze a copy as the reference.
-        self.reference_ = copy.deepcopy(layout.model).eval().requires_grad_(False)
-        self.reference_step_ = -1  # the step whose reference outputs are held
+        self.reference_ = FrozenOriginal(layout.model)
 
     def forget_term(self, grads: StepGradients, column: int, step: int) -> Tensor:
         batch = grads.forget_batch
         assert batch is not None
-        if self.reference_step_ != step:  # one reference pass per step, for every target task
-            with torch.no_grad():
-                self.reference_outputs_ = self.reference_(batch.inputs)
-            self.reference_step_ = step
         task = grads.tasks[column]
         labels = batch.labels[task.name]
         current = task.per_sample_loss(grads.forget_outputs[task.name], labels)
-        original = task.per_sample_loss(self.reference_outputs_[task.name], labels)
+        original = task.per_sample_loss(self.reference_.outputs("forget", batch, step)[task.name], labels)
         return 2.0 / self.beta * F.softplus(self.beta * (original - current))

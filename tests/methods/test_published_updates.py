@@ -1,0 +1,247 @@
+"""Each loss-defined baseline's first step equals its published update, computed here by hand:
+``θ₁ = θ₀ − η·∇L(θ₀)`` with ``L`` written out from the paper's formula (plain softmax and
+cross-entropy, no library helpers of the method), on the batches the step loop draws."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import Tensor
+
+from tune_unlearn.experiment import Experiment
+from tune_unlearn.methods import L1Sparse, NegativePreference, RandomLabel, SalUn, Scrub, UnlearningMethod
+from tune_unlearn.problems import MultiTaskModel
+
+from .helpers import original_model
+
+SEED, BATCH = 3, 8
+
+
+@dataclass
+class Rows:
+    """One batch as the reference sees it: inputs, labels per task, which labels count."""
+
+    inputs: Tensor
+    labels: dict[str, Tensor]
+    mask: Tensor
+
+
+def first_batches(experiment: Experiment, method: UnlearningMethod) -> tuple[Rows | None, Rows | None]:
+    """The step loop's first forget and retain batches: positions from a generator seeded with
+    the run's seed, forget drawn before retain."""
+    setup, data = experiment.setup, experiment.data
+    generator = torch.Generator().manual_seed(SEED)
+    out: list[Rows | None] = []
+    for uses, labeled in ((method.uses_forget, setup.forget), (method.uses_retain, setup.retain)):
+        if not uses:
+            out.append(None)
+            continue
+        positions = torch.randint(len(labeled), (method.batch_size,), generator=generator)
+        rows = labeled.indices[positions]
+        out.append(
+            Rows(data.inputs[rows], {k: v[rows] for k, v in data.labels.items()}, labeled.mask[positions])
+        )
+    return out[0], out[1]
+
+
+def log_softmax(logits: Tensor) -> Tensor:
+    shifted = logits - logits.max(dim=-1, keepdim=True).values
+    return shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
+
+
+def nll(logits: Tensor, labels: Tensor) -> Tensor:
+    """−log p_y per sample."""
+    return -log_softmax(logits).gather(1, labels.long()[:, None]).squeeze(1)
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    weight = mask.float()
+    return (values * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def retain_loss(model: MultiTaskModel, experiment: Experiment, retain: Rows) -> Tensor:
+    outputs = model(retain.inputs)
+    return sum(
+        (
+            masked_mean(nll(outputs[t.name], retain.labels[t.name]), retain.mask[:, c])
+            for c, t in enumerate(experiment.problem.tasks)
+        ),
+        torch.zeros(()),
+    )
+
+
+def target_columns(experiment: Experiment) -> list[int]:
+    return [int(c) for c in experiment.setup.target.nonzero().flatten()]
+
+
+def random_label_loss(
+    method: RandomLabel, experiment: Experiment, model: MultiTaskModel, forget: Rows, retain: Rows
+) -> Tensor:
+    """Amnesiac ML: cross-entropy toward a uniformly drawn wrong class, plus the retain loss.
+    The wrong labels come from a generator seeded with seed + 1, one draw per target task."""
+    generator = torch.Generator().manual_seed(SEED + 1)
+    outputs = model(forget.inputs)
+    total = torch.zeros(())
+    for column in target_columns(experiment):
+        task = experiment.problem.tasks[column]
+        true = forget.labels[task.name].long()
+        wrong = (
+            true + torch.randint(1, task.num_classes, true.shape, generator=generator)
+        ) % task.num_classes
+        assert bool((wrong != true).all())
+        total = total + masked_mean(nll(outputs[task.name], wrong), forget.mask[:, column])
+    return method.forget_weight * total + retain_loss(model, experiment, retain)
+
+
+def npo_loss(
+    method: NegativePreference, experiment: Experiment, model: MultiTaskModel, forget: Rows, retain: Rows
+) -> Tensor:
+    """NPO: (2/β)·log(1 + (π_θ/π_ref)^β) per forget sample, i.e. (2/β)·log(1 + exp(β(ℓ_ref − ℓ_θ))),
+    plus the retain loss."""
+    reference = original_model(experiment)
+    outputs, ref_outputs = model(forget.inputs), reference(forget.inputs)
+    total = torch.zeros(())
+    for column in target_columns(experiment):
+        task = experiment.problem.tasks[column]
+        labels = forget.labels[task.name]
+        ratio = (
+            torch.exp(-nll(outputs[task.name], labels))
+            / torch.exp(-nll(ref_outputs[task.name], labels)).detach()
+        )
+        per_sample = 2.0 / method.beta * torch.log1p(ratio**method.beta)
+        total = total + masked_mean(per_sample, forget.mask[:, column])
+    return method.forget_weight * total + retain_loss(model, experiment, retain)
+
+
+def l1_sparse_loss(
+    method: L1Sparse, experiment: Experiment, model: MultiTaskModel, forget: Rows | None, retain: Rows
+) -> Tensor:
+    """ℓ1-sparse: the retain loss plus γ·‖θ‖₁, γ at its first-step value (the schedule starts at
+    the full weight)."""
+    assert forget is None  # the method never reads the forget set
+    norm = sum((p.abs().sum() for p in model.parameters()), torch.zeros(()))
+    return retain_loss(model, experiment, retain) + method.l1_weight * norm
+
+
+def kl_teacher_student(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """KL(p_teacher ‖ p_student) per sample at a temperature, times T² (Hinton's scaling)."""
+    p_teacher = log_softmax(teacher / temperature).exp()
+    return (p_teacher * (log_softmax(teacher / temperature) - log_softmax(student / temperature))).sum(
+        -1
+    ) * temperature**2
+
+
+def scrub_loss(
+    method: Scrub, experiment: Experiment, model: MultiTaskModel, forget: Rows, retain: Rows
+) -> Tensor:
+    """SCRUB during its max-steps: −forget_weight·KL_f (target tasks) + α·KL_r (all tasks) + L_r."""
+    teacher = original_model(experiment)
+    with torch.no_grad():
+        teacher_forget, teacher_retain = teacher(forget.inputs), teacher(retain.inputs)
+    student_forget, student_retain = model(forget.inputs), model(retain.inputs)
+    kl_forget = sum(
+        (
+            masked_mean(
+                kl_teacher_student(student_forget[t.name], teacher_forget[t.name], method.temperature),
+                forget.mask[:, c],
+            )
+            for c, t in enumerate(experiment.problem.tasks)
+            if c in target_columns(experiment)
+        ),
+        torch.zeros(()),
+    )
+    kl_retain = sum(
+        (
+            masked_mean(
+                kl_teacher_student(student_retain[t.name], teacher_retain[t.name], method.temperature),
+                retain.mask[:, c],
+            )
+            for c, t in enumerate(experiment.problem.tasks)
+        ),
+        torch.zeros(()),
+    )
+    return (
+        -method.forget_weight * kl_forget + method.alpha * kl_retain + retain_loss(model, experiment, retain)
+    )
+
+
+def salun_mask(experiment: Experiment) -> list[Tensor]:
+    """SalUn's mask: 1 where |∇θ Σ_forget ℓ(θ_o)| is among the top fraction (ties kept), from a
+    sort rather than the method's top-k."""
+    model = original_model(experiment)
+    forget = experiment.setup.forget
+    rows = forget.indices
+    outputs = model(experiment.data.inputs[rows])
+    loss = sum(
+        (
+            (
+                nll(
+                    outputs[experiment.problem.tasks[c].name],
+                    experiment.data.labels[experiment.problem.tasks[c].name][rows],
+                )
+                * forget.mask[:, c].float()
+            ).sum()
+            for c in target_columns(experiment)
+        ),
+        torch.zeros(()),
+    )
+    params = list(model.parameters())
+    found = torch.autograd.grad(loss, params, allow_unused=True)  # other heads: no gradient
+    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(found, params, strict=True)]
+    flat = torch.cat([g.reshape(-1) for g in grads]).abs()
+    ordered = flat.sort(descending=True).values
+    gamma = ordered[round(0.3 * len(flat)) - 1]
+    return [(g.abs() >= gamma).float() for g in grads]
+
+
+CASES: dict[str, tuple[UnlearningMethod, Callable[..., Tensor]]] = {
+    "random_label": (RandomLabel(steps=1, batch_size=BATCH, lr=0.2, forget_weight=1.5), random_label_loss),
+    "npo": (NegativePreference(steps=1, batch_size=BATCH, lr=0.2, forget_weight=1.5, beta=0.7), npo_loss),
+    "l1_sparse": (L1Sparse(steps=1, batch_size=BATCH, lr=0.2, l1_weight=1e-3), l1_sparse_loss),
+    "scrub": (
+        Scrub(steps=1, batch_size=BATCH, lr=0.2, forget_weight=1.5, alpha=0.5, temperature=2.0),
+        scrub_loss,
+    ),
+    "salun": (
+        SalUn(steps=1, batch_size=BATCH, lr=0.2, forget_weight=1.5, saliency_fraction=0.3),
+        random_label_loss,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_first_step_is_the_published_update(tiny_experiment: Experiment, name: str) -> None:
+    method, reference_loss = CASES[name]
+    unlearned = original_model(tiny_experiment)
+    method.unlearn(unlearned, tiny_experiment.setup, seed=SEED)
+
+    by_hand = original_model(tiny_experiment)
+    by_hand.eval()
+    forget, retain = first_batches(tiny_experiment, method)
+    loss = reference_loss(method, tiny_experiment, by_hand, forget, retain)
+    grads = torch.autograd.grad(loss, list(by_hand.parameters()))
+    mask = salun_mask(tiny_experiment) if name == "salun" else [torch.ones_like(g) for g in grads]
+    lr = method.lr  # type: ignore[attr-defined]
+    with torch.no_grad():
+        for parameter, gradient, keep in zip(by_hand.parameters(), grads, mask, strict=True):
+            parameter.sub_(lr * gradient * keep)
+    moved = False
+    for expected, actual, before in zip(
+        by_hand.parameters(),
+        unlearned.parameters(),
+        original_model(tiny_experiment).parameters(),
+        strict=True,
+    ):
+        assert torch.allclose(actual, expected, atol=1e-6, rtol=1e-5), name
+        moved |= not torch.equal(actual, before)
+    assert moved
+    if name == "salun":  # weights outside the mask never moved, and some were outside it
+        frozen = [~keep.bool() for keep in mask]
+        assert any(bool(f.any()) for f in frozen)
+        for actual, before, f in zip(
+            unlearned.parameters(), original_model(tiny_experiment).parameters(), frozen, strict=True
+        ):
+            assert torch.equal(actual[f], before[f])
