@@ -11,7 +11,7 @@ from torch import nn
 
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.validation import PROBES, CheckResult, ValidationContext, ValidationReport
-from tune_unlearn.validation._attacks import quantized
+from tune_unlearn.validation._attacks import quantized, withstood_steps
 from tune_unlearn.validation._checks import _gap_check, auc_standard_error
 from tune_unlearn.validation._suite import ForgetQualitySpec
 
@@ -199,3 +199,16 @@ def test_excess_damage_is_the_ensembles_score_minus_the_candidates_per_task(
     honest = full_context.retrains[1]
     fair = probe_check(full_context, "unrelated", spec, suite, honest, full_context.per_sample(honest))
     assert fair.status == "pass" and not fair.details["damage_proven"]
+
+
+def test_the_relearning_attack_runs_the_most_steps_the_retrains_withstand() -> None:
+    """Hand-worked: five retrains' forget-set scores before the attack and after steps 1-3.
+    At step 3 one relearns to 0.3: mean recovery 0.06, spread sqrt(0.072/4) = 0.1342, seed band
+    1.96 × 0.1342 × sqrt(1.2) = 0.288, so 0.348 > margin 0.1 and the attack stops at step 2."""
+    curves = [[0.0, 0.0, 0.0, 0.3]] + [[0.0, 0.0, 0.0, 0.0]] * 4
+    assert withstood_steps(curves, margin=0.1) == 2
+    assert withstood_steps(curves, margin=0.35) == 3  # 0.348 is within it
+    # the first step already beyond the margin: the weakest attack, one step
+    assert withstood_steps([[0.0, 0.5, 0.9]] * 5, margin=0.1) == 1
+    # recovery is measured from each retrain's own score before the attack
+    assert withstood_steps([[0.4, 0.45, 0.48]] * 5, margin=0.1) == 2

@@ -9,6 +9,10 @@ never held against the candidate:
   labels only), and separately on a retain sample only; then score the forget instances *not*
   in the sample. A score above the retrains' mean score after the same attack, plus their seed
   band and ``margin``, fails: the attacker got back more than honest deletion leaves to learn.
+  The attack's strength is calibrated on the retrains: it runs the most steps (up to the
+  spec's) that they withstand, since an attack under which honest retrains relearn too (one
+  shapes retrain in five learns a class back from 16 examples in 10 steps) cannot tell
+  suppressed knowledge from removed knowledge.
 - *quantization*: round every parameter to a ``bits``-bit symmetric per-tensor grid; measure how
   far the forget-set score moves back toward the original's. Movement beyond the retrains', their
   seed band and ``margin`` fails (a small unlearning update that rounding erases).
@@ -51,9 +55,14 @@ def forget_score(ctx: ValidationContext, model: MultiTaskModel, samples: Labeled
 
 
 def fine_tuned(
-    ctx: ValidationContext, model: MultiTaskModel, sample: LabeledSet, spec: RelearningSpec
-) -> MultiTaskModel:
-    """A copy of ``model`` after ``spec.steps`` full-batch Adam steps on ``sample``."""
+    ctx: ValidationContext,
+    model: MultiTaskModel,
+    sample: LabeledSet,
+    spec: RelearningSpec,
+    judged_on: LabeledSet | None = None,
+) -> tuple[MultiTaskModel, list[float]]:
+    """A copy of ``model`` after ``spec.steps`` full-batch Adam steps on ``sample``, and the
+    forget-set score on ``judged_on`` before the first step and after each (empty without it)."""
     experiment = ctx.experiment
     attacked = copy.deepcopy(model)
     attacked.eval()  # batch-norm statistics frozen: see the module docstring
@@ -66,13 +75,30 @@ def fine_tuned(
         {name: column[rows] for name, column in data.labels.items()},
         sample.mask.to(data.device),
     )
+    curve = [] if judged_on is None else [forget_score(ctx, attacked, judged_on)]
     with torch.enable_grad():
         for _ in range(spec.steps):
             loss = masked_task_losses(attacked(batch.inputs), batch, experiment.problem.tasks).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    return attacked
+            if judged_on is not None:
+                curve.append(forget_score(ctx, attacked, judged_on))
+    return attacked, curve
+
+
+def withstood_steps(honest_curves: list[list[float]], margin: float) -> int:
+    """The most steps ``s`` such that at ``s`` and every step before it the retrains' mean
+    recovery (score after − score before) plus their seed band is within ``margin``; at least 1
+    (the weakest attack, judged with the band as usual)."""
+    curves = np.asarray(honest_curves, dtype=float)
+    recovery = curves - curves[:, :1]
+    withstood = 0
+    for step in range(1, curves.shape[1]):
+        if float(recovery[:, step].mean()) + seed_band(list(curves[:, step])) > margin:
+            break
+        withstood = step
+    return max(withstood, 1)
 
 
 def relearning_checks(
@@ -85,31 +111,45 @@ def relearning_checks(
     retain_sample, _ = _seeded_split(experiment.sets["retain"], spec.sample_size, spec.seed)
     references = _references(ctx, spec.members)
 
-    def attacked(target: MultiTaskModel, sample: LabeledSet) -> float:
-        return forget_score(ctx, fine_tuned(ctx, target, sample, spec), judged_on)
-
     results = []
     for variant, sample in (("forget", forget_sample), ("retain", retain_sample)):
-        candidate = attacked(model, sample)
-        honest = [attacked(r, sample) for r in references]
+        candidate_curve = fine_tuned(ctx, model, sample, spec, judged_on)[1]
+        honest_curves = [fine_tuned(ctx, r, sample, spec, judged_on)[1] for r in references]
+        steps = withstood_steps(honest_curves, spec.margin) if spec.calibrate else spec.steps
+        candidate = candidate_curve[steps]
+        honest = [curve[steps] for curve in honest_curves]
+        calibration = (
+            f" (calibrated: the retrains withstand {steps} of {spec.steps})" if spec.calibrate else ""
+        )
         results.append(
             _against_retrains(
                 f"attack/relearn_{variant}",
                 candidate,
                 honest,
                 spec.margin,
-                f"after {spec.steps} steps on {len(sample)} {variant} samples the forget-set score is "
-                f"{candidate:.4f}; the retrains' {np.mean(honest):.4f}",
+                f"after {steps} steps{calibration} on {len(sample)} {variant} samples the forget-set "
+                f"score is {candidate:.4f}; the retrains' {np.mean(honest):.4f}",
                 {
                     "candidate_after": candidate,
-                    "candidate_before": forget_score(ctx, model, judged_on),
+                    "candidate_before": candidate_curve[0],
                     "retrains_after": honest,
+                    "steps": steps,
+                    "candidate_curve": candidate_curve,
+                    "retrain_curves": honest_curves,
                     "judged_on": len(judged_on),
                 },
                 judged="forget-set score after the attack − the retrains' mean − their seed band ≤ margin",
             )
         )
     return results
+
+
+def seed_band(honest: list[float]) -> float:
+    """The retrains' seed band: 1.96 × their spread × sqrt(1 + 1/K), from three members on
+    (the prediction interval of one more honest retrain); 0 below three."""
+    if len(honest) < 3:
+        return 0.0
+    return two_sided_z(0.95) * float(np.std(honest, ddof=1)) * math.sqrt(1 + 1 / len(honest))
 
 
 def _against_retrains(
@@ -126,11 +166,7 @@ def _against_retrains(
     beyond the retrains' own seed band (1.96 × their spread × sqrt(1 + 1/K), from three
     members on): fail beyond ``margin``."""
     excess = candidate - float(np.mean(honest))
-    band = (
-        two_sided_z(0.95) * float(np.std(honest, ddof=1)) * math.sqrt(1 + 1 / len(honest))
-        if len(honest) >= 3
-        else 0.0
-    )
+    band = seed_band(honest)
     passed = excess - band <= margin
     return CheckResult(
         name,

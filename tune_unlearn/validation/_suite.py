@@ -51,9 +51,12 @@ class RobustnessSpec(Strict):
 
 
 class RelearningSpec(Strict):
-    """Fine-tune ``steps`` full-batch Adam steps (``lr``: the problem's recipe rate if unset) on
-    ``sample_size`` forget (and, separately, retain) samples; compare the forget-set recovery
-    with the first ``members`` retrains'."""
+    """Fine-tune up to ``steps`` full-batch Adam steps (``lr``: the problem's recipe rate if
+    unset) on ``sample_size`` forget (and, separately, retain) samples; compare the forget-set
+    recovery with the first ``members`` retrains'. With ``calibrate`` (the default) the attack
+    runs the largest number of steps up to ``steps`` that the retrains withstand: at that step
+    and every earlier one, their mean recovery plus their seed band stays within ``margin``. An
+    attack that honest deletion does not withstand cannot tell suppression from removal."""
 
     sample_size: int = Field(16, ge=1)
     steps: int = Field(10, ge=1, le=10_000)
@@ -61,6 +64,7 @@ class RelearningSpec(Strict):
     margin: float = Field(0.1, ge=0.0, le=1.0)
     members: int = Field(5, ge=1)
     seed: int = 0
+    calibrate: bool = True
 
 
 class QuantizationSpec(Strict):
