@@ -104,6 +104,8 @@ def test_parent_and_one_child_per_trial_with_metrics_params_artifacts_and_model(
     models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
     assert len(models) == 1 and models[0].source_run_id == parent.info.run_id
     loaded = mlflow.pytorch.load_model(models[0].model_uri)
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(models[0].model_uri)).read_text()
+    assert "tune-unlearn==" in requirements and "torch==" in requirements  # stated, not inferred
     saved = torch.load(run.output / "models" / "candidate.pt", weights_only=True)
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, saved[key])

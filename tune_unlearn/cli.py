@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from tune_unlearn.config import StudyConfig
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-COMMANDS = ("run", "check", "report", "apply", "gate", "worker", "list")
+COMMANDS = ("run", "check", "report", "apply", "gate", "worker", "compare", "list")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--alias", help="with --register: the alias to point at it")
     gate.add_argument("--tracking-uri", help="the store models:/ and runs:/ resolve against")
     _threads_and_trust(gate)
+    compare = commands.add_parser(
+        "compare", help="tune several methods at the same budget and seeds; write a leaderboard"
+    )
+    compare.add_argument("study", type=Path)
+    compare.add_argument("--methods", required=True, help="comma-separated method names (see `list`)")
+    compare.add_argument("--seeds", type=int, default=3, help="studies per method, sampler seeds 0..N-1 (3)")
+    compare.add_argument("--n-trials", type=int, help="trials per study (default: the study file's)")
+    compare.add_argument("--output", type=Path)
+    compare.add_argument("--storage")
+    compare.add_argument("--tracking-uri")
+    compare.add_argument("--no-progress", action="store_true")
+    _threads_and_trust(compare)
     return parser
 
 
@@ -157,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _gate(config, args)
         if args.command == "worker":
             return _worker(config, args)
+        if args.command == "compare":
+            return _compare(config, args)
         return _run(config, args)
     except (UsageError, OutputNotWritable) as error:
         # Found before anything ran: the study file, the arguments or the folders are wrong.
@@ -233,6 +247,32 @@ def _run(config: StudyConfig, args: argparse.Namespace) -> int:
     print(pareto_table(result.summary))
     ran = f"ran {result.trials_run} trial(s) of a budget of {result.budget}"
     print(f"{ran}; outputs: {result.output}")
+    return EXIT_OK
+
+
+def _compare(config: StudyConfig, args: argparse.Namespace) -> int:
+    from tune_unlearn.compare import run_comparison
+    from tune_unlearn.schema import ConfigError
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        result = run_comparison(
+            config,
+            methods,
+            seeds=args.seeds,
+            n_trials=args.n_trials,
+            storage=args.storage,
+            tracking_uri=args.tracking_uri,
+            progress=not args.no_progress,
+            trust_pickle=args.trust_pickle,
+        )
+    except ConfigError as error:  # a member study the file's settings make invalid
+        print(error, file=sys.stderr)
+        return EXIT_CONFIG
+    print(result.leaderboard.markdown())
+    print(
+        f"ran {result.trials_run} trial(s) in {len(result.members)} studies; leaderboard: {result.files[0]}"
+    )
     return EXIT_OK
 
 

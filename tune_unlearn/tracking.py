@@ -142,11 +142,14 @@ class Tracker:
 
     # -- the study's parent run --------------------------------------------------------------
     @_guarded
-    def start_study(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+    def start_study(
+        self, name: str, tags: Mapping[str, str], params: Mapping[str, Any], role: str = "study"
+    ) -> str:
+        """Open the parent run (``role``: a ``study``, or a ``comparison`` of studies)."""
         from mlflow.entities import Param
 
         run = self.client.create_run(
-            self.experiment_id, run_name=name, tags={**tags, "tune_unlearn.role": "study"}
+            self.experiment_id, run_name=name, tags={**tags, "tune_unlearn.role": role}
         )
         self.parent_run_id = run.info.run_id
         flat = [Param(k, str(v)[:6000]) for k, v in params.items()]
@@ -163,6 +166,14 @@ class Tracker:
             return bool(self.client.get_run(run_id).info.status == "RUNNING")
         except MlflowException:  # deleted, or recorded against another store
             return False
+
+    @_guarded
+    def find_run(self, tag: str, value: str) -> str | None:
+        """The newest run of this experiment whose ``tag`` is ``value``, if any."""
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{tag}` = '{value}'", max_results=1
+        )
+        return found[0].info.run_id if found else None
 
     def attach(self, parent_run_id: str) -> None:
         """Log trials under an existing parent run (workers of a distributed study)."""
@@ -296,12 +307,16 @@ class Tracker:
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
             # Pickle (not MLflow's default traced 'pt2'): `mlflow.pytorch.load_model` users
             # get the problem's own module, with its named heads.
+            # Requirements stated, not inferred: MLflow's inference runs a subprocess that
+            # imports the model's modules, 4 s per study on two cores.
+            requirements = [*mlflow.pytorch.get_default_pip_requirements(), f"tune-unlearn=={__version__}"]
             info = mlflow.pytorch.log_model(
                 model,
                 name=name,
                 signature=signature,
                 serialization_format="pickle",
                 extra_files=[str(weights)],
+                pip_requirements=requirements,
             )
         return str(info.model_uri)
 
