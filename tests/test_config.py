@@ -94,9 +94,13 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
         load_study(listed)
 
 
-def test_the_shipped_studies_are_valid() -> None:
+def test_the_shipped_studies_are_valid_and_read_back_the_same_once_resolved() -> None:
+    """A resolved study (``study.resolved.yaml``, each study of a comparison) is the parsed file
+    dumped; it must parse again to the same study: integer ranges stay integer ranges."""
     for path in sorted(Path(__file__).parents[1].joinpath("studies").glob("*.yaml")):
-        load_study(path)
+        config = load_study(path)
+        again = parse_study(yaml.safe_load(yaml.safe_dump(config.model_dump(mode="json"))))
+        assert again == config, path.name
 
 
 def test_a_value_the_method_refuses_is_reported_at_its_path(tmp_path: Path) -> None:

@@ -51,10 +51,12 @@ class SearchParam(Strict):
     """One dimension of the search space: ``float``, ``int`` or ``categorical``."""
 
     type: Literal["float", "int", "categorical"] = "float"
-    low: float | None = None
-    high: float | None = None
+    # int before float: an integer bound stays an integer, so a resolved study file (and each
+    # study of a comparison) reads back as the same integer range
+    low: int | float | None = None
+    high: int | float | None = None
     log: bool = False
-    step: float | None = None
+    step: int | float | None = None
     choices: list[Any] | None = None
 
     @model_validator(mode="after")
