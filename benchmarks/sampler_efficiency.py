@@ -1,9 +1,15 @@
-"""Sampler efficiency: hypervolume after N trials for TPE, NSGA-II, GP and random, over seeds.
+"""Sampler efficiency: hypervolume after N trials for each sampler, over seeds.
 
 Each sampler runs the quickstart study (interference-aware on digits, four objectives, the
 ``forget_efficacy >= 0.9`` constraint) with tracking off and the references cached, once per
 seed. The hypervolume is the study's own (``pareto.json``: feasible complete trials, the fixed
 box of docs/guide.md and pareto.py), so the figures compare directly.
+
+Samplers are the study file's names (``tpe``, ``nsga2``, ``gp``, ``random``) or a lever on
+TPE: ``tpe-multivariate`` (one joint density over the hyperparameters instead of one per
+hyperparameter), ``tpe-startup5`` (model-based after 5 random trials instead of 10).
+``--search-steps LOW HIGH`` adds the step budget to the search (a fidelity: fewer steps cost
+less), so that ``compute_cost`` varies.
 
     python benchmarks/sampler_efficiency.py [--trials 40] [--seeds 0 1 2] [--threads 1]
 """
@@ -26,13 +32,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 
+LEVERS = {
+    "tpe-multivariate": {"multivariate": True},
+    "tpe-startup5": {"n_startup_trials": 5},
+}
+
+
 def hypervolume(raw: dict, sampler: str, seed: int, trials: int, out: Path) -> float:
+    name = "tpe" if sampler in LEVERS else sampler
     config = parse_study(
         {
             **raw,
             "output": str(out),
             "n_trials": trials,
-            "sampler": {"name": sampler, "seed": seed},
+            "sampler": {"name": name, "seed": seed, **LEVERS.get(sampler, {})},
             "tracking": {"enabled": False},
         }
     )
@@ -46,11 +59,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--search-steps", type=int, nargs=2, metavar=("LOW", "HIGH"))
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    if args.search_steps:
+        del raw["method"]["fixed"]["steps"]
+        low, high = args.search_steps
+        raw["method"]["search"]["steps"] = {"type": "int", "low": low, "high": high, "log": True}
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for sampler in args.samplers:

@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if args.command == "check":
+        from tune_unlearn.errors import UsageError
         from tune_unlearn.experiment import Experiment, ReferenceBudgetError
 
         try:
@@ -136,12 +137,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if cost[0]:
                 print(f"references: {cost[0]} model(s) to train, estimated {cost[1]:.0f} s on this machine")
             experiment.check_reference_budget(cost)
+            from tune_unlearn.warm_start import warm_configurations
+
+            warm = warm_configurations(config)
         except ReferenceBudgetError as error:
             print(f"{args.study}: references.retrain.seeds: {error}", file=sys.stderr)
             return EXIT_CONFIG
         except (LookupError, ValueError) as error:
             print(f"{args.study}: {error}", file=sys.stderr)
             return EXIT_CONFIG
+        except UsageError as error:  # a warm start that cannot be read
+            print(f"{args.study}: {error}", file=sys.stderr)
+            return EXIT_CONFIG
+        if warm:
+            print(f"warm start: {len(warm)} configuration(s) of {config.warm_start.study!r} run first")  # type: ignore[union-attr]
         print(
             f"{args.study}: OK ({config.method.name} on {config.problem.name or config.problem.factory}, "
             f"{len(config.method.search)} searched hyperparameters, {config.n_trials} trials)"

@@ -95,6 +95,15 @@ class SamplerConfig(Strict):
     seed: int = 0
     #: Random trials before a model-based sampler (TPE, GP) takes over; Optuna's default if unset.
     n_startup_trials: int | None = Field(None, ge=1)
+    #: TPE only: one joint density over the hyperparameters (Optuna's ``multivariate``), which
+    #: can follow couplings such as the ratio of ascent to retain rate.
+    multivariate: bool = False
+
+    @model_validator(mode="after")
+    def _multivariate_is_tpe(self) -> SamplerConfig:
+        if self.multivariate and self.name != "tpe":
+            raise ValueError(f"multivariate applies to the tpe sampler, not {self.name}")
+        return self
 
 
 class CollapseGuardConfig(Strict):
@@ -280,6 +289,16 @@ class ValidationConfig(Strict):
     trials: Literal["recommended", "pareto"] = "recommended"
 
 
+class WarmStartConfig(Strict):
+    """Start from an earlier study: its ``top`` feasible Pareto configurations (nearest the
+    ideal point first, in that study's hypervolume box) run first, before the sampler picks.
+    The earlier study must search the same hyperparameters; its trials stay where they are."""
+
+    storage: str
+    study: str
+    top: int = Field(5, ge=1)
+
+
 class WorkersConfig(Strict):
     """Distributed workers: how often a running trial proves its worker alive, and how long a
     silent trial may stay running before another worker fails and retries it."""
@@ -328,6 +347,7 @@ class StudyConfig(Strict):
     tracking: TrackingConfig = TrackingConfig()
     validation: ValidationConfig = ValidationConfig()
     workers: WorkersConfig = WorkersConfig()
+    warm_start: WarmStartConfig | None = None
 
     @model_validator(mode="after")
     def _recommend_uses_objectives(self) -> StudyConfig:

@@ -61,6 +61,7 @@ from tune_unlearn.tracking import (
     default_tracking_uri,
 )
 from tune_unlearn.trial_record import TrialRecord
+from tune_unlearn.warm_start import enqueue_warm_start, warm_configurations
 
 #: Study attributes this module keeps (the trial record's keys live with the trials).
 STREAMS_ATTR = "sampler_streams"
@@ -158,6 +159,7 @@ def _join(
 ) -> StudyRun:
     output = config.output_dir()
     check_writable(output)  # before anything heavy, and naming the folder
+    warm = warm_configurations(config)  # a warm start that cannot be read: exit 2, nothing written
     settings = config.tracking
     if settings.enabled and settings.required:  # a server that is down: fail before anything heavy
         check_reachable(tracking_uri or settings.uri or default_tracking_uri(output))
@@ -173,6 +175,7 @@ def _join(
     with budget_lock(url, config.name):
         with reading_input():  # a study of that name with other objectives, or recorded by < 0.2
             study = create_or_load(config, open_storage(url))
+        enqueue_warm_start(study, config, warm)
         stream = int(study.user_attrs.get(STREAMS_ATTR, 0))
         study.set_user_attr(STREAMS_ATTR, stream + 1)
         study.sampler = sampler if sampler is not None else make_sampler(config.sampler, stream)

@@ -67,6 +67,10 @@ def make_sampler(config: SamplerConfig, stream: int = 0) -> BaseSampler:
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     if config.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if config.multivariate:
+        with warnings.catch_warnings():  # experimental in Optuna 5, and documented as such
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
