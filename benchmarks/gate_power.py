@@ -14,6 +14,10 @@ planted faults (the gate should fail them)
   the retrains still score the forget set well, so there is room below them);
 - ``relearnable``: the original with the target head's logits for the forgotten class pushed
   down (class requests only): it scores like a retrain, and the knowledge is all still there;
+- ``quantization_fragile`` (digits, class request): a GradDiff model with every weight clamped
+  to within 0.49 of a 4-bit step of the original's 4-bit grid point, so that rounding the
+  candidate to 4 bits gives back exactly the rounded original: forgetting that quantization
+  undoes (the attack of Zhang et al., 2024, on unlearned LLMs);
 - ``collateral_damage``: bounded ascent on the ``val`` neighbours of the forget instances
   (knowledge next to the forgotten data) with descent on the retain set. Meant as a masked
   collapse; on digits the damage spreads to the retain training samples too (and healing them
@@ -64,6 +68,7 @@ PROBLEMS: dict[str, dict[str, Any]] = {
         "random_request": {"mode": "full", "where": {"ink": 1}, "fraction": 0.3},
         "under_forgetting": {"ascent_lr": 1e-5, "retain_lr": 0.01},
         "over_forgetting": {"ascent_lr": 0.02, "retain_lr": 0.05, "steps": 200},
+        "quantization_fragile": {"ascent_lr": 0.01, "retain_lr": 0.05},
     },
     "shapes": {
         "problem": {"name": "shapes", "params": {"num_samples": 8000, "epochs": 20}, "seed": 0},
@@ -127,6 +132,20 @@ def finetuned(
     return model
 
 
+def on_original_grid(model: MultiTaskModel, original: MultiTaskModel, bits: int) -> MultiTaskModel:
+    """``model`` with each weight clamped to within 0.49 of a ``bits``-bit step of the
+    original's grid point (the per-tensor symmetric grid of the quantization attack), so that
+    quantizing it gives the quantized original."""
+    levels = 2 ** (bits - 1) - 1
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for clamped, reference in zip(out.parameters(), original.parameters(), strict=True):
+            step = reference.abs().max() / levels
+            grid = torch.round(reference / step) * step
+            clamped.copy_(torch.minimum(torch.maximum(clamped, grid - 0.49 * step), grid + 0.49 * step))
+    return out
+
+
 def val_neighbours(e: Experiment, ctx: ValidationContext, k: int = 5) -> LabeledSet:
     val = e.splits["val"]
     distances = torch.cdist(ctx.features(e.request.indices), ctx.features(val))
@@ -155,6 +174,10 @@ def models(
         with torch.no_grad():
             suppressed.heads[spec["class_task"]].bias[spec["class_value"]] -= 16.0 + seed
         out["relearnable"] = suppressed
+        if "quantization_fragile" in spec:
+            with contextlib.suppress(DivergenceError):
+                unlearned = e.run(spec["quantization_fragile"], seed=seed).model
+                out["quantization_fragile"] = on_original_grid(unlearned, original, bits=4)
     out["collateral_damage"] = finetuned(
         e, original, e.sets["retain"], 20, 1e-3, seed, ascend=val_neighbours(e, ctx)
     )
@@ -229,6 +252,9 @@ def main() -> None:
             label = "false alarms" if benign else "detected"
             fired = Counter(name for r in group for name in r["failed"])
             extra = ""
+            if kind == "quantization_fragile":
+                caught = sum("attack/quantization_4bit" in r["failed"] for r in group)
+                extra = f"; the 4-bit quantization check fired {caught}/{len(group)}"
             if kind == "collateral_damage":
                 named = sum(r["verdict"] == "masked collapse" for r in group)
                 extra = f"; named masked collapse {named}/{len(group)}"

@@ -60,11 +60,22 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--search-steps", type=int, nargs=2, metavar=("LOW", "HIGH"))
+    parser.add_argument(
+        "--study",
+        choices=("quickstart", "shapes-tied"),
+        default="quickstart",
+        help="shapes-tied: the quickstart's method and space on shapes with shape and colour tied "
+        "(correlation 0.9, 4,000 samples), forgetting half the circles from the shape head",
+    )
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    if args.study == "shapes-tied":
+        raw["name"] = "shapes_tied"
+        raw["problem"] = {"name": "shapes", "params": {"num_samples": 4000, "correlation": 0.9}, "seed": 0}
+        raw["forget"] = {"mode": "partial", "target_tasks": ["shape"], "where": {"shape": 0}, "fraction": 0.5}
     if args.search_steps:
         del raw["method"]["fixed"]["steps"]
         low, high = args.search_steps
