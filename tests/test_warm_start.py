@@ -63,7 +63,11 @@ def test_a_warm_started_study_runs_the_earlier_front_first_once(
     ],
 )
 def test_a_warm_start_that_cannot_be_used_exits_2_with_its_path_and_nothing_written(
-    tmp_path: Path, earlier: tuple[str, list[dict]], capsys: pytest.CaptureFixture[str], change: dict, words: str
+    tmp_path: Path,
+    earlier: tuple[str, list[dict]],
+    capsys: pytest.CaptureFixture[str],
+    change: dict,
+    words: str,
 ) -> None:
     storage, _ = earlier
     warm = {"storage": storage, "study": "tiny"}
