@@ -15,9 +15,10 @@ planted faults (the gate should fail them)
 - ``relearnable``: the original with the target head's logits for the forgotten class pushed
   down (class requests only): it scores like a retrain, and the knowledge is all still there;
 - ``quantization_fragile`` (digits, class request): a GradDiff model with every weight clamped
-  to within 0.49 of a 4-bit step of the original's 4-bit grid point, so that rounding the
-  candidate to 4 bits gives back exactly the rounded original: forgetting that quantization
-  undoes (the attack of Zhang et al., 2024, on unlearned LLMs);
+  to within 0.49 of a 4-bit step of the original's 4-bit grid point (and to the original's
+  largest magnitude, which keeps its value, so the per-tensor scale is the same), so that
+  rounding the candidate to 4 bits gives back exactly the rounded original: forgetting that
+  quantization undoes (the attack of Zhang et al., 2024, on unlearned LLMs);
 - ``collateral_damage``: bounded ascent on the ``val`` neighbours of the forget instances
   (knowledge next to the forgotten data) with descent on the retain set. Meant as a masked
   collapse; on digits the damage spreads to the retain training samples too (and healing them
@@ -140,9 +141,16 @@ def on_original_grid(model: MultiTaskModel, original: MultiTaskModel, bits: int)
     out = copy.deepcopy(model)
     with torch.no_grad():
         for clamped, reference in zip(out.parameters(), original.parameters(), strict=True):
-            step = reference.abs().max() / levels
+            largest = reference.abs().max()
+            step = largest / levels
             grid = torch.round(reference / step) * step
-            clamped.copy_(torch.minimum(torch.maximum(clamped, grid - 0.49 * step), grid + 0.49 * step))
+            value = torch.minimum(torch.maximum(clamped, grid - 0.49 * step), grid + 0.49 * step)
+            # the same per-tensor scale: nothing beyond the original's largest magnitude, which
+            # its own element keeps
+            value = value.clamp(-largest, largest).flatten()
+            peak = reference.abs().flatten().argmax()
+            value[peak] = reference.flatten()[peak]
+            clamped.copy_(value.view_as(clamped))
     return out
 
 
@@ -193,6 +201,10 @@ def main() -> None:
     )
     parser.add_argument("--problem", choices=sorted(PROBLEMS), default="digits")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first-seed … seeds − 1 (to finish a run in parts)"
+    )
+    parser.add_argument("--requests", nargs="+", choices=("class", "random"), default=["class", "random"])
     parser.add_argument("--suite", type=Path, default=ROOT / "validators" / "release.yaml")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -209,10 +221,10 @@ def main() -> None:
     cache = args.cache or tmp / "cache"
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for request in ("class", "random"):
+    for request in args.requests:
         e = Experiment(parse_study(study(args.problem, request, cache, tmp / request)), progress=False)
         ctx = ValidationContext(e)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.seeds):
             for kind, model in models(args.problem, request, e, ctx, seed).items():
                 report = validate(ctx, Candidate(model, f"{kind} seed {seed}"), suite)
                 failed = [r.name for r in report.results if r.status in ("fail", "error")]
@@ -243,7 +255,7 @@ def main() -> None:
     )
     print("| request | model | kind | n | rate | checks that fired (count) |")
     print("|---|---|---|---|---|---|")
-    for request in ("class", "random"):
+    for request in args.requests:
         for kind in dict.fromkeys(r["kind"] for r in rows if r["request"] == request):
             group = [r for r in rows if r["request"] == request and r["kind"] == kind]
             benign = kind in BENIGN
