@@ -140,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tune_unlearn.warm_start import warm_configurations
 
             warm = warm_configurations(config)
+            if config.requests is not None:
+                from tune_unlearn.stream import request_indices
+
+                request_indices(config)  # overlapping or empty requests
         except ReferenceBudgetError as error:
             print(f"{args.study}: references.retrain.seeds: {error}", file=sys.stderr)
             return EXIT_CONFIG
@@ -176,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _apply(config, args)
         if args.command == "gate":
             return _gate(config, args)
+        if config.requests is not None and args.command not in ("run",):
+            raise UsageError(
+                f"{args.study} is a request stream: `run` runs it; each request is a study of its own "
+                "under <output>/stream/request-<i> for the other commands"
+            )
         if args.command == "worker":
             return _worker(config, args)
         if args.command == "compare":
@@ -238,6 +247,9 @@ def _run(config: StudyConfig, args: argparse.Namespace) -> int:
     from tune_unlearn.outputs import pareto_table
     from tune_unlearn.runner import run_study
 
+    if config.requests is not None:
+        return _stream(config, args)
+
     if args.add_trials is not None and args.add_trials < 1:
         print("error: --add-trials must be at least 1", file=sys.stderr)
         return EXIT_CONFIG
@@ -256,6 +268,27 @@ def _run(config: StudyConfig, args: argparse.Namespace) -> int:
     print(pareto_table(result.summary))
     ran = f"ran {result.trials_run} trial(s) of a budget of {result.budget}"
     print(f"{ran}; outputs: {result.output}")
+    return EXIT_OK
+
+
+def _stream(config: StudyConfig, args: argparse.Namespace) -> int:
+    from tune_unlearn.stream import retrain_at, run_stream, stream_folder, stream_markdown
+
+    if args.add_trials is not None:
+        print("error: --add-trials applies to one study; a stream's budget is per request", file=sys.stderr)
+        return EXIT_CONFIG
+    rows = run_stream(
+        config,
+        n_trials=args.n_trials,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        progress=not args.no_progress,
+        trust_pickle=args.trust_pickle,
+    )
+    print(stream_markdown(rows).split("\n![")[0])
+    stop = retrain_at(rows)
+    advice = "no retrain needed" if stop is None else f"retrain at request {stop.request}"
+    print(f"{len(rows)} request(s); {advice}; outputs: {stream_folder(config)}")
     return EXIT_OK
 
 

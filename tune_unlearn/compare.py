@@ -27,7 +27,7 @@ from tune_unlearn.errors import UsageError
 from tune_unlearn.leaderboard import Leaderboard, default_plot_objectives
 from tune_unlearn.methods import METHODS
 from tune_unlearn.outputs import StudySummary
-from tune_unlearn.publish import PARENT_ATTR, open_tracker
+from tune_unlearn.publish import PARENT_ATTR, publish_group
 from tune_unlearn.runner import run_study
 from tune_unlearn.tracking import default_tracking_uri
 
@@ -145,31 +145,24 @@ def _publish(
 ) -> None:
     """One comparison run (found again on a rerun) with the leaderboard, each member study's
     parent run nested under it."""
-    if not config.tracking.enabled:
-        return
-    tracker = open_tracker(members[0].config, tracking_uri)
-    if tracker is None:
-        return
-    run_id = tracker.find_run(COMPARISON_TAG, config.name)
-    if run_id is None:
-        params = {
-            "methods": ",".join(r.method for r in board.results),
-            "seeds": max(len(r.summaries) for r in board.results),
-            "trials_per_study": board.budget,
-        }
-        run_id = tracker.start_study(
-            f"{config.name}-compare", {COMPARISON_TAG: config.name}, params, "comparison"
-        )
-    else:
-        tracker.attach(run_id)
-    if run_id is None:  # tracking was lost on the way; the local files stand
-        return
     metrics: dict[str, float | None] = {}
     for result in board.results:
         metrics[f"hypervolume/{result.method}"] = result.hypervolume.mean
         for name in board.objectives:
             metrics[f"best/{name}/{result.method}"] = result.best_interval(name).mean
-    tracker.log_summary(metrics, {"leader": board.results[0].method})
-    tracker.log_artifacts(files)
-    tracker.tag_runs({parent: {"mlflow.parentRunId": run_id} for parent in parents})
-    tracker.finish_study()
+    publish_group(
+        members[0].config,
+        tracking_uri,
+        tag=COMPARISON_TAG,
+        name=config.name,
+        role="comparison",
+        params={
+            "methods": ",".join(r.method for r in board.results),
+            "seeds": max(len(r.summaries) for r in board.results),
+            "trials_per_study": board.budget,
+        },
+        metrics=metrics,
+        tags={"leader": board.results[0].method},
+        files=files,
+        parents=parents,
+    )

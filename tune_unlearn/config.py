@@ -185,6 +185,9 @@ class ForgetConfig(Strict):
     fraction: float = Field(1.0, gt=0.0, le=1.0)
     index_file: Path | None = None
     seed: int | None = None
+    #: Train instances deleted by earlier requests (an index file; the same mode and tasks):
+    #: kept out of the retain set and the retrain. Request streams fill it in.
+    previously_forgotten: Path | None = None
 
     @model_validator(mode="after")
     def _mode_rules(self) -> ForgetConfig:
@@ -348,6 +351,18 @@ class StudyConfig(Strict):
     validation: ValidationConfig = ValidationConfig()
     workers: WorkersConfig = WorkersConfig()
     warm_start: WarmStartConfig | None = None
+    #: A request stream: deletion requests in the order they arrive, unlearned one after
+    #: another on the running model (``stream.py``). Given instead of ``forget``.
+    requests: list[ForgetConfig] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_request_is_the_forget_section(cls, raw: Any) -> Any:
+        # Every study has a forget section; a stream's is its first request.
+        requests = raw.get("requests") if isinstance(raw, Mapping) else None
+        if isinstance(requests, list) and requests and "forget" not in raw:
+            return {**raw, "forget": requests[0]}
+        return raw
 
     @model_validator(mode="after")
     def _recommend_uses_objectives(self) -> StudyConfig:
@@ -396,6 +411,33 @@ class StudyConfig(Strict):
         return self.output if self.output is not None else Path("runs") / self.name
 
 
+def _stream_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """A request stream: a non-empty list instead of ``forget``, one mode and one set of
+    target tasks throughout (what "deleted so far" means must not change), and a gate suite."""
+    if "requests" not in raw:
+        return
+    requests = raw["requests"]
+    if not isinstance(requests, list) or not requests:
+        yield ConfigIssue("requests", "list at least one deletion request")
+        return
+    if "forget" in raw and raw["forget"] != requests[0]:  # (a resolved stream repeats the first)
+        yield ConfigIssue("forget", "a stream's requests are its `requests`: leave `forget` out")
+    first = requests[0] if isinstance(requests[0], Mapping) else {}
+    for number, request in enumerate(requests[1:], start=1):
+        if not isinstance(request, Mapping):
+            continue
+        for key, default in (("mode", "full"), ("target_tasks", None)):
+            if request.get(key, default) != first.get(key, default):
+                yield ConfigIssue(
+                    f"requests.{number}.{key}",
+                    f"every request of a stream has the first's {key} ({first.get(key, default)!r})",
+                )
+    if not _mapping(raw, "validation").get("suite"):
+        yield ConfigIssue(
+            "validation.suite", "a request stream judges each request with the gate: name a suite file"
+        )
+
+
 def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = raw.get(key)
     return value if isinstance(value, Mapping) else {}
@@ -403,6 +445,7 @@ def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
     """Cross-field checks that pydantic's per-field rules cannot see."""
+    yield from _stream_issues(raw)
     method_raw = _mapping(raw, "method")
     method_name = method_raw.get("name")
     if isinstance(method_name, str) and method_name in METHODS:

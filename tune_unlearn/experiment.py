@@ -23,7 +23,7 @@ from tune_unlearn.config import StudyConfig
 from tune_unlearn.configuration_run import RunResult
 from tune_unlearn.errors import UsageError
 from tune_unlearn.evaluation import PerSample, evaluate
-from tune_unlearn.forget import ForgetRequest, LabeledSet, select_forget_indices
+from tune_unlearn.forget import ForgetRequest, LabeledSet, read_index_file, select_forget_indices
 from tune_unlearn.guard import CollapseGuard
 from tune_unlearn.methods import METHODS, StepMonitor, UnlearningMethod, UnlearningSetup
 from tune_unlearn.metrics import score_key, trainable_vector
@@ -97,7 +97,18 @@ class Experiment:
             seed=config.problem.seed if forget_cfg.seed is None else forget_cfg.seed,
             index_file=forget_cfg.index_file,
         )
-        self.request = ForgetRequest(forget_cfg.mode, targets, indices)
+        previous = (
+            read_index_file(forget_cfg.previously_forgotten)
+            if forget_cfg.previously_forgotten is not None
+            else torch.zeros(0, dtype=torch.long)
+        )
+        repeated = int(torch.isin(previous, indices).sum())
+        if repeated:
+            raise ValueError(
+                f"forget.previously_forgotten: {repeated} of its instances are in this request too; "
+                "an instance is deleted once"
+            )
+        self.request = ForgetRequest(forget_cfg.mode, targets, indices, previous)
         self.data: MultiTaskData = cpu_data.to(self.device)
         self.sets: dict[str, LabeledSet] = {
             "val": LabeledSet(

@@ -117,6 +117,7 @@ def validate_trials(
             "suite": suite.name,
             "verdict": report.verdict,
             "passed": report.passed,
-            "failed": [r.name for r in report.results if not r.passed],
+            # not applicable (skipped) checks neither pass nor fail
+            "failed": [r.name for r in report.judged if not r.passed],
         }
     study.set_user_attr("validation", verdicts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -50,6 +50,9 @@ class ForgetRequest:
     mode: ForgetMode
     target_tasks: tuple[str, ...]
     indices: Tensor
+    #: Train instances deleted by earlier requests (same mode and tasks): out of the retain set
+    #: and of the retrain, as if they had never been trained on.
+    previous: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     def target_columns(self, task_names: Sequence[str]) -> Tensor:
         return torch.tensor([name in self.target_tasks for name in task_names])
@@ -66,16 +69,21 @@ class ForgetRequest:
 
     def retain_set(self, train_indices: Tensor, task_names: Sequence[str]) -> LabeledSet:
         """``train \\ F`` on every task, plus, in partial mode, ``F`` on the other tasks."""
-        in_forget = torch.isin(train_indices, self.indices)
+        in_forget = torch.isin(train_indices, torch.cat([self.indices, self.previous]))
         mask = torch.ones(len(train_indices), len(task_names), dtype=torch.bool)
         mask[in_forget] = ~self.target_columns(task_names)
         keep = mask.any(dim=1)  # full mode: forget rows have no label left
         return LabeledSet(train_indices[keep], mask[keep])
 
     def fingerprint(self) -> str:
-        payload = json.dumps(
-            {"mode": self.mode, "tasks": sorted(self.target_tasks), "indices": self.indices.tolist()}
-        )
+        fields: dict[str, object] = {
+            "mode": self.mode,
+            "tasks": sorted(self.target_tasks),
+            "indices": self.indices.tolist(),
+        }
+        if len(self.previous):  # absent otherwise: a single request keeps its cached references
+            fields["previous"] = sorted(self.previous.tolist())
+        payload = json.dumps(fields)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -165,3 +165,37 @@ def publish(
             if (run_id := TrialRecord.of(t).mlflow_run_id) is not None
         }
     )
+
+
+def publish_group(
+    member: StudyConfig,
+    tracking_uri: str | None,
+    *,
+    tag: str,
+    name: str,
+    role: str,
+    params: dict[str, Any],
+    metrics: dict[str, float | None],
+    tags: dict[str, str],
+    files: list[Path],
+    parents: list[str],
+) -> None:
+    """One run for a group of studies (a comparison, a request stream), found again by
+    ``tag = name`` on a rerun, with the group's metrics and files and each member study's
+    parent run nested under it. ``member``: any member's study file (its tracking settings)."""
+    if not member.tracking.enabled:
+        return
+    tracker = open_tracker(member, tracking_uri)
+    if tracker is None:
+        return
+    run_id = tracker.find_run(tag, name)
+    if run_id is None:
+        run_id = tracker.start_study(name, {tag: name}, params, role)
+    else:
+        tracker.attach(run_id)
+    if run_id is None:  # tracking was lost on the way; the local files stand
+        return
+    tracker.log_summary(metrics, tags)
+    tracker.log_artifacts(files)
+    tracker.tag_runs({parent: {"mlflow.parentRunId": run_id} for parent in parents})
+    tracker.finish_study()
