@@ -414,9 +414,9 @@ class StudyConfig(Strict):
 def _stream_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
     """A request stream: a non-empty list instead of ``forget``, one mode and one set of
     target tasks throughout (what "deleted so far" means must not change), and a gate suite."""
-    if "requests" not in raw:
+    requests = raw.get("requests")
+    if requests is None:  # not a stream (a resolved study file says `requests: null`)
         return
-    requests = raw["requests"]
     if not isinstance(requests, list) or not requests:
         yield ConfigIssue("requests", "list at least one deletion request")
         return
