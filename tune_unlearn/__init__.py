@@ -26,6 +26,8 @@ _EXPORTS = {
     "rebuild_report": "tune_unlearn.replay",
     "apply_configuration": "tune_unlearn.replay",
     "run_gate": "tune_unlearn.gate",
+    "run_comparison": "tune_unlearn.compare",
+    "run_stream": "tune_unlearn.stream",
     "load_suite": "tune_unlearn.validation",
     # plugin bases, their registries and the declarations they use
     "Problem": "tune_unlearn.problems",
@@ -37,6 +39,7 @@ _EXPORTS = {
     "PROBLEMS": "tune_unlearn.problems",
     "UnlearningMethod": "tune_unlearn.methods",
     "ProjectedGradDiff": "tune_unlearn.methods",
+    "LossMethod": "tune_unlearn.methods",
     "StepGradients": "tune_unlearn.methods",
     "METHODS": "tune_unlearn.methods",
     "hyperparameter": "tune_unlearn.hyperparameters",
