@@ -162,3 +162,19 @@ def start_mlflow_server(backend: str, artifacts: Path, log: Path) -> tuple[subpr
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"mlflow server did not start:\n{log.read_text()}") from None
             time.sleep(0.5)
+
+
+def group_and_studies(store: Path, experiment_name: str, role: str) -> tuple[Any, list[Any]]:
+    """The one MLflow run of a group of studies (``role``: comparison, stream) in a SQLite
+    store, and the study runs, each checked to be nested under it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    groups = [r for r in runs if r.data.tags.get("tune_unlearn.role") == role]
+    assert len(groups) == 1
+    studies = [r for r in runs if r.data.tags.get("tune_unlearn.role") == "study"]
+    assert all(r.data.tags.get("mlflow.parentRunId") == groups[0].info.run_id for r in studies)
+    return groups[0], studies

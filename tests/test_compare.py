@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from tune_unlearn.cli import main
 
-from .helpers import tiny_study, write_study
+from .helpers import group_and_studies, tiny_study, write_study
 
 
 def test_compare_runs_each_method_and_seed_at_one_budget_and_resumes(
@@ -53,15 +53,10 @@ def test_compare_runs_each_method_and_seed_at_one_budget_and_resumes(
     assert spaces["graddiff"]["ascent_lr"]["high"] == 1e-2  # the tiny study's, not the default 0.1
     assert set(spaces["scrub"]) == {"lr", "forget_weight", "alpha"}
 
+    comparison, studies = group_and_studies(folder / "mlflow.db", "tiny", "comparison")
+    parent = comparison.info.run_id
+    assert len(studies) == 6
     client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("tiny")
-    assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    comparisons = [r for r in runs if r.data.tags.get("tune_unlearn.role") == "comparison"]
-    assert len(comparisons) == 1
-    parent = comparisons[0].info.run_id
-    studies = [r for r in runs if r.data.tags.get("tune_unlearn.role") == "study"]
-    assert len(studies) == 6 and all(r.data.tags.get("mlflow.parentRunId") == parent for r in studies)
     assert {a.path for a in client.list_artifacts(parent)} >= {
         "leaderboard.md",
         "leaderboard.json",
@@ -72,7 +67,7 @@ def test_compare_runs_each_method_and_seed_at_one_budget_and_resumes(
     assert main([*command, "--threads", "1", "--no-progress"]) == 0
     assert "ran 0 trial(s)" in capsys.readouterr().out
     assert json.loads((folder / "leaderboard.json").read_text()) == board
-    again = client.search_runs([experiment.experiment_id], "tags.`tune_unlearn.role` = 'comparison'")
+    again = client.search_runs([comparison.info.experiment_id], "tags.`tune_unlearn.role` = 'comparison'")
     assert [r.info.run_id for r in again] == [parent]
 
 

@@ -9,14 +9,13 @@ from typing import Any
 import optuna
 import pytest
 import yaml
-from mlflow import MlflowClient
 
 from tune_unlearn import stream as stream_module
 from tune_unlearn.cli import main
 from tune_unlearn.config import parse_study
 from tune_unlearn.stream import run_stream
 
-from .helpers import tiny_study
+from .helpers import group_and_studies, tiny_study
 
 SUITE = {
     "name": "tiny",
@@ -93,15 +92,8 @@ def test_a_stream_of_three_requests_resumes_after_an_interruption_without_redoin
     assert (folder / "drift.png").stat().st_size > 0
     table = (folder / "stream.md").read_text()
     assert table.count("\n| ") == 4  # header and three requests
-    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("tiny")
-    assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    streams = [r for r in runs if r.data.tags.get("tune_unlearn.role") == "stream"]
-    assert len(streams) == 1
-    studies = [r for r in runs if r.data.tags.get("tune_unlearn.role") == "study"]
+    _, studies = group_and_studies(folder / "mlflow.db", "tiny", "stream")
     assert sorted(r.info.run_name for r in studies) == ["tiny.request-0", "tiny.request-1", "tiny.request-2"]
-    assert all(r.data.tags.get("mlflow.parentRunId") == streams[0].info.run_id for r in studies)
 
 
 @pytest.mark.parametrize(

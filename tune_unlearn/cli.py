@@ -9,7 +9,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from tune_unlearn.config import StudyConfig
@@ -256,19 +256,22 @@ def _run(config: StudyConfig, args: argparse.Namespace) -> int:
     if args.add_trials is not None and args.n_trials is not None:
         print("error: give --n-trials (the total) or --add-trials (more), not both", file=sys.stderr)
         return EXIT_CONFIG
-    result = run_study(
-        config,
-        n_trials=args.n_trials,
-        add_trials=args.add_trials,
-        storage=args.storage,
-        tracking_uri=args.tracking_uri,
-        progress=not args.no_progress,
-        trust_pickle=args.trust_pickle,
-    )
+    result = run_study(config, add_trials=args.add_trials, **_run_options(args))
     print(pareto_table(result.summary))
     ran = f"ran {result.trials_run} trial(s) of a budget of {result.budget}"
     print(f"{ran}; outputs: {result.output}")
     return EXIT_OK
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What `run`, a stream and `compare` pass on alike."""
+    return {
+        "n_trials": args.n_trials,
+        "storage": args.storage,
+        "tracking_uri": args.tracking_uri,
+        "progress": not args.no_progress,
+        "trust_pickle": args.trust_pickle,
+    }
 
 
 def _stream(config: StudyConfig, args: argparse.Namespace) -> int:
@@ -277,14 +280,7 @@ def _stream(config: StudyConfig, args: argparse.Namespace) -> int:
     if args.add_trials is not None:
         print("error: --add-trials applies to one study; a stream's budget is per request", file=sys.stderr)
         return EXIT_CONFIG
-    rows = run_stream(
-        config,
-        n_trials=args.n_trials,
-        storage=args.storage,
-        tracking_uri=args.tracking_uri,
-        progress=not args.no_progress,
-        trust_pickle=args.trust_pickle,
-    )
+    rows = run_stream(config, **_run_options(args))
     print(stream_markdown(rows).split("\n![")[0])
     stop = retrain_at(rows)
     advice = "no retrain needed" if stop is None else f"retrain at request {stop.request}"
@@ -298,16 +294,7 @@ def _compare(config: StudyConfig, args: argparse.Namespace) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
-        result = run_comparison(
-            config,
-            methods,
-            seeds=args.seeds,
-            n_trials=args.n_trials,
-            storage=args.storage,
-            tracking_uri=args.tracking_uri,
-            progress=not args.no_progress,
-            trust_pickle=args.trust_pickle,
-        )
+        result = run_comparison(config, methods, seeds=args.seeds, **_run_options(args))
     except ConfigError as error:  # a member study the file's settings make invalid
         print(error, file=sys.stderr)
         return EXIT_CONFIG
