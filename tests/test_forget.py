@@ -32,6 +32,19 @@ def test_full_mode_removes_the_forget_instances_from_every_task() -> None:
     assert len(retain) == 8 and bool(retain.mask.all())
 
 
+def test_instances_deleted_earlier_stay_out_of_the_retain_set_and_change_the_retrain() -> None:
+    train = torch.arange(10)
+    alone = ForgetRequest("full", tuple(TASKS), torch.tensor([2, 5]))
+    after = ForgetRequest("full", tuple(TASKS), torch.tensor([2, 5]), previous=torch.tensor([7]))
+    assert after.retain_set(train, TASKS).indices.tolist() == [0, 1, 3, 4, 6, 8, 9]
+    assert after.forget_set(TASKS).indices.tolist() == [2, 5]  # only this request is unlearned
+    assert after.fingerprint() != alone.fingerprint()  # another retrain, cached apart
+    partial = ForgetRequest("partial", ("digit",), torch.tensor([2]), previous=torch.tensor([7]))
+    kept = partial.retain_set(train, TASKS)
+    rows = {int(i): m.tolist() for i, m in zip(kept.indices, kept.mask, strict=True)}
+    assert rows[7] == [False, True, True, True]  # its digit label stays deleted, the rest kept
+
+
 def test_selectors_by_label_fraction_and_index_file(tmp_path: Path) -> None:
     data = DigitsProblem().load_data()
     train = torch.arange(0, len(data), 2)
