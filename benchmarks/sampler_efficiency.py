@@ -82,8 +82,9 @@ def main() -> None:
         raw["method"]["search"]["steps"] = {"type": "int", "low": low, "high": high, "log": True}
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for sampler in args.samplers:
-            for seed in args.seeds:
+        # seed by seed, every sampler within a seed: a run cut short still compares
+        for seed in args.seeds:
+            for sampler in args.samplers:
                 start = time.perf_counter()
                 value = hypervolume(raw, sampler, seed, args.trials, Path(tmp) / f"{sampler}-{seed}")
                 results.setdefault(sampler, []).append(value)
@@ -99,7 +100,8 @@ def main() -> None:
         mean = statistics.mean(values)
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         per_seed = ", ".join(f"{v:.4f}" for v in values)
-        print(f"| {sampler} | {mean:.4f} | {sd:.4f} | {per_seed} | {mean / best:.3f} |")
+        ratio = f"{mean / best:.3f}" if best > 0 else "— (no feasible trial anywhere)"
+        print(f"| {sampler} | {mean:.4f} | {sd:.4f} | {per_seed} | {ratio} |")
 
 
 if __name__ == "__main__":
