@@ -57,7 +57,16 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
         text=True,
         cwd=cwd,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # Ctrl-C as at a terminal: a test run started in the background (`cmd &` in a script)
+        # inherits SIGINT ignored, and Python then never installs its KeyboardInterrupt handler.
+        preexec_fn=_sigint_as_at_a_terminal,
     )
+
+
+def _sigint_as_at_a_terminal() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_running_trial(
