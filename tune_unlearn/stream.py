@@ -149,7 +149,8 @@ def run_stream(
     folder = stream_folder(config)
     state = folder / "stream.json"
     rows = [StreamRow(**row) for row in _read_rows(state)]
-    first_original: torch.Tensor | None = None
+    # The first request's study saves the stream's original with its outputs.
+    first_original = folder / "request-0" / "models" / "original.pt"
     for number in range(len(requests)):
         if number < len(rows):
             continue  # finished before an interruption: read back, not redone
@@ -165,8 +166,6 @@ def run_stream(
         if progress:
             print(f"stream: request {number + 1} of {len(requests)}", file=sys.stderr, flush=True)
         run = run_study(request, n_trials=n_trials, progress=progress, trust_pickle=trust_pickle)
-        if first_original is None:
-            first_original = _first_original(config, tracking_uri)
         rows.append(_row(number, request, run, first_original, sum(len(i) for i in indices[: number + 1])))
         _write_rows(state, rows)
     files = write_stream_outputs(folder, rows)
@@ -174,27 +173,33 @@ def run_stream(
     return rows
 
 
-def _first_original(config: StudyConfig, tracking_uri: str | None) -> torch.Tensor:
-    first = request_config(config, 0, None, tracking_uri)
-    experiment = Experiment(first, progress=False)
-    return trainable_vector(experiment.model_from(experiment.references["original"].state_dict))
-
-
-def _row(
-    number: int, request: StudyConfig, run: Any, first_original: torch.Tensor, deleted: int
-) -> StreamRow:
+def _row(number: int, request: StudyConfig, run: Any, first_original: Path, deleted: int) -> StreamRow:
     trial = run.summary.recommended
-    parent = run.study.user_attrs.get(PARENT_ATTR)
+    parent = None if run.study.user_attrs.get(PARENT_ATTR) is None else str(run.study.user_attrs[PARENT_ATTR])
     if trial is None:
         return StreamRow(
-            number, request.name, deleted, None, None, None, None, None, "no feasible configuration",
-            [], None, None if parent is None else str(parent),
-        )  # fmt: skip
+            request=number,
+            study=request.name,
+            deleted=deleted,
+            trial=None,
+            forget_efficacy=None,
+            retained_utility=None,
+            uis=None,
+            cumulative_uis=None,
+            verdict="no feasible configuration",
+            failed=[],
+            candidate=None,
+            parent_run=parent,
+        )
     record = TrialRecord.of(trial)
     candidate = request.output_dir() / "models" / "candidate.pt"
-    experiment = Experiment(request, progress=False)
-    model = experiment.model_from(torch.load(candidate, weights_only=True))
-    cumulative = float(parameter_shift(trainable_vector(model), first_original))
+    # The problem's model shape only: the references stay where they are.
+    experiment = Experiment(request, progress=False, references=False)
+    shifted, start = (
+        trainable_vector(experiment.model_from(torch.load(path, weights_only=True)))
+        for path in (candidate, first_original)
+    )
+    cumulative = float(parameter_shift(shifted, start))
     verdict = run.study.user_attrs.get("validation", {}).get(str(trial.number), {})
     return StreamRow(
         request=number,
@@ -208,7 +213,7 @@ def _row(
         verdict=str(verdict.get("verdict", "not validated")),
         failed=list(verdict.get("failed", [])),
         candidate=str(candidate.resolve()),
-        parent_run=None if parent is None else str(parent),
+        parent_run=parent,
     )
 
 

@@ -45,8 +45,6 @@ def warm_configurations(config: StudyConfig) -> list[dict[str, Any]]:
             f"warm_start.study: no study named {settings.study!r} in {redact(settings.storage)} "
             f"(studies there: {names})"
         ) from None
-    except UsageError:
-        raise
     except Exception as error:  # a server that is down, a file that is not a store
         raise UsageError(f"warm_start.storage: cannot read {redact(settings.storage)}: {error}") from None
     trials = source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
