@@ -224,13 +224,13 @@ def attainment_plot(board: Leaderboard, objectives: tuple[str, str], path: Path)
                 projected = projected[moocore.is_nondominated(projected, keep_weakly=False)]
             fronts.append(projected)
         levels = attainment_levels(fronts)
+        shares = sorted(levels)
+        # the best (attained by some seed) dashed, the worst dotted, the median solid
+        styles = {shares[0]: "--", shares[-1]: ":"} if shares else {}
+        if shares:
+            styles[shares[len(shares) // 2]] = "-"
         for share, surface in levels.items():
-            # the median solid; the best (attained by some seed) dashed, the worst dotted
-            style = (
-                "-"
-                if len(levels) == 1 or share == sorted(levels)[len(levels) // 2]
-                else ("--" if share == min(levels) else ":")
-            )
+            style = styles[share]
             reach = np.maximum(reach, surface.max(axis=0))
             order = np.argsort(surface[:, 0])
             xs = np.concatenate([surface[order, 0], [1.0]])
