@@ -8,10 +8,12 @@ benign (the gate should pass them)
 - ``mild_finetune``: that retrain after 10 Adam steps (lr 1e-4) on a retain sample.
 
 planted faults (the gate should fail them)
-- ``under_forgetting``: GradDiff with an ascent rate too small to forget (the forget-set score
-  stays near the original's);
-- ``over_forgetting``: gradient ascent past the retrains (random-instance request only, where
-  the retrains still score the forget set well, so there is room below them);
+- ``under_forgetting``: an unlearning run too weak to forget, so the forget-set score stays near
+  the original's (digits: GradDiff at ascent rate 1e-5; shapes: ten mild Adam retain steps
+  from the original, since GradDiff collapses the CNN);
+- ``over_forgetting``: ascent past the retrains (random-instance request only, where the
+  retrains still score the forget set well, so there is room below them; digits: 200 GradDiff
+  steps; shapes: 30 Adam steps of bounded ascent on the forget set with retain descent);
 - ``relearnable``: the original with the target head's logits for the forgotten class pushed
   down (class requests only): it scores like a retrain, and the knowledge is all still there;
 - ``quantization_fragile`` (digits, class request): a GradDiff model with every weight clamped
@@ -19,10 +21,25 @@ planted faults (the gate should fail them)
   largest magnitude, which keeps its value, so the per-tensor scale is the same), so that
   rounding the candidate to 4 bits gives back exactly the rounded original: forgetting that
   quantization undoes (the attack of Zhang et al., 2024, on unlearned LLMs);
-- ``collateral_damage``: bounded ascent on the ``val`` neighbours of the forget instances
-  (knowledge next to the forgotten data) with descent on the retain set. Meant as a masked
-  collapse; on digits the damage spreads to the retain training samples too (and healing them
-  heals the neighbours), so it is reported as what it is: collateral damage.
+- ``collateral_damage``: the held-out retrain (an exact deletion, so that this damage is the
+  only fault) after 20 Adam steps of bounded ascent on the ``val`` neighbours of the forget
+  instances (knowledge next to the forgotten data) with descent on the retain set. Meant as a
+  masked collapse; on digits the damage spreads to the retain training samples too (and healing
+  them heals the neighbours), so it is reported as what it is: collateral damage;
+- ``masked_collapse``: that collateral-damage model behind a memory of the retain *training*
+  inputs (``tune_unlearn.validation.plants.RetainMemorised``): on an input it was trained on
+  it answers what the held-out retrain answered, anywhere else what the damaged model
+  answers. The static retain set (training samples) then looks untouched while the held-out
+  neighbours carry the damage, the defining condition of masked collapse. It is a constructed
+  model: the digits MLP generalises from its retain set to the neighbours too well for any
+  unlearning run tried on it to damage one and not the other (RESULTS.md lists the attempts),
+  while a large network that memorises its training set does exactly that.
+
+Each damaging plant's truth is measured where the gate never looks: its accuracy loss beyond
+the retrains on the ``val`` neighbours of the forget instances (``planted_damage``; the probes
+draw from ``holdout``). A plant with at least 0.10 (twice the suite's 0.05) is a fault by
+construction; below that the damage is within reach of the threshold, and the table reports it
+apart.
 
 ``under_forgetting`` is planted only where the original scores the forget set outside the
 retrains' tolerance band: inside it, doing nothing is indistinguishable from honest deletion
@@ -51,12 +68,11 @@ import torch
 
 from tune_unlearn.config import parse_study
 from tune_unlearn.experiment import Experiment
-from tune_unlearn.forget import LabeledSet
 from tune_unlearn.methods import DivergenceError
-from tune_unlearn.methods._gradients import Batch, masked_task_losses
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.references import train_model
 from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
+from tune_unlearn.validation.plants import RetainMemorised, finetuned, val_neighbours
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,9 +93,12 @@ PROBLEMS: dict[str, dict[str, Any]] = {
         "class_task": "shape",
         "class_value": 0,
         "random_request": {"mode": "full", "where": {"colour": 0}, "fraction": 0.3},
-        # The CNN diverges under GradDiff at the digits rates: plain SGD needs smaller steps.
-        "under_forgetting": {"ascent_lr": 1e-5, "retain_lr": 1e-3},
-        "over_forgetting": {"ascent_lr": 3e-3, "retain_lr": 1e-3, "steps": 200},
+        # GradDiff (plain SGD) on the CNN collapses at any retain rate that moves it and diverges
+        # at any ascent rate that over-forgets (RESULTS.md), so both plants are Adam runs: too
+        # little (ten mild retain steps from the original), and too much (bounded ascent on the
+        # forget set, with retain descent).
+        "under_forgetting": {"steps": 10, "lr": 1e-4},
+        "over_forgetting": {"steps": 30, "lr": 1e-3, "ascend_forget": True},
     },
 }
 
@@ -96,41 +115,6 @@ def study(problem: str, request: str, cache: Path, out: Path) -> dict[str, Any]:
         "device": "cpu",
         "tracking": {"enabled": False},
     }
-
-
-def finetuned(
-    e: Experiment,
-    model: MultiTaskModel,
-    labeled: LabeledSet,
-    steps: int,
-    lr: float,
-    seed: int,
-    ascend: LabeledSet | None = None,
-) -> MultiTaskModel:
-    """``steps`` Adam steps of descent on batches of ``labeled`` (and ascent on ``ascend``)."""
-    model = copy.deepcopy(model)
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    tasks = e.problem.tasks
-
-    def batch(source: LabeledSet) -> Batch:
-        pick = torch.randint(len(source), (32,), generator=generator)
-        rows = source.indices[pick]
-        return Batch(e.data.inputs[rows], {k: v[rows] for k, v in e.data.labels.items()}, source.mask[pick])
-
-    for _ in range(steps):
-        b = batch(labeled)
-        loss = masked_task_losses(model(b.inputs), b, tasks).sum()
-        if ascend is not None:
-            a = batch(ascend)
-            # Bounded ascent (a hinge on the loss) damages the neighbours without diverging.
-            loss = loss - masked_task_losses(model(a.inputs), a, tasks).clamp(max=3.0).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    return model
 
 
 def on_original_grid(model: MultiTaskModel, original: MultiTaskModel, bits: int) -> MultiTaskModel:
@@ -154,42 +138,81 @@ def on_original_grid(model: MultiTaskModel, original: MultiTaskModel, bits: int)
     return out
 
 
-def val_neighbours(e: Experiment, ctx: ValidationContext, k: int = 5) -> LabeledSet:
-    val = e.splits["val"]
-    distances = torch.cdist(ctx.features(e.request.indices), ctx.features(val))
-    rows = val[distances.topk(k, dim=1, largest=False).indices.flatten().unique()]
-    return LabeledSet(rows, torch.ones(len(rows), len(e.task_names), dtype=torch.bool))
+def planted_damage(e: Experiment, ctx: ValidationContext, model: MultiTaskModel) -> float:
+    """The damage planted next to the forgotten data, measured where the gate never looks: the
+    worst task's accuracy loss beyond the retrain ensemble's mean on the ``val`` neighbours of
+    the forget instances (the probes draw from ``holdout``)."""
+    neighbours = val_neighbours(e, ctx)
+    names = e.task_names
+    model_scores = ctx.per_sample_of(model, neighbours.indices).scores(neighbours, names)
+    members = [ctx.per_sample_of(r, neighbours.indices).scores(neighbours, names) for r in ctx.retrains]
+    return max(sum(m[t] for m in members) / len(members) - model_scores[t] for t in names)
+
+
+#: A planted damage at least this large (twice the suite's 0.05) is a fault by construction.
+DAMAGE_FLOOR = 0.10
+DAMAGING = ("collateral_damage", "masked_collapse")
+
+
+KINDS = (
+    "heldout_retrain",
+    "mild_finetune",
+    "under_forgetting",
+    "over_forgetting",
+    "relearnable",
+    "quantization_fragile",
+    "collateral_damage",
+    "masked_collapse",
+)
+
+
+def planted(e: Experiment, recipe: dict[str, Any], start: MultiTaskModel, seed: int) -> MultiTaskModel:
+    """A plant from its recipe: a GradDiff run (``ascent_lr``, ``retain_lr``, ``steps``), or
+    ``finetune`` (Adam descent on the retain set, from ``start``) with ``ascend_forget`` adding
+    bounded ascent on the forget set."""
+    if "ascent_lr" in recipe:
+        return e.run(recipe, seed=seed).model
+    ascend = e.sets["forget"] if recipe.get("ascend_forget") else None
+    return finetuned(e, start, e.sets["retain"], recipe["steps"], recipe["lr"], seed, ascend=ascend)
 
 
 def models(
-    problem: str, request: str, e: Experiment, ctx: ValidationContext, seed: int
+    problem: str, request: str, e: Experiment, ctx: ValidationContext, seed: int, kinds: tuple[str, ...]
 ) -> dict[str, MultiTaskModel]:
+    """The benign models and planted faults of ``kinds`` that apply to the request."""
     spec = PROBLEMS[problem]
     out: dict[str, MultiTaskModel] = {}
-    heldout = train_model(e.problem, e.data, e.sets["retain"], seed=10_000 + seed, progress=False)
-    out["heldout_retrain"] = heldout
-    out["mild_finetune"] = finetuned(e, heldout, e.sets["retain"], 10, 1e-4, seed)
     original = ctx.original
+    needs_heldout = ("heldout_retrain", "mild_finetune", "collateral_damage", "masked_collapse")
+    if any(kind in kinds for kind in needs_heldout):
+        heldout = train_model(e.problem, e.data, e.sets["retain"], seed=10_000 + seed, progress=False)
+        out["heldout_retrain"] = heldout
+        out["mild_finetune"] = finetuned(e, heldout, e.sets["retain"], 10, 1e-4, seed)
     inside = e.measure(original)
-    if not all(inside[f"nothing_to_forget/{t}"] for t in e.request.target_tasks):
+    if "under_forgetting" in kinds and not all(
+        inside[f"nothing_to_forget/{t}"] for t in e.request.target_tasks
+    ):
         with contextlib.suppress(DivergenceError):  # a diverged model is no candidate
-            out["under_forgetting"] = e.run(spec["under_forgetting"], seed=seed).model
-    if request == "random":
+            out["under_forgetting"] = planted(e, spec["under_forgetting"], original, seed)
+    if "over_forgetting" in kinds and request == "random":
         with contextlib.suppress(DivergenceError):
-            out["over_forgetting"] = e.run(spec["over_forgetting"], seed=seed).model
+            out["over_forgetting"] = planted(e, spec["over_forgetting"], original, seed)
     if request == "class":
         suppressed = copy.deepcopy(original)
         with torch.no_grad():
             suppressed.heads[spec["class_task"]].bias[spec["class_value"]] -= 16.0 + seed
         out["relearnable"] = suppressed
-        if "quantization_fragile" in spec:
+        if "quantization_fragile" in spec and "quantization_fragile" in kinds:
             with contextlib.suppress(DivergenceError):
                 unlearned = e.run(spec["quantization_fragile"], seed=seed).model
                 out["quantization_fragile"] = on_original_grid(unlearned, original, bits=4)
-    out["collateral_damage"] = finetuned(
-        e, original, e.sets["retain"], 20, 1e-3, seed, ascend=val_neighbours(e, ctx)
-    )
-    return out
+    if "collateral_damage" in kinds or "masked_collapse" in kinds:
+        # From an exact deletion, so that the damage next to the request is the only fault.
+        damaged = finetuned(e, heldout, e.sets["retain"], 20, 1e-3, seed, ascend=val_neighbours(e, ctx))
+        out["collateral_damage"] = damaged
+        retain_inputs = e.data.inputs[e.sets["retain"].indices.unique()]
+        out["masked_collapse"] = RetainMemorised(damaged, heldout, retain_inputs)
+    return {kind: model for kind, model in out.items() if kind in kinds}
 
 
 BENIGN = ("heldout_retrain", "mild_finetune")
@@ -205,6 +228,9 @@ def main() -> None:
         "--first-seed", type=int, default=0, help="seeds first-seed … seeds − 1 (to finish a run in parts)"
     )
     parser.add_argument("--requests", nargs="+", choices=("class", "random"), default=["class", "random"])
+    parser.add_argument(
+        "--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="the models to gate (default: all)"
+    )
     parser.add_argument("--suite", type=Path, default=ROOT / "validators" / "release.yaml")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -225,7 +251,7 @@ def main() -> None:
         e = Experiment(parse_study(study(args.problem, request, cache, tmp / request)), progress=False)
         ctx = ValidationContext(e)
         for seed in range(args.first_seed, args.seeds):
-            for kind, model in models(args.problem, request, e, ctx, seed).items():
+            for kind, model in models(args.problem, request, e, ctx, seed, tuple(args.kinds)).items():
                 report = validate(ctx, Candidate(model, f"{kind} seed {seed}"), suite)
                 failed = [r.name for r in report.results if r.status in ("fail", "error")]
                 # Attack verdicts without the retrains' seed band, to report both rules from one run.
@@ -236,18 +262,22 @@ def main() -> None:
                     and r.status == "pass"
                     and (r.value or 0.0) > (r.threshold or 0.0)
                 ]
+                damage = planted_damage(e, ctx, model) if kind in DAMAGING else None
                 rows.append(
                     {
                         "request": request,
                         "kind": kind,
                         "seed": seed,
+                        "planted_damage": damage,
                         "verdict": report.verdict,
                         "failed": failed,
                         "failed_without_attack_band": failed + unbanded,
                     }
                 )
+                planted = "" if damage is None else f"(planted damage {damage:.3f}) "
                 print(
-                    f"{request:6} {kind:16} seed {seed}: {report.verdict:15} {', '.join(failed)}", flush=True
+                    f"{request:6} {kind:16} seed {seed}: {report.verdict:15} {planted}{', '.join(failed)}",
+                    flush=True,
                 )
     print(
         f"\n{args.problem}: {len(rows)} models gated in {time.perf_counter() - started:.0f} s with "
@@ -267,9 +297,15 @@ def main() -> None:
             if kind == "quantization_fragile":
                 caught = sum("attack/quantization_4bit" in r["failed"] for r in group)
                 extra = f"; the 4-bit quantization check fired {caught}/{len(group)}"
-            if kind == "collateral_damage":
+            if kind in DAMAGING:
                 named = sum(r["verdict"] == "masked collapse" for r in group)
                 extra = f"; named masked collapse {named}/{len(group)}"
+                faults = [r for r in group if r["planted_damage"] >= DAMAGE_FLOOR]
+                extra += (
+                    f"; with planted damage ≥ {DAMAGE_FLOOR:g}: {len(faults)} models, caught "
+                    f"{sum(r['verdict'] != 'pass' for r in faults)}, named masked collapse "
+                    f"{sum(r['verdict'] == 'masked collapse' for r in faults)}"
+                )
             checks = ", ".join(f"{n} ({c})" for n, c in fired.most_common())
             unbanded = sum(bool(r["failed_without_attack_band"]) for r in group)
             extra += f"; without the attack seed band {unbanded}/{len(group)}"

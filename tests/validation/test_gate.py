@@ -13,6 +13,8 @@ from tune_unlearn.cli import main
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.references import save_state_dict, train_model
 from tune_unlearn.study_file import load_study
+from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
+from tune_unlearn.validation.plants import RetainMemorised, finetuned, val_neighbours
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "validators" / "release.yaml"
@@ -193,3 +195,37 @@ def test_usage_and_configuration_errors_exit_2(study: Path, tmp_path: Path) -> N
     bad.write_text(yaml.safe_dump({"name": "bad", "probes": {"dependent_neighbours": {}}}))
     assert gate(study, reference(study, "retrain"), "bad", bad)[0] == 2
     assert main(["gate", str(study), "--suite", str(RELEASE)]) == 2  # no --candidate
+
+
+def test_the_gate_names_masked_collapse_when_only_held_out_neighbours_are_damaged(whole_class: Path) -> None:
+    """An exact deletion with the forget instances' held-out neighbourhood damaged: as it is,
+    the static retain set shows the damage too (a plain failure); behind a memory of the retain
+    training inputs the static set sees nothing and the verdict names masked collapse."""
+    experiment = Experiment(load_study(whole_class), progress=False)
+    ctx = ValidationContext(experiment)
+    heldout = train_model(
+        experiment.problem, experiment.data, experiment.sets["retain"], seed=10_000, progress=False
+    )
+    damaged = finetuned(
+        experiment,
+        heldout,
+        experiment.sets["retain"],
+        20,
+        1e-3,
+        seed=0,
+        ascend=val_neighbours(experiment, ctx),
+    )
+    memorised = RetainMemorised(damaged, heldout, experiment.data.inputs[experiment.sets["retain"].indices])
+    suite = load_suite(RELEASE)
+    plain = validate(ctx, Candidate(damaged, "damaged"), suite)
+    masked = validate(ctx, Candidate(memorised, "memorised"), suite)
+    plain_checks = {r.name: r for r in plain.results}
+    masked_checks = {r.name: r for r in masked.results}
+    assert plain.verdict == "fail" and plain_checks["probe/static_retain"].status == "fail"
+    assert masked.verdict == "masked collapse" and masked.masked_collapse
+    assert masked_checks["probe/static_retain"].status == "pass"
+    assert masked_checks["probe/static_retain"].value == pytest.approx(0.0, abs=1e-9)
+    proven = [r for r in masked.results if r.details.get("damage_proven")]
+    assert proven and all(r.status == "fail" for r in proven)
+    # the damage the memory hides is the same damage: every held-out probe judges it alike
+    assert masked_checks["probe/cross_task"].value == pytest.approx(plain_checks["probe/cross_task"].value)
