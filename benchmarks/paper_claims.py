@@ -22,6 +22,7 @@ deleted).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import tempfile
@@ -33,7 +34,8 @@ import torch
 
 from tune_unlearn.compare import run_comparison
 from tune_unlearn.config import parse_study
-from tune_unlearn.leaderboard import Interval
+from tune_unlearn.leaderboard import Interval, Leaderboard, default_plot_objectives
+from tune_unlearn.methods import METHODS
 from tune_unlearn.outputs import StudySummary
 from tune_unlearn.trial_record import TrialRecord
 
@@ -89,6 +91,38 @@ def setting(
     }
 
 
+def scaled_space(method: str, fixed: dict[str, Any], scale: float) -> dict[str, Any]:
+    """``method``'s default search space with every learning rate's bounds (``lr``, ``*_lr``)
+    multiplied by ``scale``; a fixed hyperparameter stays out of it."""
+    space = copy.deepcopy(METHODS.get(method).default_search)
+    for name, spec in space.items():
+        if name == "lr" or name.endswith("_lr"):
+            spec["low"] = float(f"{float(spec['low']) * scale:.6g}")  # type: ignore[arg-type]
+            spec["high"] = float(f"{float(spec['high']) * scale:.6g}")  # type: ignore[arg-type]
+    return {k: v for k, v in space.items() if k not in fixed}
+
+
+def compare_scaled(raw: dict[str, Any], methods: list[str], seeds: int, scale: float) -> Leaderboard:
+    """``compare`` with every method on its scaled default space: each method is run as the
+    study file's method (the one whose space the file sets), into its own folder, and one
+    leaderboard (one shared hypervolume box) is built from all of them."""
+    by_method = {}
+    for method in methods:
+        declared = METHODS.get(method).hyperparameters()
+        fixed = {k: v for k, v in raw["method"]["fixed"].items() if k in declared}
+        member = {
+            **raw,
+            "name": f"{raw['name']}.lr-x{scale:g}.{method}",
+            "method": {"name": method, "fixed": fixed, "search": scaled_space(method, fixed, scale)},
+            "output": f"{raw['output']}/lr-x{scale:g}/{method}",
+        }
+        comparison = run_comparison(parse_study(member), [method], seeds=seeds, progress=False)
+        by_method[method] = comparison.leaderboard.results[0].summaries
+    board = Leaderboard.of(by_method, raw["n_trials"])
+    board.write(Path(raw["output"]) / f"lr-x{scale:g}", default_plot_objectives(board.objectives))
+    return board
+
+
 def matched_uis(summary: StudySummary, floor: float) -> tuple[float | None, dict[str, float | None]]:
     """The least UIS among trials that forget (efficacy ≥ 0.9) and keep (utility ≥ floor),
     and that trial's metrics."""
@@ -120,6 +154,13 @@ def main() -> None:
         help="interference_aware's space: the quickstart's (ascent ≤ 0.03) or its default (≤ 0.1, "
         "the baselines' range)",
     )
+    parser.add_argument(
+        "--lr-scale",
+        type=float,
+        default=None,
+        help="every method on its default space with the learning rates' bounds times this "
+        "(for a problem whose plain-SGD steps diverge at the defaults, as the shapes CNN's do)",
+    )
     parser.add_argument("--utility-floor", type=float, default=0.95)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tune_unlearn")
@@ -140,16 +181,21 @@ def main() -> None:
             args.trials,
             args.ia_space,
         )
-        comparison = run_comparison(parse_study(raw), args.methods, seeds=args.seeds, progress=False)
+        if args.lr_scale is None:
+            comparison = run_comparison(parse_study(raw), args.methods, seeds=args.seeds, progress=False)
+            board, studies = comparison.leaderboard, len(comparison.members)
+        else:
+            board = compare_scaled(raw, args.methods, args.seeds, args.lr_scale)
+            studies = len(args.methods) * args.seeds
         seconds = time.perf_counter() - started
         matched: dict[str, list[float | None]] = {}
         chosen: dict[str, list[dict[str, float | None]]] = {}
-        for result in comparison.leaderboard.results:
+        for result in board.results:
             pairs = [matched_uis(s, args.utility_floor) for s in result.summaries]
             matched[result.method] = [p[0] for p in pairs]
             chosen[result.method] = [p[1] for p in pairs]
-        print(f"\n## {args.problem}, {mode} mode: {len(comparison.members)} studies in {seconds:.0f} s")
-        print(comparison.leaderboard.markdown().split("\n![")[0])
+        print(f"\n## {args.problem}, {mode} mode: {studies} studies in {seconds:.0f} s")
+        print(board.markdown().split("\n![")[0])
         print(f"\nMatched UIS (efficacy ≥ 0.9, utility ≥ {args.utility_floor}), per seed; — = no such trial:")
         for method, values in matched.items():
             cells = ", ".join("—" if v is None else f"{v:.4f}" for v in values)
@@ -177,7 +223,7 @@ def main() -> None:
             print(f"- {name}: {text} ({value['seeds']} seeds)")
         report["settings"][mode] = {
             "seconds": seconds,
-            "leaderboard": comparison.leaderboard.as_dict(),
+            "leaderboard": board.as_dict(),
             "matched_uis": matched,
             "matched_trials": chosen,
             "reductions": reductions,
