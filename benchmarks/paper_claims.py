@@ -12,8 +12,7 @@ t interval over the seeds where both methods have a matched trial; the paper rep
 
 Settings: ``digits`` (the quickstart's problem; partial: the digit head forgets "3"; full:
 every "3" is deleted) and ``shapes`` with shape and colour tied (ρ = 0.9, the interference the
-paper targets; partial: the shape head forgets half the circles; full: half the circles are
-deleted).
+paper targets; partial: the shape head forgets every circle; full: every circle is deleted).
 
     python benchmarks/paper_claims.py --problem digits --modes partial full --seeds 5 \
         --trials 20 --threads 1 [--json out.json]
@@ -66,7 +65,10 @@ def setting(
             "params": {"num_samples": samples, "correlation": 0.9, "epochs": 20},
             "seed": 0,
         }
-        forget = {"mode": mode, "where": {"shape": 0}, "fraction": 0.5}
+        # Every circle: with half of them (fraction 0.5) the retrains still learn the shape from
+        # the other half and score the forgotten circles like the original (0.938 against 0.933,
+        # band ±0.029): nothing detectable to forget, and the least shift wins by default.
+        forget = {"mode": mode, "where": {"shape": 0}}
         if mode == "partial":
             forget["target_tasks"] = ["shape"]
         fixed = {"steps": 60, "batch_size": 64, "refresh_every": 10}
