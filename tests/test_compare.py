@@ -29,6 +29,7 @@ def test_compare_runs_each_method_and_seed_at_one_budget_and_resumes(
     folder = tmp_path / "out" / "compare"
     board = json.loads((folder / "leaderboard.json").read_text())
     assert {m["method"] for m in board["methods"]} == {"graddiff", "npo", "scrub"}
+    assert board["nothing_to_forget"] == []  # every 3 from the digit head: plenty to forget
     means = [m["hypervolume"]["mean"] for m in board["methods"]]
     assert means == sorted(means, reverse=True)  # ranked by mean hypervolume
     for entry in board["methods"]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
+import optuna
 import pytest
 
-from tune_unlearn.leaderboard import Interval, attainment_levels
+from tune_unlearn.leaderboard import Interval, Leaderboard, MethodResult, attainment_levels
+from tune_unlearn.trial_record import METRICS
 
 
 def test_the_interval_is_the_student_t_interval_clipped_to_the_quantitys_range() -> None:
@@ -33,3 +37,23 @@ def test_attainment_surfaces_of_two_fronts() -> None:
     assert some == [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
     assert both == [(0.5, 1.0), (1.0, 0.5)]
     assert attainment_levels([np.empty((0, 2))]) == {}
+
+
+def board_of(metrics: dict[str, float]) -> Leaderboard:
+    """A one-method leaderboard whose one completed trial carries ``metrics``."""
+    trial = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, values=[0.5], user_attrs={METRICS: metrics}
+    )
+    summary = SimpleNamespace(complete=[trial], feasible=[trial])
+    result = MethodResult("npo", [cast(Any, summary)], [0.4], {"uis": [0.01]})
+    return Leaderboard(("uis",), cast(Any, None), [result], budget=1)
+
+
+def test_a_request_with_nothing_to_forget_is_named_above_the_ranking() -> None:
+    empty = board_of({"nothing_to_forget/shape": 1.0, "nothing_to_forget/colour": 0.0, "uis": 0.01})
+    assert empty.nothing_to_forget == ["shape"]
+    text = empty.markdown()
+    assert "Nothing detectable to forget on shape" in text
+    assert text.index("Nothing detectable") < text.index("| rank |")
+    something = board_of({"nothing_to_forget/shape": 0.0, "uis": 0.01})
+    assert something.nothing_to_forget == [] and "Nothing detectable" not in something.markdown()

@@ -27,6 +27,7 @@ from scipy import stats
 from tune_unlearn.metrics import METRICS
 from tune_unlearn.outputs import StudySummary
 from tune_unlearn.pareto import HypervolumeBox, front_trials
+from tune_unlearn.trial_record import TrialRecord
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,27 @@ class Leaderboard:
         results.sort(key=lambda r: (-(r.hypervolume.mean or 0.0), r.method))
         return cls(objectives, box, results, budget)
 
+    @property
+    def nothing_to_forget(self) -> list[str]:
+        """The target tasks on which the original already scores the forget set inside the
+        honest retrains' band. Every member shares the request and its references, so the
+        first completed trial says it for all. On such a task any model inside the band has
+        efficacy 1, and the least shift wins whether or not a method can forget."""
+        for result in self.results:
+            for summary in result.summaries:
+                for trial in summary.complete:
+                    metrics = TrialRecord.of(trial).metrics
+                    prefix = "nothing_to_forget/"
+                    return sorted(
+                        k.removeprefix(prefix) for k, v in metrics.items() if k.startswith(prefix) and v
+                    )
+        return []
+
     # -- files ------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
         return {
             "objectives": list(self.objectives),
+            "nothing_to_forget": self.nothing_to_forget,
             "trials_per_study": self.budget,
             "hypervolume_box": self.box.as_dict(),
             "interval": "mean over seeds with a two-sided 95% Student-t interval",
@@ -162,6 +180,14 @@ class Leaderboard:
             + " | feasible trials |",
             "|---|---|---|" + "---|" * len(self.objectives) + "---|",
         ]
+        if self.nothing_to_forget:
+            warning = (
+                f"**Nothing detectable to forget on {', '.join(self.nothing_to_forget)}**: the "
+                "original already scores the forget set inside the honest retrains' band, so any "
+                "model that stays inside it has efficacy 1 and the least shift ranks first whether "
+                "or not a method can forget. Rank methods on a request with something to forget."
+            )
+            lines[4:4] = [warning, ""]
         for rank, r in enumerate(self.results, start=1):
             cells = [r.best_interval(name).text() for name in self.objectives]
             feasible = ", ".join(str(len(s.feasible)) for s in r.summaries)
