@@ -61,6 +61,7 @@ import json
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ import torch
 
 from tune_unlearn.config import parse_study
 from tune_unlearn.experiment import Experiment
+from tune_unlearn.forget import LabeledSet
 from tune_unlearn.methods import DivergenceError
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.references import train_model
@@ -138,15 +140,21 @@ def on_original_grid(model: MultiTaskModel, original: MultiTaskModel, bits: int)
     return out
 
 
-def planted_damage(e: Experiment, ctx: ValidationContext, model: MultiTaskModel) -> float:
+def damage_meter(
+    e: Experiment, ctx: ValidationContext, neighbours: LabeledSet
+) -> Callable[[MultiTaskModel], float]:
     """The damage planted next to the forgotten data, measured where the gate never looks: the
     worst task's accuracy loss beyond the retrain ensemble's mean on the ``val`` neighbours of
-    the forget instances (the probes draw from ``holdout``)."""
-    neighbours = val_neighbours(e, ctx)
+    the forget instances (the probes draw from ``holdout``). The retrains are scored once."""
     names = e.task_names
-    model_scores = ctx.per_sample_of(model, neighbours.indices).scores(neighbours, names)
     members = [ctx.per_sample_of(r, neighbours.indices).scores(neighbours, names) for r in ctx.retrains]
-    return max(sum(m[t] for m in members) / len(members) - model_scores[t] for t in names)
+    reference = {t: sum(m[t] for m in members) / len(members) for t in names}
+
+    def planted_damage(model: MultiTaskModel) -> float:
+        scores = ctx.per_sample_of(model, neighbours.indices).scores(neighbours, names)
+        return max(reference[t] - scores[t] for t in names)
+
+    return planted_damage
 
 
 #: A planted damage at least this large (twice the suite's 0.05) is a fault by construction.
@@ -177,7 +185,13 @@ def planted(e: Experiment, recipe: dict[str, Any], start: MultiTaskModel, seed: 
 
 
 def models(
-    problem: str, request: str, e: Experiment, ctx: ValidationContext, seed: int, kinds: tuple[str, ...]
+    problem: str,
+    request: str,
+    e: Experiment,
+    ctx: ValidationContext,
+    seed: int,
+    kinds: tuple[str, ...],
+    neighbours: LabeledSet,
 ) -> dict[str, MultiTaskModel]:
     """The benign models and planted faults of ``kinds`` that apply to the request."""
     spec = PROBLEMS[problem]
@@ -208,7 +222,7 @@ def models(
                 out["quantization_fragile"] = on_original_grid(unlearned, original, bits=4)
     if "collateral_damage" in kinds or "masked_collapse" in kinds:
         # From an exact deletion, so that the damage next to the request is the only fault.
-        damaged = finetuned(e, heldout, e.sets["retain"], 20, 1e-3, seed, ascend=val_neighbours(e, ctx))
+        damaged = finetuned(e, heldout, e.sets["retain"], 20, 1e-3, seed, ascend=neighbours)
         out["collateral_damage"] = damaged
         retain_inputs = e.data.inputs[e.sets["retain"].indices.unique()]
         out["masked_collapse"] = RetainMemorised(damaged, heldout, retain_inputs)
@@ -250,8 +264,11 @@ def main() -> None:
     for request in args.requests:
         e = Experiment(parse_study(study(args.problem, request, cache, tmp / request)), progress=False)
         ctx = ValidationContext(e)
+        neighbours = val_neighbours(e, ctx)
+        planted_damage = damage_meter(e, ctx, neighbours)
         for seed in range(args.first_seed, args.seeds):
-            for kind, model in models(args.problem, request, e, ctx, seed, tuple(args.kinds)).items():
+            built = models(args.problem, request, e, ctx, seed, tuple(args.kinds), neighbours)
+            for kind, model in built.items():
                 report = validate(ctx, Candidate(model, f"{kind} seed {seed}"), suite)
                 failed = [r.name for r in report.results if r.status in ("fail", "error")]
                 # Attack verdicts without the retrains' seed band, to report both rules from one run.
@@ -262,7 +279,7 @@ def main() -> None:
                     and r.status == "pass"
                     and (r.value or 0.0) > (r.threshold or 0.0)
                 ]
-                damage = planted_damage(e, ctx, model) if kind in DAMAGING else None
+                damage = planted_damage(model) if kind in DAMAGING else None
                 rows.append(
                     {
                         "request": request,

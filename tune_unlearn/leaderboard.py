@@ -129,15 +129,12 @@ class Leaderboard:
         honest retrains' band. Every member shares the request and its references, so the
         first completed trial says it for all. On such a task any model inside the band has
         efficacy 1, and the least shift wins whether or not a method can forget."""
-        for result in self.results:
-            for summary in result.summaries:
-                for trial in summary.complete:
-                    metrics = TrialRecord.of(trial).metrics
-                    prefix = "nothing_to_forget/"
-                    return sorted(
-                        k.removeprefix(prefix) for k, v in metrics.items() if k.startswith(prefix) and v
-                    )
-        return []
+        first = next((t for r in self.results for s in r.summaries for t in s.complete), None)
+        if first is None:
+            return []
+        prefix = "nothing_to_forget/"
+        metrics = TrialRecord.of(first).metrics
+        return sorted(k.removeprefix(prefix) for k, v in metrics.items() if k.startswith(prefix) and v)
 
     # -- files ------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:

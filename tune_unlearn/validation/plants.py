@@ -49,7 +49,6 @@ class RetainMemorised(MultiTaskModel):
         self.register_buffer("rows", flat[order])
         with torch.no_grad():
             stored = memory(inputs[order])
-        self.stored_names = list(stored)
         for name, value in stored.items():
             self.register_buffer(f"stored_{name}", value.detach())
 
