@@ -90,7 +90,7 @@ PROBLEMS: dict[str, dict[str, Any]] = {
         "quantization_fragile": {"ascent_lr": 0.01, "retain_lr": 0.05},
     },
     "shapes": {
-        "problem": {"name": "shapes", "params": {"num_samples": 8000, "epochs": 20}, "seed": 0},
+        "problem": {"name": "shapes", "params": {"num_samples": 8000, "epochs": 30}, "seed": 0},
         "class_request": {"mode": "partial", "target_tasks": ["shape"], "where": {"shape": 0}},
         "class_task": "shape",
         "class_value": 0,

@@ -28,7 +28,7 @@ from pydantic import (
 from tune_unlearn.hyperparameters import Param, search_range_problems
 from tune_unlearn.methods import METHODS
 from tune_unlearn.metrics import METRICS, RENAMED
-from tune_unlearn.problems import Problem, build_problem
+from tune_unlearn.problems import Problem, build_problem, problem_factory
 from tune_unlearn.registry import UnknownNameError
 from tune_unlearn.schema import ConfigError, ConfigIssue, Strict, pydantic_issues
 
@@ -465,19 +465,26 @@ def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
             yield ConfigIssue(f"method.search.{key}", "is also fixed; give it in one place only")
 
     problem_raw = _mapping(raw, "problem")
-    problem = None
     try:
-        problem = ProblemConfig.model_validate(problem_raw).build()
+        problem_config = ProblemConfig.model_validate(problem_raw)
     except ValidationError:
-        pass  # reported by the structural pass
+        return  # reported by the structural pass
+    try:
+        make = problem_factory(problem_config.name, problem_config.factory)
     except UnknownNameError as error:
         yield ConfigIssue("problem.name", str(error))
-    except TypeError as error:  # a factory that returned something else, or a bad parameter
-        where = "problem.factory" if "not a Problem" in str(error) else "problem.params"
-        yield ConfigIssue(where, str(error))
+        return
     except (ImportError, ValueError) as error:
         yield ConfigIssue("problem.factory", f"cannot load: {error}", problem_raw.get("factory"))
-    if problem is None:
+        return
+    try:  # the constructor checks its parameters (an unknown name, a value out of range)
+        problem = make(**problem_config.params)
+    except (TypeError, ValueError) as error:
+        yield ConfigIssue("problem.params", str(error))
+        return
+    if not isinstance(problem, Problem):
+        where = problem_config.factory or problem_config.name
+        yield ConfigIssue("problem.factory", f"{where} returned {type(problem).__name__}, not a Problem")
         return
     yield from _forget_issues(_mapping(raw, "forget"), problem)
 

@@ -69,6 +69,12 @@ def train_model(
     recipe = problem.recipe()
     model = seeded_model(problem, seed, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    total_steps = recipe.epochs * -(-len(labeled) // recipe.batch_size)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        if recipe.schedule == "cosine"
+        else None
+    )
     generator = torch.Generator().manual_seed(seed)
     labeled = labeled.to(device)
     tasks = problem.tasks
@@ -88,6 +94,8 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             steps += 1
             if max_steps is not None and steps >= max_steps:
                 model.eval()

@@ -35,10 +35,14 @@ def load_factory(path: str) -> Any:
         raise ValueError(f"module {module_name!r} has no attribute {attribute!r}") from None
 
 
+def problem_factory(name: str | None, factory: str | None) -> Any:
+    """What builds the problem a study file names: a registered class, or a user's factory."""
+    return load_factory(factory) if factory else PROBLEMS.get(name or "")
+
+
 def build_problem(name: str | None, factory: str | None, params: dict[str, Any]) -> Problem:
     """The problem a study file names, built with its parameters."""
-    make = load_factory(factory) if factory else PROBLEMS.get(name or "")
-    problem = make(**params)
+    problem = problem_factory(name, factory)(**params)
     if not isinstance(problem, Problem):
         raise TypeError(f"{factory or name} returned {type(problem).__name__}, not a Problem")
     return problem
@@ -57,4 +61,5 @@ __all__ = [
     "TrainRecipe",
     "build_problem",
     "load_factory",
+    "problem_factory",
 ]

@@ -12,7 +12,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 import torch
 from torch import Tensor, nn
@@ -128,14 +128,35 @@ class MultiTaskModel(nn.Module):
         return self.features_and_outputs(inputs)[1]
 
 
+Schedule = Literal["constant", "cosine"]
+
+
+def schedule_named(name: str) -> Schedule:
+    """``name`` as a :class:`TrainRecipe` schedule; a clear error for any other."""
+    if name not in get_args(Schedule):
+        raise ValueError(f"schedule must be one of {', '.join(get_args(Schedule))}, got {name!r}")
+    return cast(Schedule, name)
+
+
 @dataclass(frozen=True)
 class TrainRecipe:
-    """How the problem's references (original and retrain) are trained."""
+    """How the problem's references (original and retrain) are trained: Adam at ``lr`` for
+    ``epochs``, the rate held (``constant``) or annealed to zero over the run (``cosine``).
+
+    Annealing makes the final weights a settled point rather than the last step of a noisy
+    walk, so two honest retrains differ by their seeds' solutions, not by where their last
+    minibatches left them: the retrain ensemble's spread, on which every tolerance rests, is
+    then the spread of honest deletions.
+    """
 
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
+    schedule: Schedule = "constant"
+
+    def __post_init__(self) -> None:
+        schedule_named(self.schedule)
 
 
 class Problem(ABC):

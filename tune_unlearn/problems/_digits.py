@@ -20,6 +20,7 @@ from tune_unlearn.problems._base import (
     Problem,
     Task,
     TrainRecipe,
+    schedule_named,
 )
 
 _LOOPED = (0, 6, 8, 9)
@@ -32,6 +33,11 @@ class DigitsProblem(Problem):
     hidden: int = 64
     epochs: int = 40
     lr: float = 3e-3
+    #: Constant: the MLP's honest retrains already agree (no false alarm in 40, RESULTS.md).
+    schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        schedule_named(self.schedule)
 
     tasks = (
         Task("digit", "classification", num_classes=10),
@@ -71,4 +77,6 @@ class DigitsProblem(Problem):
         return MultiTaskModel(backbone, heads)
 
     def recipe(self) -> TrainRecipe:
-        return TrainRecipe(epochs=self.epochs, batch_size=64, lr=self.lr)
+        return TrainRecipe(
+            epochs=self.epochs, batch_size=64, lr=self.lr, schedule=schedule_named(self.schedule)
+        )
