@@ -12,6 +12,7 @@ from tune_unlearn.problems._base import (
     Problem,
     Task,
     TrainRecipe,
+    schedule_named,
 )
 from tune_unlearn.problems._digits import DigitsProblem
 from tune_unlearn.problems._inputs import DatasetInputs
@@ -62,4 +63,5 @@ __all__ = [
     "build_problem",
     "load_factory",
     "problem_factory",
+    "schedule_named",
 ]

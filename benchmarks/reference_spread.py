@@ -1,0 +1,69 @@
+"""How far honest retrains of different seeds land apart, per reference-training recipe.
+
+    python benchmarks/reference_spread.py --recipes constant:20 cosine:20 cosine:30 \\
+        --seeds 10001 10002 10007 10008 --threads 1
+
+Each recipe (``schedule:epochs``) trains one retrain per seed for gate_power's shapes random
+request (8000 samples, 30% of the colour-0 instances deleted, full mode) and scores it on
+``val``, on the forget instances and on the retain sample. The figure is the range over seeds
+of each task's score: the spread of honest deletions that the retrain ensemble's tolerance band
+has to cover. The seeds default to four of gate_power's held-out retrains (``10000 + seed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from gate_power import study
+
+from tune_unlearn.config import parse_study
+from tune_unlearn.experiment import Experiment
+from tune_unlearn.problems import schedule_named
+from tune_unlearn.references import train_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--recipes", nargs="+", default=["constant:20", "cosine:30"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[10001, 10002, 10007, 10008])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(tempfile.mkdtemp())
+    e = Experiment(
+        parse_study(study("shapes", "random", out / "cache", out / "study")), progress=False, references=False
+    )
+    recipe = e.problem.recipe()
+    print("| recipe | set/task | min | max | range | scores by seed |")
+    print("|---|---|---|---|---|---|")
+    for spec in args.recipes:
+        schedule, _, epochs = spec.partition(":")
+        trained = dataclasses.replace(recipe, schedule=schedule_named(schedule), epochs=int(epochs))
+        e.problem.recipe = lambda trained=trained: trained  # type: ignore[method-assign]
+        scores: list[dict[str, float]] = []
+        started = time.perf_counter()
+        for seed in args.seeds:
+            model = train_model(e.problem, e.data, e.sets["retain"], seed=seed, progress=False)
+            scores.append(e.score("retrain", e.evaluate(model)))
+        seconds = (time.perf_counter() - started) / len(args.seeds)
+        for key in scores[0]:
+            if not key.startswith("score/retrain/"):
+                continue
+            values = [s[key] for s in scores]
+            by_seed = ", ".join(f"{v:.3f}" for v in values)
+            name = key.removeprefix("score/retrain/")
+            print(
+                f"| {spec} ({seconds:.0f} s/model) | {name} | {min(values):.3f} | {max(values):.3f} | "
+                f"{max(values) - min(values):.3f} | {by_seed} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
