@@ -143,9 +143,10 @@ def on_original_grid(model: MultiTaskModel, original: MultiTaskModel, bits: int)
 def damage_meter(
     e: Experiment, ctx: ValidationContext, neighbours: LabeledSet
 ) -> Callable[[MultiTaskModel], float]:
-    """The damage planted next to the forgotten data, measured where the gate never looks: the
-    worst task's accuracy loss beyond the retrain ensemble's mean on the ``val`` neighbours of
-    the forget instances (the probes draw from ``holdout``). The retrains are scored once."""
+    """A model's damage, measured where the gate never looks: the worst task's accuracy loss
+    beyond the retrain ensemble's mean on ``neighbours`` (the ``val`` neighbours of the forget
+    instances for the planted damage, or all of ``val``; the probes draw from ``holdout``).
+    The retrains are scored once."""
     names = e.task_names
     members = [ctx.per_sample_of(r, neighbours.indices).scores(neighbours, names) for r in ctx.retrains]
     reference = {t: sum(m[t] for m in members) / len(members) for t in names}
@@ -266,6 +267,7 @@ def main() -> None:
         ctx = ValidationContext(e)
         neighbours = val_neighbours(e, ctx)
         planted_damage = damage_meter(e, ctx, neighbours)
+        val_damage = damage_meter(e, ctx, e.sets["val"])
         for seed in range(args.first_seed, args.seeds):
             built = models(args.problem, request, e, ctx, seed, tuple(args.kinds), neighbours)
             for kind, model in built.items():
@@ -286,8 +288,13 @@ def main() -> None:
                         "kind": kind,
                         "seed": seed,
                         "planted_damage": damage,
+                        # every model's damage on all of `val` (no probe reads it): a benign
+                        # model that fails should show none, a planted fault some
+                        "val_damage": val_damage(model),
                         "verdict": report.verdict,
                         "failed": failed,
+                        # why each check failed (its worst task, estimate, interval and band)
+                        "messages": {r.name: r.message for r in report.results if r.name in failed},
                         "failed_without_attack_band": failed + unbanded,
                     }
                 )
