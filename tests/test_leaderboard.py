@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import warnings
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -10,7 +12,7 @@ import numpy as np
 import optuna
 import pytest
 
-from tune_unlearn.leaderboard import Interval, Leaderboard, MethodResult, attainment_levels
+from tune_unlearn.leaderboard import Interval, Leaderboard, MethodResult, attainment_levels, attainment_plot
 from tune_unlearn.trial_record import METRICS
 
 
@@ -57,3 +59,12 @@ def test_a_request_with_nothing_to_forget_is_named_above_the_ranking() -> None:
     assert text.index("Nothing detectable") < text.index("| rank |")
     something = board_of({"nothing_to_forget/shape": 0.0, "uis": 0.01})
     assert something.nothing_to_forget == [] and "Nothing detectable" not in something.markdown()
+
+
+def test_a_plot_with_no_feasible_trial_says_so_instead_of_an_empty_legend(tmp_path: Path) -> None:
+    board = board_of({"uis": 0.01})
+    board.results[0].summaries[0].feasible = []  # type: ignore[misc]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns on a legend with nothing in it
+        attainment_plot(board, ("uis", "uis"), tmp_path / "board.png")
+    assert (tmp_path / "board.png").stat().st_size > 0

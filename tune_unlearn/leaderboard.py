@@ -273,7 +273,12 @@ def attainment_plot(board: Leaderboard, objectives: tuple[str, str], path: Path)
         metric = METRICS.get(name)
         setter(f"{name}: 0 = {metric.ideal}, 1 = reference (normalised)")
     axis.set_title("Feasible fronts' attainment over seeds (lower left is better)")
-    axis.legend(fontsize=6, loc="upper right")
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=6, loc="upper right")
+    else:  # say so on the plot rather than leave an empty box to guess at
+        axis.text(
+            0.5, 0.5, "no method has a feasible trial in any seed", ha="center", transform=axis.transAxes
+        )
     figure.tight_layout()
     figure.savefig(path, dpi=110, format="png")
     plt.close(figure)
