@@ -127,6 +127,21 @@ def compare_scaled(raw: dict[str, Any], methods: list[str], seeds: int, scale: f
     return board
 
 
+def most_forgetting(summary: StudySummary) -> str:
+    """The completed trial of highest forget efficacy, as ``efficacy/utility/UIS`` (— if none):
+    what a method reached when no trial matched."""
+    rows = []
+    for trial in summary.complete:
+        record = TrialRecord.of(trial)
+        values = [record.metric(n) for n in ("forget_efficacy", "retained_utility", "uis")]
+        if all(v is not None for v in values):
+            rows.append(values)
+    if not rows:
+        return "—"
+    efficacy, utility, uis = max(rows, key=lambda v: v[0])  # type: ignore[arg-type,return-value]
+    return f"{efficacy:.2f}/{utility:.2f}/{uis:.3g}"
+
+
 def matched_uis(summary: StudySummary, floor: float) -> tuple[float | None, dict[str, float | None]]:
     """The least UIS among trials that forget (efficacy ≥ 0.9) and keep (utility ≥ floor),
     and that trial's metrics."""
@@ -204,6 +219,9 @@ def main() -> None:
         for method, values in matched.items():
             cells = ", ".join("—" if v is None else f"{v:.4f}" for v in values)
             print(f"- {method}: {cells} (mean {Interval.of(values).text()})")
+        print("\nPer seed, the trial of highest forget efficacy (efficacy/utility/UIS):")
+        for result in board.results:
+            print(f"- {result.method}: {', '.join(most_forgetting(s) for s in result.summaries)}")
         baselines = [m for m in matched if m not in INTERFERENCE_AWARE]
         reductions: dict[str, dict[str, Any]] = {}
         for ours in (m for m in matched if m in INTERFERENCE_AWARE):
