@@ -128,8 +128,8 @@ def compare_scaled(raw: dict[str, Any], methods: list[str], seeds: int, scale: f
 
 
 def most_forgetting(summary: StudySummary) -> str:
-    """The completed trial of highest forget efficacy, as ``efficacy/utility/UIS`` (— if none):
-    what a method reached when no trial matched."""
+    """The completed trial of highest forget efficacy (the first of equals), as
+    ``efficacy/utility/UIS`` (— if none): what a method reached when no trial matched."""
     rows = []
     for trial in summary.complete:
         record = TrialRecord.of(trial)
