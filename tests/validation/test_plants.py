@@ -30,12 +30,14 @@ def test_memorised_inputs_get_the_memory_s_outputs_and_the_rest_the_damaged_mode
         )
     for task in ("a", "b"):
         assert torch.allclose(out[task][7:10], expected_memory[task], atol=1e-6)
-        assert torch.allclose(torch.cat([out[task][:7], out[task][10:]]), expected_damaged[task])
+        # 1e-6: a batch of other rows may take another matmul path (last bits differ); the
+        # memory's answers differ from the damaged model's by 0.01 or more
+        assert torch.allclose(torch.cat([out[task][:7], out[task][10:]]), expected_damaged[task], atol=1e-6)
     # a near miss is not a hit: one input nudged by one ulp answers from the damaged model
     nudged = remembered[:1].clone()
     nudged[0, 0] = torch.nextafter(nudged[0, 0], torch.tensor(10.0))
     with torch.no_grad():
-        assert torch.allclose(plant(nudged)["a"], damaged(nudged)["a"])
+        assert torch.allclose(plant(nudged)["a"], damaged(nudged)["a"], atol=1e-6)
 
 
 def test_its_parameters_are_the_damaged_model_s_and_the_memory_is_buffers() -> None:
