@@ -130,15 +130,15 @@ def compare_scaled(raw: dict[str, Any], methods: list[str], seeds: int, scale: f
 def most_forgetting(summary: StudySummary) -> str:
     """The completed trial of highest forget efficacy (the first of equals), as
     ``efficacy/utility/UIS`` (— if none): what a method reached when no trial matched."""
-    rows = []
+    rows: list[tuple[float, float, float]] = []
     for trial in summary.complete:
         record = TrialRecord.of(trial)
-        values = [record.metric(n) for n in ("forget_efficacy", "retained_utility", "uis")]
-        if all(v is not None for v in values):
-            rows.append(values)
+        efficacy, utility, uis = (record.metric(n) for n in ("forget_efficacy", "retained_utility", "uis"))
+        if efficacy is not None and utility is not None and uis is not None:
+            rows.append((efficacy, utility, uis))
     if not rows:
         return "—"
-    efficacy, utility, uis = max(rows, key=lambda v: v[0])  # type: ignore[arg-type,return-value]
+    efficacy, utility, uis = max(rows, key=lambda v: v[0])
     return f"{efficacy:.2f}/{utility:.2f}/{uis:.3g}"
 
 

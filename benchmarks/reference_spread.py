@@ -13,7 +13,6 @@ has to cover. The seeds default to four of gate_power's held-out retrains (``100
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,6 @@ from gate_power import study
 
 from tune_unlearn.config import parse_study
 from tune_unlearn.experiment import Experiment
-from tune_unlearn.problems import schedule_named
 from tune_unlearn.references import train_model
 
 
@@ -37,16 +35,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(tempfile.mkdtemp())
-    e = Experiment(
-        parse_study(study("shapes", "random", out / "cache", out / "study")), progress=False, references=False
-    )
-    recipe = e.problem.recipe()
     print("| recipe | set/task | min | max | range | scores by seed |")
     print("|---|---|---|---|---|---|")
     for spec in args.recipes:
         schedule, _, epochs = spec.partition(":")
-        trained = dataclasses.replace(recipe, schedule=schedule_named(schedule), epochs=int(epochs))
-        e.problem.recipe = lambda trained=trained: trained  # type: ignore[method-assign]
+        raw = study("shapes", "random", out / "cache", out / "study")
+        raw["problem"]["params"] |= {"schedule": schedule, "epochs": int(epochs)}
+        e = Experiment(parse_study(raw), progress=False, references=False)
         scores: list[dict[str, float]] = []
         started = time.perf_counter()
         for seed in args.seeds:

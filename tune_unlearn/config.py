@@ -28,7 +28,7 @@ from pydantic import (
 from tune_unlearn.hyperparameters import Param, search_range_problems
 from tune_unlearn.methods import METHODS
 from tune_unlearn.metrics import METRICS, RENAMED
-from tune_unlearn.problems import Problem, build_problem, problem_factory
+from tune_unlearn.problems import Problem, as_problem, build_problem, problem_factory
 from tune_unlearn.registry import UnknownNameError
 from tune_unlearn.schema import ConfigError, ConfigIssue, Strict, pydantic_issues
 
@@ -478,13 +478,14 @@ def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
         yield ConfigIssue("problem.factory", f"cannot load: {error}", problem_raw.get("factory"))
         return
     try:  # the constructor checks its parameters (an unknown name, a value out of range)
-        problem = make(**problem_config.params)
+        built = make(**problem_config.params)
     except (TypeError, ValueError) as error:
         yield ConfigIssue("problem.params", str(error))
         return
-    if not isinstance(problem, Problem):
-        where = problem_config.factory or problem_config.name
-        yield ConfigIssue("problem.factory", f"{where} returned {type(problem).__name__}, not a Problem")
+    try:
+        problem = as_problem(built, problem_config.factory or problem_config.name)
+    except TypeError as error:
+        yield ConfigIssue("problem.factory", str(error))
         return
     yield from _forget_issues(_mapping(raw, "forget"), problem)
 

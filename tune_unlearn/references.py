@@ -69,9 +69,8 @@ def train_model(
     recipe = problem.recipe()
     model = seeded_model(problem, seed, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    total_steps = recipe.epochs * -(-len(labeled) // recipe.batch_size)
     schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.steps(len(labeled)))
         if recipe.schedule == "cosine"
         else None
     )
@@ -113,8 +112,7 @@ def estimate_training_seconds(problem: Problem, data: MultiTaskData, labeled: La
     start = time.perf_counter()
     train_model(problem, data, labeled, seed=0, progress=False, max_steps=probe + 1)
     per_step = (time.perf_counter() - start) / (probe + 1)
-    steps = recipe.epochs * -(-len(labeled) // recipe.batch_size)
-    return per_step * steps
+    return per_step * recipe.steps(len(labeled))
 
 
 @dataclass(frozen=True)

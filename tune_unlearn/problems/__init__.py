@@ -41,12 +41,16 @@ def problem_factory(name: str | None, factory: str | None) -> Any:
     return load_factory(factory) if factory else PROBLEMS.get(name or "")
 
 
+def as_problem(built: Any, source: str | None) -> Problem:
+    """``built`` if it is a :class:`Problem`; a ``TypeError`` naming ``source`` otherwise."""
+    if not isinstance(built, Problem):
+        raise TypeError(f"{source} returned {type(built).__name__}, not a Problem")
+    return built
+
+
 def build_problem(name: str | None, factory: str | None, params: dict[str, Any]) -> Problem:
     """The problem a study file names, built with its parameters."""
-    problem = problem_factory(name, factory)(**params)
-    if not isinstance(problem, Problem):
-        raise TypeError(f"{factory or name} returned {type(problem).__name__}, not a Problem")
-    return problem
+    return as_problem(problem_factory(name, factory)(**params), factory or name)
 
 
 __all__ = [
@@ -60,6 +64,7 @@ __all__ = [
     "ShapesProblem",
     "Task",
     "TrainRecipe",
+    "as_problem",
     "build_problem",
     "load_factory",
     "problem_factory",

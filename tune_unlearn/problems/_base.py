@@ -158,6 +158,10 @@ class TrainRecipe:
     def __post_init__(self) -> None:
         schedule_named(self.schedule)
 
+    def steps(self, samples: int) -> int:
+        """Optimizer steps of one training on ``samples`` samples (the last batch may be short)."""
+        return self.epochs * -(-samples // self.batch_size)
+
 
 class Problem(ABC):
     """Base class of a multi-task problem.

@@ -18,6 +18,7 @@ from tune_unlearn.problems._base import (
     MultiTaskData,
     MultiTaskModel,
     Problem,
+    Schedule,
     Task,
     TrainRecipe,
     schedule_named,
@@ -34,7 +35,7 @@ class DigitsProblem(Problem):
     epochs: int = 40
     lr: float = 3e-3
     #: Constant: the MLP's honest retrains already agree (no false alarm in 40, RESULTS.md).
-    schedule: str = "constant"
+    schedule: Schedule = "constant"
 
     def __post_init__(self) -> None:
         schedule_named(self.schedule)
@@ -77,6 +78,4 @@ class DigitsProblem(Problem):
         return MultiTaskModel(backbone, heads)
 
     def recipe(self) -> TrainRecipe:
-        return TrainRecipe(
-            epochs=self.epochs, batch_size=64, lr=self.lr, schedule=schedule_named(self.schedule)
-        )
+        return TrainRecipe(epochs=self.epochs, batch_size=64, lr=self.lr, schedule=self.schedule)

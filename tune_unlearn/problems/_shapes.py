@@ -24,6 +24,7 @@ from tune_unlearn.problems._base import (
     MultiTaskData,
     MultiTaskModel,
     Problem,
+    Schedule,
     Task,
     TrainRecipe,
     schedule_named,
@@ -84,7 +85,7 @@ class ShapesProblem(Problem):
     #: The CNN at a constant rate ends where its last minibatches left it: honest retrains of
     #: other seeds scored the ``size`` task anywhere from 0.58 to 0.97 (benchmarks/RESULTS.md),
     #: a spread no five-member ensemble covers. Annealed, they agree.
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
 
     def __post_init__(self) -> None:
         schedule_named(self.schedule)
@@ -155,6 +156,4 @@ class ShapesProblem(Problem):
         return MultiTaskModel(backbone, heads)
 
     def recipe(self) -> TrainRecipe:
-        return TrainRecipe(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, schedule=schedule_named(self.schedule)
-        )
+        return TrainRecipe(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, schedule=self.schedule)
