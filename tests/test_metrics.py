@@ -51,8 +51,10 @@ def metric(name: str, ctx: MetricContext) -> float:
 
 
 # The band by hand: F^r = 0.2 with a seed spread of 0.05 over K = 4 retrains, n = 100 forget
-# instances: b = 1.96·sqrt(0.05²·(1 + 1/4) + 0.2·0.8/100) = 1.96·sqrt(0.004725).
-BAND = 1.96 * math.sqrt(0.004725)
+# instances: seed term 0.05²·(1 + 1/4) = 0.003125, sampling term 0.2·0.8/100 = 0.0016, total
+# 0.004725; Welch–Satterthwaite ν = 3·(0.004725/0.003125)² = 6.8584, whose t quantile lies
+# between the tables' t(0.975; 7) = 2.3646 and t(0.975; 6) = 2.4469: 2.374555.
+BAND = 2.374555 * math.sqrt(0.004725)
 SPREAD = {**SCORES, spread_key("retrain", "forget", "a"): 0.05}
 
 
@@ -66,8 +68,9 @@ def with_forget(value: float, original: float = 1.0) -> dict[str, float]:
 
 def test_the_band_by_hand() -> None:
     band = forget_band(context(scores=SPREAD), "a")
-    assert band.band == pytest.approx(0.134728, abs=1e-6)
-    assert band.band == pytest.approx(BAND)
+    assert band.band == pytest.approx(0.163224, abs=1e-6)
+    assert band.band == pytest.approx(BAND, abs=1e-6)
+    assert 2.3646 * math.sqrt(0.004725) < band.band < 2.4469 * math.sqrt(0.004725)
     assert band.reference == 0.2 and band.original_gap == pytest.approx(0.8)
     assert not band.nothing_to_forget
 
@@ -81,7 +84,7 @@ def test_forget_efficacy_beyond_the_band_in_units_of_the_gap() -> None:
     # |0.5 − 0.2| = 0.3, beyond the band by 0.3 − b, in units of |1.0 − 0.2|
     expected = 1 - (0.3 - BAND) / 0.8
     assert metric("forget_efficacy", context(scores=with_forget(0.5))) == pytest.approx(expected)
-    assert expected == pytest.approx(0.793409, abs=1e-6)
+    assert expected == pytest.approx(0.829030, abs=1e-6)
 
 
 def test_forget_efficacy_penalises_over_forgetting_like_under_forgetting() -> None:
@@ -94,25 +97,25 @@ def test_forget_efficacy_penalises_over_forgetting_like_under_forgetting() -> No
 
 
 def test_no_knife_edge_when_the_original_sits_inside_the_band() -> None:
-    # Original and retrain 0.02 apart, far inside b ≈ 0.135: nothing detectable to forget.
+    # Original and retrain 0.02 apart, far inside b ≈ 0.163: nothing detectable to forget.
     scores = with_forget(0.22, original=0.22)
     assert forget_band(context(scores=scores), "a").nothing_to_forget
     values = compute_metrics(context(scores=scores))
     assert values["nothing_to_forget/a"] == 1.0 and values["forget_efficacy"] == 1.0
     # Beyond the band, in units of the band (not of the 0.02 gap): a 0.015 overshoot costs
-    # about 0.11, where the old 0.01 floor made 0.001 cost 0.1.
+    # about 0.09, where the old 0.01 floor made 0.001 cost 0.1.
     nudged = metric("forget_efficacy", context(scores=with_forget(0.2 + BAND + 0.015, original=0.22)))
     assert nudged == pytest.approx(1 - 0.015 / BAND)
 
 
 def test_a_single_retrain_has_only_the_sampling_error() -> None:
     band = forget_band(context(scores=SCORES, retrain_members=1), "a")
-    assert band.band == pytest.approx(1.96 * math.sqrt(0.2 * 0.8 / 100))
+    assert band.band == pytest.approx(1.959964 * math.sqrt(0.2 * 0.8 / 100))
 
 
 def test_forget_efficacy_without_retrain_uses_the_unlearned_val_score() -> None:
     # F^r := U_a = 0.6, b = 1.96·sqrt(0.6·0.4·(1/100 + 1/400)); |0.3 − 0.6| beyond b over |1.0 − 0.6|
-    band = 1.96 * math.sqrt(0.24 * (1 / 100 + 1 / 400))
+    band = 1.959964 * math.sqrt(0.24 * (1 / 100 + 1 / 400))
     expected = 1 - (0.3 - band) / 0.4
     assert metric("forget_efficacy", context(has_retrain=False)) == pytest.approx(expected)
 

@@ -16,12 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tune_unlearn.prediction_band import prediction_band
 from tune_unlearn.registry import Registry, subclass_of
 
 Direction = Literal["maximize", "minimize", "target"]
-
-#: Width of the tolerance band in standard errors (a two-sided 95% normal interval).
-BAND_Z = 1.96
 
 #: Metrics that were renamed, with what to use now: a study file naming one gets this message.
 RENAMED = {
@@ -112,22 +110,22 @@ class ForgetBand:
 
 
 def forget_band(ctx: MetricContext, task: str) -> ForgetBand:
-    """``b_t = z·sqrt(s_t²·(1 + 1/K) + p(1 − p)/n)``: the retrain ensemble's seed spread ``s_t``
-    (as the prediction interval of one more honest retrain, K members) and the binomial
-    sampling error of a score ``p`` on the ``n`` forget instances. Without a retrain reference,
-    the unlearned model's ``val`` score stands in for the reference, with the sampling error of
-    both sets."""
+    """``b_t = t_ν·sqrt(s_t²·(1 + 1/K) + p(1 − p)/n)``: the retrain ensemble's seed spread
+    ``s_t`` (as the 95% prediction interval of one more honest retrain, K members, with
+    Welch–Satterthwaite's ν: :func:`~tune_unlearn.prediction_band.prediction_band`) and the
+    binomial sampling error of a score ``p`` on the ``n`` forget instances. Without a retrain
+    reference, the unlearned model's ``val`` score stands in for the reference, with the
+    sampling error of both sets (a normal interval: nothing is estimated from seeds)."""
     original = ctx.score("original", "forget", task)
     n = max(ctx.forget_size, 1)
     if ctx.has_retrain:
         reference = ctx.score("retrain", "forget", task)
         spread = float(ctx.scores.get(spread_key("retrain", "forget", task), 0.0))
-        members = max(ctx.retrain_members, 1)
-        variance = spread**2 * (1 + 1 / members) + reference * (1 - reference) / n
+        band = prediction_band(spread, ctx.retrain_members, reference * (1 - reference) / n)
     else:
         reference = ctx.score("unlearned", "val", task)
-        variance = reference * (1 - reference) * (1 / n + 1 / max(ctx.val_size, 1))
-    return ForgetBand(reference, BAND_Z * math.sqrt(max(variance, 0.0)), abs(original - reference))
+        band = prediction_band(0.0, 0, reference * (1 - reference) * (1 / n + 1 / max(ctx.val_size, 1)))
+    return ForgetBand(reference, band, abs(original - reference))
 
 
 @METRICS.add

@@ -204,10 +204,12 @@ def test_excess_damage_is_the_ensembles_score_minus_the_candidates_per_task(
 def test_the_relearning_attack_runs_the_most_steps_the_retrains_withstand() -> None:
     """Hand-worked: five retrains' forget-set scores before the attack and after steps 1-3.
     At step 3 one relearns to 0.3: mean recovery 0.06, spread sqrt(0.072/4) = 0.1342, seed band
-    1.96 × 0.1342 × sqrt(1.2) = 0.288, so 0.348 > margin 0.1 and the attack stops at step 2."""
+    t(0.975; 4) × 0.1342 × sqrt(1.2) = 2.7764 × 0.1470 = 0.408, so 0.468 > margin 0.1 and the
+    attack stops at step 2."""
     curves = [[0.0, 0.0, 0.0, 0.3]] + [[0.0, 0.0, 0.0, 0.0]] * 4
     assert withstood_steps(curves, margin=0.1) == 2
-    assert withstood_steps(curves, margin=0.35) == 3  # 0.348 is within it
+    assert withstood_steps(curves, margin=0.46) == 2  # 0.468 is beyond it
+    assert withstood_steps(curves, margin=0.47) == 3  # and within this
     # the first step already beyond the margin: the weakest attack, one step
     assert withstood_steps([[0.0, 0.5, 0.9]] * 5, margin=0.1) == 1
     # recovery is measured from each retrain's own score before the attack

@@ -31,8 +31,9 @@ import torch
 
 from tune_unlearn.forget import LabeledSet
 from tune_unlearn.methods._gradients import Batch, masked_task_losses
+from tune_unlearn.prediction_band import prediction_band
 from tune_unlearn.problems import MultiTaskModel
-from tune_unlearn.validation._checks import CheckResult, two_sided_z
+from tune_unlearn.validation._checks import CheckResult
 from tune_unlearn.validation._context import ValidationContext
 from tune_unlearn.validation._suite import QuantizationSpec, RelearningSpec
 
@@ -145,11 +146,11 @@ def relearning_checks(
 
 
 def seed_band(honest: list[float]) -> float:
-    """The retrains' seed band: 1.96 × their spread × sqrt(1 + 1/K), from three members on
-    (the prediction interval of one more honest retrain); 0 below three."""
+    """The retrains' seed band: ``t_{K−1} × their spread × sqrt(1 + 1/K)``, from three members
+    on (the 95% prediction interval of one more honest retrain); 0 below three."""
     if len(honest) < 3:
         return 0.0
-    return two_sided_z(0.95) * float(np.std(honest, ddof=1)) * math.sqrt(1 + 1 / len(honest))
+    return prediction_band(float(np.std(honest, ddof=1)), len(honest))
 
 
 def _against_retrains(
@@ -163,8 +164,7 @@ def _against_retrains(
     judged: str,
 ) -> CheckResult:
     """An attack's outcome on the candidate against the retrains' mean under the same attack,
-    beyond the retrains' own seed band (1.96 × their spread × sqrt(1 + 1/K), from three
-    members on): fail beyond ``margin``."""
+    beyond the retrains' own seed band (:func:`seed_band`): fail beyond ``margin``."""
     excess = candidate - float(np.mean(honest))
     band = seed_band(honest)
     passed = excess - band <= margin

@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from scipy.stats import norm
 from torch import Tensor
 
 from tune_unlearn.evaluation import PerSample
+from tune_unlearn.prediction_band import prediction_band, retrain_quantile
 from tune_unlearn.problems import MultiTaskModel, Task
 from tune_unlearn.validation._context import Probe, ValidationContext, task_scores
 from tune_unlearn.validation._probes import PROBES
@@ -67,11 +67,6 @@ def guarded(names: list[str], check: Callable[[], list[CheckResult]]) -> list[Ch
         return [CheckResult(n, "error", f"could not run: {type(error).__name__}: {error}") for n in names]
 
 
-def two_sided_z(confidence: float) -> float:
-    """The normal quantile of a two-sided interval at ``confidence`` (1.96 at 95%)."""
-    return float(norm.ppf(0.5 + confidence / 2))
-
-
 def bootstrap_interval(differences: Tensor, suite: SuiteConfig) -> tuple[float, float, float]:
     """Mean of per-sample differences and its percentile bootstrap interval."""
     values = differences.double().numpy()
@@ -94,7 +89,7 @@ def probe_check(
     ensemble's mean correctness (``o − u`` without a retrain reference). Each judged task is
     judged on its own and the worst decides: the check passes when every task's judged excess
     (the point estimate, or the upper confidence bound under ``probe_rule: upper_bound``) minus
-    the retrains' seed band (:func:`seed_spread`) stays within ``max_excess``; damage is
+    the retrains' seed band (:func:`seed_band`) stays within ``max_excess``; damage is
     *proven* when a task's lower bound minus that band exceeds it (what masked collapse
     requires)."""
     name = f"probe/{family}"
@@ -124,14 +119,13 @@ def probe_check(
             judged=judged,
         )
     reference = ctx.retrain_results if ctx.retrain_results is not None else ctx.original_results
-    z = two_sided_z(suite.confidence)
     per_task: dict[str, dict[str, Any]] = {}
     for column in columns:
         task = ctx.task_names[column]
         unlearned_scores = task_scores(unlearned, probe.samples, column)
         reference_scores = task_scores(reference, probe.samples, column)
         estimate, low, high = bootstrap_interval(reference_scores - unlearned_scores, suite)
-        band = z * seed_spread(ctx, probe, column)
+        band = seed_band(ctx, probe, column, suite.confidence)
         per_task[task] = {
             "size": sizes[task],
             "excess": estimate,
@@ -181,17 +175,19 @@ def probe_check(
     )
 
 
-def seed_spread(ctx: ValidationContext, probe: Probe, column: int) -> float:
-    """How much an honest retrain's excess on this probe and task varies with its seed: the
-    standard deviation, over the ensemble's members, of each member's excess against the mean
-    of the others (leave one out). 0 with fewer than three members (too few to tell)."""
+def seed_band(ctx: ValidationContext, probe: Probe, column: int, confidence: float) -> float:
+    """How far an honest retrain's excess on this probe and task may land by its seed alone:
+    ``t_{K−1}`` (at ``confidence``) times the standard deviation, over the ensemble's K members,
+    of each member's excess against the mean of the others (leave one out, so each value is
+    already one more retrain against an ensemble mean; t because that deviation is estimated
+    from K values). 0 with fewer than three members (too few to tell)."""
     members = [task_scores(m, probe.samples, column) for m in ctx.retrain_member_results]
     if len(members) < 3:
         return 0.0
     stacked = torch.stack(members).double()
     total = stacked.sum(dim=0)
     excess = [((total - row) / (len(members) - 1) - row).mean() for row in stacked]
-    return float(torch.stack(excess).std())
+    return retrain_quantile(len(members) - 1, confidence) * float(torch.stack(excess).std())
 
 
 def _excess_churn(ctx: ValidationContext, probe: Probe, model: MultiTaskModel) -> float:
@@ -287,8 +283,9 @@ def _mia_check(
     max_gap: float,
     confidence: float,
 ) -> CheckResult:
-    """|AUC − mean retrain AUC| beyond ``z·sqrt(s²·(1 + 1/K) + se²)`` must stay within
-    ``max_mia_gap``: ``s`` the ensemble's spread of AUCs, ``se`` the candidate's own."""
+    """|AUC − mean retrain AUC| beyond ``t_ν·sqrt(s²·(1 + 1/K) + se²)`` must stay within
+    ``max_mia_gap``: ``s`` the ensemble's spread of AUCs, ``se`` the candidate's own, ν
+    Welch–Satterthwaite's (:func:`~tune_unlearn.prediction_band.prediction_band`)."""
     name = "forget_quality/mia"
     auc = metrics["mia_auc"]
     members = [m["mia_auc"] for m in member_metrics]
@@ -298,7 +295,7 @@ def _mia_check(
     spread = float(np.std(members, ddof=1)) if len(members) > 1 else 0.0
     experiment = ctx.experiment
     se = auc_standard_error(auc, len(experiment.sets["forget"]), len(experiment.sets["val"]))
-    band = two_sided_z(confidence) * math.sqrt(spread**2 * (1 + 1 / max(len(members), 1)) + se**2)
+    band = prediction_band(spread, len(members), se**2, confidence)
     beyond = abs(auc - reference) - band
     return CheckResult(
         name,
