@@ -5,7 +5,9 @@ For each request, the study's retrain ensemble (K seeds) is the reference, and p
 
 benign (the gate should pass them)
 - ``heldout_retrain``: a retrain with a seed outside the ensemble: an exact deletion;
-- ``mild_finetune``: that retrain after 10 Adam steps (lr 1e-4) on a retain sample.
+- ``mild_finetune``: that retrain after 10 Adam steps on retain samples (digits: lr 1e-4;
+  shapes: 1e-5, as 1e-4 damages the annealed CNN on `val`). Benign by measurement, not only by
+  intent: every model's loss on all of ``val`` (``val_damage``) is reported beside its verdict.
 
 planted faults (the gate should fail them)
 - ``under_forgetting``: an unlearning run too weak to forget, so the forget-set score stays near
@@ -88,6 +90,7 @@ PROBLEMS: dict[str, dict[str, Any]] = {
         "under_forgetting": {"ascent_lr": 1e-5, "retain_lr": 0.01},
         "over_forgetting": {"ascent_lr": 0.02, "retain_lr": 0.05, "steps": 200},
         "quantization_fragile": {"ascent_lr": 0.01, "retain_lr": 0.05},
+        "mild_finetune": {"steps": 10, "lr": 1e-4},
     },
     "shapes": {
         "problem": {"name": "shapes", "params": {"num_samples": 8000, "epochs": 30}, "seed": 0},
@@ -101,6 +104,11 @@ PROBLEMS: dict[str, dict[str, Any]] = {
         # forget set, with retain descent).
         "under_forgetting": {"steps": 10, "lr": 1e-4},
         "over_forgetting": {"steps": 30, "lr": 1e-3, "ascend_forget": True},
+        # Adam's first steps move every weight by about the rate, whatever its gradient; the
+        # annealed CNN ends at rates near zero, and 1e-4 cost it 0.02-0.10 on `val` (RESULTS.md).
+        # At 1e-5 it loses what the held-out retrain loses, to within 0.006 (plain SGD at the
+        # recipe's rate is no mild step: the `size` regression's gradients wreck the CNN).
+        "mild_finetune": {"steps": 10, "lr": 1e-5},
     },
 }
 
@@ -202,7 +210,7 @@ def models(
     if any(kind in kinds for kind in needs_heldout):
         heldout = train_model(e.problem, e.data, e.sets["retain"], seed=10_000 + seed, progress=False)
         out["heldout_retrain"] = heldout
-        out["mild_finetune"] = finetuned(e, heldout, e.sets["retain"], 10, 1e-4, seed)
+        out["mild_finetune"] = planted(e, spec["mild_finetune"], heldout, seed)
     inside = e.measure(original)
     if "under_forgetting" in kinds and not all(
         inside[f"nothing_to_forget/{t}"] for t in e.request.target_tasks
@@ -330,6 +338,13 @@ def main() -> None:
                     f"{sum(r['verdict'] != 'pass' for r in faults)}, named masked collapse "
                     f"{sum(r['verdict'] == 'masked collapse' for r in faults)}"
                 )
+            if benign:
+                # a benign model's truth, measured where no check looks: its loss on all of `val`
+                # beyond the ensemble's mean (worst task), of every model and of the flagged ones
+                losses = sorted(r["val_damage"] for r in group)
+                flagged_losses = [f"{r['val_damage']:.3f}" for r in group if r["verdict"] != "pass"]
+                extra += f"; val damage median {losses[len(losses) // 2]:.3f}, max {losses[-1]:.3f}"
+                extra += f" (flagged: {', '.join(flagged_losses) or 'none'})"
             checks = ", ".join(f"{n} ({c})" for n, c in fired.most_common())
             unbanded = sum(bool(r["failed_without_attack_band"]) for r in group)
             extra += f"; without the attack seed band {unbanded}/{len(group)}"
