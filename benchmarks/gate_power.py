@@ -306,6 +306,8 @@ def main() -> None:
                         "failed_without_attack_band": failed + unbanded,
                     }
                 )
+                if args.json:  # after every model: a run stopped early keeps what it measured
+                    args.json.write_text(json.dumps(rows, indent=1))
                 planted = "" if damage is None else f"(planted damage {damage:.3f}) "
                 print(
                     f"{request:6} {kind:16} seed {seed}: {report.verdict:15} {planted}{', '.join(failed)}",
@@ -350,8 +352,6 @@ def main() -> None:
             extra += f"; without the attack seed band {unbanded}/{len(group)}"
             share = f"{flagged}/{len(group)} = {rate:.0%}{extra}"
             print(f"| {request} | {kind} | {label} | {len(group)} | {share} | {checks} |")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
