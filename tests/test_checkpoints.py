@@ -19,6 +19,8 @@ def test_a_study_from_a_checkpoint_without_retrain_runs_end_to_end_reference_fre
 
     config = tiny_study(
         tmp_path / "second",
+        # A random share of the 3s: the rest of the group stays, so reference-free can judge it.
+        forget={"mode": "partial", "target_tasks": ["digit"], "where": {"digit": 3}, "fraction": 0.3},
         references={
             "original": str(checkpoint),
             "retrain": False,
@@ -55,3 +57,28 @@ def test_a_study_from_a_checkpoint_without_retrain_runs_end_to_end_reference_fre
     assert probe["details"]["reference"] == "original (reference-free)"
     assert probe["value"] == 0.0  # the original judged against itself
     assert code == 1  # an original forgets nothing: reference-free forget quality fails it
+
+
+def test_reference_free_refuses_a_request_that_removes_a_whole_group(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Every 3 forgotten, no retrain: nothing retained is like the forget set, so check, run
+    and gate refuse (exit 2) with the reason and the alternatives, and write nothing."""
+    from tune_unlearn.schema import ConfigError
+
+    raw_config = tiny_study(tmp_path, n_trials=1).model_dump(mode="json")
+    raw_config["references"]["retrain"] = False
+    study_file = tmp_path / "free.json"
+    study_file.write_text(json.dumps(raw_config))
+    for command in (
+        ["check", str(study_file)],
+        [str(study_file)],
+        ["gate", str(study_file), "--suite", str(RELEASE), "--candidate", "x.pt"],
+    ):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "references.retrain" in err and "digit == 3" in err and "seeds: K" in err
+    assert not (tmp_path / "out").exists()
+    raw_config["forget"]["fraction"] = 0.3  # a random share of the group: accepted
+    try:
+        tiny_study(tmp_path, forget=raw_config["forget"], references=raw_config["references"])
+    except ConfigError as error:  # pragma: no cover - the assertion below reports it
+        raise AssertionError(f"a random share of a group was refused: {error}") from None

@@ -113,11 +113,23 @@ def test_a_single_retrain_has_only_the_sampling_error() -> None:
     assert band.band == pytest.approx(1.959964 * math.sqrt(0.2 * 0.8 / 100))
 
 
-def test_forget_efficacy_without_retrain_uses_the_unlearned_val_score() -> None:
-    # F^r := U_a = 0.6, b = 1.96·sqrt(0.6·0.4·(1/100 + 1/400)); |0.3 − 0.6| beyond b over |1.0 − 0.6|
-    band = 1.959964 * math.sqrt(0.24 * (1 / 100 + 1 / 400))
+def test_forget_efficacy_without_retrain_uses_the_originals_score_on_the_groups_peers() -> None:
+    # F^r := the original on held-out peers = 0.6, b = 1.96·sqrt(0.6·0.4·(1/100 + 1/50));
+    # |0.3 − 0.6| beyond b over |1.0 − 0.6|
+    scores = {**SCORES, score_key("original", "peers", "a"): 0.6}
+    band = 1.959964 * math.sqrt(0.24 * (1 / 100 + 1 / 50))
     expected = 1 - (0.3 - band) / 0.4
-    assert metric("forget_efficacy", context(has_retrain=False)) == pytest.approx(expected)
+    free = context(scores=scores, has_retrain=False, peers_size=50)
+    assert metric("forget_efficacy", free) == pytest.approx(expected)
+
+
+def test_the_reference_free_stand_in_does_not_move_with_the_unlearned_models_damage() -> None:
+    # The old stand-in, the unlearned model's own val score, followed its damage: a model that
+    # lost its val accuracy and over-forgot looked perfect. The original's peers score stays.
+    damaged = {**SCORES, score_key("unlearned", "val", "a"): 0.3, score_key("original", "peers", "a"): 0.8}
+    free = context(scores=damaged, has_retrain=False, peers_size=50)
+    assert forget_band(free, "a").reference == pytest.approx(0.8)
+    assert metric("forget_efficacy", free) < 0.5
 
 
 def test_retained_utility_by_hand() -> None:

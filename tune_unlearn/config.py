@@ -438,6 +438,39 @@ def _stream_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
         )
 
 
+def whole_group_removed(forget: Mapping[str, Any]) -> bool:
+    """Whether a request removes every train instance of a group (``where`` with the whole
+    group, ``fraction`` 1): then no retained data is like the forget set."""
+    fraction = forget.get("fraction", 1.0)
+    return bool(forget.get("where")) and isinstance(fraction, (int, float)) and fraction >= 1.0
+
+
+def _reference_free_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """Reference-free forms stand in for an honest retrain with data *of the same kind* that
+    the retain set still holds; a request that removes a whole group has none, so an honest
+    retrain's behaviour on it is unknown without a model that never saw it. Refused, never
+    guessed (docs/guide.md, "Reference modes")."""
+    if _mapping(raw, "references").get("retrain", True) is not False:
+        return
+    requests = raw.get("requests")
+    forgets = requests if isinstance(requests, list) else [raw.get("forget")]
+    for number, forget in enumerate(forgets):
+        if not isinstance(forget, Mapping) or not whole_group_removed(forget):
+            continue
+        where = ", ".join(f"{k} == {v}" for k, v in _mapping(forget, "where").items())
+        at = f"requests.{number}" if isinstance(requests, list) else "forget"
+        yield ConfigIssue(
+            "references.retrain",
+            f"reference-free cannot judge this request: {at} removes every train instance with "
+            f"{where}, so the retain set holds no data like the forget set and an honest "
+            "retrain's behaviour on that group is unknown without a model that never saw it. "
+            "Use the retrain ensemble (references.retrain: {seeds: K}, K retrains of cost 1 each; "
+            "K = 1 is the cheapest, without a seed band), or forget a random share of the group "
+            f"({at}.fraction < 1)",
+            False,
+        )
+
+
 def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = raw.get(key)
     return value if isinstance(value, Mapping) else {}
@@ -446,6 +479,7 @@ def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
     """Cross-field checks that pydantic's per-field rules cannot see."""
     yield from _stream_issues(raw)
+    yield from _reference_free_issues(raw)
     method_raw = _mapping(raw, "method")
     method_name = method_raw.get("name")
     if isinstance(method_name, str) and method_name in METHODS:

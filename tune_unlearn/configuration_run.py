@@ -139,7 +139,10 @@ def measure(
     scores = {**experiment.reference_scores, **experiment.score("unlearned", per_sample)}
     target = experiment.request.target_columns(experiment.task_names)
     forget_positions = per_sample.positions(experiment.sets["forget"].indices)
-    val_positions = per_sample.positions(experiment.sets["val"].indices)
+    # Membership inference's non-members: reference-free, held-out samples of the forget set's
+    # own group, which is what forgotten instances should look like without a retrain to ask.
+    nonmembers = experiment.sets.get("peers", experiment.sets["val"])
+    val_positions = per_sample.positions(nonmembers.indices)
     shift = parameter_shift(trainable_vector(model), experiment.original_vector)
     ctx = MetricContext(
         scores=scores,
@@ -150,6 +153,7 @@ def measure(
         retrain_members=len(experiment.retrain_members),
         forget_size=len(experiment.sets["forget"]),
         val_size=len(experiment.sets["val"]),
+        peers_size=len(experiment.sets["peers"]) if "peers" in experiment.sets else 0,
         shift=float(shift),
         forget_losses=per_sample.loss[forget_positions][:, target].sum(dim=1).numpy(),
         val_losses=per_sample.loss[val_positions][:, target].sum(dim=1).numpy(),

@@ -120,6 +120,16 @@ class Experiment:
         }
         if self.request.mode == "partial":
             self.sets["kept"] = self.request.kept_set(self.task_names)
+        if config.references.retrain is False:
+            # Reference-free: held-out samples of the forget set's own group stand in for how
+            # an honest retrain scores the forgotten instances (config refuses requests that
+            # remove a whole group, where no such stand-in exists).
+            peers = _matching(cpu_data, self.splits["val"], forget_cfg.where)
+            if len(peers) == 0:
+                raise ValueError("forget.where: no val sample of the forget set's group to compare with")
+            self.sets["peers"] = LabeledSet(
+                peers, torch.ones(len(peers), len(self.task_names), dtype=torch.bool)
+            )
         # What each trial scores: every set whole, except the (large) retain set, sampled.
         self.scored_sets = {
             **self.sets,
@@ -329,6 +339,16 @@ class Experiment:
     def measure(self, model: MultiTaskModel, **kwargs: Any) -> dict[str, float]:
         """Every metric of ``model`` (:func:`tune_unlearn.configuration_run.measure`)."""
         return configuration_run.measure(self, model, **kwargs)
+
+
+def _matching(data: MultiTaskData, rows: Tensor, where: Mapping[str, float | int]) -> Tensor:
+    """The ``rows`` whose labels or attributes match every entry of ``where``."""
+    selected = torch.ones(len(rows), dtype=torch.bool)
+    for name, value in where.items():
+        column = data.labels.get(name, data.attributes.get(name))
+        if column is not None:
+            selected &= column[rows].cpu() == value
+    return rows[selected]
 
 
 def _sample(labeled: LabeledSet, size: int | None, seed: int) -> LabeledSet:

@@ -153,9 +153,11 @@ def render_report(summary: StudySummary) -> str:
             "## Reference-free metrics",
             "",
             "This study has no retrain reference, so the reference-free forms are used: forget "
-            "efficacy takes the unlearned model's `val` score in place of the retrain's score on "
-            "the forget set (`F^r`), and validator probes measure damage against the original "
-            "(`excess = original − unlearned`) with membership inference judged against 0.5.",
+            "efficacy takes the original's score on held-out samples of the forget set's group "
+            "(`peers`) in place of the retrain's score on the forget set (`F^r`), membership "
+            "inference takes the peers as non-members and is judged against 0.5, and validator "
+            "probes measure damage against the original (`excess = original − unlearned`). "
+            "Reference models trained for this request: none (0 retrains).",
             "",
         ]
     out += ["## Pruned and failed trials", ""]

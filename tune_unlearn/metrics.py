@@ -48,6 +48,8 @@ class MetricContext:
     retrain_members: int = 1
     forget_size: int = 0
     val_size: int = 0
+    #: Reference-free: held-out ``val`` samples of the forget set's group (``score/…/peers/…``).
+    peers_size: int = 0
     shift: float = math.nan
     forget_losses: np.ndarray | None = None
     val_losses: np.ndarray | None = None
@@ -114,8 +116,9 @@ def forget_band(ctx: MetricContext, task: str) -> ForgetBand:
     ``s_t`` (as the 95% prediction interval of one more honest retrain, K members, with
     Welch–Satterthwaite's ν: :func:`~tune_unlearn.prediction_band.prediction_band`) and the
     binomial sampling error of a score ``p`` on the ``n`` forget instances. Without a retrain
-    reference, the unlearned model's ``val`` score stands in for the reference, with the
-    sampling error of both sets (a normal interval: nothing is estimated from seeds)."""
+    reference (:func:`reference_free_reference`), the *original's* score on held-out samples
+    of the forget set's own group stands in, with the sampling error of both sets (a normal
+    interval: nothing is estimated from seeds)."""
     original = ctx.score("original", "forget", task)
     n = max(ctx.forget_size, 1)
     if ctx.has_retrain:
@@ -123,9 +126,20 @@ def forget_band(ctx: MetricContext, task: str) -> ForgetBand:
         spread = float(ctx.scores.get(spread_key("retrain", "forget", task), 0.0))
         band = prediction_band(spread, ctx.retrain_members, reference * (1 - reference) / n)
     else:
-        reference = ctx.score("unlearned", "val", task)
-        band = prediction_band(0.0, 0, reference * (1 - reference) * (1 / n + 1 / max(ctx.val_size, 1)))
+        reference = reference_free_reference(ctx, task)
+        peers = ctx.peers_size or ctx.val_size
+        band = prediction_band(0.0, 0, reference * (1 - reference) * (1 / n + 1 / max(peers, 1)))
     return ForgetBand(reference, band, abs(original - reference))
+
+
+def reference_free_reference(ctx: MetricContext, task: str) -> float:
+    """Reference-free stand-in for ``F^r_t``: the original's score on held-out ``val`` samples
+    of the forget set's group (``peers``; all of ``val`` when none were scored). An honest
+    retrain that still trains on the rest of the group scores the forgotten instances like
+    unseen members of it. The original's score, not the unlearned model's: a stand-in that
+    moved with the unlearned model's damage would make over-forgetting look perfect."""
+    key = score_key("original", "peers", task)
+    return float(ctx.scores[key]) if key in ctx.scores else ctx.score("original", "val", task)
 
 
 @METRICS.add
@@ -217,8 +231,8 @@ class UnlearningInducedShift(Metric):
 class ImpactScore(Metric):
     """OrthoGrad's Unlearning Impact Score over tasks, anchored at the retrain ensemble:
     ``½·mean_t |O_t − U_t|/O_t + ½·mean_{t∈T_F} |F^r_t − F^u_t|/O_t``; 0 for a perfect unlearner
-    in class and instance deletion alike (reference-free: ``U_t`` on ``val`` stands in for
-    ``F^r_t``)."""
+    in class and instance deletion alike (reference-free: :func:`reference_free_reference`
+    stands in for ``F^r_t``)."""
 
     name = "impact_score"
     direction = "minimize"
@@ -243,7 +257,7 @@ class ImpactScore(Metric):
                     ctx.score("unlearned", "forget", t),
                     ctx.score("retrain", "forget", t)
                     if ctx.has_retrain
-                    else ctx.score("unlearned", "val", t),
+                    else reference_free_reference(ctx, t),
                     ctx.score("original", "val", t),
                 )
                 for t in ctx.target_tasks

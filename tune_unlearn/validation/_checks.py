@@ -241,7 +241,11 @@ def _gap_check(ctx: ValidationContext, metrics: Mapping[str, float], spec: Forge
     per_task: dict[str, dict[str, float]] = {}
     for task in ctx.experiment.request.target_tasks:
         unlearned = metrics[f"score/unlearned/forget/{task}"]
-        reference = metrics[f"score/retrain/forget/{task}" if has_retrain else f"score/unlearned/val/{task}"]
+        reference = (
+            metrics[f"score/retrain/forget/{task}"]
+            if has_retrain
+            else metrics.get(f"score/original/peers/{task}", metrics[f"score/original/val/{task}"])
+        )
         band = metrics[f"band/{task}"]
         per_task[task] = {
             "unlearned": unlearned,
@@ -254,7 +258,11 @@ def _gap_check(ctx: ValidationContext, metrics: Mapping[str, float], spec: Forge
     gap, band, beyond = (per_task[worst][k] for k in ("gap", "band", "beyond_band"))
     ok = beyond <= spec.max_gap
     kind = "under-forgetting" if gap > 0 else "over-forgetting"
-    reference_name = "the retrain ensemble" if has_retrain else "the unlearned val score (reference-free)"
+    reference_name = (
+        "the retrain ensemble"
+        if has_retrain
+        else "the original's score on held-out samples of the forget set's group (reference-free)"
+    )
     return CheckResult(
         "forget_quality/gap",
         "pass" if ok else "fail",
@@ -294,14 +302,19 @@ def _mia_check(
     reference = float(np.mean(members)) if members else 0.5
     spread = float(np.std(members, ddof=1)) if len(members) > 1 else 0.0
     experiment = ctx.experiment
-    se = auc_standard_error(auc, len(experiment.sets["forget"]), len(experiment.sets["val"]))
+    nonmembers = experiment.sets.get("peers", experiment.sets["val"])
+    se = auc_standard_error(auc, len(experiment.sets["forget"]), len(nonmembers))
     band = prediction_band(spread, len(members), se**2, confidence)
     beyond = abs(auc - reference) - band
+    against = (
+        f"retrain ensemble {reference:.4f}"
+        if members
+        else f"{reference:.4f}, held-out samples of the forget set's group (reference-free)"
+    )
     return CheckResult(
         name,
         "pass" if beyond <= max_gap else "fail",
-        f"MIA AUC {auc:.4f} vs retrain ensemble {reference:.4f} (band ±{band:.4f}), "
-        f"{max(beyond, 0.0):.4f} beyond the band",
+        f"MIA AUC {auc:.4f} vs {against} (band ±{band:.4f}), {max(beyond, 0.0):.4f} beyond the band",
         beyond,
         max_gap,
         {"auc": auc, "reference_auc": reference, "member_aucs": members, "band": band, "standard_error": se},
