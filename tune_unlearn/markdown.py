@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
+from tune_unlearn.request_cost import cost_lines, request_cost
 from tune_unlearn.trial_record import TrialRecord
 
 if TYPE_CHECKING:
+    from tune_unlearn.config import StudyConfig
     from tune_unlearn.outputs import StudySummary
 
 _RULES = {
@@ -31,7 +33,10 @@ def efficacy_conditioning(metrics: Mapping[str, float | None]) -> list[str]:
             continue
         task = key.split("/", 1)[1]
         original = metrics.get(f"score/original/forget/{task}")
-        reference = metrics.get(f"score/retrain/forget/{task}", metrics.get(f"score/unlearned/val/{task}"))
+        reference = metrics.get(
+            f"score/retrain/forget/{task}",
+            metrics.get(f"score/original/peers/{task}", metrics.get(f"score/original/val/{task}")),
+        )
         band = metrics.get(f"band/{task}")
         if not all(isinstance(v, (int, float)) for v in (original, reference, band)):
             continue
@@ -53,6 +58,20 @@ def efficacy_conditioning(metrics: Mapping[str, float | None]) -> list[str]:
         *lines,
         "",
     ]
+
+
+def _method_steps(config: StudyConfig) -> int | None:
+    """The study's step budget (fixed, or the method's default), for pruned trials' share."""
+    from tune_unlearn.methods import METHODS
+
+    fixed = config.method.fixed.get("steps")
+    if isinstance(fixed, int):
+        return fixed
+    try:
+        steps = METHODS.get(config.method.name)().steps
+    except Exception:  # a method that needs arguments: no estimate, pruned trials count 0
+        return None
+    return steps if isinstance(steps, int) else None
 
 
 def _number(value: object) -> str:
@@ -103,6 +122,10 @@ def render_report(summary: StudySummary) -> str:
             ),
             "",
         ]
+    steps = config.method.fixed.get("steps")
+    out += cost_lines(
+        request_cost(config.references, summary.trials, steps if isinstance(steps, int) else None)
+    )
     complete = [t for t in summary.trials if t.state == TrialState.COMPLETE]
     if complete:  # the reference scores are the same in every trial
         out += efficacy_conditioning(TrialRecord.of(complete[0]).metrics)
