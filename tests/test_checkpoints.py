@@ -57,6 +57,8 @@ def test_a_study_from_a_checkpoint_without_retrain_runs_end_to_end_reference_fre
     assert probe["details"]["reference"] == "original (reference-free)"
     assert probe["value"] == 0.0  # the original judged against itself
     assert code == 1  # an original forgets nothing: reference-free forget quality fails it
+    assert gate["reference_mode"] == "reference-free" and gate["cost_retrains"]["references"] == 0.0
+    assert "Judged in reference mode **reference-free**" in (out / "gate.md").read_text()
 
 
 def test_reference_free_refuses_a_request_that_removes_a_whole_group(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,8 @@ def report_document(report: ValidationReport) -> dict[str, Any]:
         "verdict": report.verdict,
         "passed": report.passed,
         "masked_collapse": report.masked_collapse,
+        "reference_mode": report.reference_mode,
+        "cost_retrains": {"references": report.reference_cost, "candidate": report.candidate_cost},
         "checks": [asdict(r) for r in report.results],
     }
 
@@ -68,6 +70,11 @@ def render_markdown(report: ValidationReport) -> str:
         f"# Validation: {report.verdict.upper()}",
         "",
         f"Suite `{report.suite}` on `{report.candidate}`.",
+        "",
+        f"Judged in reference mode **{report.reference_mode}**. Cost of this verdict in retrain "
+        f"units: reference models {report.reference_cost:.3f}, the candidate's unlearning "
+        + (f"{report.candidate_cost:.3f}" if report.candidate_cost is not None else "unknown (a bare model)")
+        + "; the study's search is in its `report.md`; validation's own passes are not counted.",
         "",
     ]
     if report.masked_collapse:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tune_unlearn.request_cost import reference_mode
 from tune_unlearn.validation._attacks import quantization_checks, relearning_checks
 from tune_unlearn.validation._checks import (
     Candidate,
@@ -30,6 +32,12 @@ class ValidationReport:
     results: list[CheckResult]
     #: How probes were judged: the point estimate or the upper confidence bound of the excess.
     probe_rule: str = "estimate"
+    #: The reference mode the verdict was judged in, and what its models cost this request in
+    #: retrains (:func:`tune_unlearn.request_cost.reference_mode`).
+    reference_mode: str = ""
+    reference_cost: float = 0.0
+    #: The candidate's own unlearning compute in retrains, when its study recorded it.
+    candidate_cost: float | None = None
 
     @property
     def judged(self) -> list[CheckResult]:
@@ -110,7 +118,17 @@ def validate(ctx: ValidationContext, candidate: Candidate, suite: SuiteConfig) -
             [f"attack/quantization_{b}bit" for b in spec_q.bits],
             lambda: quantization_checks(ctx, candidate.model, spec_q),
         )
-    return ValidationReport(suite.name, candidate.description, results, suite.probe_rule)
+    mode, reference_cost = reference_mode(ctx.experiment.config.references)
+    cost = candidate.metrics.get("compute_cost")
+    return ValidationReport(
+        suite.name,
+        candidate.description,
+        results,
+        suite.probe_rule,
+        mode,
+        reference_cost,
+        float(cost) if isinstance(cost, (int, float)) and math.isfinite(cost) else None,
+    )
 
 
 def _as_list(check: Callable[[], CheckResult]) -> list[CheckResult]:
