@@ -467,7 +467,6 @@ def _reference_free_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
             "Use the retrain ensemble (references.retrain: {seeds: K}, K retrains of cost 1 each; "
             "K = 1 is the cheapest, without a seed band), or forget a random share of the group "
             f"({at}.fraction < 1)",
-            False,
         )
 
 
