@@ -23,7 +23,13 @@ from tune_unlearn.config import StudyConfig
 from tune_unlearn.configuration_run import RunResult
 from tune_unlearn.errors import UsageError
 from tune_unlearn.evaluation import PerSample, evaluate
-from tune_unlearn.forget import ForgetRequest, LabeledSet, read_index_file, select_forget_indices
+from tune_unlearn.forget import (
+    ForgetRequest,
+    LabeledSet,
+    matching_rows,
+    read_index_file,
+    select_forget_indices,
+)
 from tune_unlearn.guard import CollapseGuard
 from tune_unlearn.methods import METHODS, StepMonitor, UnlearningMethod, UnlearningSetup
 from tune_unlearn.metrics import score_key, trainable_vector
@@ -124,7 +130,7 @@ class Experiment:
             # Reference-free: held-out samples of the forget set's own group stand in for how
             # an honest retrain scores the forgotten instances (config refuses requests that
             # remove a whole group, where no such stand-in exists).
-            peers = _matching(cpu_data, self.splits["val"], forget_cfg.where)
+            peers = matching_rows(cpu_data, self.splits["val"], forget_cfg.where)
             if len(peers) == 0:
                 raise ValueError("forget.where: no val sample of the forget set's group to compare with")
             self.sets["peers"] = LabeledSet(
@@ -339,16 +345,6 @@ class Experiment:
     def measure(self, model: MultiTaskModel, **kwargs: Any) -> dict[str, float]:
         """Every metric of ``model`` (:func:`tune_unlearn.configuration_run.measure`)."""
         return configuration_run.measure(self, model, **kwargs)
-
-
-def _matching(data: MultiTaskData, rows: Tensor, where: Mapping[str, float | int]) -> Tensor:
-    """The ``rows`` whose labels or attributes match every entry of ``where``."""
-    selected = torch.ones(len(rows), dtype=torch.bool)
-    for name, value in where.items():
-        column = data.labels.get(name, data.attributes.get(name))
-        if column is not None:
-            selected &= column[rows].cpu() == value
-    return rows[selected]
 
 
 def _sample(labeled: LabeledSet, size: int | None, seed: int) -> LabeledSet:

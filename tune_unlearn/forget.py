@@ -94,6 +94,17 @@ def read_index_file(path: Path) -> Tensor:
     return torch.tensor(sorted(set(int(v) for v in values)), dtype=torch.long)
 
 
+def matching_rows(data: MultiTaskData, rows: Tensor, where: Mapping[str, float | int]) -> Tensor:
+    """The ``rows`` whose task labels or attributes match every entry of ``where``."""
+    selected = torch.ones(len(rows), dtype=torch.bool)
+    for name, value in where.items():
+        column = data.labels.get(name, data.attributes.get(name))
+        if column is None:
+            raise KeyError(f"no task or attribute named {name!r}")
+        selected &= column[rows].cpu() == value
+    return rows[selected]
+
+
 def select_forget_indices(
     data: MultiTaskData,
     train_indices: Tensor,
@@ -117,13 +128,7 @@ def select_forget_indices(
                 f"(first: {outside[:5].tolist()}); only train instances can be forgotten"
             )
     else:
-        selected = torch.ones(len(train_indices), dtype=torch.bool)
-        for name, value in (where or {}).items():
-            column = data.labels.get(name, data.attributes.get(name))
-            if column is None:
-                raise KeyError(f"no task or attribute named {name!r}")
-            selected &= column[train_indices].cpu() == value
-        chosen = train_indices[selected]
+        chosen = matching_rows(data, train_indices, where or {})
     if fraction < 1.0:
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(chosen), generator=generator)[: round(fraction * len(chosen))]
