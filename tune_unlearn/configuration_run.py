@@ -139,10 +139,7 @@ def measure(
     scores = {**experiment.reference_scores, **experiment.score("unlearned", per_sample)}
     target = experiment.request.target_columns(experiment.task_names)
     forget_positions = per_sample.positions(experiment.sets["forget"].indices)
-    # Membership inference's non-members: reference-free, held-out samples of the forget set's
-    # own group, which is what forgotten instances should look like without a retrain to ask.
-    nonmembers = experiment.sets.get("peers", experiment.sets["val"])
-    val_positions = per_sample.positions(nonmembers.indices)
+    val_positions = per_sample.positions(experiment.nonmembers.indices)
     shift = parameter_shift(trainable_vector(model), experiment.original_vector)
     ctx = MetricContext(
         scores=scores,

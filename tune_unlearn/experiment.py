@@ -293,6 +293,13 @@ class Experiment:
         original = self.references["original"].train_seconds
         return original if math.isfinite(original) else None
 
+    @property
+    def nonmembers(self) -> LabeledSet:
+        """Membership inference's non-members: ``val``; reference-free, the forget set's
+        held-out peers, which is what forgotten instances should look like without a retrain
+        to ask."""
+        return self.sets.get("peers", self.sets["val"])
+
     def model_from(self, state_dict: Mapping[str, Tensor]) -> MultiTaskModel:
         model = seeded_model(self.problem, 0, self.device)
         model.load_state_dict(state_dict)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
+from tune_unlearn.metrics import reference_free_reference
 from tune_unlearn.request_cost import cost_lines, request_cost
 from tune_unlearn.trial_record import TrialRecord
 
@@ -33,10 +34,7 @@ def efficacy_conditioning(metrics: Mapping[str, float | None]) -> list[str]:
             continue
         task = key.split("/", 1)[1]
         original = metrics.get(f"score/original/forget/{task}")
-        reference = metrics.get(
-            f"score/retrain/forget/{task}",
-            metrics.get(f"score/original/peers/{task}", metrics.get(f"score/original/val/{task}")),
-        )
+        reference = metrics.get(f"score/retrain/forget/{task}", reference_free_reference(metrics, task))
         band = metrics.get(f"band/{task}")
         if not all(isinstance(v, (int, float)) for v in (original, reference, band)):
             continue

@@ -126,20 +126,20 @@ def forget_band(ctx: MetricContext, task: str) -> ForgetBand:
         spread = float(ctx.scores.get(spread_key("retrain", "forget", task), 0.0))
         band = prediction_band(spread, ctx.retrain_members, reference * (1 - reference) / n)
     else:
-        reference = reference_free_reference(ctx, task)
+        reference = reference_free_reference(ctx.scores, task)
         peers = ctx.peers_size or ctx.val_size
         band = prediction_band(0.0, 0, reference * (1 - reference) * (1 / n + 1 / max(peers, 1)))
     return ForgetBand(reference, band, abs(original - reference))
 
 
-def reference_free_reference(ctx: MetricContext, task: str) -> float:
+def reference_free_reference(scores: Mapping[str, float | None], task: str) -> float:
     """Reference-free stand-in for ``F^r_t``: the original's score on held-out ``val`` samples
     of the forget set's group (``peers``; all of ``val`` when none were scored). An honest
     retrain that still trains on the rest of the group scores the forgotten instances like
     unseen members of it. The original's score, not the unlearned model's: a stand-in that
     moved with the unlearned model's damage would make over-forgetting look perfect."""
-    key = score_key("original", "peers", task)
-    return float(ctx.scores[key]) if key in ctx.scores else ctx.score("original", "val", task)
+    value = scores.get(score_key("original", "peers", task), scores.get(score_key("original", "val", task)))
+    return math.nan if value is None else float(value)
 
 
 @METRICS.add
@@ -257,7 +257,7 @@ class ImpactScore(Metric):
                     ctx.score("unlearned", "forget", t),
                     ctx.score("retrain", "forget", t)
                     if ctx.has_retrain
-                    else reference_free_reference(ctx, t),
+                    else reference_free_reference(ctx.scores, t),
                     ctx.score("original", "val", t),
                 )
                 for t in ctx.target_tasks

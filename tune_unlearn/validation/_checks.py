@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from tune_unlearn.evaluation import PerSample
+from tune_unlearn.metrics import reference_free_reference
 from tune_unlearn.prediction_band import prediction_band, retrain_quantile
 from tune_unlearn.problems import MultiTaskModel, Task
 from tune_unlearn.validation._context import Probe, ValidationContext, task_scores
@@ -244,7 +245,7 @@ def _gap_check(ctx: ValidationContext, metrics: Mapping[str, float], spec: Forge
         reference = (
             metrics[f"score/retrain/forget/{task}"]
             if has_retrain
-            else metrics.get(f"score/original/peers/{task}", metrics[f"score/original/val/{task}"])
+            else reference_free_reference(metrics, task)
         )
         band = metrics[f"band/{task}"]
         per_task[task] = {
@@ -302,8 +303,7 @@ def _mia_check(
     reference = float(np.mean(members)) if members else 0.5
     spread = float(np.std(members, ddof=1)) if len(members) > 1 else 0.0
     experiment = ctx.experiment
-    nonmembers = experiment.sets.get("peers", experiment.sets["val"])
-    se = auc_standard_error(auc, len(experiment.sets["forget"]), len(nonmembers))
+    se = auc_standard_error(auc, len(experiment.sets["forget"]), len(experiment.nonmembers))
     band = prediction_band(spread, len(members), se**2, confidence)
     beyond = abs(auc - reference) - band
     against = (
