@@ -129,6 +129,10 @@ class EvaluationConfig(Strict):
     batch_size: int = Field(256, ge=1)
     #: N unlearning runs per trial (other seeds) for ``forget_score``; 0: not computed.
     forget_score_runs: int = Field(0, ge=0, le=256)
+    #: How ``forget_score`` turns attack counts into rates: ``bounded`` (Clopper–Pearson upper
+    #: bounds, the default) or ``challenge`` (the NeurIPS 2023 challenge's observed rates, for
+    #: comparison with its published figures); see :mod:`tune_unlearn.forget_score`.
+    forget_score_rule: Literal["bounded", "challenge"] = "bounded"
 
 
 class RecommendConfig(Strict):

@@ -158,5 +158,6 @@ def measure(
         compute_cost=compute_cost,
         seed=seed,
         forget_confidences=confidences,
+        forget_score_rule=experiment.config.evaluation.forget_score_rule,
     )
     return {**compute_metrics(ctx), **scores}

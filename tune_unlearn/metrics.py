@@ -60,6 +60,8 @@ class MetricContext:
     #: ``[runs, n]`` and ``[members, n]`` logit-scaled confidences on the forget set, per target
     #: task, of N unlearned runs and of the retrain ensemble (for ``forget_score``); else None.
     forget_confidences: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+    #: ``evaluation.forget_score_rule``.
+    forget_score_rule: Literal["bounded", "challenge"] = "bounded"
 
     def score(self, model: str, subset: str, task: str) -> float:
         return float(self.scores[score_key(model, subset, task)])
@@ -283,7 +285,12 @@ class ForgetScore(Metric):
 
         if ctx.forget_confidences is None or not ctx.has_retrain:
             return math.nan
-        quality = np.mean([forgetting_quality(*ctx.forget_confidences[t]) for t in ctx.target_tasks])
+        quality = np.mean(
+            [
+                forgetting_quality(*ctx.forget_confidences[t], rule=ctx.forget_score_rule)
+                for t in ctx.target_tasks
+            ]
+        )
         utility = np.mean(
             [_ratio(ctx.score("unlearned", "val", t), ctx.score("retrain", "val", t)) for t in ctx.tasks]
         )

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from tune_unlearn.experiment import Experiment
+from tune_unlearn.methods._gradients import ParameterLayout
 from tune_unlearn.methods import (
     Finetune,
     GradDiff,
@@ -222,8 +223,8 @@ def scrub_loss(
 
 
 def salun_mask(experiment: Experiment) -> list[Tensor]:
-    """SalUn's mask: 1 where |∇θ Σ_forget ℓ(θ_o)| is among the top fraction (ties kept), from a
-    sort rather than the method's top-k."""
+    """SalUn's mask: 1 on exactly the top fraction of |∇θ Σ_forget ℓ(θ_o)|, ties to the earlier
+    weight, from a Python sort of (magnitude, position) rather than the method's tensor sort."""
     model = original_model(experiment)
     forget = experiment.setup.forget
     rows = forget.indices
@@ -244,10 +245,11 @@ def salun_mask(experiment: Experiment) -> list[Tensor]:
     params = list(model.parameters())
     found = torch.autograd.grad(loss, params, allow_unused=True)  # other heads: no gradient
     grads = [torch.zeros_like(p) if g is None else g for g, p in zip(found, params, strict=True)]
-    flat = torch.cat([g.reshape(-1) for g in grads]).abs()
-    ordered = flat.sort(descending=True).values
-    gamma = ordered[round(0.3 * len(flat)) - 1]
-    return [(g.abs() >= gamma).float() for g in grads]
+    flat = torch.cat([g.reshape(-1) for g in grads]).abs().tolist()
+    top = sorted(range(len(flat)), key=lambda i: (-flat[i], i))[: round(0.3 * len(flat))]
+    keep = torch.zeros(len(flat))
+    keep[top] = 1.0
+    return [part.reshape(g.shape) for part, g in zip(keep.split([g.numel() for g in grads]), grads, strict=True)]
 
 
 CASES: dict[str, tuple[UnlearningMethod, Callable[..., Tensor]]] = {
@@ -303,3 +305,29 @@ def test_the_first_step_is_the_published_update(tiny_experiment: Experiment, nam
             unlearned.parameters(), original_model(tiny_experiment).parameters(), frozen, strict=True
         ):
             assert torch.equal(actual[f], before[f])
+
+
+def test_salun_keeps_exactly_the_fraction_where_most_gradients_are_zero() -> None:
+    # 70% exact zeros: "magnitude ≥ the k-th largest" is 0 at any fraction above 0.3 and kept
+    # every weight; the published rule keeps exactly round(fraction × n), ties by position.
+    magnitude = torch.zeros(1000)
+    magnitude[::10] = torch.arange(1, 101, dtype=torch.float32)  # 100 distinct non-zeros
+    magnitude[1::10] = 0.5  # 100 tied at 0.5
+    magnitude[2::10] = 0.25
+    for fraction, expected in ((0.05, 50), (0.25, 250), (0.8, 800), (0.95, 950)):
+        mask = SalUn.saliency_mask(magnitude, fraction)
+        assert int(mask.sum()) == expected, fraction
+    mask = SalUn.saliency_mask(magnitude, 0.15)  # all 100 non-zeros and the first 50 ties
+    assert bool(mask[::10].all()) and int(mask[1::10].sum()) == 50
+    assert bool(mask[1:500:10].all()) and not bool(mask[501::10].any())
+    assert torch.equal(mask, SalUn.saliency_mask(magnitude, 0.15))
+
+
+def test_salun_mask_on_a_model_with_unreached_heads(tiny_experiment: Experiment) -> None:
+    method = SalUn(steps=1, batch_size=BATCH, lr=0.2, saliency_fraction=0.95)
+    model = original_model(tiny_experiment)
+    layout = ParameterLayout(model)
+    method.prepare(layout, tiny_experiment.setup, seed=SEED)
+    magnitude = method.forget_gradient(layout, tiny_experiment.setup).abs()
+    assert float((magnitude == 0).float().mean()) > 0.05  # the other heads: exact zeros
+    assert int(method.mask_.sum()) == round(0.95 * magnitude.numel())

@@ -24,8 +24,8 @@ class SalUn(RandomLabel):
     """:class:`RandomLabel`'s update ``−η·∇(forget_weight·L_rl + L_r)``, multiplied elementwise
     by the saliency mask ``m = 1[|∇_θ L_f(θ_o)| ≥ γ]``: ``L_f`` is the target tasks' loss on the
     *whole* forget set at the original weights, and ``γ`` keeps the ``saliency_fraction`` of
-    weights with the largest gradient magnitude (the paper's default keeps half). Weights
-    outside the mask never move.
+    weights with the largest gradient magnitude, exactly that share (the paper's default keeps
+    half; :meth:`saliency_mask`). Weights outside the mask never move.
 
     The mask costs one gradient over the forget set when the run starts; it is counted in
     ``compute_cost`` with the first step.
@@ -44,10 +44,20 @@ class SalUn(RandomLabel):
     def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:
         super().prepare(layout, setup, seed)
         magnitude = self.forget_gradient(layout, setup).abs()
-        kept = max(1, round(self.saliency_fraction * magnitude.numel()))
-        threshold = magnitude.topk(kept).values[-1]
-        self.mask_ = (magnitude >= threshold).to(magnitude.dtype)
+        self.mask_ = self.saliency_mask(magnitude, self.saliency_fraction)
         self.saliency_rows_ = len(setup.forget)
+
+    @staticmethod
+    def saliency_mask(magnitude: Tensor, fraction: float) -> Tensor:
+        """1 on exactly ``round(fraction × n)`` weights (at least one) of largest magnitude,
+        ties broken by position (the earlier weight first). Not ``magnitude ≥ k-th largest``:
+        where many gradients are exactly 0 (heads the forget loss does not reach, dead units)
+        that threshold is 0 at any fraction above the non-zero share and keeps every weight."""
+        kept = max(1, round(fraction * magnitude.numel()))
+        order = torch.sort(magnitude, descending=True, stable=True).indices
+        mask = torch.zeros_like(magnitude)
+        mask[order[:kept]] = 1.0
+        return mask
 
     @staticmethod
     def forget_gradient(layout: ParameterLayout, setup: UnlearningSetup) -> Tensor:

@@ -335,7 +335,8 @@ def forget_score_check(ctx: ValidationContext, candidate: Candidate, spec: Forge
         raise ValueError("forget_score reruns the candidate's configuration: its params and seed are needed")
     if not members:
         raise ValueError("forget_score needs the retrain ensemble")
-    floor = resolution(runs, members)
+    rule = ctx.experiment.config.evaluation.forget_score_rule
+    floor = resolution(runs, members, rule=rule)
     if floor >= threshold:
         raise ValueError(
             f"{runs} runs against {members} retrains cannot show a score below {floor:.3f}, so they "
@@ -347,11 +348,11 @@ def forget_score_check(ctx: ValidationContext, candidate: Candidate, spec: Forge
     return CheckResult(
         name,
         "pass" if score >= threshold else "fail",
-        f"forget score {score:.4f} over {runs} runs against {members} retrains "
+        f"forget score {score:.4f} ({rule} rule) over {runs} runs against {members} retrains "
         f"(lowest these counts can show: {floor:.4f})",
         score,
         threshold,
-        {"runs": runs, "retrains": members, "resolution": floor},
+        {"runs": runs, "retrains": members, "resolution": floor, "rule": rule},
         judged="forget_score ≥ min_forget_score",
     )
 
