@@ -38,7 +38,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    print("| case | models a side | bounded | challenge | challenge scorer (issue 29) | lowest showable (b / c) |")
+    print(
+        "| case | models a side | bounded | challenge | challenge scorer (issue 29) | lowest showable (b / c) |"
+    )
     print("|---|---|---|---|---|---|")
     started = time.perf_counter()
     for label, models, mean, sd, published in CASES:

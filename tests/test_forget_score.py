@@ -9,9 +9,9 @@ import pytest
 from scipy.stats import beta
 
 from tune_unlearn.forget_score import (
+    RULES,
     binned_score,
     example_epsilons,
-    RULES,
     forgetting_quality,
     logit_confidence,
     resolution,

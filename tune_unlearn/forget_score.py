@@ -105,7 +105,9 @@ def _single_threshold_counts(unlearned: np.ndarray, retrained: np.ndarray) -> tu
     return above_u, above_r
 
 
-def _interval_counts(unlearned: np.ndarray, retrained: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _interval_counts(
+    unlearned: np.ndarray, retrained: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts of each side inside ``[c − d, c + d]`` ``[N + K, n]``: ``c`` the median of the
     side with the smaller spread (``tighter``: the unlearned runs, per example), ``d`` every
     observed distance from it."""

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from tune_unlearn.experiment import Experiment
-from tune_unlearn.methods._gradients import ParameterLayout
 from tune_unlearn.methods import (
     Finetune,
     GradDiff,
@@ -27,6 +26,7 @@ from tune_unlearn.methods import (
     Scrub,
     UnlearningMethod,
 )
+from tune_unlearn.methods._gradients import ParameterLayout
 from tune_unlearn.problems import MultiTaskModel
 
 from .helpers import original_model
@@ -249,7 +249,9 @@ def salun_mask(experiment: Experiment) -> list[Tensor]:
     top = sorted(range(len(flat)), key=lambda i: (-flat[i], i))[: round(0.3 * len(flat))]
     keep = torch.zeros(len(flat))
     keep[top] = 1.0
-    return [part.reshape(g.shape) for part, g in zip(keep.split([g.numel() for g in grads]), grads, strict=True)]
+    return [
+        part.reshape(g.shape) for part, g in zip(keep.split([g.numel() for g in grads]), grads, strict=True)
+    ]
 
 
 CASES: dict[str, tuple[UnlearningMethod, Callable[..., Tensor]]] = {
