@@ -39,7 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     print(
-        "| case | models a side | bounded | challenge | challenge scorer (issue 29) | lowest showable (b / c) |"
+        "| case | models a side | bounded | challenge | challenge scorer (issue 29) "
+        "| lowest showable (b / c) |"
     )
     print("|---|---|---|---|---|---|")
     started = time.perf_counter()
