@@ -123,3 +123,75 @@ def test_list_shows_every_method_with_its_default_search_space(capsys: pytest.Ca
         assert f"\n  {name}: " in out
     methods_section = out.split("\n\n")[0]
     assert methods_section.count("default search:") == len(names)
+
+
+def _study_text(tmp_path: Path, extra: str = "", **changes: object) -> Path:
+    path = _study(tmp_path, **changes)
+    if extra:
+        path.write_text(path.read_text() + extra)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "path", "words"),
+    [
+        ("duplicate key", "n_trials", "given twice"),
+        ("unknown storage scheme", "storage", "unknown storage scheme mongodb://"),
+        ("unknown tracking scheme", "tracking.uri", "unknown tracking scheme ftp://"),
+        ("missing original", "references.original", "no such model file"),
+        ("unparsable index file", "forget.index_file", "not a JSON list or one integer per line"),
+        ("postgres spelling", "storage", "write postgresql://"),
+    ],
+)
+def test_bad_input_that_used_to_slip_through_exits_2_writing_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    path: str,
+    words: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a storage taken for a journal path would make folders here
+    index = tmp_path / "forget.txt"
+    changes: dict[str, object] = {
+        "duplicate key": {},
+        "unknown storage scheme": {"storage": "mongodb://db.example:27017/studies"},
+        "unknown tracking scheme": {"tracking": {"enabled": True, "uri": "ftp://files.example/mlruns"}},
+        "missing original": {"references": {"original": "missing.pt", "cache_dir": str(tmp_path / "c")}},
+        "unparsable index file": {
+            "forget": {"mode": "partial", "target_tasks": ["digit"], "index_file": str(index)}
+        },
+        "postgres spelling": {"storage": "postgres://postgres:secret@127.0.0.1:5432/test"},
+    }[case]
+    study = _study_text(tmp_path, "n_trials: 5\n" if case == "duplicate key" else "", **changes)
+    index.write_text("12\n40\nforty-one\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["check", str(study)]) == 2
+    assert main([str(study)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:" in err and words in err, err
+    assert "secret" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("postgresql://postgres:secret@127.0.0.1:5432/tune_unlearn_no_such_db", "createdb"),
+        ("postgresql://postgres:secret@127.0.0.1:5999/test", "is the server running"),
+        ("redis://127.0.0.1:6999/0", "is the server running"),
+    ],
+)
+def test_a_storage_server_that_cannot_be_opened_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, words: str
+) -> None:
+    study = _study(tmp_path, storage=url)
+    assert main(["check", str(study)]) == 2
+    check_err = capsys.readouterr().err
+    assert main([str(study)]) == 2
+    run_err = capsys.readouterr().err
+    for err in (check_err, run_err):
+        assert words in err, err
+        assert "postgres:***@" in err or url.startswith("redis"), err
+        assert "Traceback" not in err and "secret" not in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]

@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tune_unlearn.warm_start import warm_configurations
 
             warm = warm_configurations(config)
+            _probe_storages(config)
             if config.requests is not None:
                 from tune_unlearn.stream import request_indices
 
@@ -185,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.study} is a request stream: `run` runs it; each request is a study of its own "
                 "under <output>/stream/request-<i> for the other commands"
             )
+        _probe_storages(config, getattr(args, "storage", None))  # before references train
         if args.command == "worker":
             return _worker(config, args)
         if args.command == "compare":
@@ -209,6 +211,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print(f"error: the run failed: {_redacted(error)}", file=sys.stderr)
         return EXIT_RUN_FAILED
+
+
+def _probe_storages(config: StudyConfig, override: str | None = None) -> None:
+    """Connect to the study's storage servers, writing nothing: a missing database or a dead
+    server is found by ``check`` and before a run trains anything, not by the run."""
+    from tune_unlearn.study import probe_storage
+
+    for url in (override or config.storage, config.warm_start.storage if config.warm_start else None):
+        if url:
+            probe_storage(url)
 
 
 def _redacted(error: BaseException) -> str:

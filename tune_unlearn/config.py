@@ -10,6 +10,7 @@ when another part of the file is malformed.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,12 +26,14 @@ from pydantic import (
     model_validator,
 )
 
+from tune_unlearn.forget import read_index_file
 from tune_unlearn.hyperparameters import Param, search_range_problems
 from tune_unlearn.methods import METHODS
 from tune_unlearn.metrics import METRICS, RENAMED
 from tune_unlearn.problems import Problem, as_problem, build_problem, problem_factory
 from tune_unlearn.registry import UnknownNameError
 from tune_unlearn.schema import ConfigError, ConfigIssue, Strict, pydantic_issues
+from tune_unlearn.storages import redact, storage_problem, tracking_problem
 
 DEFAULT_OBJECTIVES = ("forget_efficacy", "retained_utility", "uis", "compute_cost")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -442,6 +445,55 @@ def _stream_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
         )
 
 
+def _location_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """Storage and tracking URLs with a scheme nothing here can open: refused now, not taken
+    for a journal path (``mongodb://…`` made folders) or found after the storage was written."""
+    for path, value, problem in (
+        ("storage", raw.get("storage"), storage_problem),
+        ("warm_start.storage", _mapping(raw, "warm_start").get("storage"), storage_problem),
+        ("tracking.uri", _mapping(raw, "tracking").get("uri"), tracking_problem),
+    ):
+        if isinstance(value, str) and (message := problem(value)) is not None:
+            yield ConfigIssue(path, message, redact(value))
+
+
+def _input_file_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """Files the study reads: the deletion requests' index files (read now, so a file that
+    cannot be read or parsed is named before anything starts) and the given reference models."""
+    requests = raw.get("requests")
+    forgets = [("forget", _mapping(raw, "forget"))]
+    if isinstance(requests, list):
+        forgets += [(f"requests.{i}", r) for i, r in enumerate(requests) if isinstance(r, Mapping)]
+    for where, forget in forgets:
+        index_file = forget.get("index_file")
+        if not isinstance(index_file, str):
+            continue
+        if not Path(index_file).is_file():
+            yield ConfigIssue(f"{where}.index_file", "no such file", index_file)
+            continue
+        try:
+            read_index_file(Path(index_file))
+        except OSError as error:
+            yield ConfigIssue(f"{where}.index_file", f"cannot read: {error.strerror or error}", index_file)
+        except (ValueError, TypeError, UnicodeDecodeError) as error:
+            yield ConfigIssue(
+                f"{where}.index_file",
+                f"not a JSON list or one integer per line: {error}",
+                index_file,
+            )
+    references = _mapping(raw, "references")
+    for key in ("original", "retrain"):
+        value = references.get(key)
+        if not isinstance(value, str) or value.startswith(("models:/", "runs:/")):
+            continue  # MLflow references resolve against the tracking store when the run starts
+        if not Path(value).is_file():
+            yield ConfigIssue(
+                f"references.{key}", "no such model file (a state-dict file, models:/ or runs:/)", value
+            )
+        elif not os.access(value, os.R_OK):
+            yield ConfigIssue(f"references.{key}", "cannot read the model file", value)
+
+
 def whole_group_removed(forget: Mapping[str, Any]) -> bool:
     """Whether a request removes every train instance of a group (``where`` with the whole
     group, ``fraction`` 1): then no retained data is like the forget set."""
@@ -483,6 +535,8 @@ def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
     """Cross-field checks that pydantic's per-field rules cannot see."""
     yield from _stream_issues(raw)
     yield from _reference_free_issues(raw)
+    yield from _location_issues(raw)
+    yield from _input_file_issues(raw)
     method_raw = _mapping(raw, "method")
     method_name = method_raw.get("name")
     if isinstance(method_name, str) and method_name in METHODS:
@@ -585,9 +639,6 @@ def _forget_issues(forget: Mapping[str, Any], problem: Problem) -> Iterator[Conf
                 yield ConfigIssue(
                     f"forget.where.{key}", f"expected a class of {key} in 0..{task.num_classes - 1}", value
                 )
-    index_file = forget.get("index_file")
-    if isinstance(index_file, str) and not Path(index_file).is_file():
-        yield ConfigIssue("forget.index_file", "no such file", index_file)
 
 
 def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:

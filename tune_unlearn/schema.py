@@ -83,19 +83,52 @@ def read_yaml(path: Path) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise refuse(f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})") from None
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
-        value = yaml.load(text, Loader=loader)
+        node = loader.get_single_node()
+        duplicates = _duplicate_keys(node)
+        value = None if node is None else loader.construct_document(node)
     except RecursionError:
         raise refuse(f"nested deeper than {MAX_DEPTH} levels") from None
     except yaml.YAMLError as error:
         if "nesting depth" in str(error):  # libyaml's own limit, reached before ours
             raise refuse(f"nested deeper than {MAX_DEPTH} levels") from None
         raise refuse(f"not valid YAML: {error}") from None
+    finally:
+        loader.dispose()
+    if duplicates:  # YAML keeps the last silently: `n_trials: 30` then `n_trials: 5` runs 5
+        raise ConfigError(str(path), duplicates)
     problem = _size_problem(value)
     if problem is not None:
         raise refuse(problem)
     return value
+
+
+def _duplicate_keys(root: yaml.Node | None) -> list[ConfigIssue]:
+    """Every key given twice in one mapping, at its dotted path, with both lines."""
+    issues: list[ConfigIssue] = []
+    stack: list[tuple[yaml.Node, str]] = [] if root is None else [(root, "")]
+    visited: set[int] = set()  # an alias reaches its anchor's node again: walk it once
+    while stack:
+        node, path = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], yaml.Node] = {}
+            for key, child in node.value:
+                if key.tag == "tag:yaml.org,2002:merge" or not isinstance(key, yaml.ScalarNode):
+                    stack.append((child, path))
+                    continue
+                dotted = f"{path}.{key.value}" if path else str(key.value)
+                earlier = first.setdefault((key.tag, key.value), key)
+                if earlier is not key:
+                    lines = f"lines {earlier.start_mark.line + 1} and {key.start_mark.line + 1}"
+                    issues.append(ConfigIssue(dotted, f"given twice ({lines}); give it once"))
+                stack.append((child, dotted))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((child, f"{path}.{i}" if path else str(i)) for i, child in enumerate(node.value))
+    return sorted(issues, key=lambda issue: issue.path)
 
 
 def _size_problem(value: Any) -> str | None:

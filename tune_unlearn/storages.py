@@ -17,10 +17,21 @@ StorageKind = Literal["sqlite", "postgresql", "mysql", "redis", "journal"]
 
 _PREFIXES: tuple[tuple[tuple[str, ...], StorageKind], ...] = (
     (("sqlite:///",), "sqlite"),
-    (("postgresql://", "postgresql+", "postgres://"), "postgresql"),
+    (("postgresql://", "postgresql+"), "postgresql"),
     (("mysql://", "mysql+"), "mysql"),
     (("redis://", "rediss://", "unix://"), "redis"),
 )
+ACCEPTED_STORAGE = (
+    "sqlite:///PATH, postgresql://, mysql://, redis://, rediss://, unix:// or a journal file path"
+)
+#: What MLflow's tracking client accepts besides a plain folder path.
+_TRACKING_SCHEMES = ("file", "http", "https", "databricks", "sqlite", "postgresql", "mysql", "mssql")
+ACCEPTED_TRACKING = (
+    "a folder path, file://, http://, https://, databricks, sqlite:///, postgresql://, mysql://"
+)
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
+#: Spellings that name a known store but that the driver refuses.
+_MISSPELLED = {"postgres": "postgresql", "sqlite3": "sqlite", "pg": "postgresql"}
 
 #: ``scheme://user:password@`` — the password is the part to hide.
 _CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<secret>[^@/\s]+)@")
@@ -55,6 +66,56 @@ class StorageUrl:
 
     def __str__(self) -> str:
         return redact(self.url)
+
+
+def _scheme(url: str) -> str | None:
+    """The URL's scheme (before ``://``), or ``None`` for a path."""
+    match = _SCHEME.match(url)
+    return None if match is None else match["scheme"].lower()
+
+
+def storage_problem(url: str) -> str | None:
+    """Why an Optuna storage string cannot work, or ``None``: an unknown scheme would
+    otherwise be taken as a journal file path (``mongodb://h/db`` → folders ``mongodb:/h``)."""
+    scheme = _scheme(url)
+    if scheme is None or any(url.startswith(p) for prefixes, _ in _PREFIXES for p in prefixes):
+        return None
+    base = scheme.split("+", 1)[0]
+    if base in _MISSPELLED:
+        return f"write {_MISSPELLED[base]}:// (SQLAlchemy has no {base}:// dialect)"
+    if base == "sqlite":
+        return "a SQLite URL is sqlite:/// and a path (three slashes; four for an absolute path)"
+    return f"unknown storage scheme {scheme}://; accepted: {ACCEPTED_STORAGE}"
+
+
+def tracking_problem(uri: str) -> str | None:
+    """Why an MLflow tracking URI cannot work, or ``None``."""
+    scheme = _scheme(uri)
+    if scheme is None:
+        return None
+    base = scheme.split("+", 1)[0]
+    if base in _TRACKING_SCHEMES:
+        return None
+    if base in _MISSPELLED:
+        return f"write {_MISSPELLED[base]}:// (SQLAlchemy has no {base}:// dialect)"
+    return f"unknown tracking scheme {scheme}://; accepted: {ACCEPTED_TRACKING}"
+
+
+def unavailable_message(url: str, error: BaseException) -> str:
+    """One line for a storage server that cannot be opened: the URL (password hidden), the
+    server's reason, and what to do."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = re.sub(r"^\([\w.]+\)\s*", "", reason).removeprefix("connection failed: ")
+    lowered = str(error).lower()
+    if "does not exist" in lowered or "unknown database" in lowered:
+        hint = "create the database (createdb NAME, or CREATE DATABASE NAME) or fix the URL"
+    elif "password" in lowered or "authentication" in lowered or "access denied" in lowered:
+        hint = "check the user name and password in the URL"
+    elif isinstance(error, ImportError) or "can't load plugin" in lowered:
+        hint = "install the driver (psycopg for postgresql://, pymysql for mysql+pymysql://)"
+    else:
+        hint = "is the server running and reachable at that host and port?"
+    return f"cannot open storage {redact(url)}: {redact(reason)}; {hint}"
 
 
 def redact(text: str) -> str:

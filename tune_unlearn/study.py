@@ -16,13 +16,14 @@ from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 from tune_unlearn import trial_record as record
 from tune_unlearn.config import SamplerConfig, SearchParam, StudyConfig
 from tune_unlearn.configuration_run import RunResult
+from tune_unlearn.errors import UsageError
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.guard import CollapseDetected
 from tune_unlearn.methods import DivergenceError
 from tune_unlearn.metrics import METRICS
 from tune_unlearn.optuna_adapter import set_dashboard_constraints
 from tune_unlearn.pareto import finite
-from tune_unlearn.storages import StorageUrl
+from tune_unlearn.storages import StorageUrl, redact, storage_problem, unavailable_message
 from tune_unlearn.tracking import Tracker
 from tune_unlearn.trial_record import TrialRecord
 
@@ -37,18 +38,74 @@ def storage_url(config: StudyConfig, override: str | None = None) -> str:
 
 
 def open_storage(url: str) -> BaseStorage:
-    """RDB for SQL URLs, journal-on-Redis for ``redis://``, else a journal file at that path."""
+    """RDB for SQL URLs, journal-on-Redis for ``redis://``, else a journal file at that path.
+    A URL of no known scheme or a server that cannot be opened is a :class:`UsageError` (exit
+    2, one line naming the URL and what to do), not a traceback."""
+    problem = storage_problem(url)
+    if problem is not None:
+        raise UsageError(f"storage {redact(url)}: {problem}")
     parsed = StorageUrl.parse(url)
     path = parsed.local_path
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    if parsed.is_rdb:
-        return RDBStorage(url)
-    if parsed.kind == "redis":
-        with warnings.catch_warnings():  # experimental since Optuna 3.1, and the documented Redis storage
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return JournalStorage(JournalRedisBackend(url))
+    try:
+        if parsed.is_rdb:
+            return RDBStorage(url)
+        if parsed.kind == "redis":
+            with warnings.catch_warnings():  # experimental since Optuna 3.1, the documented Redis storage
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                backend = JournalRedisBackend(url)
+            probe_storage(url)  # the backend connects lazily: find a dead server now
+            return JournalStorage(backend)
+    except _UNAVAILABLE as error:
+        raise UsageError(unavailable_message(url, error)) from None
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def probe_storage(url: str) -> None:
+    """Connect to a storage server and let go, writing nothing (``check`` does this): raises
+    :class:`UsageError` with :func:`unavailable_message` when it cannot be opened."""
+    problem = storage_problem(url)
+    if problem is not None:
+        raise UsageError(f"storage {redact(url)}: {problem}")
+    parsed = StorageUrl.parse(url)
+    try:
+        if parsed.kind in ("postgresql", "mysql"):
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(url)
+            try:
+                with engine.connect():
+                    pass
+            finally:
+                engine.dispose()
+        elif parsed.kind == "redis":
+            import redis
+
+            client = redis.Redis.from_url(url)
+            try:
+                client.ping()
+            finally:
+                client.close()
+    except _UNAVAILABLE as error:
+        raise UsageError(unavailable_message(url, error)) from None
+
+
+def _unavailable_errors() -> tuple[type[BaseException], ...]:
+    """What opening a storage server raises when it is down, missing, refuses us, or its
+    driver is not installed."""
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    return (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.ArgumentError,
+        redis.exceptions.ConnectionError,
+        ImportError,
+    )
+
+
+_UNAVAILABLE = _unavailable_errors()
 
 
 def sampler_seed(seed: int, stream: int) -> int:
