@@ -7,6 +7,8 @@ maps configuration problems to 2.
 
 from __future__ import annotations
 
+import json
+
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,30 @@ def load_candidate(spec: str, experiment: Experiment) -> Candidate:
     return Candidate(model, spec, dict(sidecar.metrics), sidecar.params, sidecar.seed)
 
 
+def _same_candidate(a: str, b: str) -> bool:
+    if _is_mlflow_uri(a) or _is_mlflow_uri(b):
+        return a == b
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def refuse_overwrite(report_path: Path, candidate_spec: str) -> None:
+    """A folder's reports are one candidate's: gating another candidate into it would replace
+    the first's verdict without a trace. The same candidate again may refresh its own."""
+    if not report_path.is_file():
+        return
+    try:
+        earlier = json.loads(report_path.read_text()).get("candidate")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if not isinstance(earlier, str):
+        raise CandidateError(f"{report_path} exists and is not a gate report: pass --output DIR")
+    if not _same_candidate(earlier, candidate_spec):
+        raise CandidateError(
+            f"{report_path} holds the report of candidate {earlier}: pass --output DIR for "
+            f"{candidate_spec}, or remove that report"
+        )
+
+
 @dataclass(frozen=True)
 class GateOutcome:
     report: ValidationReport
@@ -74,6 +100,7 @@ def run_gate(
     tracking_uri: str | None = None,
     trust_pickle: bool = False,
 ) -> GateOutcome:
+    refuse_overwrite(output / "gate.json", candidate_spec)
     with reading_input():
         experiment = Experiment(config, progress=False, tracking_uri=tracking_uri, trust_pickle=trust_pickle)
         candidate = load_candidate(candidate_spec, experiment)

@@ -229,3 +229,19 @@ def test_the_gate_names_masked_collapse_when_only_held_out_neighbours_are_damage
     assert proven and all(r.status == "fail" for r in proven)
     # the damage the memory hides is the same damage: every held-out probe judges it alike
     assert masked_checks["probe/cross_task"].value == pytest.approx(plain_checks["probe/cross_task"].value)
+
+
+def test_a_second_candidate_does_not_overwrite_the_first_ones_reports(
+    study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = tmp_path / "small.yaml"
+    suite.write_text(yaml.safe_dump({"name": "small", "probes": {"unrelated": {"params": {"size": 5}}}}))
+    first = reference(study, "retrain")
+    assert gate(study, first, "shared", suite)[0] == 1
+    report = (study.parent / "shared" / "gate.json").read_text()
+    capsys.readouterr()
+    assert gate(study, reference(study, "original"), "shared", suite)[0] == 2
+    err = capsys.readouterr().err
+    assert f"holds the report of candidate {first}" in err and "--output" in err
+    assert (study.parent / "shared" / "gate.json").read_text() == report
+    assert gate(study, first, "shared", suite)[0] == 1  # the same candidate refreshes its own
