@@ -2,14 +2,15 @@
 
 Fences say what a block is:
 
-- ```` ```python ```` runs in one namespace shared by the guide's Python blocks;
+- ```` ```python ```` runs on its own, in a namespace of its own (a reader may copy any one
+  block: it imports what it uses);
 - ```` ```python file=PATH ```` (or ``yaml``, ``toml``) is written to ``PATH``;
 - ```` ```console ```` holds ``$ python -m tune_unlearn ...`` lines, run through the CLI's
   ``main`` in this process; each must exit 0, or with one of the codes listed as ``exit=0,1``.
 
-A ``pyproject.toml`` block stands for the reader's package: its entry points are installed
-the way ``pip install -e .`` installs them (a ``.dist-info`` folder on the path), since the
-guide says to run that command before it relies on them.
+A ``pyproject.toml`` block is the reader's package: it is built and installed for real by
+pip (``pip install --no-deps --target``: the wheel and its ``.dist-info`` with the entry
+points, into a scratch folder on the path), as the guide's ``pip install -e .`` would.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,19 +55,29 @@ def blocks(text: str) -> list[Block]:
     return found
 
 
-def install_entry_points(pyproject: Path, folder: Path) -> None:
-    """What ``pip install -e .`` leaves for ``importlib.metadata``: a dist-info folder."""
-    project = tomllib.loads(pyproject.read_text())["project"]
-    dist = folder / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+def install_project(project: Path, site: Path) -> None:
+    """Build the reader's project and install it into ``site``, as pip does: a project the
+    guide's pyproject.toml cannot build fails here."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            "--target",
+            str(site),
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    lines = []
-    for group, entries in project.get("entry-points", {}).items():
-        lines.append(f"[{group}]")
-        lines.extend(f"{name} = {target}" for name, target in entries.items())
-    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    assert done.returncode == 0, f"pip install of the guide's project failed:\n{done.stderr}"
+    sys.path.insert(0, str(site))
     importlib.invalidate_caches()
 
 
@@ -86,7 +98,9 @@ def reader_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     fresh_process_registries(monkeypatch, [dict(r._entries) for r in REGISTRIES])
+    path = list(sys.path)
     yield tmp_path
+    sys.path[:] = path
     for name in [m for m in sys.modules if m == "my_project" or m.startswith("my_project.")]:
         del sys.modules[name]
 
@@ -101,20 +115,18 @@ def test_every_code_block_of_the_guide_runs(
     reader_folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     builtins = [dict(r._entries) for r in REGISTRIES]
-    namespace: dict[str, object] = {"__name__": "guide"}
+    site = reader_folder.parent / "site"
     for block in blocks(GUIDE.read_text()):
         where = f"{GUIDE.name}:{block.line}"
         if "file" in block.options:
             path = reader_folder / block.options["file"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(block.code)
-            if path.suffix == ".py":
-                (path.parent / "__init__.py").touch()
             if path.name == "pyproject.toml":
-                install_entry_points(path, reader_folder)
+                install_project(path.parent, site)
                 fresh_process_registries(monkeypatch, builtins)
         elif block.language == "python":
-            exec(compile(block.code, where, "exec"), namespace)
+            exec(compile(block.code, where, "exec"), {"__name__": "guide"})
         elif block.language == "console":
             allowed = {int(code) for code in block.options.get("exit", "0").split(",")}
             for command in [line[2:] for line in block.code.splitlines() if line.startswith("$ ")]:
