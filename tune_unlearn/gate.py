@@ -8,7 +8,6 @@ maps configuration problems to 2.
 from __future__ import annotations
 
 import json
-
 import sys
 from dataclasses import dataclass
 from pathlib import Path
