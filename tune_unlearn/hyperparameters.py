@@ -27,6 +27,8 @@ class Param:
     lt: float | None = None
     choices: tuple[Any, ...] | None = None
     doc: str = ""
+    #: A learning rate: the gate's robustness check perturbs every searched rate.
+    rate: bool = False
 
     @property
     def kind(self) -> str:
@@ -103,9 +105,11 @@ def hyperparameter(
     lt: float | None = None,
     choices: Sequence[Any] | None = None,
     doc: str = "",
+    rate: bool = False,
 ) -> Any:
-    """A method's dataclass field with a declared range (``steps: int = hyperparameter(50, ge=1)``)."""
-    declared = Param(default, ge, gt, le, lt, tuple(choices) if choices is not None else None, doc)
+    """A method's dataclass field with a declared range (``steps: int = hyperparameter(50, ge=1)``);
+    ``rate=True`` marks a learning rate."""
+    declared = Param(default, ge, gt, le, lt, tuple(choices) if choices is not None else None, doc, rate)
     return dataclasses.field(default=default, metadata={"param": declared})
 
 

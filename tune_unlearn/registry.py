@@ -98,6 +98,12 @@ class Registry(Generic[T]):
         self._load_plugins()
         return sorted(self._entries)
 
+    def ordered(self) -> list[str]:
+        """The names in the order they were registered: built-ins as their module lists
+        them, then entry points (where the order of results matters, as a suite's checks)."""
+        self._load_plugins()
+        return list(self._entries)
+
     def __contains__(self, name: object) -> bool:
         self._load_plugins()
         return name in self._entries

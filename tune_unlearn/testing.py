@@ -2,13 +2,14 @@
 ``parametrize_with_checks`` and Optuna's sampler test cases are.
 
 >>> from tune_unlearn.testing import check_method, check_problem, check_metric, check_probe_family
+>>> from tune_unlearn.testing import check_gate_check
 >>> check_method(MyMethod)            # raises AssertionError saying what does not fit
 >>> check_problem(MyProblem())
 
 Each ``check_*`` runs a list of named checks (``method_checks(MyMethod)`` and so on gives them);
 in a pytest suite, ``parametrize_with_checks`` makes each one a test of its own:
 
->>> @parametrize_with_checks([MyMethod, MyProblem(), MyMetric, MyProbeFamily])
+>>> @parametrize_with_checks([MyMethod, MyProblem(), MyMetric, MyProbeFamily, MyGateCheck])
 ... def test_my_plugins(check):
 ...     check()
 
@@ -371,13 +372,78 @@ def check_probe_family(family: type) -> None:
     _run_all(probe_family_checks(family))
 
 
+def gate_check_checks(check: type) -> list[Check]:
+    """The gate-check contract: declared parameters and needs; a plugin check is off unless
+    the suite names it, takes its declared defaults when named, and on a candidate gives
+    exactly the results it declares, each with a known status."""
+    from tune_unlearn.hyperparameters import Param
+    from tune_unlearn.validation import GateCheck, SuiteConfig
+
+    def declared() -> None:
+        _expect(
+            isinstance(check, type) and issubclass(check, GateCheck),
+            f"{check!r} must subclass tune_unlearn.validation.GateCheck",
+        )
+        cls = cast("type[GateCheck]", check)
+        _expect(bool(getattr(cls, "name", "")), "a gate check needs a non-empty name")
+        for key, param in cls.parameters.items():
+            _expect(isinstance(param, Param), f"parameter {key!r} must be declared as a Param")
+        unknown = set(cls.needs) - {"configuration", "retrain"}
+        _expect(not unknown, f"unknown needs {sorted(unknown)}: configuration, retrain")
+
+    def settings_from_the_suite() -> None:
+        declared()
+        cls = cast("type[GateCheck]", check)
+        if cls.suite_key is not None:  # a built-in: its settings have a key of their own
+            return
+        off = cls().settings(SuiteConfig(name="contract"))
+        _expect(off is None, "a check the suite does not name must be off")
+        given = cls().settings(SuiteConfig(name="contract", checks={cls.name: {}}))
+        defaults = {key: param.default for key, param in cls.parameters.items()}
+        _expect(given == defaults, f"named with no settings it takes its defaults {defaults}, got {given}")
+
+    def gives_the_results_it_declares() -> None:
+        settings_from_the_suite()
+        cls = cast("type[GateCheck]", check)
+        if cls.suite_key is not None:  # built-ins are run by the gate's own tests
+            return
+        from tune_unlearn.validation import Candidate, CheckInput, ValidationContext
+        from tune_unlearn.validation._gate_checks import run_check
+
+        experiment = _default_experiment()
+        suite = SuiteConfig(name="contract", checks={cls.name: {}})
+        original = experiment.model_from(experiment.references["original"].state_dict)
+        metrics = experiment.measure(original)
+        given = CheckInput(ValidationContext(experiment), Candidate(original, "original"), suite, metrics)
+        results = run_check(cls, given)
+        names = cls().result_names(cls().settings(suite))
+        found = [r.name for r in results]
+        _expect(found == names, f"results {found} are not the declared {names}")
+        for result in results:
+            known = result.status in ("pass", "fail", "error", "skipped")
+            _expect(known, f"unknown status {result.status!r}")
+
+    return [
+        ("declared", declared),
+        ("settings_from_the_suite", settings_from_the_suite),
+        ("gives_the_results_it_declares", gives_the_results_it_declares),
+    ]
+
+
+def check_gate_check(check: type) -> None:
+    """Every gate-check check."""
+    _run_all(gate_check_checks(check))
+
+
 def checks_for(plugin: Any) -> list[Check]:
     """The named checks of any plugin: a problem instance, or a method, metric or probe class."""
     from tune_unlearn.metrics import Metric
-    from tune_unlearn.validation import ProbeFamily
+    from tune_unlearn.validation import GateCheck, ProbeFamily
 
     if isinstance(plugin, Problem):
         return problem_checks(plugin)
+    if isinstance(plugin, type) and issubclass(plugin, GateCheck):
+        return gate_check_checks(plugin)
     if isinstance(plugin, type) and issubclass(plugin, Metric):
         return metric_checks(plugin)
     if isinstance(plugin, type) and issubclass(plugin, ProbeFamily):

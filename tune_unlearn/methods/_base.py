@@ -287,7 +287,7 @@ class ForgetRetainLoss(LossMethod):
     """A loss method of the common shape ``forget_weight · L_forget + L_r``: a forget term of
     the method's own on the forget batch's target tasks, plus the retain loss."""
 
-    lr: float = hyperparameter(0.05, gt=0.0, doc="learning rate of the combined descent")
+    lr: float = hyperparameter(0.05, gt=0.0, doc="learning rate of the combined descent", rate=True)
     forget_weight: float = hyperparameter(1.0, ge=0.0, doc="weight of the forget term against the retain")
 
     default_search: ClassVar[dict[str, dict[str, object]]] = {

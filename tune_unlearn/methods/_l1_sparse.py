@@ -20,7 +20,7 @@ class L1Sparse(LossMethod):
     never touched: forgetting comes from the sparsity pressure and catastrophic interference.
     """
 
-    lr: float = hyperparameter(0.05, gt=0.0, doc="learning rate of the retain descent")
+    lr: float = hyperparameter(0.05, gt=0.0, doc="learning rate of the retain descent", rate=True)
     l1_weight: float = hyperparameter(1e-4, ge=0.0, doc="γ, the ℓ1 penalty's initial weight")
 
     name: ClassVar[str] = "l1_sparse"

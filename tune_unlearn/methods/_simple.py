@@ -16,7 +16,7 @@ from tune_unlearn.methods._gradients import StepGradients
 class Finetune(UnlearningMethod):
     """Descent on the retain set only: forgetting by catastrophic interference."""
 
-    retain_lr: float = hyperparameter(0.05, ge=0.0, doc="η_r, the retain descent rate")
+    retain_lr: float = hyperparameter(0.05, ge=0.0, doc="η_r, the retain descent rate", rate=True)
 
     name: ClassVar[str] = "finetune"
     default_search: ClassVar[dict[str, dict[str, object]]] = {
@@ -32,7 +32,7 @@ class Finetune(UnlearningMethod):
 class GradientAscent(UnlearningMethod):
     """Ascent on the forget loss, with nothing to hold the retained knowledge in place."""
 
-    ascent_lr: float = hyperparameter(0.01, ge=0.0, doc="η_a, the forget ascent rate")
+    ascent_lr: float = hyperparameter(0.01, ge=0.0, doc="η_a, the forget ascent rate", rate=True)
 
     name: ClassVar[str] = "gradient_ascent"
     default_search: ClassVar[dict[str, dict[str, object]]] = {
@@ -48,8 +48,8 @@ class GradientAscent(UnlearningMethod):
 class GradDiff(UnlearningMethod):
     """Ascent on the forget loss and descent on the retain loss, unprojected."""
 
-    ascent_lr: float = hyperparameter(0.01, ge=0.0, doc="η_a, the forget ascent rate")
-    retain_lr: float = hyperparameter(0.05, ge=0.0, doc="η_r, the retain descent rate")
+    ascent_lr: float = hyperparameter(0.01, ge=0.0, doc="η_a, the forget ascent rate", rate=True)
+    retain_lr: float = hyperparameter(0.05, ge=0.0, doc="η_r, the retain descent rate", rate=True)
 
     name: ClassVar[str] = "graddiff"
     default_search: ClassVar[dict[str, dict[str, object]]] = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tune_unlearn.validation._checks import Candidate, CheckResult
 from tune_unlearn.validation._context import Probe, ValidationContext
+from tune_unlearn.validation._gate_checks import CHECKS, CheckInput, GateCheck
 from tune_unlearn.validation._probes import PROBES, ProbeFamily
 from tune_unlearn.validation._reports import (
     render_markdown,
@@ -16,12 +17,16 @@ from tune_unlearn.validation._reports import (
     write_markdown,
 )
 from tune_unlearn.validation._run import ValidationReport, validate
-from tune_unlearn.validation._suite import SuiteConfig, load_suite
+from tune_unlearn.validation._suite import SuiteConfig
+from tune_unlearn.validation._suite_file import load_suite
 
 __all__ = [
+    "CHECKS",
     "PROBES",
     "Candidate",
+    "CheckInput",
     "CheckResult",
+    "GateCheck",
     "Probe",
     "ProbeFamily",
     "SuiteConfig",

@@ -388,16 +388,20 @@ def compute_check(ctx: ValidationContext, candidate: Candidate, spec: ComputeBud
 
 
 def robustness_check(ctx: ValidationContext, candidate: Candidate, spec: RobustnessSpec) -> CheckResult:
-    """Rerun the configuration with other seeds and each learning rate perturbed up and down;
-    fail when forget efficacy or retained utility spreads more than allowed."""
+    """Rerun the configuration with other seeds and each searched learning rate (every
+    hyperparameter the method declares with ``rate=True``) perturbed up and down; fail when
+    forget efficacy or retained utility spreads more than allowed."""
+    from tune_unlearn.methods import METHODS
+
     if candidate.params is None or candidate.seed is None:
         raise ValueError("robustness needs the candidate's configuration (params and seed)")
     params, seed = dict(candidate.params), candidate.seed
+    declared = METHODS.get(ctx.experiment.config.method.name).constraints()
+    rates = [key for key in params if key in declared and declared[key].rate]
     variants = [(params, seed + k) for k in range(1, spec.seeds + 1)]
-    for lr in ("ascent_lr", "retain_lr"):
-        if lr in params:
-            for factor in (1 - spec.lr_perturbation, 1 + spec.lr_perturbation):
-                variants.append(({**params, lr: params[lr] * factor}, seed))
+    for lr in rates:
+        for factor in (1 - spec.lr_perturbation, 1 + spec.lr_perturbation):
+            variants.append(({**params, lr: params[lr] * factor}, seed))
     outcomes = {"forget_efficacy": [], "retained_utility": []}  # type: dict[str, list[float]]
     for variant_params, variant_seed in variants:
         metrics = ctx.experiment.run(variant_params, seed=variant_seed).metrics
@@ -410,8 +414,10 @@ def robustness_check(ctx: ValidationContext, candidate: Candidate, spec: Robustn
     return CheckResult(
         "robustness",
         "pass" if worst <= spec.max_spread else "fail",
-        f"largest spread {worst:.4f} over {len(variants)} reruns",
+        f"largest spread {worst:.4f} over {len(variants)} reruns ("
+        + (f"rates perturbed: {', '.join(rates)}" if rates else "no searched rate: seeds only")
+        + ")",
         worst,
         spec.max_spread,
-        {"spreads": spreads, "outcomes": outcomes},
+        {"spreads": spreads, "outcomes": outcomes, "perturbed_rates": rates},
     )

@@ -8,19 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tune_unlearn.request_cost import reference_mode
-from tune_unlearn.validation._attacks import quantization_checks, relearning_checks
-from tune_unlearn.validation._checks import (
-    Candidate,
-    CheckResult,
-    compute_check,
-    forget_quality_checks,
-    forget_score_check,
-    guarded,
-    probe_check,
-    robustness_check,
-    uis_check,
-)
+from tune_unlearn.validation._checks import Candidate, CheckResult, guarded, probe_check
 from tune_unlearn.validation._context import ValidationContext
+from tune_unlearn.validation._gate_checks import CheckInput, run_checks
 from tune_unlearn.validation._probes import PROBES
 from tune_unlearn.validation._suite import SuiteConfig
 
@@ -83,41 +73,7 @@ def validate(ctx: ValidationContext, candidate: Candidate, suite: SuiteConfig) -
     for family, spec in suite.probes.items():
         check = functools.partial(probe_check, ctx, family, spec, suite, candidate.model, unlearned)
         results += guarded([f"probe/{family}"], functools.partial(_as_list, check))
-    if suite.forget_quality is not None:
-        spec_fq = suite.forget_quality
-        names = ["forget_quality/gap"] + (["forget_quality/mia"] if spec_fq.max_mia_gap is not None else [])
-
-        def forget_quality() -> list[CheckResult]:
-            members = ctx.retrain_member_metrics(suite.seed)
-            return forget_quality_checks(ctx, metrics, members, spec_fq, suite.confidence)
-
-        results += guarded(names, forget_quality)
-        if spec_fq.min_forget_score is not None:
-            results += guarded(
-                ["forget_quality/forget_score"], lambda: [forget_score_check(ctx, candidate, spec_fq)]
-            )
-    if suite.uis_budget is not None:
-        spec_uis = suite.uis_budget
-        results += guarded(["uis_budget"], lambda: [uis_check(metrics, spec_uis)])
-    if suite.compute_budget is not None:
-        spec_c = suite.compute_budget
-        results += guarded(["compute_budget"], lambda: [compute_check(ctx, candidate, spec_c)])
-    if suite.robustness is not None:
-        spec_r = suite.robustness
-        results += guarded(["robustness"], lambda: [robustness_check(ctx, candidate, spec_r)])
-    attacks = suite.attacks
-    if attacks is not None and attacks.relearning is not None:
-        spec_rl = attacks.relearning
-        results += guarded(
-            ["attack/relearn_forget", "attack/relearn_retain"],
-            lambda: relearning_checks(ctx, candidate.model, spec_rl),
-        )
-    if attacks is not None and attacks.quantization is not None:
-        spec_q = attacks.quantization
-        results += guarded(
-            [f"attack/quantization_{b}bit" for b in spec_q.bits],
-            lambda: quantization_checks(ctx, candidate.model, spec_q),
-        )
+    results += run_checks(CheckInput(ctx, candidate, suite, metrics))
     mode, reference_cost = reference_mode(ctx.experiment.config.references)
     cost = candidate.metrics.get("compute_cost")
     return ValidationReport(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from tune_unlearn.hyperparameters import problems
-from tune_unlearn.schema import ConfigError, ConfigIssue, Strict, pydantic_issues, read_yaml
+from tune_unlearn.schema import Strict
 from tune_unlearn.validation._probes import PROBES
 
 
@@ -107,6 +105,8 @@ class SuiteConfig(Strict):
     compute_budget: ComputeBudgetSpec | None = None
     robustness: RobustnessSpec | None = None
     attacks: AttacksSpec | None = None
+    #: Plugin gate checks (``validation/_gate_checks.py``): name → its declared parameters.
+    checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("probes")
     @classmethod
@@ -114,33 +114,3 @@ class SuiteConfig(Strict):
         for name in probes:
             PROBES.get(name)  # an unknown name raises with the valid ones
         return probes
-
-
-_RENAMED_KEYS = {
-    ("uis_budget", "max_excess_uis"): "uis_budget.max_excess_uis is now max_uis: UIS is the parameter "
-    "shift ‖θ_u − θ_o‖/‖θ_o‖ (tune_unlearn ≥ 0.2), judged on its own, not against a retrain",
-}
-
-
-def load_suite(path: Path) -> SuiteConfig:
-    """Read and validate a suite file; :class:`ConfigError` lists every problem."""
-    raw = read_yaml(path)
-    renamed = [
-        ConfigIssue(".".join(keys), message)
-        for keys, message in _RENAMED_KEYS.items()
-        if isinstance(raw, dict) and isinstance(raw.get(keys[0]), dict) and keys[1] in raw[keys[0]]
-    ]
-    if renamed:
-        raise ConfigError(str(path), renamed)
-    try:
-        suite = SuiteConfig.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(str(path), pydantic_issues(error)) from None
-    issues = [
-        ConfigIssue(f"probes.{name}.params.{key}", message)
-        for name, spec in suite.probes.items()
-        for key, message in problems(PROBES.get(name).parameters, spec.params)
-    ]
-    if issues:
-        raise ConfigError(str(path), issues)
-    return suite
