@@ -29,7 +29,7 @@ from tune_unlearn.methods import METHODS
 from tune_unlearn.outputs import StudySummary
 from tune_unlearn.publish import PARENT_ATTR, publish_group
 from tune_unlearn.runner import run_study
-from tune_unlearn.tracking import default_tracking_uri
+from tune_unlearn.tracking import resolve_tracking_uri
 
 #: The tag naming a comparison on its MLflow run (a rerun finds and reuses the run).
 COMPARISON_TAG = "tune_unlearn.comparison"
@@ -78,7 +78,7 @@ def plan(
     tracking = dict(base.get("tracking", {}))
     if config.tracking.enabled:
         # One store and experiment for every member, not one SQLite file per member folder.
-        tracking["uri"] = tracking_uri or config.tracking.uri or default_tracking_uri(folder)
+        tracking["uri"] = resolve_tracking_uri(config, tracking_uri, folder)
         tracking["experiment"] = config.tracking.experiment or config.name
     members = []
     for method in methods:

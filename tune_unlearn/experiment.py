@@ -44,7 +44,7 @@ from tune_unlearn.references import (
     train_members,
     train_model,
 )
-from tune_unlearn.tracking import default_tracking_uri
+from tune_unlearn.tracking import resolve_tracking_uri
 
 
 class ReferenceBudgetError(UsageError):
@@ -79,7 +79,7 @@ class Experiment:
         so a method object need not be registered to be tuned."""
         self.config = config
         self.method_class: type[UnlearningMethod] = method or METHODS.get(config.method.name)
-        self.tracking_uri = tracking_uri or config.tracking.uri or default_tracking_uri(config.output_dir())
+        self.tracking_uri = resolve_tracking_uri(config, tracking_uri)
         self.trust_pickle = trust_pickle
         self.device = resolve_device(config.device)
         self.problem: Problem = config.problem.build()

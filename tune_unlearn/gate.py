@@ -182,9 +182,9 @@ def registry_update(
     import mlflow
     from mlflow import MlflowClient
 
-    from tune_unlearn.tracking import Tracker, default_tracking_uri
+    from tune_unlearn.tracking import Tracker, resolve_tracking_uri
 
-    uri = tracking_uri or config.tracking.uri or default_tracking_uri(config.output_dir())
+    uri = resolve_tracking_uri(config, tracking_uri)
     client = MlflowClient(tracking_uri=uri)
     existing = _registered_version(client, candidate.description)
     if existing is not None:

@@ -23,7 +23,7 @@ from tune_unlearn.tracking import (
     Tracker,
     TrackingUnavailable,
     check_reachable,
-    default_tracking_uri,
+    resolve_tracking_uri,
     study_tags,
 )
 from tune_unlearn.trial_record import TrialRecord
@@ -48,7 +48,7 @@ def open_tracker(config: StudyConfig, tracking_uri: str | None = None) -> Tracke
     if not settings.enabled:
         return None
     output = config.output_dir()
-    uri = tracking_uri or settings.uri or default_tracking_uri(output)
+    uri = resolve_tracking_uri(config, tracking_uri)
     try:
         check_reachable(uri)
         return Tracker(uri, settings.experiment or config.name, artifact_root=output / "mlartifacts")

@@ -58,7 +58,7 @@ from tune_unlearn.study import (
 from tune_unlearn.tracking import (
     Tracker,
     check_reachable,
-    default_tracking_uri,
+    resolve_tracking_uri,
 )
 from tune_unlearn.trial_record import TrialRecord
 from tune_unlearn.warm_start import enqueue_warm_start, warm_configurations
@@ -162,7 +162,7 @@ def _join(
     warm = warm_configurations(config)  # a warm start that cannot be read: exit 2, nothing written
     settings = config.tracking
     if settings.enabled and settings.required:  # a server that is down: fail before anything heavy
-        check_reachable(tracking_uri or settings.uri or default_tracking_uri(output))
+        check_reachable(resolve_tracking_uri(config, tracking_uri))
     with reading_input():  # the data, the request, the references: a bad one is exit 2
         experiment = Experiment(
             config,

@@ -39,7 +39,7 @@ from tune_unlearn.metrics import parameter_shift, trainable_vector
 from tune_unlearn.publish import PARENT_ATTR, publish_group
 from tune_unlearn.runner import run_study
 from tune_unlearn.study import storage_url
-from tune_unlearn.tracking import default_tracking_uri
+from tune_unlearn.tracking import resolve_tracking_uri
 from tune_unlearn.trial_record import TrialRecord
 
 #: The tag naming a stream on its MLflow run (a rerun finds and reuses the run).
@@ -116,7 +116,7 @@ def request_config(
     raw["output"] = str(folder)
     if config.tracking.enabled:
         tracking = dict(raw.get("tracking", {}))
-        tracking["uri"] = tracking_uri or config.tracking.uri or default_tracking_uri(stream_folder(config))
+        tracking["uri"] = resolve_tracking_uri(config, tracking_uri, stream_folder(config))
         tracking["experiment"] = config.tracking.experiment or config.name
         raw["tracking"] = tracking
     if previous is not None:

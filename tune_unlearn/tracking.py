@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from filelock import FileLock
 
 from tune_unlearn._version import __version__
+from tune_unlearn.config import StudyConfig
 from tune_unlearn.storages import StorageUrl, redact
 
 #: MLflow's limit on entries in one ``log_batch`` request.
@@ -78,6 +79,12 @@ def _guarded(method: F) -> F:
 
 def default_tracking_uri(output: Path) -> str:
     return f"sqlite:///{(output / 'mlflow.db').resolve()}"
+
+
+def resolve_tracking_uri(config: StudyConfig, override: str | None = None, folder: Path | None = None) -> str:
+    """The one rule for where a study tracks: ``--tracking-uri``, else the study file's
+    ``tracking.uri``, else a SQLite store in ``folder`` (default: the study's output)."""
+    return override or config.tracking.uri or default_tracking_uri(folder or config.output_dir())
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
