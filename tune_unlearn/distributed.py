@@ -24,7 +24,6 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -34,12 +33,6 @@ from optuna.trial import FrozenTrial, TrialState
 from tune_unlearn.optuna_adapter import fail_if_running, set_trial_attr
 from tune_unlearn.storages import StorageUrl
 from tune_unlearn.trial_record import HEARTBEAT, RETRY_OF
-
-
-@dataclass(frozen=True)
-class HeartbeatSettings:
-    interval: float = 5.0
-    grace: float = 20.0
 
 
 @contextlib.contextmanager
