@@ -159,3 +159,30 @@ def test_shipped_study_files_and_readme_commands_use_no_root_paths() -> None:
         config = load_study(path)
         assert config.references.cache_dir is None or not config.references.cache_dir.is_absolute(), path
         assert config.output is None or not config.output.is_absolute(), path
+
+
+def plain_blocks(text: str) -> list[str]:
+    """The fenced blocks with no language, walked fence by fence (a closing fence is not an
+    opening one)."""
+    found, current, language = [], [], None  # type: list[str], list[str], str | None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("```"):
+            if language is None:
+                language, current = line[3:].strip(), []
+            else:
+                if not language:
+                    found.append("".join(current))
+                language = None
+        elif language is not None:
+            current.append(line)
+    return found
+
+
+def test_the_documented_command_lines_are_the_parser_s() -> None:
+    """docs/reference.md and README show :func:`synopsis` as it is generated now."""
+    from tune_unlearn.cli import synopsis
+
+    generated = synopsis() + "\n"
+    for document in (GUIDE.parent / "reference.md", README):
+        blocks_here = plain_blocks(document.read_text())
+        assert generated in blocks_here, f"{document.name}: regenerate its command block from cli.synopsis()"

@@ -28,66 +28,116 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m tune_unlearn", description="Tune and validate machine unlearning.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    study = {"type": Path, "metavar": "STUDY.yaml"}
     run = commands.add_parser("run", help="run (or resume) the study: the default command")
-    run.add_argument("study", type=Path)
-    run.add_argument("--output", type=Path)
-    run.add_argument("--n-trials", type=int)
-    run.add_argument("--storage")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in the output folder)")
-    run.add_argument("--add-trials", type=int, help="run N trials more than the study holds")
+    run.add_argument("study", **study)  # type: ignore[arg-type]
+    run.add_argument("--output", type=Path, metavar="DIR")
+    run.add_argument("--n-trials", type=int, metavar="N", help="trials the study holds in all")
+    run.add_argument("--add-trials", type=int, metavar="N", help="run N trials more than the study holds")
+    run.add_argument("--storage", metavar="URL")
+    run.add_argument(
+        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in the output folder)"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     _threads_and_trust(run)
     check = commands.add_parser("check", help="validate the study file only")
-    check.add_argument("study", type=Path)
+    check.add_argument("study", **study)  # type: ignore[arg-type]
     report = commands.add_parser("report", help="rebuild the outputs from storage, no new trials")
-    report.add_argument("study", type=Path)
-    report.add_argument("--output", type=Path)
-    report.add_argument("--storage")
-    commands.add_parser("list", help="registered problems, methods, metrics and probe families")
-    worker = commands.add_parser("worker", help="join a distributed study until its n_trials exist")
-    worker.add_argument("study", type=Path)
-    worker.add_argument("--storage")
-    worker.add_argument("--tracking-uri")
-    worker.add_argument("--no-progress", action="store_true")
-    _threads_and_trust(worker)
+    report.add_argument("study", **study)  # type: ignore[arg-type]
+    report.add_argument("--output", type=Path, metavar="DIR")
+    report.add_argument("--storage", metavar="URL")
     apply = commands.add_parser("apply", help="run one configuration and save the unlearned model")
-    apply.add_argument("study", type=Path)
+    apply.add_argument("study", **study)  # type: ignore[arg-type]
     which = apply.add_mutually_exclusive_group(required=True)
-    which.add_argument("--trial", type=int, help="a trial of the study (its params and seed)")
-    which.add_argument("--params", help="k=v,... (the study's fixed hyperparameters fill the rest)")
-    apply.add_argument("--seed", type=int, default=0, help="with --params (default 0)")
-    apply.add_argument("--save", type=Path, required=True, help="MODEL.pt; its metrics go to MODEL.json")
-    apply.add_argument("--storage")
+    which.add_argument("--trial", type=int, metavar="N", help="a trial of the study (its params and seed)")
+    which.add_argument(
+        "--params", metavar="k=v,...", help="k=v,... (the study's fixed hyperparameters fill the rest)"
+    )
+    apply.add_argument("--seed", type=int, default=0, metavar="S", help="with --params (default 0)")
+    apply.add_argument(
+        "--save", type=Path, required=True, metavar="MODEL.pt", help="MODEL.pt; its metrics go to MODEL.json"
+    )
+    apply.add_argument("--storage", metavar="URL")
     _threads_and_trust(apply)
     gate = commands.add_parser("gate", help="validate a model; exit 0 only if every check passes")
-    gate.add_argument("study", type=Path)
-    gate.add_argument("--suite", type=Path, required=True)
-    gate.add_argument("--candidate", required=True, help="MODEL.pt, models:/NAME@ALIAS or runs:/ID/PATH")
-    gate.add_argument("--output", type=Path, help="report folder (default: <study output>/gate)")
-    gate.add_argument("--junit", type=Path)
+    gate.add_argument("study", **study)  # type: ignore[arg-type]
+    gate.add_argument("--suite", type=Path, required=True, metavar="SUITE.yaml")
+    gate.add_argument(
+        "--candidate", required=True, metavar="MODEL", help="MODEL.pt, models:/NAME@ALIAS or runs:/ID/PATH"
+    )
+    gate.add_argument(
+        "--output", type=Path, metavar="DIR", help="report folder (default: <study output>/gate)"
+    )
+    gate.add_argument("--junit", type=Path, metavar="FILE")
     gate.add_argument("--register", metavar="NAME", help="register a passing candidate in MLflow")
-    gate.add_argument("--alias", help="with --register: the alias to point at it")
-    gate.add_argument("--tracking-uri", help="the store models:/ and runs:/ resolve against")
+    gate.add_argument("--alias", metavar="ALIAS", help="with --register: the alias to point at it")
+    gate.add_argument("--tracking-uri", metavar="URI", help="the store models:/ and runs:/ resolve against")
     _threads_and_trust(gate)
+    worker = commands.add_parser("worker", help="join a distributed study until its n_trials exist")
+    worker.add_argument("study", **study)  # type: ignore[arg-type]
+    worker.add_argument("--storage", metavar="URL")
+    worker.add_argument("--tracking-uri", metavar="URI")
+    worker.add_argument("--no-progress", action="store_true")
+    _threads_and_trust(worker)
     compare = commands.add_parser(
         "compare", help="tune several methods at the same budget and seeds; write a leaderboard"
     )
-    compare.add_argument("study", type=Path)
-    compare.add_argument("--methods", required=True, help="comma-separated method names (see `list`)")
-    compare.add_argument("--seeds", type=int, default=3, help="studies per method, sampler seeds 0..N-1 (3)")
-    compare.add_argument("--n-trials", type=int, help="trials per study (default: the study file's)")
-    compare.add_argument("--output", type=Path)
-    compare.add_argument("--storage")
-    compare.add_argument("--tracking-uri")
+    compare.add_argument("study", **study)  # type: ignore[arg-type]
+    compare.add_argument(
+        "--methods", required=True, metavar="A,B,...", help="comma-separated method names (see `list`)"
+    )
+    compare.add_argument(
+        "--seeds", type=int, default=3, metavar="N", help="studies per method, sampler seeds 0..N-1 (3)"
+    )
+    compare.add_argument(
+        "--n-trials", type=int, metavar="N", help="trials per study (default: the study file's)"
+    )
+    compare.add_argument("--output", type=Path, metavar="DIR")
+    compare.add_argument("--storage", metavar="URL")
+    compare.add_argument("--tracking-uri", metavar="URI")
     compare.add_argument("--no-progress", action="store_true")
     _threads_and_trust(compare)
+    commands.add_parser("list", help="registered problems, methods, metrics, probe families and checks")
     return parser
+
+
+def synopsis() -> str:
+    """One line per command, generated from the parser: docs/reference.md and README show it,
+    and a test regenerates it, so the documented options cannot drift from the real ones."""
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    lines = []
+    for name, command in commands.choices.items():
+        words = [parser.prog, "[run]" if name == "run" else name]
+        grouped = {id(a): group for group in command._mutually_exclusive_groups for a in group._group_actions}
+        done: set[int] = set()
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction) or id(action) in done:
+                continue
+            group = grouped.get(id(action))
+            if group is None:
+                words.append(_usage(action, action.required or not action.option_strings))
+                continue
+            done.update(id(a) for a in group._group_actions)
+            inner = " | ".join(_usage(a, True) for a in group._group_actions)
+            words.append(f"({inner})" if group.required else f"[{inner}]")
+        lines.append(" ".join(words))
+    return "\n".join(lines)
+
+
+def _usage(action: argparse.Action, required: bool) -> str:
+    if not action.option_strings:
+        return str(action.metavar or action.dest.upper())
+    flag = action.option_strings[0]
+    text = flag if action.nargs == 0 else f"{flag} {action.metavar or action.dest.upper()}"
+    return text if required else f"[{text}]"
 
 
 def _threads_and_trust(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--threads",
         type=int,
+        metavar="N",
         help="torch CPU threads (default: half the cores, at most 4; side-by-side processes: "
         "cores / processes)",
     )
