@@ -50,33 +50,36 @@ def test_the_same_file_and_seed_suggest_the_same_parameters(tmp_path: Path) -> N
     assert len({tuple(p.values()) for p in first}) == 5
 
 
-def test_validators_run_after_the_study_on_the_recommended_trial(tmp_path: Path) -> None:
+def test_validators_run_after_the_study_in_the_rule_s_order_until_one_passes(tmp_path: Path) -> None:
     import json
 
     release = Path(__file__).resolve().parents[1] / "validators" / "release.yaml"
     config = tiny_study(tmp_path, n_trials=3, validation={"suite": str(release)})
     run = run_study(config, progress=False)
     document = json.loads((run.output / "pareto.json").read_text())
-    (recommended,) = [t for t in document["trials"] if t["recommended"]]
-    verdict = recommended["validation"]
-    assert verdict["suite"] == "release" and verdict["verdict"] in ("pass", "fail", "masked collapse")
-    assert verdict["passed"] == (verdict["verdict"] == "pass")
-    assert all(t["validation"] is None for t in document["trials"] if not t["recommended"])
-    number = recommended["number"]
-    for suffix in (".json", ".xml", ".md"):
-        assert (run.output / "validation" / f"trial_{number}{suffix}").exists()
+    judged = {t["number"]: t["validation"] for t in document["trials"] if t["validation"] is not None}
+    assert judged, "the suite ran on no trial"
+    for verdict in judged.values():
+        assert verdict["suite"] == "release" and verdict["verdict"] in ("pass", "fail", "masked collapse")
+        assert verdict["passed"] == (verdict["verdict"] == "pass")
+    # At most one passed: the search for a releasable trial stops at the first.
+    passed = [number for number, verdict in judged.items() if verdict["passed"]]
+    assert document["recommended"] == (passed[0] if passed else None) and len(passed) <= 1
+    for number in judged:
+        for suffix in (".json", ".xml", ".md"):
+            assert (run.output / "validation" / f"trial_{number}{suffix}").exists()
     assert "## Validation" in (run.output / "report.md").read_text()
 
 
-def test_the_study_suite_runs_robustness_and_compute_on_the_recommended_trial(tmp_path: Path) -> None:
+def test_the_study_suite_runs_robustness_and_compute_on_the_front_trials_it_judges(tmp_path: Path) -> None:
     import json
 
     suite = Path(__file__).resolve().parents[1] / "validators" / "study.yaml"
     config = tiny_study(tmp_path, n_trials=2, validation={"suite": str(suite)})
     run = run_study(config, progress=False)
-    (recommended,) = [
-        t for t in json.loads((run.output / "pareto.json").read_text())["trials"] if t["recommended"]
-    ]
+    recommended = next(
+        t for t in json.loads((run.output / "pareto.json").read_text())["trials"] if t["validation"]
+    )
     report = json.loads((run.output / "validation" / f"trial_{recommended['number']}.json").read_text())
     checks = {c["name"]: c for c in report["checks"]}
     robustness, compute = checks["robustness"], checks["compute_budget"]

@@ -32,16 +32,20 @@ def study_fingerprint(trials: Sequence[FrozenTrial]) -> str:
 
 
 def finalize(study: optuna.Study, experiment: Experiment, tracker: Tracker | None) -> StudySummary:
-    """Every output of a finished study: files, candidate, validation, the MLflow parent run."""
+    """Every output of a finished study: validation, files, candidate, the MLflow parent run.
+
+    With a validation suite the gate is in the loop: front trials are validated in the
+    recommendation rule's order until one passes (every front trial with ``validation.trials:
+    pareto``), and the recommendation is the first that passed (:func:`gated_recommendation`)."""
     config = experiment.config
     output = config.output_dir()
     summary = summarise(study, config)
-    write_outputs(summary, output)
-    candidate = write_models(experiment, summary, output)
-    if config.validation.suite is not None and summary.recommended is not None:
-        validate_trials(experiment, study, summary, candidate, output, config.validation.suite)
+    models: dict[int, RunResult] = {}
+    if config.validation.suite is not None and summary.ranked:
+        models = validate_trials(experiment, study, summary, output, config.validation.suite)
         summary = summarise(study, config)
-        write_outputs(summary, output)
+    write_outputs(summary, output)
+    candidate = write_models(experiment, summary, output, models)
     # For optuna-dashboard, which shows study attributes: the analysed state of the study.
     study.set_user_attr("pareto_trials", [t.number for t in summary.front])
     study.set_user_attr("recommended_trial", summary.recommended.number if summary.recommended else None)
@@ -56,16 +60,26 @@ def save_run(result: RunResult, path: Path, trial: int | None = None) -> None:
     save_model(result.model, path, result.params, result.seed, result.metrics, trial)
 
 
-def write_models(experiment: Experiment, summary: StudySummary, output: Path) -> MultiTaskModel | None:
-    """The references, and the recommended configuration's model re-run from its seed."""
+def write_models(
+    experiment: Experiment,
+    summary: StudySummary,
+    output: Path,
+    validated: dict[int, RunResult] | None = None,
+) -> MultiTaskModel | None:
+    """The references, and the recommended configuration's model re-run from its seed (the
+    very model the validation suite judged, when it did)."""
     models = output / "models"
     models.mkdir(parents=True, exist_ok=True)
     for kind, reference in experiment.references.items():
         save_state_dict(reference.state_dict, models / f"{kind}.pt")
     trial = summary.recommended
-    if trial is None:
+    if trial is None:  # no candidate: an earlier one of this study must not stay as if it were
+        for stale in (models / "candidate.pt", models / "candidate.json"):
+            stale.unlink(missing_ok=True)
         return None
-    result = experiment.run(trial.params, seed=int(TrialRecord.of(trial).seed or 0))
+    result = (validated or {}).get(trial.number)  # the very model the suite judged
+    if result is None:
+        result = experiment.run(trial.params, seed=int(TrialRecord.of(trial).seed or 0))
     save_run(result, models / "candidate.pt", trial=trial.number)
     return result.model
 
@@ -74,12 +88,13 @@ def validate_trials(
     experiment: Experiment,
     study: optuna.Study,
     summary: StudySummary,
-    candidate: MultiTaskModel | None,
     output: Path,
     suite_path: Path,
-) -> None:
-    """Run the study file's suite on its recommended (or every Pareto) trial; reports go to
-    ``validation/`` and the verdicts into the storage, so ``report`` shows them too."""
+) -> dict[int, RunResult]:
+    """Run the study file's suite on front trials in the rule's order until one passes (on
+    every front trial with ``validation.trials: pareto``); reports go to ``validation/`` and
+    the verdicts into the storage, so ``report`` shows them too. A trial already judged by a
+    suite of the same name keeps its verdict. Returns the models it judged, by trial."""
     from tune_unlearn.validation import (
         Candidate,
         ValidationContext,
@@ -95,29 +110,36 @@ def validate_trials(
     settings = experiment.config.validation
     suite = load_suite(suite_path)
     context = ValidationContext(experiment)
-    trials = [summary.recommended] if settings.trials == "recommended" else summary.front
+    rest = [t for t in summary.front if all(t.number != r.number for r in summary.ranked)]
+    trials = summary.ranked + (rest if settings.trials == "pareto" else [])
     verdicts = dict(study.user_attrs.get("validation", {}))
+    models: dict[int, RunResult] = {}
     for trial in trials:
-        if trial is None:
-            continue
-        record = TrialRecord.of(trial)
-        seed = int(record.seed or 0)
-        model = candidate if summary.is_recommended(trial) and candidate is not None else None
-        if model is None:
-            model = experiment.run(trial.params, seed=seed).model
-        metrics = {k: v for k, v in record.metrics.items() if v is not None}
-        report = validate(
-            context, Candidate(model, f"trial {trial.number}", metrics, trial.params, seed), suite
-        )
-        stem = output / "validation" / f"trial_{trial.number}"
-        write_report_json(report, stem.with_suffix(".json"))
-        write_junit(report, stem.with_suffix(".xml"))
-        write_markdown(report, stem.with_suffix(".md"))
-        verdicts[str(trial.number)] = {
-            "suite": suite.name,
-            "verdict": report.verdict,
-            "passed": report.passed,
-            # not applicable (skipped) checks neither pass nor fail
-            "failed": [r.name for r in report.judged if not r.passed],
-        }
+        known = verdicts.get(str(trial.number))
+        if known is None or known.get("suite") != suite.name:
+            record = TrialRecord.of(trial)
+            seed = int(record.seed or 0)
+            result = experiment.run(trial.params, seed=seed)
+            model = result.model
+            metrics = {k: v for k, v in record.metrics.items() if v is not None}
+            report = validate(
+                context, Candidate(model, f"trial {trial.number}", metrics, trial.params, seed), suite
+            )
+            stem = output / "validation" / f"trial_{trial.number}"
+            write_report_json(report, stem.with_suffix(".json"))
+            write_junit(report, stem.with_suffix(".xml"))
+            write_markdown(report, stem.with_suffix(".md"))
+            known = {
+                "suite": suite.name,
+                "verdict": report.verdict,
+                "passed": report.passed,
+                # not applicable (skipped) checks neither pass nor fail
+                "failed": [r.name for r in report.judged if not r.passed],
+            }
+            verdicts[str(trial.number)] = known
+            models[trial.number] = result
+            study.set_user_attr("validation", verdicts)  # each verdict kept as soon as it is known
+        if known["passed"] and settings.trials == "recommended":
+            break
     study.set_user_attr("validation", verdicts)
+    return models

@@ -13,7 +13,7 @@ import math
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from tune_unlearn.pareto import (
     front_trials,
     hypervolume_history,
     is_feasible,
-    recommend,
+    rank,
 )
 from tune_unlearn.study import directions
 from tune_unlearn.trial_record import TrialRecord
@@ -51,8 +51,11 @@ class StudySummary:
     history: list[float]
     importances: dict[str, dict[str, float]]
     validation: dict[str, dict[str, Any]]
-    #: Why no trial, or not every front trial, could be recommended (the collapse floor).
+    #: Why no trial, or not every front trial, could be recommended (the collapse floor, the
+    #: validation suite's verdicts).
     recommendation_note: str | None = None
+    #: The front trials a recommendation may pick, in the rule's order of preference.
+    ranked: list[FrozenTrial] = field(default_factory=list)
 
     @property
     def complete(self) -> list[FrozenTrial]:
@@ -75,19 +78,57 @@ def summarise(study: optuna.Study, config: StudyConfig) -> StudySummary:
     front = front_trials(trials, dirs)
     box = HypervolumeBox.for_study(config.objectives, trials)
     volume = box.hypervolume([t.values for t in front]) if front else 0.0  # type: ignore[arg-type]
-    eligible, note = above_collapse_floor(front, config.collapse_guard.floor)
+    eligible, floor_note = above_collapse_floor(front, config.collapse_guard.floor)
+    ranked = rank(eligible, dirs, config.recommend, config.objectives, box)
+    validation = dict(study.user_attrs.get("validation", {}))
+    recommended, gate_note = gated_recommendation(
+        ranked, validation, gated=config.validation.suite is not None
+    )
+    notes = [n for n in (floor_note, gate_note) if n]
     return StudySummary(
         config=config,
         trials=trials,
         front=front,
-        recommended=recommend(eligible, dirs, config.recommend, config.objectives, box),
-        recommendation_note=note,
+        recommended=recommended,
+        recommendation_note="; ".join(notes) or None,
+        ranked=ranked,
         box=box,
         hypervolume=volume,
         history=hypervolume_history(trials, box, dirs),
         importances=param_importances(study, config.objectives, trials),
-        validation=dict(study.user_attrs.get("validation", {})),
+        validation=validation,
     )
+
+
+def gated_recommendation(
+    ranked: list[FrozenTrial], validation: dict[str, dict[str, Any]], *, gated: bool
+) -> tuple[FrozenTrial | None, str | None]:
+    """The recommendation: without a validation suite, the rule's first trial; with one, the
+    first in the rule's order whose verdict passed, so that the recommended configuration is
+    one the gate releases. Trials it passed over are named with their failed checks; none
+    passing (or none validated yet) recommends nothing, and the note says why."""
+    if not ranked:
+        return None, None
+    if not gated:
+        return ranked[0], None
+    failed: list[str] = []
+    for trial in ranked:
+        verdict = validation.get(str(trial.number))
+        if verdict is None:
+            break
+        if verdict.get("passed"):
+            if not failed:
+                return trial, None
+            return trial, (
+                f"trial {trial.number} is the first in the rule's order that passes the validation "
+                f"suite; before it, {'; '.join(failed)}"
+            )
+        checks = ", ".join(verdict.get("failed", [])) or verdict.get("verdict", "fail")
+        failed.append(f"trial {trial.number} fails it ({checks})")
+    if len(failed) == len(ranked):
+        listed = "; ".join(failed)
+        return None, f"no configuration is recommended: no front trial passes the validation suite ({listed})"
+    return None, "no configuration is recommended: the front is not validated yet"
 
 
 def above_collapse_floor(front: list[FrozenTrial], floor: float) -> tuple[list[FrozenTrial], str | None]:
@@ -237,7 +278,7 @@ def write_trials_csv(path: Path, summary: StudySummary) -> None:
     """One row per trial of every state, with params, objectives and the headline metrics."""
     param_names = sorted({k for t in summary.trials for k in t.params})
     metric_names = [n for n in METRICS.names()]
-    header = ["number", "state", "feasible", "pareto", "recommended", "seed"]
+    header = ["number", "state", "feasible", "pareto", "recommended", "validation", "seed"]
     header += [f"param/{p}" for p in param_names] + [f"metric/{m}" for m in metric_names] + ["reason"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as file:
@@ -253,6 +294,7 @@ def write_trials_csv(path: Path, summary: StudySummary) -> None:
                     is_feasible(t) if t.state == TrialState.COMPLETE else "",
                     summary.is_pareto(t),
                     summary.is_recommended(t),
+                    summary.validation.get(str(t.number), {}).get("verdict", ""),
                     "" if record.seed is None else record.seed,
                 ]
                 + [t.params.get(p, "") for p in param_names]

@@ -136,6 +136,24 @@ def recommend(
     return _first_best(front, np.linalg.norm(normalised, axis=1))
 
 
+def rank(
+    front: Sequence[FrozenTrial],
+    directions: Sequence[str],
+    rule: RecommendConfig,
+    objectives: Sequence[str],
+    box: HypervolumeBox | None = None,
+) -> list[FrozenTrial]:
+    """The front in the order ``rule`` prefers it: :func:`recommend`'s pick, then its pick
+    among the rest, and so on (the gate is tried on front trials in this order)."""
+    remaining, ranked = list(front), []
+    while remaining:
+        best = recommend(remaining, directions, rule, objectives, box)
+        assert best is not None
+        ranked.append(best)
+        remaining = [t for t in remaining if t.number != best.number]
+    return ranked
+
+
 def _lexicographic(
     front: Sequence[FrozenTrial], directions: Sequence[str], rule: RecommendConfig, objectives: Sequence[str]
 ) -> FrozenTrial:
