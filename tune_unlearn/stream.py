@@ -177,6 +177,9 @@ def _row(number: int, request: StudyConfig, run: Any, first_original: Path, dele
     trial = run.summary.recommended
     parent = None if run.study.user_attrs.get(PARENT_ATTR) is None else str(run.study.user_attrs[PARENT_ATTR])
     if trial is None:
+        # A front the gate refused entirely (the gate is in the loop) or no front at all.
+        verdicts = run.study.user_attrs.get("validation", {})
+        first = verdicts.get(str(run.summary.ranked[0].number), {}) if run.summary.ranked else {}
         return StreamRow(
             request=number,
             study=request.name,
@@ -186,8 +189,8 @@ def _row(number: int, request: StudyConfig, run: Any, first_original: Path, dele
             retained_utility=None,
             uis=None,
             cumulative_uis=None,
-            verdict="no feasible configuration",
-            failed=[],
+            verdict="no front trial passes the gate" if first else "no feasible configuration",
+            failed=list(first.get("failed", [])),
             candidate=None,
             parent_run=parent,
         )
