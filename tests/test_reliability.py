@@ -414,8 +414,8 @@ def test_the_gate_resolves_models_against_the_studys_store_and_refuses_pickles(
     suite.write_text(json.dumps({"name": "mini", "probes": {"static_retain": {"max_excess": 0.5}}}))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    common = ["gate", str(study), "--suite", str(suite), "--threads", "1", "--output", str(tmp_path / "g")]
-    safe = cli(*common, "--candidate", "models:/safe/1", cwd=elsewhere)
+    common = ["gate", str(study), "--suite", str(suite), "--threads", "1"]
+    safe = cli(*common, "--output", str(tmp_path / "g"), "--candidate", "models:/safe/1", cwd=elsewhere)
     out, err = safe.communicate(timeout=300)
     assert safe.returncode in (0, 1), err  # judged: the study's own store resolved the name
     assert "Registered Model" not in err and not (elsewhere / "mlflow.db").exists()
@@ -424,6 +424,7 @@ def test_the_gate_resolves_models_against_the_studys_store_and_refuses_pickles(
     assert f"reports attached to MLflow run {judged}" in out
     assert {a.path for a in client.list_artifacts(judged, "gate")} >= {"gate/gate.json", "gate/gate.md"}
     assert client.get_run(judged).data.tags["gate_verdict"] in ("pass", "fail", "masked collapse")
+    common += ["--output", str(tmp_path / "g-pickled")]  # one candidate's reports per folder
     pickled = cli(*common, "--candidate", "models:/pickled/1", cwd=elsewhere)
     _, err = pickled.communicate(timeout=300)
     assert pickled.returncode == 2 and "--trust-pickle" in err
