@@ -51,13 +51,10 @@ def method_seconds(experiment: Experiment, variant: str, steps: int) -> float:
     """Unlearning seconds of ``steps`` steps; tiny learning rates keep every method finite."""
     name, _, space = variant.partition("@")
     cls = METHODS.get(name)
-    wanted = {
-        "steps": steps,
-        "batch_size": 64,
-        "ascent_lr": 1e-6,
-        "retain_lr": 1e-6,
-        "projection_space": space,
-    }
+    # Every declared learning rate (ascent_lr, retain_lr, the loss-defined methods' lr): at a
+    # default rate the loss-defined methods diverge at step 1 on the annealed shapes CNN.
+    rates = {key: 1e-6 for key, param in cls.constraints().items() if param.rate}
+    wanted = {"steps": steps, "batch_size": 64, "projection_space": space, **rates}
     method = cls(**{k: v for k, v in wanted.items() if k in cls.hyperparameters() and v != ""})
     model = experiment.model_from(experiment.references["original"].state_dict)
     with PhaseTimer(experiment.device) as timer:  # CUDA-event time on a GPU
