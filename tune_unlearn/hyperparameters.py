@@ -29,6 +29,9 @@ class Param:
     doc: str = ""
     #: A learning rate: the gate's robustness check perturbs every searched rate.
     rate: bool = False
+    #: The default search range (``low``, ``high``, and ``log`` or ``step``; or ``choices``):
+    #: a method's default space is its hyperparameters that declare one.
+    search: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False)
 
     @property
     def kind(self) -> str:
@@ -106,11 +109,32 @@ def hyperparameter(
     choices: Sequence[Any] | None = None,
     doc: str = "",
     rate: bool = False,
+    search: Mapping[str, Any] | None = None,
 ) -> Any:
     """A method's dataclass field with a declared range (``steps: int = hyperparameter(50, ge=1)``);
-    ``rate=True`` marks a learning rate."""
-    declared = Param(default, ge, gt, le, lt, tuple(choices) if choices is not None else None, doc, rate)
+    ``rate=True`` marks a learning rate; ``search={"low": …, "high": …, "log": True}`` puts it in
+    the method's default search space with that range (its type from the default's)."""
+    declared = Param(
+        default, ge, gt, le, lt, tuple(choices) if choices is not None else None, doc, rate, search
+    )
     return dataclasses.field(default=default, metadata={"param": declared})
+
+
+class DerivedSearch:
+    """``default_search`` of a method class: one entry per hyperparameter that declares a
+    ``search`` range, ``{"type": "float" | "int" | "categorical", **range}``. Derived, so a
+    hyperparameter is declared once (its type, range, default and default search together)."""
+
+    def __get__(self, instance: object, owner: type) -> dict[str, dict[str, object]]:
+        space: dict[str, dict[str, object]] = {}
+        if not dataclasses.is_dataclass(owner):  # read while @dataclass builds the class
+            return space
+        for name, param in declared_fields(owner).items():
+            if param.search is None:
+                continue
+            kind = "categorical" if "choices" in param.search else param.kind
+            space[name] = {"type": kind, **param.search}
+        return space
 
 
 def declared_fields(cls: type) -> dict[str, Param]:

@@ -247,6 +247,17 @@ def method_checks(method: type, *, problem: Problem | None = None) -> list[Check
                 continue
             raise AssertionError(f"{method.__name__}({name}={low - 1}) was accepted below its declared range")
 
+    def default_search_fits_the_declarations() -> None:
+        from tune_unlearn.hyperparameters import search_range_problems
+
+        hyper()
+        cls = cast("type[UnlearningMethod]", method)
+        declared = cls.constraints()
+        for name, dimension in cls.default_search.items():
+            _expect(name in declared, f"default_search names {name!r}, which is no hyperparameter")
+            found = search_range_problems(declared[name], dimension)
+            _expect(not found, f"the default search of {name} does not fit its declaration: {found}")
+
     def unlearning_moves_the_model_deterministically() -> None:
         values = hyper()
         experiment = _tiny_experiment(problem) if problem is not None else _default_experiment()
@@ -268,6 +279,7 @@ def method_checks(method: type, *, problem: Problem | None = None) -> list[Check
         ("defaults_round_trip", defaults_round_trip),
         ("keyword_only", keyword_only),
         ("declared_ranges_refused", declared_ranges_refused),
+        ("default_search_fits_the_declarations", default_search_fits_the_declarations),
         ("unlearning_moves_the_model_deterministically", unlearning_moves_the_model_deterministically),
     ]
 

@@ -67,3 +67,45 @@ def test_a_huge_ascent_rate_raises_divergence(tiny_experiment: Experiment) -> No
     model = original_model(tiny_experiment)
     with pytest.raises(DivergenceError, match="diverged"):
         GradientAscent(steps=40, ascent_lr=1e6).unlearn(model, tiny_experiment.setup, seed=0)
+
+
+def test_a_hyperparameter_declares_its_default_search_once() -> None:
+    """The default space is derived from each field's ``search=``: a subclass inherits its
+    parent's declarations and adds its own; no separate dict to keep in step."""
+    from typing import ClassVar
+
+    from torch import Tensor
+
+    from tune_unlearn.hyperparameters import hyperparameter
+    from tune_unlearn.methods import StepGradients, UnlearningMethod
+    from tune_unlearn.testing import method_checks
+
+    @dataclasses.dataclass(kw_only=True)
+    class Ascent(UnlearningMethod):
+        ascent_lr: float = hyperparameter(
+            0.01, gt=0.0, rate=True, search={"low": 1e-4, "high": 0.1, "log": True}
+        )
+        unsearched: int = hyperparameter(3, ge=1)
+        name: ClassVar[str] = "ascent"
+
+        def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
+            return grads.forget
+
+    @dataclasses.dataclass(kw_only=True)
+    class Wider(Ascent):
+        rank: int = hyperparameter(4, ge=1, search={"low": 1, "high": 8})
+        name: ClassVar[str] = "wider"
+
+    assert Ascent.default_search == {"ascent_lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}}
+    assert Wider.default_search == {**Ascent.default_search, "rank": {"type": "int", "low": 1, "high": 8}}
+
+    @dataclasses.dataclass(kw_only=True)
+    class Outside(Ascent):  # a default range below the declared one: the contract says so
+        ascent_lr: float = hyperparameter(0.01, gt=0.0, search={"low": -1.0, "high": 0.1})
+        name: ClassVar[str] = "outside"
+
+    (fits,) = [
+        check for name, check in method_checks(Outside) if name == "default_search_fits_the_declarations"
+    ]
+    with pytest.raises(AssertionError, match="does not fit its declaration"):
+        fits()

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tune_unlearn.forget import LabeledSet
-from tune_unlearn.hyperparameters import Param, declared_fields, hyperparameter, problems
+from tune_unlearn.hyperparameters import DerivedSearch, Param, declared_fields, hyperparameter, problems
 from tune_unlearn.methods._gradients import Batch, ParameterLayout, StepGradients
 from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Task
 
@@ -108,7 +108,8 @@ class UnlearningMethod(ABC):
     name: ClassVar[str] = ""
     #: The search space a study uses when its file gives no ``method.search`` (Optuna
     #: dimensions as in a study file); hyperparameters the file fixes are left out of it.
-    default_search: ClassVar[dict[str, dict[str, object]]] = {}
+    #: Derived from the hyperparameters' ``search=`` declarations (:class:`DerivedSearch`).
+    default_search: ClassVar[DerivedSearch] = DerivedSearch()
     uses_forget: ClassVar[bool] = True
     uses_retain: ClassVar[bool] = True
     #: Host synchronisations for the divergence check happen only this often.
@@ -287,13 +288,19 @@ class ForgetRetainLoss(LossMethod):
     """A loss method of the common shape ``forget_weight · L_forget + L_r``: a forget term of
     the method's own on the forget batch's target tasks, plus the retain loss."""
 
-    lr: float = hyperparameter(0.05, gt=0.0, doc="learning rate of the combined descent", rate=True)
-    forget_weight: float = hyperparameter(1.0, ge=0.0, doc="weight of the forget term against the retain")
-
-    default_search: ClassVar[dict[str, dict[str, object]]] = {
-        "lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True},
-        "forget_weight": {"type": "float", "low": 0.1, "high": 10.0, "log": True},
-    }
+    lr: float = hyperparameter(
+        0.05,
+        gt=0.0,
+        doc="learning rate of the combined descent",
+        rate=True,
+        search={"low": 1e-3, "high": 0.5, "log": True},
+    )
+    forget_weight: float = hyperparameter(
+        1.0,
+        ge=0.0,
+        doc="weight of the forget term against the retain",
+        search={"low": 0.1, "high": 10.0, "log": True},
+    )
 
     def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:
         # The target tasks, read to the host once per run rather than once per step.

@@ -20,15 +20,22 @@ class L1Sparse(LossMethod):
     never touched: forgetting comes from the sparsity pressure and catastrophic interference.
     """
 
-    lr: float = hyperparameter(0.05, gt=0.0, doc="learning rate of the retain descent", rate=True)
-    l1_weight: float = hyperparameter(1e-4, ge=0.0, doc="γ, the ℓ1 penalty's initial weight")
+    lr: float = hyperparameter(
+        0.05,
+        gt=0.0,
+        doc="learning rate of the retain descent",
+        rate=True,
+        search={"low": 0.001, "high": 0.5, "log": True},
+    )
+    l1_weight: float = hyperparameter(
+        1e-4,
+        ge=0.0,
+        doc="γ, the ℓ1 penalty's initial weight",
+        search={"low": 1e-06, "high": 0.01, "log": True},
+    )
 
     name: ClassVar[str] = "l1_sparse"
     uses_forget: ClassVar[bool] = False
-    default_search: ClassVar[dict[str, dict[str, object]]] = {
-        "lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True},
-        "l1_weight": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
-    }
 
     def loss(self, grads: StepGradients, step: int) -> Tensor:
         gamma = self.l1_weight * (1.0 - step / self.steps)

@@ -27,13 +27,14 @@ class NegativePreference(ForgetRetainLoss):
     evaluated on each step's forget batch (one extra forward pass, no backward pass).
     """
 
-    beta: float = hyperparameter(0.1, gt=0.0, doc="β, the inverse temperature of the preference loss")
+    beta: float = hyperparameter(
+        0.1,
+        gt=0.0,
+        doc="β, the inverse temperature of the preference loss",
+        search={"low": 0.01, "high": 10.0, "log": True},
+    )
 
     name: ClassVar[str] = "npo"
-    default_search: ClassVar[dict[str, dict[str, object]]] = {
-        **ForgetRetainLoss.default_search,
-        "beta": {"type": "float", "low": 0.01, "high": 10.0, "log": True},
-    }
 
     def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:
         super().prepare(layout, setup, seed)

@@ -31,17 +31,17 @@ class ProjectedGradDiff(GradDiff):
     target tasks take the raw ``g_f``."""
 
     projection_strength: float = hyperparameter(
-        1.0, ge=0.0, le=1.0, doc="how much of the conflicting component is removed (1: all)"
+        1.0,
+        ge=0.0,
+        le=1.0,
+        doc="how much of the conflicting component is removed (1: all)",
+        search={"low": 0.0, "high": 1.0},
     )
     projection_space: ProjectionSpace = hyperparameter(
         "parameters", choices=PROJECTION_SPACES, doc="exact (parameters) or approximate (representation)"
     )
 
     name: ClassVar[str] = ""
-    default_search: ClassVar[dict[str, dict[str, object]]] = {
-        **GradDiff.default_search,
-        "projection_strength": {"type": "float", "low": 0.0, "high": 1.0},
-    }
 
     def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
         n = grads.layout.num_shared

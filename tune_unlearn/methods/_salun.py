@@ -32,14 +32,14 @@ class SalUn(RandomLabel):
     """
 
     saliency_fraction: float = hyperparameter(
-        0.5, gt=0.0, le=1.0, doc="fraction of weights updated: those most salient for the forget loss"
+        0.5,
+        gt=0.0,
+        le=1.0,
+        doc="fraction of weights updated: those most salient for the forget loss",
+        search={"low": 0.05, "high": 0.95},
     )
 
     name: ClassVar[str] = "salun"
-    default_search: ClassVar[dict[str, dict[str, object]]] = {
-        **RandomLabel.default_search,
-        "saliency_fraction": {"type": "float", "low": 0.05, "high": 0.95},
-    }
 
     def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:
         super().prepare(layout, setup, seed)

@@ -42,15 +42,16 @@ class Scrub(ForgetRetainLoss):
     ``max_steps`` as the paper's ``msteps`` does, leaving min-steps to repair the retain set.
     """
 
-    alpha: float = hyperparameter(1.0, ge=0.0, doc="α, weight of the retain distillation term")
+    alpha: float = hyperparameter(
+        1.0,
+        ge=0.0,
+        doc="α, weight of the retain distillation term",
+        search={"low": 0.1, "high": 10.0, "log": True},
+    )
     temperature: float = hyperparameter(4.0, gt=0.0, doc="distillation temperature")
     max_steps: int = hyperparameter(25, ge=0, doc="steps that maximise the forget divergence")
 
     name: ClassVar[str] = "scrub"
-    default_search: ClassVar[dict[str, dict[str, object]]] = {
-        **ForgetRetainLoss.default_search,
-        "alpha": {"type": "float", "low": 0.1, "high": 10.0, "log": True},
-    }
 
     def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:
         super().prepare(layout, setup, seed)

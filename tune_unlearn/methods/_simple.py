@@ -16,12 +16,15 @@ from tune_unlearn.methods._gradients import StepGradients
 class Finetune(UnlearningMethod):
     """Descent on the retain set only: forgetting by catastrophic interference."""
 
-    retain_lr: float = hyperparameter(0.05, ge=0.0, doc="η_r, the retain descent rate", rate=True)
+    retain_lr: float = hyperparameter(
+        0.05,
+        ge=0.0,
+        doc="η_r, the retain descent rate",
+        rate=True,
+        search={"low": 0.001, "high": 0.5, "log": True},
+    )
 
     name: ClassVar[str] = "finetune"
-    default_search: ClassVar[dict[str, dict[str, object]]] = {
-        "retain_lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True},
-    }
     uses_forget: ClassVar[bool] = False
 
     def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
@@ -32,12 +35,15 @@ class Finetune(UnlearningMethod):
 class GradientAscent(UnlearningMethod):
     """Ascent on the forget loss, with nothing to hold the retained knowledge in place."""
 
-    ascent_lr: float = hyperparameter(0.01, ge=0.0, doc="η_a, the forget ascent rate", rate=True)
+    ascent_lr: float = hyperparameter(
+        0.01,
+        ge=0.0,
+        doc="η_a, the forget ascent rate",
+        rate=True,
+        search={"low": 0.0001, "high": 0.1, "log": True},
+    )
 
     name: ClassVar[str] = "gradient_ascent"
-    default_search: ClassVar[dict[str, dict[str, object]]] = {
-        "ascent_lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
-    }
     uses_retain: ClassVar[bool] = False
 
     def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
@@ -48,14 +54,22 @@ class GradientAscent(UnlearningMethod):
 class GradDiff(UnlearningMethod):
     """Ascent on the forget loss and descent on the retain loss, unprojected."""
 
-    ascent_lr: float = hyperparameter(0.01, ge=0.0, doc="η_a, the forget ascent rate", rate=True)
-    retain_lr: float = hyperparameter(0.05, ge=0.0, doc="η_r, the retain descent rate", rate=True)
+    ascent_lr: float = hyperparameter(
+        0.01,
+        ge=0.0,
+        doc="η_a, the forget ascent rate",
+        rate=True,
+        search={"low": 1e-4, "high": 0.1, "log": True},
+    )
+    retain_lr: float = hyperparameter(
+        0.05,
+        ge=0.0,
+        doc="η_r, the retain descent rate",
+        rate=True,
+        search={"low": 1e-3, "high": 0.5, "log": True},
+    )
 
     name: ClassVar[str] = "graddiff"
-    default_search: ClassVar[dict[str, dict[str, object]]] = {
-        "ascent_lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
-        "retain_lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True},
-    }
 
     def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
         return grads.forget

@@ -25,14 +25,15 @@ class SubspaceProjection(ProjectedGradDiff):
     before it is pulled back to the parameters.
     """
 
-    subspace_rank: int = hyperparameter(4, ge=1, doc="basis vectors per task (at most the retain batch size)")
+    subspace_rank: int = hyperparameter(
+        4,
+        ge=1,
+        doc="basis vectors per task (at most the retain batch size)",
+        search={"low": 1, "high": 16, "log": True},
+    )
     refresh_every: int = hyperparameter(10, ge=1, doc="steps between rebuilds of the subspace basis")
 
     name: ClassVar[str] = "subspace_projection"
-    default_search: ClassVar[dict[str, dict[str, object]]] = {
-        **ProjectedGradDiff.default_search,
-        "subspace_rank": {"type": "int", "low": 1, "high": 16, "log": True},
-    }
 
     def subspace(self, grads: StepGradients, step: int) -> Tensor:
         if step % self.refresh_every == 0 or not hasattr(self, "basis_"):
