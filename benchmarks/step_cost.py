@@ -56,7 +56,7 @@ def method_seconds(experiment: Experiment, variant: str, steps: int) -> float:
     rates = {key: 1e-6 for key, param in cls.constraints().items() if param.rate}
     wanted = {"steps": steps, "batch_size": 64, "projection_space": space, **rates}
     method = cls(**{k: v for k, v in wanted.items() if k in cls.hyperparameters() and v != ""})
-    model = experiment.model_from(experiment.references["original"].state_dict)
+    model = experiment.original_model()
     with PhaseTimer(experiment.device) as timer:  # CUDA-event time on a GPU
         method.unlearn(model, experiment.setup, seed=0)
     return timer.seconds
@@ -65,7 +65,7 @@ def method_seconds(experiment: Experiment, variant: str, steps: int) -> float:
 def per_sample_seconds(experiment: Experiment, repeats: int) -> tuple[float, float, float]:
     """Seconds for the shared-parameter per-sample gradients of 64 retain samples: vmap, loop;
     and, as the yardstick, one ordinary backward pass of the whole batch (one gradient)."""
-    model = experiment.model_from(experiment.references["original"].state_dict)
+    model = experiment.original_model()
     setup = experiment.setup
     positions = torch.arange(64) % len(setup.retain)
     batch = setup.batch(setup.retain, positions.to(setup.retain.indices.device))

@@ -23,7 +23,7 @@ def test_the_retain_set_is_scored_on_a_seeded_sample_and_the_other_sets_whole(tm
     again = Experiment(tiny_study(tmp_path, evaluation={"retain_sample": 100}), progress=False)
     assert sampled.scored_sets["retain"].indices.equal(again.scored_sets["retain"].indices)  # seeded
     # the sample's score estimates the whole set's, and the other metrics do not depend on it
-    model = sampled.model_from(sampled.references["original"].state_dict)
+    model = sampled.original_model()
     a, b = sampled.measure(model), whole.measure(model)
     assert a["score/unlearned/retain/digit"] == pytest.approx(b["score/unlearned/retain/digit"], abs=0.05)
     for key in ("forget_efficacy", "retained_utility", "uis"):

@@ -167,7 +167,7 @@ def test_mia_auc_separable_and_indistinguishable() -> None:
 
 
 def test_uis_and_scores_from_a_real_model(tiny_experiment: Experiment) -> None:
-    original = tiny_experiment.model_from(tiny_experiment.references["original"].state_dict)
+    original = tiny_experiment.original_model()
     unchanged = tiny_experiment.measure(original)
     assert unchanged["uis"] == pytest.approx(0.0, abs=1e-7)
     assert unchanged["retained_utility"] == pytest.approx(1.0)

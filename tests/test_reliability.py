@@ -367,7 +367,7 @@ def registered(tmp_path: Path) -> tuple[Path, str]:
 
     config = tiny_study(tmp_path, tracking={"enabled": True})
     experiment = Experiment(config, progress=False)
-    model = experiment.model_from(experiment.references["original"].state_dict)
+    model = experiment.original_model()
     uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
     tracker = Tracker(uri, "tiny", artifact_root=tmp_path / "out" / "mlartifacts")
     tracker.start_study("models", {}, {})

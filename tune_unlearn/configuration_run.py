@@ -69,7 +69,7 @@ def run(
 ) -> RunResult:
     """Unlearn a copy of the original with ``params`` (plus the fixed ones) and measure it."""
     method = experiment.build_method(params)
-    model = experiment.model_from(experiment.references["original"].state_dict)  # a fresh copy
+    model = experiment.original_model()  # a fresh copy
     with PhaseTimer(experiment.device) as timer:
         log = method.unlearn(model, experiment.setup, seed=seed, monitor=monitor, monitor_every=monitor_every)
     evaluation_started = time.perf_counter()
@@ -93,7 +93,7 @@ def rerun_results(experiment: Experiment, params: Mapping[str, Any], seed: int, 
     """The same configuration unlearned again with seeds ``seed + 1 … seed + runs``."""
     results = []
     for k in range(1, runs + 1):
-        model = experiment.model_from(experiment.references["original"].state_dict)
+        model = experiment.original_model()
         experiment.build_method(params).unlearn(model, experiment.setup, seed=seed + k)
         results.append(experiment.evaluate(model))
     return results

@@ -154,7 +154,7 @@ class Experiment:
         if not references:
             return
         self.references = self._load_references(progress)
-        original_model = self.model_from(self.references["original"].state_dict)
+        original_model = self.original_model()
         self.reference_scores: dict[str, float] = self.score("original", self.evaluate(original_model))
         self.retrain_results = [self.evaluate(self.model_from(r.state_dict)) for r in self.retrain_members]
         if self.retrain_results:
@@ -163,7 +163,7 @@ class Experiment:
         guard = config.collapse_guard
         self.guard = (
             CollapseGuard.on_sample(
-                self.model_from(self.references["original"].state_dict),
+                self.original_model(),
                 self.data,
                 self.splits["val"],
                 self.problem.tasks,
@@ -305,6 +305,10 @@ class Experiment:
         model.load_state_dict(state_dict)
         model.eval()
         return model
+
+    def original_model(self) -> MultiTaskModel:
+        """A fresh copy of the original, on this experiment's device (unlearning edits it)."""
+        return self.model_from(self.references["original"].state_dict)
 
     # -- measuring ----------------------------------------------------------------------------
     def score(self, model_kind: str, per_sample: PerSample) -> dict[str, float]:

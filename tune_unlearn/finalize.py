@@ -95,17 +95,7 @@ def validate_trials(
     every front trial with ``validation.trials: pareto``); reports go to ``validation/`` and
     the verdicts into the storage, so ``report`` shows them too. A trial already judged by a
     suite of the same name keeps its verdict. Returns the models it judged, by trial."""
-    from tune_unlearn.validation import (
-        Candidate,
-        ValidationContext,
-        load_suite,
-        validate,
-        write_junit,
-        write_markdown,
-    )
-    from tune_unlearn.validation import (
-        write_json as write_report_json,
-    )
+    from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate, write_reports
 
     settings = experiment.config.validation
     suite = load_suite(suite_path)
@@ -126,9 +116,9 @@ def validate_trials(
                 context, Candidate(model, f"trial {trial.number}", metrics, trial.params, seed), suite
             )
             stem = output / "validation" / f"trial_{trial.number}"
-            write_report_json(report, stem.with_suffix(".json"))
-            write_junit(report, stem.with_suffix(".xml"))
-            write_markdown(report, stem.with_suffix(".md"))
+            write_reports(
+                report, stem.with_suffix(".json"), stem.with_suffix(".xml"), stem.with_suffix(".md")
+            )
             known = {
                 "suite": suite.name,
                 "verdict": report.verdict,

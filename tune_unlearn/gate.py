@@ -25,9 +25,7 @@ from tune_unlearn.validation import (
     ValidationContext,
     ValidationReport,
     validate,
-    write_json,
-    write_junit,
-    write_markdown,
+    write_reports,
 )
 
 
@@ -105,9 +103,7 @@ def run_gate(
         candidate = load_candidate(candidate_spec, experiment)
     report = validate(ValidationContext(experiment), candidate, suite)
     paths = (output / "gate.json", junit or output / "junit.xml", output / "gate.md")
-    write_json(report, paths[0])
-    write_junit(report, paths[1])
-    write_markdown(report, paths[2])
+    write_reports(report, *paths)
     registered = None
     if register:
         example = experiment.data.inputs[experiment.splits["val"][:2].to(experiment.device)]

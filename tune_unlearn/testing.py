@@ -263,7 +263,7 @@ def method_checks(method: type, *, problem: Problem | None = None) -> list[Check
         experiment = _tiny_experiment(problem) if problem is not None else _default_experiment()
         models = []
         for _ in range(2):
-            model = experiment.model_from(experiment.references["original"].state_dict)
+            model = experiment.original_model()
             method(**{**values, "steps": 3, "batch_size": 4}).unlearn(model, experiment.setup, seed=1)
             models.append(model)
         before = experiment.references["original"].state_dict
@@ -424,7 +424,7 @@ def gate_check_checks(check: type) -> list[Check]:
 
         experiment = _default_experiment()
         suite = SuiteConfig(name="contract", checks={cls.name: {}})
-        original = experiment.model_from(experiment.references["original"].state_dict)
+        original = experiment.original_model()
         metrics = experiment.measure(original)
         given = CheckInput(ValidationContext(experiment), Candidate(original, "original"), suite, metrics)
         results = run_check(cls, given)

@@ -8,7 +8,7 @@ from tune_unlearn.problems import MultiTaskModel
 
 
 def original_model(experiment: Experiment) -> MultiTaskModel:
-    return experiment.model_from(experiment.references["original"].state_dict)
+    return experiment.original_model()
 
 
 def step_gradients(

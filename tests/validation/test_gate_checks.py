@@ -85,7 +85,7 @@ def _suite(tmp_path: Path, **body: Any) -> Path:
 
 def test_a_suite_runs_a_registered_plugin_check_by_name(tmp_path: Path, registered: None) -> None:
     experiment = _default_experiment()
-    original = Candidate(experiment.model_from(experiment.references["original"].state_dict), "original")
+    original = Candidate(experiment.original_model(), "original")
     ctx = ValidationContext(experiment)
     for ceiling, status in ((0.0, "fail"), (1.0, "pass")):  # the original scores in between
         suite = load_suite(_suite(tmp_path, checks={"forget_ceiling": {"max_score": ceiling}}))
@@ -123,7 +123,7 @@ def test_robustness_perturbs_every_searched_rate_of_a_loss_defined_method(tmp_pa
         "search": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
     }
     experiment = Experiment(tiny_study(tmp_path, method=method), progress=False)
-    model = experiment.model_from(experiment.references["original"].state_dict)
+    model = experiment.original_model()
     candidate = Candidate(model, "c", params={"lr": 0.01}, seed=0)
     result = robustness_check(ValidationContext(experiment), candidate, RobustnessSpec(seeds=1))
     assert result.details["perturbed_rates"] == ["lr"]  # before: only ascent_lr/retain_lr, so none

@@ -183,7 +183,7 @@ def test_excess_damage_is_the_ensembles_score_minus_the_candidates_per_task(
 
     suite = SuiteConfig(name="s", bootstrap=200, seed=0)
     spec = ProbeSpec(max_excess=0.05)
-    broken = full_context.experiment.model_from(full_context.experiment.references["original"].state_dict)
+    broken = full_context.experiment.original_model()
     with torch.no_grad():
         for parameter in broken.parameters():
             parameter.zero_()  # every head outputs a constant: chance level at best

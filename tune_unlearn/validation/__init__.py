@@ -15,6 +15,7 @@ from tune_unlearn.validation._reports import (
     write_json,
     write_junit,
     write_markdown,
+    write_reports,
 )
 from tune_unlearn.validation._run import ValidationReport, validate
 from tune_unlearn.validation._suite import SuiteConfig
@@ -39,4 +40,5 @@ __all__ = [
     "write_json",
     "write_junit",
     "write_markdown",
+    "write_reports",
 ]

@@ -33,7 +33,7 @@ class ValidationContext:
         self.experiment = experiment
         config = experiment.config
         self.holdout: Tensor = experiment.problem.split(len(experiment.data), config.problem.seed)["holdout"]
-        self.original = experiment.model_from(experiment.references["original"].state_dict)
+        self.original = experiment.original_model()
         #: The retrain ensemble (empty without a retrain reference); probes compare with its mean.
         self.retrains = [experiment.model_from(r.state_dict) for r in experiment.retrain_members]
 

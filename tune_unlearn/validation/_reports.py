@@ -117,3 +117,10 @@ def render_markdown(report: ValidationReport) -> str:
 def write_markdown(report: ValidationReport, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_markdown(report))
+
+
+def write_reports(report: ValidationReport, json_path: Path, junit_path: Path, markdown_path: Path) -> None:
+    """The report trio every judged candidate leaves: JSON, JUnit XML, Markdown."""
+    write_json(report, json_path)
+    write_junit(report, junit_path)
+    write_markdown(report, markdown_path)
