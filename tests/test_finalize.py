@@ -30,10 +30,10 @@ def finished(tmp_path_factory: pytest.TempPathFactory, session_tmp: Path) -> tup
     return tmp, run_study(study_config(tmp), progress=False).study
 
 
-def study_config(tmp: Path, **more: object) -> StudyConfig:
+def study_config(tmp: Path, n_trials: int = 6, **more: object) -> StudyConfig:
     return tiny_study(
         tmp,
-        n_trials=6,
+        n_trials=n_trials,
         sampler={"name": "random", "seed": 1},
         objectives=["forget_efficacy", "retained_utility"],
         **more,
@@ -89,3 +89,20 @@ def test_nothing_is_recommended_when_no_front_trial_passes(finished: tuple[Path,
     assert document["recommended"] is None and document["recommendation_note"] == note
     assert not (output / "models" / "candidate.pt").exists()  # the earlier candidate is gone
     assert "no front trial passes" in (output / "report.md").read_text()
+
+
+def test_a_finished_study_run_again_with_a_suite_is_finalized_again(
+    tmp_path: Path, session_tmp: Path
+) -> None:
+    # Same trials, new validation settings: the outputs the first run wrote are stale.
+    (session_tmp / "cache").mkdir(exist_ok=True)
+    (tmp_path / "cache").symlink_to(session_tmp / "cache", target_is_directory=True)
+    first = run_study(study_config(tmp_path, n_trials=2), progress=False)
+    assert first.finalized and first.summary.recommended is not None
+    suite = tmp_path / "strict.yaml"
+    suite.write_text(yaml.safe_dump({"name": "strict", "uis_budget": {"max_uis": 1e-9}}))
+    again = run_study(study_config(tmp_path, n_trials=2, validation={"suite": str(suite)}), progress=False)
+    assert again.finalized and again.summary.recommended is None
+    assert json.loads((again.output / "pareto.json").read_text())["recommended"] is None
+    third = run_study(study_config(tmp_path, n_trials=2, validation={"suite": str(suite)}), progress=False)
+    assert not third.finalized  # nothing changed since: the outputs are current

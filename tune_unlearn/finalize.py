@@ -24,10 +24,16 @@ from tune_unlearn.references import save_state_dict
 from tune_unlearn.tracking import Tracker
 from tune_unlearn.trial_record import TrialRecord
 
+#: Bumped when what finalize decides changes (2: the gate in the loop picks the recommendation),
+#: so outputs an older version wrote for the same trials are written again once.
+FINALIZE_VERSION = 2
 
-def study_fingerprint(trials: Sequence[FrozenTrial]) -> str:
-    """Which trials exist in which state: outputs written for one fingerprint are current."""
+
+def study_fingerprint(trials: Sequence[FrozenTrial], validation: object = None) -> str:
+    """Which trials exist in which state, under which validation settings and finalize
+    version: outputs written for one fingerprint are current."""
     text = ",".join(f"{t.number}:{t.state.name}" for t in sorted(trials, key=lambda t: t.number))
+    text += f"|{validation!r}|v{FINALIZE_VERSION}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

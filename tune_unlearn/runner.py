@@ -360,7 +360,7 @@ def _finish(session: _Session) -> tuple[StudySummary, bool]:
     with budget_lock(session.url, study.study_name):
         trials = study.get_trials(deepcopy=False)
         unfinished = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-        fingerprint = study_fingerprint(trials)
+        fingerprint = study_fingerprint(trials, config.validation)
         written = (config.output_dir() / "pareto.json").exists()
         if not unfinished and (study.user_attrs.get("finalized") != fingerprint or not written):
             summary = finalize(study, session.experiment, session.tracker)
