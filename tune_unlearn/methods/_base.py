@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
@@ -96,6 +97,12 @@ class StepLog:
         for column, name in enumerate(task_names):
             curves[f"retain_loss/{name}"] = retain[:, column].tolist()
         return curves
+
+
+#: The default search range of every descent rate (``retain_lr``, the loss methods' ``lr``) and
+#: of every ascent rate: one range each, so that methods compare at one budget on one scale.
+DESCENT_RATES: Mapping[str, object] = MappingProxyType({"low": 1e-3, "high": 0.5, "log": True})
+ASCENT_RATES: Mapping[str, object] = MappingProxyType({"low": 1e-4, "high": 0.1, "log": True})
 
 
 @dataclass(kw_only=True)
@@ -293,7 +300,7 @@ class ForgetRetainLoss(LossMethod):
         gt=0.0,
         doc="learning rate of the combined descent",
         rate=True,
-        search={"low": 1e-3, "high": 0.5, "log": True},
+        search=DESCENT_RATES,
     )
     forget_weight: float = hyperparameter(
         1.0,

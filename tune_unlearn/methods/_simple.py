@@ -8,7 +8,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from tune_unlearn.hyperparameters import hyperparameter
-from tune_unlearn.methods._base import UnlearningMethod
+from tune_unlearn.methods._base import ASCENT_RATES, DESCENT_RATES, UnlearningMethod
 from tune_unlearn.methods._gradients import StepGradients
 
 
@@ -21,7 +21,7 @@ class Finetune(UnlearningMethod):
         ge=0.0,
         doc="η_r, the retain descent rate",
         rate=True,
-        search={"low": 0.001, "high": 0.5, "log": True},
+        search=DESCENT_RATES,
     )
 
     name: ClassVar[str] = "finetune"
@@ -40,7 +40,7 @@ class GradientAscent(UnlearningMethod):
         ge=0.0,
         doc="η_a, the forget ascent rate",
         rate=True,
-        search={"low": 0.0001, "high": 0.1, "log": True},
+        search=ASCENT_RATES,
     )
 
     name: ClassVar[str] = "gradient_ascent"
@@ -59,14 +59,14 @@ class GradDiff(UnlearningMethod):
         ge=0.0,
         doc="η_a, the forget ascent rate",
         rate=True,
-        search={"low": 1e-4, "high": 0.1, "log": True},
+        search=ASCENT_RATES,
     )
     retain_lr: float = hyperparameter(
         0.05,
         ge=0.0,
         doc="η_r, the retain descent rate",
         rate=True,
-        search={"low": 1e-3, "high": 0.5, "log": True},
+        search=DESCENT_RATES,
     )
 
     name: ClassVar[str] = "graddiff"
