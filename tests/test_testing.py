@@ -10,12 +10,13 @@ import torch
 from torch import Tensor
 
 from tune_unlearn.methods import METHODS, GradDiff, StepGradients
-from tune_unlearn.problems import DigitsProblem, MultiTaskModel, ShapesProblem
+from tune_unlearn.problems import DigitsProblem, MultiTaskModel, ScenesProblem, ShapesProblem
 from tune_unlearn.testing import check_method, check_problem
 
 BUILT_IN_PROBLEMS = {
     "digits": lambda: DigitsProblem(hidden=8, epochs=2),
     "shapes": lambda: ShapesProblem(num_samples=400, epochs=1, channels=4),
+    "scenes": lambda: ScenesProblem(num_samples=120, image_size=8, channels=2, epochs=1),
 }
 
 

@@ -630,6 +630,21 @@ def _forget_issues(forget: Mapping[str, Any], problem: Problem) -> Iterator[Conf
             yield ConfigIssue(
                 f"forget.where.{key}", f"no task or attribute of that name; valid: {', '.join(known)}"
             )
+        elif key in problem.attribute_levels and not (
+            isinstance(value, int) and 0 <= value < problem.attribute_levels[key]
+        ):
+            yield ConfigIssue(
+                f"forget.where.{key}",
+                f"expected a value of {key} in 0..{problem.attribute_levels[key] - 1}",
+                value,
+            )
+        elif key in tasks and problem.task(key).dense:
+            yield ConfigIssue(
+                f"forget.where.{key}",
+                "a dense task's labels are per pixel and select no sample; select by an attribute "
+                f"({', '.join(problem.attributes) or 'this problem has none'})",
+                value,
+            )
         elif key in tasks:
             task = problem.task(key)
             valid = task.kind != "classification" or (

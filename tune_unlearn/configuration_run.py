@@ -111,7 +111,9 @@ def forget_confidences(
             continue
         column = experiment.task_names.index(task.name)
 
-        def matrix(results: list[PerSample], column: int = column, kind: str = task.kind) -> np.ndarray:
+        kind = "classification" if task.categorical else "regression"
+
+        def matrix(results: list[PerSample], column: int = column, kind: str = kind) -> np.ndarray:
             rows = [r.loss[r.positions(forget), column].numpy() for r in results]
             return logit_confidence(np.stack(rows), kind)
 

@@ -135,12 +135,14 @@ def problem_checks(problem: Problem, *, seed: int = 0) -> list[Check]:
             _expect(torch.equal(a, b), f"build_model under one seed gives different {key!r}")
         with torch.no_grad():
             outputs = first(problem.load_data().inputs[:3])
+        labels = problem.load_data().labels
         for task in problem.tasks:
             out = outputs.get(task.name)
+            shape = (3, *task.output_shape(tuple(labels[task.name].shape[1:])))
             _expect(
-                out is not None and tuple(out.shape) == (3, task.output_size),
-                f"head {task.name!r} must output [batch, {task.output_size}], "
-                f"got {None if out is None else tuple(out.shape)}",
+                out is not None and tuple(out.shape) == shape,
+                f"head {task.name!r} must output {list(shape)} for 3 samples, "
+                f"got {None if out is None else list(out.shape)}",
             )
 
     return [
@@ -162,10 +164,9 @@ def _tiny_study_reads_no_holdout(problem: Problem, seed: int) -> None:
     from tune_unlearn.config import parse_study
     from tune_unlearn.runner import run_study
 
-    task = problem.tasks[0]
-    value = int(problem.load_data().labels[task.name][0]) if task.kind == "classification" else None
-    if value is None:
-        return  # a regression-only first task gives no label to select by; the rest still ran
+    where = _selector(problem)
+    if where is None:
+        return  # no class label and no attribute to select by; the rest still ran
     with tempfile.TemporaryDirectory() as folder:
         registered = "tune_unlearn_testing_problem"
         _FACTORIES[registered] = lambda: guard_holdout(problem, seed)
@@ -176,7 +177,7 @@ def _tiny_study_reads_no_holdout(problem: Problem, seed: int) -> None:
                 "params": {"key": registered},
                 "seed": seed,
             },
-            "forget": {"mode": "full", "where": {task.name: value}, "fraction": 0.2},
+            "forget": {"mode": "full", "where": where, "fraction": 0.2},
             "method": {"name": "graddiff", "fixed": {"steps": 2, "batch_size": 4}},
             "n_trials": 1,
             "output": str(Path(folder) / "out"),
@@ -185,6 +186,18 @@ def _tiny_study_reads_no_holdout(problem: Problem, seed: int) -> None:
             "device": "cpu",
         }
         run_study(parse_study(raw), progress=False)
+
+
+def _selector(problem: Problem) -> dict[str, int] | None:
+    """A ``forget.where`` that selects sample 0's group: its class on the first per-sample
+    classification task, else its value of the first attribute; ``None`` when there is neither."""
+    data = problem.load_data()
+    for task in problem.tasks:
+        if task.kind == "classification":
+            return {task.name: int(data.labels[task.name][0])}
+    for name in problem.attributes:
+        return {name: int(data.attributes[name][0])}
+    return None
 
 
 _FACTORIES: dict[str, Callable[[], Problem]] = {}
@@ -502,13 +515,11 @@ def _tiny_experiment(problem: Problem | None) -> Any:
     }
     if problem is not None:
         _FACTORIES["tune_unlearn_testing_method"] = lambda: problem
-        task = problem.tasks[0]
-        value = int(problem.load_data().labels[task.name][0])
         raw["problem"] = {
             "factory": f"{__name__}:{_factory.__name__}",
             "params": {"key": "tune_unlearn_testing_method"},
         }
-        raw["forget"] = {"mode": "full", "where": {task.name: value}}
+        raw["forget"] = {"mode": "full", "where": _selector(problem) or {}}
     return Experiment(parse_study(raw), progress=False)
 
 

@@ -34,7 +34,7 @@ class RandomLabel(ForgetRetainLoss):
         assert grads.forget_batch is not None
         task = grads.tasks[column]
         labels = grads.forget_batch.labels[task.name]
-        if task.kind == "classification":
+        if task.categorical:  # another class per sample, or per pixel
             offset = torch.randint(
                 1, task.num_classes, labels.shape, generator=self.generator_, device=labels.device
             )

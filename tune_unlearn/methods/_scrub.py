@@ -21,13 +21,16 @@ from tune_unlearn.problems import Task
 def distillation_divergence(task: Task, student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """Per-sample ``KL(p_teacher ‖ p_student)`` at ``temperature`` (scaled by ``T²``, as in
     distillation, so gradients keep their size across temperatures); for a regression task the
-    KL of unit-variance Gaussians, ``½(μ_s − μ_t)²``."""
-    if task.kind != "classification":
-        return 0.5 * (student.reshape(len(student), -1) - teacher.reshape(len(teacher), -1)).pow(2).sum(dim=1)
-    log_student = F.log_softmax(student / temperature, dim=-1)
-    log_teacher = F.log_softmax(teacher / temperature, dim=-1)
-    kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="none").sum(dim=-1)
-    return kl * temperature**2
+    KL of unit-variance Gaussians, ``½(μ_s − μ_t)²``. Outputs are ``[batch, channels, …]``: a
+    dense task's divergence is the mean over its pixels, as its loss is."""
+    if not task.categorical:
+        divergence = 0.5 * (student - teacher).pow(2).sum(dim=1)
+    else:
+        log_student = F.log_softmax(student / temperature, dim=1)
+        log_teacher = F.log_softmax(teacher / temperature, dim=1)
+        kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="none").sum(dim=1)
+        divergence = kl * temperature**2
+    return divergence.flatten(start_dim=1).mean(dim=1) if divergence.dim() > 1 else divergence
 
 
 @dataclass(kw_only=True)

@@ -14,14 +14,17 @@ from tune_unlearn.problems._base import (
     TrainRecipe,
     schedule_named,
 )
+from tune_unlearn.problems._dense import DenseTask, DepthTask, NormalsTask, SegmentationTask
 from tune_unlearn.problems._digits import DigitsProblem
 from tune_unlearn.problems._inputs import DatasetInputs
+from tune_unlearn.problems._scenes import ScenesProblem
 from tune_unlearn.problems._shapes import ShapesProblem
 from tune_unlearn.registry import Registry
 
 PROBLEMS: Registry[type[Problem]] = Registry("problem", "tune_unlearn.problems", accepts=callable)
 PROBLEMS.register("digits")(DigitsProblem)
 PROBLEMS.register("shapes")(ShapesProblem)
+PROBLEMS.register("scenes")(ScenesProblem)
 
 
 def load_factory(path: str) -> Any:
@@ -57,10 +60,15 @@ __all__ = [
     "PROBLEMS",
     "SPLITS",
     "DatasetInputs",
+    "DenseTask",
+    "DepthTask",
     "DigitsProblem",
     "MultiTaskData",
     "MultiTaskModel",
+    "NormalsTask",
     "Problem",
+    "ScenesProblem",
+    "SegmentationTask",
     "ShapesProblem",
     "Task",
     "TrainRecipe",

@@ -12,6 +12,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, cast, get_args
 
 import torch
@@ -20,7 +21,7 @@ from torch.nn import functional as F
 
 from tune_unlearn.problems._inputs import DatasetInputs
 
-TaskKind = Literal["classification", "regression"]
+TaskKind = Literal["classification", "regression", "segmentation", "depth", "normals"]
 SPLITS = ("train", "val", "holdout")
 
 
@@ -31,7 +32,9 @@ class Task:
     Classification scores accuracy. Regression scores the fraction of predictions within
     ``tolerance`` of the target: absolute error by default, or with ``relative`` the ratio
     ``max(ŷ/y, y/ŷ) < 1 + tolerance``, as depth estimation's δ < 1.25 on NYUv2 (positive
-    targets).
+    targets). Dense (per-pixel) tasks are the subclasses in ``problems/_dense.py``; their
+    per-sample loss and score are taken over each image's pixels, so everything that works
+    per sample works on them unchanged.
     """
 
     name: str
@@ -41,8 +44,22 @@ class Task:
     relative: bool = False
 
     @property
+    def categorical(self) -> bool:
+        """Labels are classes (one per sample, or one per pixel)."""
+        return self.kind in ("classification", "segmentation")
+
+    @property
+    def dense(self) -> bool:
+        """One label per pixel rather than per sample."""
+        return False
+
+    @property
     def output_size(self) -> int:
         return self.num_classes if self.kind == "classification" else 1
+
+    def output_shape(self, label_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """One sample's head output, for one sample's label of ``label_shape``."""
+        return (self.output_size,)
 
     def per_sample_loss(self, output: Tensor, target: Tensor) -> Tensor:
         if self.kind == "classification":
@@ -50,7 +67,8 @@ class Task:
         return (output.squeeze(-1) - target.float()).pow(2)
 
     def per_sample_correct(self, output: Tensor, target: Tensor) -> Tensor:
-        """1.0 where the prediction counts as right, else 0.0, per sample."""
+        """The task's score of each sample, in [0, 1]: 1.0 where the prediction counts as
+        right, else 0.0 (a dense task's share of right pixels, or its mIoU)."""
         if self.kind == "classification":
             return (output.argmax(dim=-1) == target.long()).float()
         prediction, target = output.squeeze(-1), target.float()
@@ -58,6 +76,25 @@ class Task:
             ratio = torch.maximum(prediction / target, target / prediction)
             return ((prediction > 0) & (ratio < 1.0 + self.tolerance)).float()
         return ((prediction - target).abs() <= self.tolerance).float()
+
+    def reported_scores(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Per-sample figures reported beside the score (a dense task's error measures)."""
+        return {}
+
+    def summary(self, output: Tensor, target: Tensor) -> Tensor:
+        """One number per sample that says what the model predicts, for churn: the class, the
+        value, or (dense) the sample's score."""
+        if self.kind == "classification":
+            return output.argmax(dim=-1).float()
+        return output.squeeze(-1)
+
+    def changed(self, before: Tensor, after: Tensor) -> Tensor:
+        """Whether each sample's prediction changed between two :meth:`summary` values. A
+        class changes when it differs; a value when it leaves the tolerance around the value
+        before (any float moves a little, and a move the score would not notice is no churn)."""
+        if self.kind == "classification":
+            return before != after
+        return self.per_sample_correct(after.unsqueeze(-1), before) == 0
 
 
 @dataclass
@@ -173,6 +210,9 @@ class Problem(ABC):
 
     tasks: tuple[Task, ...] = ()
     attributes: tuple[str, ...] = ()
+    #: Attributes whose values are the integers ``0..n − 1``, with their ``n``: a selector
+    #: naming another value is refused before anything is built.
+    attribute_levels: Mapping[str, int] = MappingProxyType({})
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
     @abstractmethod

@@ -207,17 +207,8 @@ def _excess_churn(ctx: ValidationContext, probe: Probe, model: MultiTaskModel) -
 
 
 def prediction_changed(tasks: Sequence[Task], before: Tensor, after: Tensor) -> Tensor:
-    """``[n, T]``: whether each prediction changed. A class changes when it differs; a
-    regression value when it leaves the task's tolerance around the value before (any float
-    moves a little, and a move the score would not notice is no churn)."""
-    columns = []
-    for column, task in enumerate(tasks):
-        if task.kind == "classification":
-            columns.append(before[:, column] != after[:, column])
-        else:
-            kept = task.per_sample_correct(after[:, column].unsqueeze(-1), before[:, column])
-            columns.append(kept == 0)
-    return torch.stack(columns, dim=1)
+    """``[n, T]``: whether each prediction changed, by each task's rule (:meth:`Task.changed`)."""
+    return torch.stack([t.changed(before[:, c], after[:, c]) for c, t in enumerate(tasks)], dim=1)
 
 
 def forget_quality_checks(

@@ -95,29 +95,30 @@ class ValidationContext:
             torch.stack([m.loss for m in members]).mean(dim=0),
         )
 
-    def _input_batches(self, indices: Tensor) -> Iterator[Tensor]:
-        """The inputs at ``indices``, in evaluation-sized batches on the device."""
+    def _row_batches(self, indices: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(rows, inputs)`` at ``indices``, in evaluation-sized batches on the device."""
         data = self.experiment.data
         size = data.evaluation_batch(self.experiment.config.evaluation.batch_size)
-        for _, inputs in data.input_batches(indices.to(data.device), size):
-            yield inputs
+        yield from data.input_batches(indices.to(data.device), size)
 
     @torch.no_grad()
     def features(self, indices: Tensor) -> Tensor:
-        """The original model's backbone features, the space in which neighbours are found."""
-        return torch.cat([self.original.features(inputs) for inputs in self._input_batches(indices)])
+        """The original model's backbone features, flat per sample (a dense backbone's feature
+        map too), the space in which neighbours are found."""
+        return torch.cat(
+            [self.original.features(inputs).flatten(start_dim=1) for _, inputs in self._row_batches(indices)]
+        )
 
     def predictions(self, model: MultiTaskModel, indices: Tensor) -> Tensor:
-        """``[n, T]`` predicted class (classification) or value (regression) per task."""
+        """``[n, T]`` what the model predicts per task (:meth:`Task.summary`: the class, the
+        value, or a dense task's per-sample score)."""
         chunks = []
+        labels = self.experiment.data.labels
         with torch.no_grad():
-            for inputs in self._input_batches(indices):
+            for rows, inputs in self._row_batches(indices):
                 outputs = model(inputs)
                 columns = [
-                    outputs[t.name].argmax(dim=-1).float()
-                    if t.kind == "classification"
-                    else outputs[t.name].squeeze(-1)
-                    for t in self.experiment.problem.tasks
+                    t.summary(outputs[t.name], labels[t.name][rows]) for t in self.experiment.problem.tasks
                 ]
                 chunks.append(torch.stack(columns, dim=1))
         return torch.cat(chunks).cpu()
