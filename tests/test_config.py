@@ -55,7 +55,7 @@ def test_every_problem_is_reported_at_once_with_its_dotted_path() -> None:
     text = str(info.value)
     assert "did you mean 'forget_efficacy'?" in text
     assert "(got 12)" in text and "(got 'colour')" in text
-    assert "valid: steps, batch_size, ascent_lr" in text
+    assert "valid: steps, batch_size, max_step, ascent_lr" in text
 
 
 def test_unknown_names_list_the_valid_ones() -> None:

@@ -65,7 +65,8 @@ def test_a_diverging_configuration_fails_its_trial_and_the_study_goes_on(tmp_pat
         tmp_path,
         method={
             "name": "gradient_ascent",
-            "fixed": {"steps": 30, "batch_size": 16},
+            # The step bound lifted, so that the huge rate diverges (bounded, it would not).
+            "fixed": {"steps": 30, "batch_size": 16, "max_step": 1e12},
             "search": {"ascent_lr": {"type": "categorical", "choices": [1e6, 1e-3]}},
         },
         n_trials=6,

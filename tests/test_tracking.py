@@ -25,7 +25,8 @@ from .helpers import POSTGRES, free_port, postgres_admin, start_mlflow_server, t
 # One trial each that diverges (fails), collapses (pruned by the guard), and completes.
 MIXED = {
     "name": "gradient_ascent",
-    "fixed": {"steps": 30, "batch_size": 16},
+    # The step bound lifted, so that the huge rate diverges (bounded, it would not).
+    "fixed": {"steps": 30, "batch_size": 16, "max_step": 1e12},
     "search": {"ascent_lr": {"type": "categorical", "choices": [1e6, 0.5, 1e-3]}},
 }
 GUARD = {"enabled": True, "floor": 0.8, "every": 5, "sample_size": 64}

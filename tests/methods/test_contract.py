@@ -63,10 +63,30 @@ def test_unlearning_moves_the_model_and_is_deterministic_under_a_seed(
         assert bool(torch.isfinite(log.retain_loss[:4]).all())
 
 
-def test_a_huge_ascent_rate_raises_divergence(tiny_experiment: Experiment) -> None:
+def test_a_huge_ascent_rate_raises_divergence_when_steps_are_unbounded(tiny_experiment: Experiment) -> None:
     model = original_model(tiny_experiment)
     with pytest.raises(DivergenceError, match="diverged"):
-        GradientAscent(steps=40, ascent_lr=1e6).unlearn(model, tiny_experiment.setup, seed=0)
+        GradientAscent(steps=40, ascent_lr=1e6, max_step=1e12).unlearn(model, tiny_experiment.setup, seed=0)
+
+
+@pytest.mark.parametrize("name", ["gradient_ascent", "interference_aware", "npo"])
+def test_the_step_bound_caps_each_update_at_max_step_of_the_parameter_norm(
+    tiny_experiment: Experiment, name: str
+) -> None:
+    cls = METHODS.get(name)
+    huge = {key: 1e6 for key, param in cls.constraints().items() if param.rate}
+    model = original_model(tiny_experiment)
+
+    def flat() -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    for _ in range(3):  # each step is taken from where the last one ended
+        before = flat()
+        cls(steps=1, max_step=0.02, **huge).unlearn(model, tiny_experiment.setup, seed=0)
+        moved = (flat() - before).norm() / before.norm()
+        assert moved == pytest.approx(0.02, rel=1e-3)  # asked far more: scaled down to the bound
+    log = cls(steps=40, **huge).unlearn(model, tiny_experiment.setup, seed=0)
+    assert bool(torch.isfinite(log.forget_loss).all())
 
 
 def test_a_hyperparameter_declares_its_default_search_once() -> None:

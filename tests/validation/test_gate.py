@@ -137,10 +137,10 @@ def test_the_worked_example_reproduces_what_its_study_file_says(study: Path) -> 
     # came from comparing with a single retrain.
     assert code == 0 and document["verdict"] == "pass" and document["masked_collapse"] is False
     static = by_name["probe/static_retain"]
-    assert static["status"] == "pass" and 0.01 < static["value"] < 0.02
+    assert static["status"] == "pass" and abs(static["value"]) < 0.005
     assert not any(c["details"].get("damage_proven") for c in document["checks"])
     text = (ROOT / "studies" / "masked_collapse.yaml").read_text()
-    assert "verdict: pass" in text and "static_retain excess +0.017" in text
+    assert "verdict: pass" in text and "static_retain excess +0.000" in text
 
 
 def test_a_suppressed_class_fails_the_relearning_attack(whole_class: Path) -> None:

@@ -156,7 +156,7 @@ def test_shared_label_groups_by_classification_labels_only() -> None:
     probe = family.build(ctx)  # type: ignore[arg-type]
     assert probe.samples.indices.tolist() == [8, 9, 10]  # the held-out members of group 1
     regression_only = _label_context({"size": "regression"})
-    assert "no classification target task" in (family.not_applicable(regression_only) or "")  # type: ignore[arg-type]
+    assert "no per-sample classification target task" in (family.not_applicable(regression_only) or "")  # type: ignore[arg-type]
 
 
 def test_the_bootstrap_interval_by_hand() -> None:

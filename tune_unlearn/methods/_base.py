@@ -99,6 +99,12 @@ class StepLog:
         return curves
 
 
+#: The default step bound: no update longer than 1% of ‖θ‖. The rates the default spaces span
+#: move digits' MLP by 0.04% of ‖θ‖ a step at their geometric middle and the shapes CNN by
+#: 35% (its forget gradient is 120× larger), which diverges at step 2 (benchmarks/RESULTS.md,
+#: "Why ascent diverges"): a bound relative to ‖θ‖ means the same on every model.
+MAX_STEP = 0.01
+
 #: The default search range of every descent rate (``retain_lr``, the loss methods' ``lr``) and
 #: of every ascent rate: one range each, so that methods compare at one budget on one scale.
 DESCENT_RATES: Mapping[str, object] = MappingProxyType({"low": 1e-3, "high": 0.5, "log": True})
@@ -111,6 +117,12 @@ class UnlearningMethod(ABC):
 
     steps: int = hyperparameter(50, ge=1, doc="unlearning steps")
     batch_size: int = hyperparameter(32, ge=1, doc="samples per forget and per retain batch")
+    max_step: float = hyperparameter(
+        MAX_STEP,
+        gt=0.0,
+        doc="the longest update of one step, as a fraction of the parameter norm ‖θ‖ (a trust "
+        "ratio): a longer update is scaled down to it, its direction kept",
+    )
 
     name: ClassVar[str] = ""
     #: The search space a study uses when its file gives no ``method.search`` (Optuna
@@ -201,7 +213,7 @@ class UnlearningMethod(ABC):
             except torch.linalg.LinAlgError as error:  # type: ignore[attr-defined]
                 # SVD/QR fail only on non-finite gradients: the trajectory has blown up.
                 raise DivergenceError(f"unlearning diverged at step {step + 1}: {error}") from error
-            layout.add_(delta)
+            layout.add_(bounded(delta, layout, self.max_step))
             log.steps_run = step + 1
             log.sample_gradients += grads.sample_gradients
 
@@ -255,6 +267,16 @@ class UnlearningMethod(ABC):
         bad = (~torch.isfinite(log.forget_loss[: step + 1])).nonzero()
         where = f"; forget loss first non-finite at step {int(bad[0]) + 1}" if len(bad) else ""
         raise DivergenceError(f"unlearning diverged by step {step + 1}: NaN or inf{where}")
+
+
+def bounded(delta: Tensor, layout: ParameterLayout, max_step: float) -> Tensor:
+    """``delta`` scaled down, direction kept, to at most ``max_step · ‖θ‖`` (on the device:
+    no host sync)."""
+    theta = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(p.detach()) for p in layout.params])
+    )
+    scale = (max_step * theta / torch.linalg.vector_norm(delta).clamp(min=1e-30)).clamp(max=1.0)
+    return delta.mul_(scale)
 
 
 @dataclass(kw_only=True)

@@ -95,7 +95,10 @@ class SharedLabel(ProbeFamily):
 
     def not_applicable(self, ctx: ValidationContext) -> str | None:
         if not self._label_tasks(ctx):
-            return "the request has no classification target task (regression labels are not shared)"
+            return (
+                "the request has no per-sample classification target task "
+                "(regression values and per-pixel labels define no group)"
+            )
         return None
 
     def build(self, ctx: ValidationContext) -> Probe:
