@@ -26,8 +26,11 @@ def describe_search(space: Mapping[str, Any], indent: str = "") -> str:
         if d.get("type") == "categorical":
             lines.append(f"{indent}{name}: one of {', '.join(map(str, d.get('choices') or []))}")
             continue
-        scale = ", log" if d.get("log") else f", step {d['step']:g}" if d.get("step") else ""
-        lines.append(f"{indent}{name}: {d.get('type', 'float')} in [{d['low']:g}, {d['high']:g}]{scale}")
+        spacing = ", log" if d.get("log") else f", step {d['step']:g}" if d.get("step") else ""
+        relative = f" × the original's {d['scale']} scale ‖θ‖/‖g‖" if d.get("scale") else ""
+        lines.append(
+            f"{indent}{name}: {d.get('type', 'float')} in [{d['low']:g}, {d['high']:g}]{relative}{spacing}"
+        )
     return "\n".join(lines)
 
 

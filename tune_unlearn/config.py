@@ -29,6 +29,7 @@ from pydantic import (
 from tune_unlearn.forget import read_index_file
 from tune_unlearn.hyperparameters import Param, search_range_problems
 from tune_unlearn.methods import METHODS
+from tune_unlearn.methods._rate_scale import Scale
 from tune_unlearn.metrics import METRICS, RENAMED
 from tune_unlearn.problems import Problem, as_problem, build_problem, problem_factory
 from tune_unlearn.registry import UnknownNameError
@@ -61,9 +62,22 @@ class SearchParam(Strict):
     log: bool = False
     step: int | float | None = None
     choices: list[Any] | None = None
+    #: ``low`` and ``high`` are relative to a scale the study measures on the original before
+    #: the first trial (``methods/_rate_scale.py``): the rates tried are the range times it.
+    scale: Scale | None = None
+
+    def absolute(self, scales: Mapping[Scale, float]) -> SearchParam:
+        """This dimension in absolute units, given the measured ``scales``."""
+        if self.scale is None:
+            return self
+        factor = scales[self.scale]
+        assert self.low is not None and self.high is not None  # a float range
+        return self.model_copy(update={"low": self.low * factor, "high": self.high * factor, "scale": None})
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchParam:
+        if self.scale is not None and (self.type != "float" or self.step is not None):
+            raise ValueError("'scale' takes a float range without 'step'")
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("a categorical parameter needs a non-empty 'choices' list")
@@ -215,6 +229,18 @@ class MethodConfig(Strict):
     name: str
     fixed: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, SearchParam] = Field(default_factory=dict)
+    #: The scales behind the ``scale:`` dimensions of ``search``: measured on the original
+    #: before the first trial when not given, then written here in the resolved study file.
+    rate_scales: dict[Scale, float] = Field(default_factory=dict)
+
+    def scaled(self) -> bool:
+        """Whether a dimension of ``search`` is relative to a measured scale."""
+        return any(dimension.scale is not None for dimension in self.search.values())
+
+    def with_rate_scales(self, scales: Mapping[Scale, float]) -> MethodConfig:
+        """This section with every relative dimension in absolute units, and the scales."""
+        search = {name: dimension.absolute(scales) for name, dimension in self.search.items()}
+        return self.model_copy(update={"search": search, "rate_scales": dict(scales)})
 
     @model_validator(mode="before")
     @classmethod
@@ -234,6 +260,17 @@ class MethodConfig(Strict):
         """Whether ``search`` is the method's default space (what ``check`` reports)."""
         default = _default_space(self.name, self.fixed) if self.name in METHODS else {}
         return self.search == {k: SearchParam.model_validate(v) for k, v in default.items()}
+
+
+def with_rate_scales(config: StudyConfig, scales: Mapping[Scale, float] | None) -> StudyConfig:
+    """``config`` with its relative search dimensions in absolute units, given the ``scales``
+    (the study file's own ``rate_scales`` first); unchanged when nothing is relative or no
+    scale is known yet."""
+    section = config.method
+    scales = section.rate_scales or scales
+    if not section.scaled() or not scales:
+        return config
+    return config.model_copy(update={"method": section.with_rate_scales(scales)})
 
 
 def _default_space(method: str, fixed: Mapping[str, Any]) -> dict[str, Any]:

@@ -199,6 +199,12 @@ def pareto_document(summary: StudySummary) -> dict[str, Any]:
         "problem": config.problem.name or config.problem.factory,
         "method": config.method.name,
         "forget_mode": config.forget.mode,
+        # The measured gradient scales the default rate ranges are relative to (empty when
+        # the space is absolute), and the space searched, in absolute units.
+        "rate_scales": config.method.rate_scales,
+        "search": {
+            name: d.model_dump(mode="json", exclude_none=True) for name, d in config.method.search.items()
+        },
         "objectives": [
             {"name": name, "direction": direction, "metric_direction": METRICS.get(name).direction}
             for name, direction in zip(config.objectives, directions(config), strict=True)

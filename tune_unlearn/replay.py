@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 
-from tune_unlearn.config import StudyConfig
+from tune_unlearn.config import StudyConfig, with_rate_scales
 from tune_unlearn.errors import UsageError, reading_input
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.finalize import save_run
@@ -27,7 +27,8 @@ def load_summary(config: StudyConfig, storage: str | None = None) -> StudySummar
         raise UsageError(f"no study named {config.name!r} in {redact(url)}") from None
     with reading_input():
         refuse_old_metrics(study)
-    return summarise(study, config)
+    # The space the study searched: relative ranges in the rates its scales gave.
+    return summarise(study, with_rate_scales(config, study.user_attrs.get("rate_scales")))
 
 
 def rebuild_report(config: StudyConfig, storage: str | None = None) -> StudySummary:

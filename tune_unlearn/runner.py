@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from tune_unlearn.config import StudyConfig
+from tune_unlearn.config import StudyConfig, with_rate_scales
 from tune_unlearn.distributed import (
     Heartbeat,
     budget_lock,
@@ -44,6 +44,7 @@ from tune_unlearn.errors import UsageError, reading_input
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.finalize import finalize, study_fingerprint
 from tune_unlearn.methods import DivergenceError, UnlearningMethod
+from tune_unlearn.methods._rate_scale import measure_rate_scales
 from tune_unlearn.optuna_adapter import fail_if_running, trial_log_name
 from tune_unlearn.outputs import StudySummary, check_writable, summarise
 from tune_unlearn.publish import open_tracker, parent_closed_on_error, record_study
@@ -66,6 +67,7 @@ from tune_unlearn.warm_start import enqueue_warm_start, warm_configurations
 #: Study attributes this module keeps (the trial record's keys live with the trials).
 STREAMS_ATTR = "sampler_streams"
 BUDGET_ATTR = "n_trials_budget"
+RATE_SCALES_ATTR = "rate_scales"
 
 
 class TrackingLost(RuntimeError):
@@ -175,7 +177,8 @@ def _join(
     with budget_lock(url, config.name):
         with reading_input():  # a study of that name with other objectives, or recorded by < 0.2
             study = create_or_load(config, open_storage(url))
-        enqueue_warm_start(study, config, warm)
+        _resolve_rate_scales(study, experiment)
+        enqueue_warm_start(study, experiment.config, warm)
         stream = int(study.user_attrs.get(STREAMS_ATTR, 0))
         study.set_user_attr(STREAMS_ATTR, stream + 1)
         study.sampler = sampler if sampler is not None else make_sampler(config.sampler, stream)
@@ -196,6 +199,22 @@ def _join(
         _close_stale_runs(session)
     complete = not live_trials(study)
     return StudyRun(study, summary, output, experiment.trained_references, done, finalized, budget, complete)
+
+
+def _resolve_rate_scales(study: optuna.Study, experiment: Experiment) -> None:
+    """Put a search space written relative to the original's gradient scales in absolute
+    rates: the scales the study file gives, else those the study stored (a worker, a rerun),
+    else measured now, on the original, and stored, so every process searches one space."""
+    section = experiment.config.method
+    if not section.scaled():
+        return
+    scales = section.rate_scales or study.user_attrs.get(RATE_SCALES_ATTR)
+    if not scales:
+        scales = measure_rate_scales(
+            experiment.original_model(), experiment.setup, experiment.config.problem.seed
+        )
+        study.set_user_attr(RATE_SCALES_ATTR, scales)
+    experiment.config = with_rate_scales(experiment.config, scales)
 
 
 def _budget(study: optuna.Study, config: StudyConfig, n_trials: int | None, add_trials: int | None) -> int:

@@ -17,7 +17,7 @@ every worker of the study uses the stored value, so all suggest from one space.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, cast, get_args
+from typing import Literal, get_args
 
 import torch
 
@@ -67,16 +67,6 @@ def measure_rate_scales(model: MultiTaskModel, setup: UnlearningSetup, seed: int
     return {"forget_gradient": theta / forget, "retain_gradient": theta / retain}
 
 
-def scale_named(name: str) -> Scale:
-    if name not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {name!r}")
-    return cast(Scale, name)
-
-
-def scaled(low: float, high: float, scale: float) -> tuple[float, float]:
-    """A relative range in absolute rates."""
-    return low * scale, high * scale
-
-
 def describe_scales(scales: Mapping[str, float]) -> str:
+    """``forget_gradient 128.8, retain_gradient 59.65``."""
     return ", ".join(f"{name} {value:.4g}" for name, value in scales.items())

@@ -1,0 +1,107 @@
+"""Search ranges relative to the original's gradient scale: measured once per study, stored,
+reused by every process, and meaning a first-step share of the weights on any model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tune_unlearn.config import ConfigError, parse_study
+from tune_unlearn.experiment import Experiment
+from tune_unlearn.methods import Finetune, GradientAscent, _rate_scale
+from tune_unlearn.runner import run_study
+
+from ..helpers import tiny_study
+
+RELATIVE = {
+    "ascent_lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True, "scale": "forget_gradient"},
+    "retain_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True, "scale": "retain_gradient"},
+}
+
+
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+@pytest.mark.parametrize("relative", [1e-4, 1e-3])
+def test_a_relative_rate_moves_the_weights_by_that_share_on_the_first_step(
+    tiny_experiment: Experiment, relative: float
+) -> None:
+    model = tiny_experiment.original_model()
+    scales = _rate_scales(tiny_experiment)
+    for method in (
+        GradientAscent(steps=1, batch_size=64, ascent_lr=relative * scales["forget_gradient"]),
+        Finetune(steps=1, batch_size=64, retain_lr=relative * scales["retain_gradient"]),
+    ):
+        model = tiny_experiment.original_model()
+        before = _flat(model)
+        method.unlearn(model, tiny_experiment.setup, seed=0)
+        moved = float((_flat(model) - before).norm() / before.norm())
+        # another batch than the measured ones: its gradient norm differs by its sampling noise
+        assert relative / 2 < moved < relative * 2, type(method).__name__
+
+
+def _rate_scales(experiment: Experiment) -> dict[str, float]:
+    first = _rate_scale.measure_rate_scales(experiment.original_model(), experiment.setup, seed=0)
+    again = _rate_scale.measure_rate_scales(experiment.original_model(), experiment.setup, seed=0)
+    assert first == again and all(v > 0 for v in first.values())
+    return dict(first)
+
+
+def test_a_study_measures_the_scales_once_stores_them_and_searches_in_absolute_rates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tiny_study(
+        tmp_path, method={"name": "graddiff", "fixed": {"steps": 4, "batch_size": 16}, "search": RELATIVE}
+    )
+    calls = []
+    measure = _rate_scale.measure_rate_scales
+
+    def counted(*args: object, **kwargs: object) -> dict[str, float]:
+        calls.append(1)
+        return measure(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("tune_unlearn.runner.measure_rate_scales", counted)
+    run = run_study(config, progress=False)
+    scales = run.study.user_attrs["rate_scales"]
+    assert len(calls) == 1 and set(scales) == {"forget_gradient", "retain_gradient"}
+    for trial in run.study.trials:
+        for name, dimension in RELATIVE.items():
+            factor = scales[str(dimension["scale"])]
+            assert dimension["low"] * factor <= trial.params[name] <= dimension["high"] * factor  # type: ignore[operator]
+    document = json.loads((run.output / "pareto.json").read_text())
+    assert document["rate_scales"] == scales
+    assert document["search"]["ascent_lr"]["high"] == pytest.approx(1e-3 * scales["forget_gradient"])
+    # a second process (a resumed run, a worker) searches the stored space, measuring nothing
+    again = run_study(config, add_trials=1, progress=False)
+    assert len(calls) == 1 and again.study.user_attrs["rate_scales"] == scales
+
+
+def test_scales_given_in_the_study_file_are_used_as_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("measured although the study file gives the scales")
+
+    monkeypatch.setattr("tune_unlearn.runner.measure_rate_scales", refuse)
+    method = {
+        "name": "graddiff",
+        "fixed": {"steps": 2, "batch_size": 16},
+        "search": RELATIVE,
+        "rate_scales": {"forget_gradient": 100.0, "retain_gradient": 50.0},
+    }
+    run = run_study(tiny_study(tmp_path, method=method, n_trials=2), progress=False)
+    assert all(1e-3 <= t.params["ascent_lr"] <= 0.1 for t in run.study.trials)
+
+
+def test_a_scale_on_an_integer_or_stepped_range_is_refused_at_its_path(tmp_path: Path) -> None:
+    raw = tiny_study(tmp_path).model_dump(mode="json")
+    raw["method"]["search"] = {"steps": {"type": "int", "low": 1, "high": 5, "scale": "forget_gradient"}}
+    with pytest.raises(ConfigError, match=r"method\.search\.steps"):
+        parse_study(raw)
+    raw["method"]["search"] = {"ascent_lr": {"type": "float", "low": 1e-3, "high": 1e-2, "scale": "gradient"}}
+    with pytest.raises(ConfigError, match=r"method\.search\.ascent_lr\.scale"):
+        parse_study(raw)
