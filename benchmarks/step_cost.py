@@ -1,7 +1,8 @@
 """Per-step cost of each method relative to GradDiff, and per-sample gradients through
 ``torch.func.vmap`` relative to a Python loop (batch 64), measured in one run.
 
-    python benchmarks/step_cost.py [--problem shapes] [--samples 3000] [--steps 30] [--repeats 3]
+    python benchmarks/step_cost.py [--problem digits|shapes|scenes] [--samples 3000] [--steps 30]
+        [--repeats 3] [--memory-batches 8 16 32 64]
 
 Every method runs the same number of steps on the same setup; the figure is the median over
 repeats of its unlearning seconds divided by GradDiff's. Targets (issue 7): task and subspace
@@ -23,16 +24,23 @@ from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import METHODS
 from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 
+REQUESTS = {
+    "digits": {"mode": "partial", "target_tasks": ["digit"], "where": {"digit": 0}},
+    "shapes": {"mode": "partial", "target_tasks": ["shape"], "where": {"shape": 0}},
+    "scenes": {"mode": "partial", "target_tasks": ["segmentation"], "where": {"has_ball": 1}},
+}
+
 
 def experiment_for(problem: str, samples: int, cache: str) -> Experiment:
-    params = {"num_samples": samples} if problem == "shapes" else {}
-    task = "shape" if problem == "shapes" else "digit"
+    params = {"num_samples": samples} if problem != "digits" else {}
     raw = {
         "name": "step_cost",
         "problem": {"name": problem, "params": params},
-        "forget": {"mode": "partial", "target_tasks": [task], "where": {task: 0}},
+        # Half the group, so that the reference-free mode may judge it: timing needs only the
+        # original, not a retrain ensemble.
+        "forget": {**REQUESTS[problem], "fraction": 0.5},
         "method": {"name": "graddiff"},
-        "references": {"cache_dir": cache},
+        "references": {"cache_dir": cache, "retrain": False},
         "tracking": {"enabled": False},
         "collapse_guard": {"enabled": False},
     }
@@ -101,9 +109,34 @@ def per_sample_seconds(experiment: Experiment, repeats: int) -> tuple[float, flo
     return timed(grads.per_sample_retain), timed(loop), timed(batched)
 
 
+def per_sample_memory(experiment: Experiment, batch_size: int) -> tuple[int, int]:
+    """Bytes of the per-sample retain gradients by task (the tensor the projections keep),
+    and the peak memory growth of computing them: CUDA's peak allocation on a GPU, else the
+    process's peak resident set (which only grows: call with increasing batch sizes)."""
+    import resource
+
+    model = experiment.original_model()
+    setup = experiment.setup
+    positions = (torch.arange(batch_size) % len(setup.retain)).to(setup.retain.indices.device)
+    batch = setup.batch(setup.retain, positions)
+    grads = StepGradients(ParameterLayout(model), setup.tasks, setup.target, None, batch)
+    if experiment.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        tensor = grads.per_sample_retain_by_task()
+        torch.cuda.synchronize()
+        return tensor.numel() * tensor.element_size(), torch.cuda.max_memory_allocated() - start
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tensor = grads.per_sample_retain_by_task()
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # KiB on Linux
+    return tensor.numel() * tensor.element_size(), grown
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--problem", choices=["digits", "shapes"], default="shapes")
+    parser.add_argument("--problem", choices=sorted(REQUESTS), default="shapes")
+    parser.add_argument("--memory-batches", nargs="*", type=int, default=[8, 16, 32, 64])
     parser.add_argument("--samples", type=int, default=3000)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
@@ -153,6 +186,12 @@ def main() -> None:
             f"loop / batched {loop / batched:.1f}×, "
             f"vmap / batched {vmap / batched:.2f}×"
         )
+        for size in sorted(args.memory_batches):
+            kept, peak = per_sample_memory(experiment, size)
+            print(
+                f"per-sample retain gradients by task, batch {size}: {kept / 2**20:.1f} MiB kept, "
+                f"peak growth {peak / 2**20:.1f} MiB"
+            )
 
 
 if __name__ == "__main__":

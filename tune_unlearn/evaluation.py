@@ -6,7 +6,7 @@ an indexed mean of the per-sample results, so adding a set costs no extra forwar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -22,6 +22,9 @@ class PerSample:
     rows: Tensor
     correct: Tensor
     loss: Tensor
+    #: Per-sample figures reported beside the scores (a dense task's error measures,
+    #: :meth:`Task.reported_scores`), ``{(task, figure): [n]}``; never judged on.
+    reported: dict[tuple[str, str], Tensor] = field(default_factory=dict)
 
     def positions(self, indices: Tensor) -> Tensor:
         lookup = torch.full((int(self.rows.max()) + 1,), -1, dtype=torch.long, device=self.rows.device)
@@ -30,6 +33,19 @@ class PerSample:
         if bool((positions < 0).any()):
             raise KeyError("asked to score samples that were not evaluated")
         return positions
+
+    def reported_means(self, labeled: LabeledSet, task_names: list[str]) -> dict[tuple[str, str], float]:
+        """Each reported figure's mean over the samples whose label for its task counts."""
+        if not self.reported:
+            return {}
+        positions = self.positions(labeled.indices)
+        mask = labeled.mask.to(self.correct.device)
+        out = {}
+        for (task, figure), values in self.reported.items():
+            counts = mask[:, task_names.index(task)]
+            if bool(counts.any()):
+                out[(task, figure)] = float(values[positions][counts].mean())
+        return out
 
     def scores(self, labeled: LabeledSet, task_names: list[str]) -> dict[str, float]:
         """Mean correctness per task over the samples whose label for that task counts."""
@@ -55,8 +71,12 @@ def evaluate(
     model.eval()
     rows = rows.to(data.device)
     correct, loss = [], []
+    reported: dict[tuple[str, str], list[Tensor]] = {}
     for chunk, inputs in data.input_batches(rows, data.evaluation_batch(batch_size)):
         outputs = model(inputs)
+        for t in tasks:
+            for figure, values in t.reported_scores(outputs[t.name], data.labels[t.name][chunk]).items():
+                reported.setdefault((t.name, figure), []).append(values)
         correct.append(
             torch.stack([t.per_sample_correct(outputs[t.name], data.labels[t.name][chunk]) for t in tasks], 1)
         )
@@ -64,4 +84,9 @@ def evaluate(
             torch.stack([t.per_sample_loss(outputs[t.name], data.labels[t.name][chunk]) for t in tasks], 1)
         )
     model.train(was_training)
-    return PerSample(rows.cpu(), torch.cat(correct).cpu(), torch.cat(loss).cpu())
+    return PerSample(
+        rows.cpu(),
+        torch.cat(correct).cpu(),
+        torch.cat(loss).cpu(),
+        {key: torch.cat(parts).cpu() for key, parts in reported.items()},
+    )

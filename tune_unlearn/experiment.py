@@ -312,11 +312,15 @@ class Experiment:
 
     # -- measuring ----------------------------------------------------------------------------
     def score(self, model_kind: str, per_sample: PerSample) -> dict[str, float]:
-        """Flat ``score/<model>/<set>/<task>`` entries for every set of this experiment."""
+        """Flat ``score/<model>/<set>/<task>`` entries for every set of this experiment, and
+        ``reported/<model>/<set>/<task>/<figure>`` for the figures a task reports beside its
+        score (a dense task's pixel accuracy, absolute relative error, angle figures)."""
         out = {}
         for set_name, labeled in self.scored_sets.items():
             for task, value in per_sample.scores(labeled, self.task_names).items():
                 out[score_key(model_kind, set_name, task)] = value
+            for (task, figure), value in per_sample.reported_means(labeled, self.task_names).items():
+                out[f"reported/{model_kind}/{set_name}/{task}/{figure}"] = value
         return out
 
     def _ensemble_scores(self, results: list[PerSample]) -> dict[str, float]:
@@ -327,8 +331,9 @@ class Experiment:
         for key in per_member[0]:
             values = torch.tensor([m[key] for m in per_member], dtype=torch.float64)
             out[key] = float(values.mean())
-            spread = float(values.std()) if len(values) > 1 else 0.0
-            out["spread/" + key.removeprefix("score/")] = spread
+            if key.startswith("score/"):  # a band only for what is judged
+                spread = float(values.std()) if len(values) > 1 else 0.0
+                out["spread/" + key.removeprefix("score/")] = spread
         return out
 
     def evaluate(self, model: MultiTaskModel) -> PerSample:

@@ -243,3 +243,30 @@ def test_the_tiny_scenes_study_runs_as_written_and_the_gate_judges_its_candidate
     assert "error" not in statuses.values(), statuses
     assert statuses["probe/shared_label"] == "skipped"  # no per-sample class to share
     assert {"probe/dependent_neighbors", "forget_quality/gap", "attack/relearn_forget"} <= set(statuses)
+
+
+def test_a_trial_reports_the_dense_tasks_figures_beside_their_scores(scenes_experiment: Experiment) -> None:
+    model = scenes_experiment.original_model()
+    metrics = scenes_experiment.score("unlearned", scenes_experiment.evaluate(model))
+    for figure in (
+        "segmentation/pixel_accuracy",
+        "depth/abs_rel",
+        "normals/mean_angle",
+        "normals/within_22_5",
+    ):
+        value = metrics[f"reported/unlearned/val/{figure}"]
+        assert value >= 0 and (figure == "normals/mean_angle" or figure == "depth/abs_rel" or value <= 1)
+    # partial mode: the forget set's depth labels do not count, so it reports no depth figure
+    assert "reported/unlearned/forget/depth/abs_rel" not in metrics
+    # the reported figure is the mean of the per-sample one over the set, by the task's own rule
+    forget = scenes_experiment.sets["forget"]
+    data = scenes_experiment.data
+    task = scenes_experiment.problem.task("segmentation")
+    with torch.no_grad():
+        rows = forget.indices[forget.mask[:, 0]]
+        pixel = task.reported_scores(
+            model(data.inputs[rows])["segmentation"], data.labels["segmentation"][rows]
+        )
+    assert metrics["reported/unlearned/forget/segmentation/pixel_accuracy"] == pytest.approx(
+        float(pixel["pixel_accuracy"].mean()), abs=1e-6
+    )
