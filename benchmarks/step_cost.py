@@ -124,11 +124,11 @@ def per_sample_memory(experiment: Experiment, batch_size: int) -> tuple[int, int
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
-        tensor = grads.per_sample_retain_by_task()
+        tensor = grads.per_sample_retain_by_task
         torch.cuda.synchronize()
         return tensor.numel() * tensor.element_size(), torch.cuda.max_memory_allocated() - start
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    tensor = grads.per_sample_retain_by_task()
+    tensor = grads.per_sample_retain_by_task
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # KiB on Linux
     return tensor.numel() * tensor.element_size(), grown
 

@@ -1,0 +1,59 @@
+"""The benchmarks this round added or changed run at a tiny size, so that none rots unseen
+(the recorded figures come from their full-size runs, in benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+TINY = {
+    "divergence.py": (
+        [
+            "--problem",
+            "digits",
+            "--steps",
+            "3",
+            "--methods",
+            "graddiff",
+            "npo",
+            "--rates",
+            "0.5",
+            "--threads",
+            "1",
+        ],
+        ["graddiff", "npo", "blow-up step"],
+    ),
+    "step_cost.py": (
+        ["--problem", "digits", "--steps", "2", "--repeats", "1", "--memory-batches", "4", "--threads", "1"],
+        ["× graddiff", "per-sample retain gradients by task, batch 4"],
+    ),
+    "default_spaces.py": (
+        [
+            *("--problems", "digits", "--methods", "graddiff", "--variants", "relative", "bounded"),
+            *("--trials", "2", "--steps", "2", "--threads", "1"),
+        ],
+        ["digits   graddiff             relative", "digits   graddiff             bounded"],
+    ),
+}
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_the_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path) -> None:
+    arguments, expected = TINY[script]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *arguments],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"TUNE_UNLEARN_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in expected:
+        assert line in done.stdout, done.stdout
