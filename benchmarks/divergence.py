@@ -23,8 +23,8 @@ import tempfile
 from typing import Any
 
 import torch
+from _original_only import original_only_experiment
 
-from tune_unlearn.config import parse_study
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import METHODS, DivergenceError
 from tune_unlearn.methods._base import StepLog
@@ -38,19 +38,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
 
 
 def experiment_for(problem: str, samples: int, cache: str) -> Experiment:
-    params: dict[str, Any] = {"num_samples": samples} if problem != "digits" else {}
-    raw = {
-        "name": "divergence",
-        "problem": {"name": problem, "params": params},
-        # Half the group, so that the reference-free mode may judge it: only the original is
-        # needed to watch a step diverge.
-        "forget": {**REQUESTS[problem], "fraction": 0.5},
-        "method": {"name": "graddiff"},
-        "references": {"cache_dir": cache, "retrain": False},
-        "tracking": {"enabled": False},
-        "collapse_guard": {"enabled": False},
-    }
-    return Experiment(parse_study(raw), progress=False)
+    return original_only_experiment("divergence", problem, samples, cache, REQUESTS[problem])
 
 
 def rate_at(search: dict[str, Any], quantile: float) -> float:

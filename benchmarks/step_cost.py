@@ -17,8 +17,8 @@ import statistics
 import tempfile
 
 import torch
+from _original_only import original_only_experiment
 
-from tune_unlearn.config import parse_study
 from tune_unlearn.configuration_run import PhaseTimer
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import METHODS
@@ -32,19 +32,7 @@ REQUESTS = {
 
 
 def experiment_for(problem: str, samples: int, cache: str) -> Experiment:
-    params = {"num_samples": samples} if problem != "digits" else {}
-    raw = {
-        "name": "step_cost",
-        "problem": {"name": problem, "params": params},
-        # Half the group, so that the reference-free mode may judge it: timing needs only the
-        # original, not a retrain ensemble.
-        "forget": {**REQUESTS[problem], "fraction": 0.5},
-        "method": {"name": "graddiff"},
-        "references": {"cache_dir": cache, "retrain": False},
-        "tracking": {"enabled": False},
-        "collapse_guard": {"enabled": False},
-    }
-    return Experiment(parse_study(raw), progress=False)
+    return original_only_experiment("step_cost", problem, samples, cache, REQUESTS[problem])
 
 
 def variants() -> list[str]:

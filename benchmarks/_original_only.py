@@ -1,0 +1,27 @@
+"""An experiment that needs only the original model (step timings, step traces): half of the
+request's group is forgotten, so that the reference-free mode may judge it and no retrain
+ensemble is trained."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tune_unlearn.config import parse_study
+from tune_unlearn.experiment import Experiment
+
+
+def original_only_experiment(
+    name: str, problem: str, samples: int, cache: str, request: Mapping[str, Any]
+) -> Experiment:
+    params: dict[str, Any] = {"num_samples": samples} if problem != "digits" else {}
+    raw = {
+        "name": name,
+        "problem": {"name": problem, "params": params},
+        "forget": {**request, "fraction": 0.5},
+        "method": {"name": "graddiff"},
+        "references": {"cache_dir": cache, "retrain": False},
+        "tracking": {"enabled": False},
+        "collapse_guard": {"enabled": False},
+    }
+    return Experiment(parse_study(raw), progress=False)
