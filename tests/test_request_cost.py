@@ -27,7 +27,7 @@ def test_report_states_the_all_in_cost_summed_by_hand(tmp_path: Path) -> None:
     )
     report = (run.output / "report.md").read_text()
     assert "Reference mode: **ensemble (K = 2)**" in report
-    assert "| reference models trained for this request | 2.000 |" in report
+    assert "| reference models (this request's share) | 2.000 |" in report
     assert f"| complete trials (their `compute_cost`) | {sum(costs):.3f} |" in report
     total = next(line for line in report.splitlines() if line.startswith("| **total**"))
     assert float(total.split("**")[3]) == pytest.approx(2 + sum(costs) + median, abs=2e-3)

@@ -183,6 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             experiment = Experiment(config, progress=False, references=False)
+            from tune_unlearn.request_cost import reference_mode
+
+            mode, per_request = reference_mode(
+                config.references, None if config.requests is None else len(config.requests)
+            )
+            print(f"reference mode: {mode}, {per_request:.3g} retrain(s) per request")
             cost = experiment.missing_reference_cost()
             if cost[0]:
                 print(f"references: {cost[0]} model(s) to train, estimated {cost[1]:.0f} s on this machine")

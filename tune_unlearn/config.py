@@ -285,10 +285,24 @@ DEFAULT_RETRAIN_SEEDS = 5
 
 class EnsembleConfig(Strict):
     """``retrain: {seeds: K}``: K retrains with seeds ``problem.seed + 0 … K − 1``, trained in
-    ``n_jobs`` processes (default: as many as cores and members allow)."""
+    ``n_jobs`` processes (default: as many as cores and members allow).
+
+    ``scope``: ``request`` (default) trains the K members for this request alone; ``stream``
+    (a request stream only) trains one **bank** of K members on the train set less *every*
+    request's instances, shared by all the stream's requests (K / n retrains each).
+    ``left_out`` is such a bank given by hand: an index file of the train instances its members
+    never saw (on the request's target tasks; it must hold every instance of this request and
+    of earlier ones), and ``shared_by`` the number of requests its cost is split among.
+    """
 
     seeds: int = Field(DEFAULT_RETRAIN_SEEDS, ge=1, le=256)
     n_jobs: int | None = Field(None, ge=1)
+    scope: Literal["request", "stream"] = "request"
+    left_out: Path | None = None
+    shared_by: int = Field(1, ge=1)
+
+    def is_bank(self) -> bool:
+        return self.scope == "stream" or self.left_out is not None
 
 
 def _retrain_kind(value: Any) -> str:
@@ -563,6 +577,39 @@ def _reference_free_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
         )
 
 
+def _bank_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """A shared bank needs the requests that share it: ``scope: stream`` only in a stream,
+    and a hand-given bank (``left_out``) must be a readable index file."""
+    retrain = _mapping(raw, "references").get("retrain")
+    if not isinstance(retrain, Mapping):
+        return
+    if retrain.get("scope") == "stream" and not isinstance(raw.get("requests"), list):
+        yield ConfigIssue(
+            "references.retrain.scope",
+            "a stream bank is shared by a stream's requests: give `requests:`, or use scope "
+            "`request` (K retrains for this request), or a bank you trained for a batch of "
+            "requests (`left_out:` its index file, `shared_by:` how many requests share it)",
+        )
+    left_out = retrain.get("left_out")
+    if retrain.get("scope") == "stream" and left_out is not None:
+        yield ConfigIssue(
+            "references.retrain.left_out",
+            "a stream bank leaves out the stream's requests: give one or the other",
+        )
+    if isinstance(left_out, str):
+        if not Path(left_out).is_file():
+            yield ConfigIssue("references.retrain.left_out", "no such index file", left_out)
+        else:
+            try:
+                read_index_file(Path(left_out))
+            except (OSError, ValueError, TypeError, UnicodeDecodeError) as error:
+                yield ConfigIssue(
+                    "references.retrain.left_out",
+                    f"not a JSON list or one integer per line: {error}",
+                    left_out,
+                )
+
+
 def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = raw.get(key)
     return value if isinstance(value, Mapping) else {}
@@ -572,6 +619,7 @@ def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
     """Cross-field checks that pydantic's per-field rules cannot see."""
     yield from _stream_issues(raw)
     yield from _reference_free_issues(raw)
+    yield from _bank_issues(raw)
     yield from _location_issues(raw)
     yield from _input_file_issues(raw)
     method_raw = _mapping(raw, "method")

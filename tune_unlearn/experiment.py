@@ -115,6 +115,7 @@ class Experiment:
                 "an instance is deleted once"
             )
         self.request = ForgetRequest(forget_cfg.mode, targets, indices, previous)
+        self.retrain_request = self._bank_request() or self.request
         self.data: MultiTaskData = cpu_data.to(self.device)
         self.sets: dict[str, LabeledSet] = {
             "val": LabeledSet(
@@ -126,6 +127,13 @@ class Experiment:
         }
         if self.request.mode == "partial":
             self.sets["kept"] = self.request.kept_set(self.task_names)
+        # What the retrain members train on: the retain set, or a bank's (less every request
+        # that shares it).
+        self.retrain_set = (
+            self.sets["retain"]
+            if self.retrain_request is self.request
+            else self.retrain_request.retain_set(self.splits["train"], self.task_names)
+        )
         if config.references.retrain is False:
             # Reference-free: held-out samples of the forget set's own group stand in for how
             # an honest retrain scores the forgotten instances (config refuses requests that
@@ -176,6 +184,24 @@ class Experiment:
         )
 
     # -- references ---------------------------------------------------------------------------
+    def _bank_request(self) -> ForgetRequest | None:
+        """What a bank's members never saw, as one request (so that every request sharing the
+        bank has the same cache key: trained once); ``None`` for a per-request ensemble.
+        A bank that saw an instance of this request, or of an earlier one, cannot judge it."""
+        ensemble = self.config.references.ensemble()
+        if ensemble is None or ensemble.left_out is None:
+            return None
+        left_out = read_index_file(ensemble.left_out)
+        deleted = torch.cat([self.request.indices, self.request.previous])
+        seen = int((~torch.isin(deleted, left_out)).sum())
+        if seen:
+            raise UsageError(
+                f"references.retrain.left_out: the bank's members saw {seen} of the {len(deleted)} "
+                "instance(s) this request and earlier ones delete, so none of them is a model that "
+                "never saw the forget set; train a bank that leaves them out, or use scope `request`"
+            )
+        return ForgetRequest(self.request.mode, self.request.target_tasks, left_out)
+
     def _reference_plans(self) -> tuple[LabeledSet, list[int]]:
         """The original's training set, and the retrain ensemble's seeds (empty: none trained)."""
         all_train = LabeledSet(
@@ -195,9 +221,8 @@ class Experiment:
         missing_original = refs.original is None and not cache.cached(
             "original", cache.key("original", self.problem, self.config.problem.seed)
         )
-        missing_retrains = sum(
-            not cache.cached("retrain", cache.key("retrain", self.problem, s, self.request)) for s in seeds
-        )
+        keys = [cache.key("retrain", self.problem, s, self.retrain_request) for s in seeds]
+        missing_retrains = sum(not cache.cached("retrain", key) for key in keys)
         if not missing_original and not missing_retrains:
             return 0, 0.0
         per_model = estimate_training_seconds(self.problem, self.data, all_train)
@@ -256,14 +281,14 @@ class Experiment:
         if isinstance(retrain, str):  # one given model: no ensemble, no spread
             self.retrain_members = [Reference("retrain", self.load_model_state(retrain), math.nan)]
         elif seeds:
-            keys = [cache.key("retrain", self.problem, s, self.request) for s in seeds]
+            keys = [cache.key("retrain", self.problem, s, self.retrain_request) for s in seeds]
             by_key = dict(zip(keys, seeds, strict=True))
 
             def train_missing(missing: list[str]) -> list[tuple[dict[str, Tensor], float]]:
                 return train_members(
                     self.problem,
                     self.data,
-                    self.sets["retain"],
+                    self.retrain_set,
                     [by_key[k] for k in missing],
                     n_jobs=self._ensemble_jobs(len(missing)),
                     description="training retrain ensemble",

@@ -32,11 +32,16 @@ class RequestCost:
         return self.references + self.trials + self.pruned + self.candidate
 
 
-def reference_mode(references: ReferencesConfig) -> tuple[str, float]:
+def reference_mode(references: ReferencesConfig, stream_requests: int | None = None) -> tuple[str, float]:
     """The reference mode's name and what its models cost this request, in retrains: an
-    ensemble of K trained members costs K; a given retrain model and reference-free cost
-    nothing here (a given model's own training is not known)."""
+    ensemble of K trained members costs K; a bank of K members shared by n requests costs
+    K / n each; a given retrain model and reference-free cost nothing here (a given model's own
+    training is not known). ``stream_requests``: the requests of the stream a ``scope: stream``
+    bank is shared by (the stream's file, before each request's study sets ``shared_by``)."""
     ensemble = references.ensemble()
+    if ensemble is not None and ensemble.is_bank():
+        n = stream_requests if ensemble.scope == "stream" and stream_requests else ensemble.shared_by
+        return f"bank (K = {ensemble.seeds}, shared by {n} request{'s' * (n > 1)})", ensemble.seeds / n
     if ensemble is not None:
         return f"ensemble (K = {ensemble.seeds})", float(ensemble.seeds)
     if references.retrain is False:
@@ -73,7 +78,7 @@ def cost_lines(cost: RequestCost) -> list[str]:
         "",
         "| part | retrains |",
         "| --- | --- |",
-        f"| reference models trained for this request | {cost.references:.3f} |",
+        f"| reference models (this request's share) | {cost.references:.3f} |",
         f"| complete trials (their `compute_cost`) | {cost.trials:.3f} |",
         f"| pruned trials (estimated from the steps they ran) | {cost.pruned:.3f} |",
         f"| the candidate's re-run | {cost.candidate:.3f} |",

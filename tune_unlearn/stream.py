@@ -37,6 +37,7 @@ from tune_unlearn.experiment import Experiment
 from tune_unlearn.forget import select_forget_indices
 from tune_unlearn.metrics import parameter_shift, trainable_vector
 from tune_unlearn.publish import PARENT_ATTR, publish_group
+from tune_unlearn.request_cost import request_cost
 from tune_unlearn.runner import run_study
 from tune_unlearn.study import storage_url
 from tune_unlearn.tracking import resolve_tracking_uri
@@ -64,6 +65,10 @@ class StreamRow:
     failed: list[str]
     candidate: str | None
     parent_run: str | None = None
+    #: Retrain units: what this request spent on reference models (a stream bank: all of it at
+    #: the first request), and its all-in cost with the references amortized (request_cost).
+    reference_spent: float | None = None
+    all_in_cost: float | None = None
 
 
 def stream_folder(config: StudyConfig) -> Path:
@@ -99,6 +104,16 @@ def request_indices(config: StudyConfig) -> list[torch.Tensor]:
     return chosen
 
 
+def bank_file(config: StudyConfig) -> Path:
+    """A stream bank's index file: every request's instances, which its members never see."""
+    return stream_folder(config) / "bank.txt"
+
+
+def write_index_file(path: Path, indices: torch.Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(str(i) for i in sorted(indices.tolist())) + "\n")
+
+
 def request_config(
     config: StudyConfig, number: int, previous: StreamRow | None, tracking_uri: str | None
 ) -> StudyConfig:
@@ -119,6 +134,15 @@ def request_config(
         tracking["uri"] = resolve_tracking_uri(config, tracking_uri, stream_folder(config))
         tracking["experiment"] = config.tracking.experiment or config.name
         raw["tracking"] = tracking
+    if config.references.ensemble() is not None and config.references.ensemble().scope == "stream":  # type: ignore[union-attr]
+        references = dict(raw.get("references", {}))
+        references["retrain"] = {
+            **references["retrain"],
+            "scope": "request",
+            "left_out": str(bank_file(config)),
+            "shared_by": len(config.requests),
+        }
+        raw["references"] = references
     if previous is not None:
         assert previous.candidate is not None
         references = dict(raw.get("references", {}))
@@ -149,6 +173,9 @@ def run_stream(
     folder = stream_folder(config)
     state = folder / "stream.json"
     rows = [StreamRow(**row) for row in _read_rows(state)]
+    ensemble = config.references.ensemble()
+    if ensemble is not None and ensemble.scope == "stream":  # one bank: trained once, for all
+        write_index_file(bank_file(config), torch.cat(indices))
     # The first request's study saves the stream's original with its outputs.
     first_original = folder / "request-0" / "models" / "original.pt"
     for number in range(len(requests)):
@@ -158,10 +185,7 @@ def run_stream(
         if previous is not None and previous.candidate is None:
             break  # no model to go on from
         if number:
-            target = folder / f"request-{number}" / "previous.txt"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            deleted = torch.cat(indices[:number]).tolist()
-            target.write_text("\n".join(str(i) for i in sorted(deleted)) + "\n")
+            write_index_file(folder / f"request-{number}" / "previous.txt", torch.cat(indices[:number]))
         request = request_config(config, number, previous, tracking_uri)
         if progress:
             print(f"stream: request {number + 1} of {len(requests)}", file=sys.stderr, flush=True)
@@ -173,8 +197,20 @@ def run_stream(
     return rows
 
 
+def _costs(number: int, request: StudyConfig, run: Any) -> dict[str, float]:
+    """What the request spent on references, and its all-in cost (references amortized)."""
+    steps = request.method.fixed.get("steps")
+    cost = request_cost(request.references, run.summary.trials, steps if isinstance(steps, int) else None)
+    ensemble = request.references.ensemble()
+    spent = cost.references
+    if ensemble is not None and ensemble.is_bank():  # trained once, with the first request
+        spent = float(ensemble.seeds) if number == 0 else 0.0
+    return {"reference_spent": spent, "all_in_cost": cost.total}
+
+
 def _row(number: int, request: StudyConfig, run: Any, first_original: Path, deleted: int) -> StreamRow:
     trial = run.summary.recommended
+    costs = _costs(number, request, run)
     parent = None if run.study.user_attrs.get(PARENT_ATTR) is None else str(run.study.user_attrs[PARENT_ATTR])
     if trial is None:
         # A front the gate refused entirely (the gate is in the loop) or no front at all.
@@ -193,6 +229,7 @@ def _row(number: int, request: StudyConfig, run: Any, first_original: Path, dele
             failed=list(first.get("failed", [])),
             candidate=None,
             parent_run=parent,
+            **costs,
         )
     record = TrialRecord.of(trial)
     candidate = request.output_dir() / "models" / "candidate.pt"
@@ -217,6 +254,7 @@ def _row(number: int, request: StudyConfig, run: Any, first_original: Path, dele
         failed=list(verdict.get("failed", [])),
         candidate=str(candidate.resolve()),
         parent_run=parent,
+        **costs,
     )
 
 
@@ -258,18 +296,24 @@ def stream_markdown(rows: list[StreamRow]) -> str:
         "",
         "Forget efficacy and retained utility against a retrain on every instance deleted so far; "
         "UIS of the request (from the model before it) and cumulative (from the first original); "
-        "the gate's verdict on the running model.",
+        "the gate's verdict on the running model. Costs in retrain units: the reference models "
+        "spent so far per request served (a bank shared by the stream is trained once, so this "
+        "falls as requests accumulate), and each request's all-in cost with its references "
+        "amortized over the requests that share them (report.md of the request has the parts).",
         "",
         "| request | deleted so far | trial | forget efficacy | retained utility | UIS | cumulative UIS "
-        "| gate |",
-        "|---|---|---|---|---|---|---|---|",
+        "| gate | reference retrains per request so far | all-in cost |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
+    spent = 0.0
+    for served, row in enumerate(rows, start=1):
         gate = row.verdict if not row.failed else f"{row.verdict}: {', '.join(row.failed)}"
+        spent += row.reference_spent or 0.0
+        so_far = "—" if row.reference_spent is None else f"{spent / served:.3f}"
         lines.append(
             f"| {row.request} | {row.deleted} | {'—' if row.trial is None else row.trial} | "
             f"{_number(row.forget_efficacy)} | {_number(row.retained_utility)} | {_number(row.uis)} | "
-            f"{_number(row.cumulative_uis)} | {gate} |"
+            f"{_number(row.cumulative_uis)} | {gate} | {so_far} | {_number(row.all_in_cost)} |"
         )
     lines.append("")
     if stop is None:
