@@ -47,11 +47,21 @@ apart.
 retrains' tolerance band: inside it, doing nothing is indistinguishable from honest deletion
 and is no fault.
 
+Reference modes (``--references``, one or more; every model is built once and judged in each):
+
+- ``ensemble`` (gold): K = 5 retrains of this request, 5 retrains per request;
+- ``bank``: K = 5 members trained once on the train set less this request *and* nine companion
+  requests (a stream of 10: each companion a disjoint seeded random 1% of the train instances
+  outside the request, same mode and tasks), so 0.5 retrain per request. The truth of every
+  model (its planted damage, its val damage) is measured against the gold ensemble, and the
+  table gives each mode's agreement with the gold verdicts.
+
 Each model is gated with the suite through the same code as ``gate`` (the Python API, to build
 the references once). A model counts as caught when the verdict is not ``pass``; for
 ``masked_collapse`` the rate at which the verdict *names* masked collapse is reported too.
 
-    python benchmarks/gate_power.py --problem digits --seeds 10 [--threads 2] [--json out.json]
+    python benchmarks/gate_power.py --problem digits --seeds 10 [--references ensemble bank]
+        [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import itertools
 import json
 import tempfile
 import time
@@ -111,6 +122,28 @@ PROBLEMS: dict[str, dict[str, Any]] = {
         "mild_finetune": {"steps": 10, "lr": 1e-5},
     },
 }
+
+
+#: The bank's stream: this request and nine companions, each this share of the train set.
+STREAM_SIZE = 10
+COMPANION_SHARE = 0.01
+
+
+def bank_file(e: Experiment, path: Path) -> Path:
+    """The instances a bank for a 10-request stream leaves out: this request, previous ones, and
+    nine disjoint seeded random companions of 1% of the train set each, from the rest."""
+    deleted = torch.cat([e.request.indices, e.request.previous])
+    rest = e.splits["train"][~torch.isin(e.splits["train"], deleted)]
+    size = max(1, round(COMPANION_SHARE * len(e.splits["train"])))
+    order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(e.config.problem.seed))
+    companions = rest[order[: size * (STREAM_SIZE - 1)]]
+    path.write_text("\n".join(str(i) for i in sorted(torch.cat([deleted, companions]).tolist())) + "\n")
+    return path
+
+
+def bank_study(raw: dict[str, Any], left_out: Path) -> dict[str, Any]:
+    retrain = {"seeds": 5, "left_out": str(left_out), "shared_by": STREAM_SIZE}
+    return {**raw, "references": {**raw["references"], "retrain": retrain}}
 
 
 def study(problem: str, request: str, cache: Path, out: Path) -> dict[str, Any]:
@@ -261,6 +294,14 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--probe-rule", choices=("upper_bound", "estimate"), help="override the suite's")
+    parser.add_argument(
+        "--references",
+        nargs="+",
+        choices=("ensemble", "bank"),
+        default=["ensemble"],
+        help="reference modes to judge every model in (the gold ensemble's verdicts are the "
+        "agreement baseline, so list it first)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
@@ -271,15 +312,21 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for request in args.requests:
-        e = Experiment(parse_study(study(args.problem, request, cache, tmp / request)), progress=False)
+        raw = study(args.problem, request, cache, tmp / request)
+        e = Experiment(parse_study(raw), progress=False)
         ctx = ValidationContext(e)
+        contexts = {"ensemble": ctx}
+        if "bank" in args.references:
+            left_out = bank_file(e, tmp / f"bank-{request}.txt")
+            bank = Experiment(parse_study(bank_study(raw, left_out)), progress=False)
+            contexts["bank"] = ValidationContext(bank)
         neighbours = val_neighbours(e, ctx)
         planted_damage = damage_meter(e, ctx, neighbours)
         val_damage = damage_meter(e, ctx, e.sets["val"])
         for seed in range(args.first_seed, args.seeds):
             built = models(args.problem, request, e, ctx, seed, tuple(args.kinds), neighbours)
-            for kind, model in built.items():
-                report = validate(ctx, Candidate(model, f"{kind} seed {seed}"), suite)
+            for (kind, model), mode in itertools.product(built.items(), args.references):
+                report = validate(contexts[mode], Candidate(model, f"{kind} seed {seed}"), suite)
                 failed = [r.name for r in report.results if r.status in ("fail", "error")]
                 # Attack verdicts without the retrains' seed band, to report both rules from one run.
                 unbanded = [
@@ -292,6 +339,7 @@ def main() -> None:
                 damage = planted_damage(model) if kind in DAMAGING else None
                 rows.append(
                     {
+                        "mode": mode,
                         "request": request,
                         "kind": kind,
                         "seed": seed,
@@ -310,16 +358,33 @@ def main() -> None:
                     args.json.write_text(json.dumps(rows, indent=1))
                 planted = "" if damage is None else f"(planted damage {damage:.3f}) "
                 print(
-                    f"{request:6} {kind:16} seed {seed}: {report.verdict:15} {planted}{', '.join(failed)}",
+                    f"{mode:8} {request:6} {kind:16} seed {seed}: {report.verdict:15} {planted}"
+                    f"{', '.join(failed)}",
                     flush=True,
                 )
     print(
-        f"\n{args.problem}: {len(rows)} models gated in {time.perf_counter() - started:.0f} s with "
+        f"\n{args.problem}: {len(rows)} verdicts in {time.perf_counter() - started:.0f} s with "
         f"{args.suite.name} (probe_rule {suite.probe_rule})"
     )
-    print("| request | model | kind | n | rate | checks that fired (count) |")
-    print("|---|---|---|---|---|---|")
-    for request in args.requests:
+    for mode in args.references:
+        print(f"\nreference mode {mode}: {MODE_COST[mode]:g} retrain(s) per request")
+        print_table([r for r in rows if r["mode"] == mode], args.requests, rows)
+
+
+#: What each mode's references cost per request, in retrains (module docstring).
+MODE_COST = {"ensemble": 5.0, "bank": 5.0 / STREAM_SIZE}
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, int]:
+    return row["request"], row["kind"], row["seed"]
+
+
+def print_table(rows: list[dict[str, Any]], requests: list[str], every: list[dict[str, Any]]) -> None:
+    """One mode's detection and false-alarm table, with its agreement with the gold verdicts."""
+    gold = {_key(r): r["verdict"] == "pass" for r in every if r["mode"] == "ensemble"}
+    print("| request | model | kind | n | rate | agrees with gold | checks that fired (count) |")
+    print("|---|---|---|---|---|---|---|")
+    for request in requests:
         for kind in dict.fromkeys(r["kind"] for r in rows if r["request"] == request):
             group = [r for r in rows if r["request"] == request and r["kind"] == kind]
             benign = kind in BENIGN
@@ -327,6 +392,9 @@ def main() -> None:
             rate = flagged / len(group)
             label = "false alarms" if benign else "detected"
             fired = Counter(name for r in group for name in r["failed"])
+            judged = [r for r in group if _key(r) in gold]
+            agree = sum(gold[_key(r)] == (r["verdict"] == "pass") for r in judged)
+            agreement = f"{agree}/{len(judged)}" if judged else "—"
             extra = ""
             if kind == "quantization_fragile":
                 caught = sum("attack/quantization_4bit" in r["failed"] for r in group)
@@ -351,7 +419,7 @@ def main() -> None:
             unbanded = sum(bool(r["failed_without_attack_band"]) for r in group)
             extra += f"; without the attack seed band {unbanded}/{len(group)}"
             share = f"{flagged}/{len(group)} = {rate:.0%}{extra}"
-            print(f"| {request} | {kind} | {label} | {len(group)} | {share} | {checks} |")
+            print(f"| {request} | {kind} | {label} | {len(group)} | {share} | {agreement} | {checks} |")
 
 
 if __name__ == "__main__":

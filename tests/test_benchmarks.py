@@ -32,6 +32,16 @@ TINY = {
         ["--problem", "digits", "--steps", "2", "--repeats", "1", "--memory-batches", "4", "--threads", "1"],
         ["× graddiff", "per-sample retain gradients by task, batch 4"],
     ),
+    "gate_power.py": (
+        [
+            *("--problem", "digits", "--seeds", "1", "--requests", "random"),
+            *("--kinds", "heldout_retrain", "--references", "ensemble", "bank", "--threads", "1"),
+        ],
+        [
+            "reference mode bank: 0.5 retrain(s) per request",
+            "| random | heldout_retrain | false alarms | 1 |",
+        ],
+    ),
     "default_spaces.py": (
         [
             *("--problems", "digits", "--methods", "graddiff", "--variants", "relative", "bounded"),
