@@ -1,4 +1,4 @@
-"""Reference banks: K retrains trained once without every request that shares them."""
+"""Reference modes: the per-request ensemble, banks shared by requests, reference-free."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from tune_unlearn.cli import main
 from tune_unlearn.config import parse_study
 from tune_unlearn.errors import UsageError
 from tune_unlearn.experiment import Experiment
+from tune_unlearn.runner import run_study
+from tune_unlearn.schema import ConfigError
 from tune_unlearn.stream import run_stream
+from tune_unlearn.trial_record import TrialRecord
 
 from .helpers import tiny_study
 from .test_stream import digit, stream_file
@@ -141,3 +144,37 @@ def test_bad_bank_settings_are_named_before_anything_runs(
     err = capsys.readouterr().err
     assert path in err and words in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+
+
+@pytest.mark.parametrize("mode", ["ensemble", "bank", "reference-free"])
+def test_the_quickstart_class_request_recommends_a_model_that_forgot_in_every_mode(
+    tmp_path: Path, mode: str
+) -> None:
+    """The quickstart's request (every 3, from the digit head): in each mode that can judge it,
+    the recommended trial's forget-set score sits nearer an honest retrain's than the
+    original's; reference-free cannot judge a whole group and refuses."""
+    probe = Experiment(tiny_study(tmp_path), progress=False, references=False)
+    digits = probe.data.labels["digit"].cpu()
+    train = probe.splits["train"]
+    retrain: Any = {"seeds": 2}
+    if mode == "bank":  # shared with a second request, every 5
+        index_file = tmp_path / "left_out.json"
+        index_file.write_text(json.dumps(train[(digits[train] == 3) | (digits[train] == 5)].tolist()))
+        retrain = {"seeds": 2, "left_out": str(index_file), "shared_by": 2}
+    if mode == "reference-free":
+        retrain = False
+    references = {"cache_dir": str(tmp_path / "cache"), "retrain": retrain}
+    if mode == "reference-free":
+        with pytest.raises(ConfigError, match="reference-free cannot judge this request"):
+            tiny_study(tmp_path, references=references)
+        return
+    config = tiny_study(tmp_path, n_trials=6, constraints=["forget_efficacy >= 0.9"], references=references)
+    trial = run_study(config, progress=False).summary.recommended
+    assert trial is not None
+    metrics = TrialRecord.of(trial).metrics
+    original, unlearned = (metrics[f"score/{m}/forget/digit"] for m in ("original", "unlearned"))
+    # Where honest deletion lands: this request's own retrains (the gold ensemble), in every mode.
+    gold = tiny_study(tmp_path, references={"cache_dir": str(tmp_path / "cache"), "retrain": {"seeds": 2}})
+    honest = Experiment(gold, progress=False).reference_scores["score/retrain/forget/digit"]
+    assert abs(original - honest) > 0.5  # there is something to forget
+    assert abs(unlearned - honest) < abs(original - honest) / 2
