@@ -47,6 +47,18 @@ apart.
 retrains' tolerance band: inside it, doing nothing is indistinguishable from honest deletion
 and is no fault.
 
+naturally damaged models (``natural``: the gate should fail the damaged ones)
+- ``natural_<method>``: a shipped method (GradDiff, interference-aware, NPO, SCRUB) at an
+  aggressive setting drawn per seed: its rates in the units of its default space (relative to
+  the gradient scale measured on the original, as a study resolves them) from the top of that
+  space to 30× past it, 100 steps, ``max_step`` from 0.01 to 0.1. Nothing is planted: the truth
+  is measured against the gold ensemble where the gate never looks, as the worst task's
+  accuracy loss on the ``val`` neighbours of the forget instances (``planted_damage``) and on a
+  sample of the retain training set (``static_damage``, what the static retain probe sees). A
+  model is *damaged* at neighbour damage ≥ 0.10, and a *masked* case when it is damaged while
+  its static damage is below the suite's 0.05: the table gives detection on the damaged and the
+  rate at which the verdict names masked collapse on the masked ones.
+
 Reference modes (``--references``, one or more; every model is built once and judged in each):
 
 - ``ensemble`` (gold): K = 5 retrains of this request, 5 retrains per request;
@@ -71,10 +83,11 @@ import contextlib
 import copy
 import itertools
 import json
+import math
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +96,8 @@ import torch
 from tune_unlearn.config import parse_study
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.forget import LabeledSet
-from tune_unlearn.methods import DivergenceError
+from tune_unlearn.methods import METHODS, DivergenceError
+from tune_unlearn.methods._rate_scale import measure_rate_scales
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.references import train_model
 from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
@@ -201,7 +215,6 @@ def damage_meter(
 
 #: A planted damage at least this large (twice the suite's 0.05) is a fault by construction.
 DAMAGE_FLOOR = 0.10
-DAMAGING = ("collateral_damage", "masked_collapse")
 
 
 KINDS = (
@@ -213,7 +226,52 @@ KINDS = (
     "quantization_fragile",
     "collateral_damage",
     "masked_collapse",
+    "natural",
 )
+
+
+#: Natural damage: per method, each rate's scale and its range in the units of the method's
+#: default space (whose top is 1e-3 for ascent and 1e-2 for descent rates), up to 30× past it.
+AGGRESSIVE: dict[str, dict[str, tuple[str, float, float]]] = {
+    "graddiff": {"ascent_lr": ("forget_gradient", 1e-3, 3e-2), "retain_lr": ("retain_gradient", 1e-2, 3e-1)},
+    "interference_aware": {
+        "ascent_lr": ("forget_gradient", 1e-3, 3e-2),
+        "retain_lr": ("retain_gradient", 1e-2, 3e-1),
+    },
+    "npo": {"lr": ("retain_gradient", 1e-2, 3e-1)},
+    "scrub": {"lr": ("retain_gradient", 1e-2, 3e-1)},
+}
+NATURAL = tuple(f"natural_{name}" for name in AGGRESSIVE)
+DAMAGING = ("collateral_damage", "masked_collapse", *NATURAL)
+#: A natural model is damaged at this neighbour damage, and masked when its static damage is
+#: below the suite's threshold.
+STATIC_THRESHOLD = 0.05
+
+
+def _log_uniform(generator: torch.Generator, low: float, high: float) -> float:
+    share = float(torch.rand(1, generator=generator))
+    return math.exp(math.log(low) + (math.log(high) - math.log(low)) * share)
+
+
+def natural_models(e: Experiment, scales: Mapping[str, float], seed: int) -> dict[str, MultiTaskModel]:
+    """Each shipped method of :data:`AGGRESSIVE` once, at a setting drawn from ``seed``; a run
+    that diverges is no candidate (left out, and counted by its absence)."""
+    generator = torch.Generator().manual_seed(seed)
+    out: dict[str, MultiTaskModel] = {}
+    for name, space in AGGRESSIVE.items():
+        params: dict[str, Any] = {
+            key: _log_uniform(generator, low, high) * scales[scale]
+            for key, (scale, low, high) in space.items()
+        }
+        params.update(steps=100, batch_size=32, max_step=_log_uniform(generator, 0.01, 0.1))
+        if name == "interference_aware":
+            params["projection_strength"] = float(torch.rand(1, generator=generator))
+        model = e.original_model()
+        with contextlib.suppress(DivergenceError):
+            METHODS.get(name)(**params).unlearn(model, e.setup, seed=seed)
+            if all(torch.isfinite(p).all() for p in model.parameters()):
+                out[f"natural_{name}"] = model
+    return out
 
 
 def planted(e: Experiment, recipe: dict[str, Any], start: MultiTaskModel, seed: int) -> MultiTaskModel:
@@ -234,8 +292,10 @@ def models(
     seed: int,
     kinds: tuple[str, ...],
     neighbours: LabeledSet,
+    scales: Mapping[str, float],
 ) -> dict[str, MultiTaskModel]:
-    """The benign models and planted faults of ``kinds`` that apply to the request."""
+    """The benign models, planted faults and naturally damaged models of ``kinds`` that apply
+    to the request."""
     spec = PROBLEMS[problem]
     out: dict[str, MultiTaskModel] = {}
     original = ctx.original
@@ -268,7 +328,9 @@ def models(
         out["collateral_damage"] = damaged
         retain_inputs = e.data.inputs[e.sets["retain"].indices.unique()]
         out["masked_collapse"] = RetainMemorised(damaged, heldout, retain_inputs)
-    return {kind: model for kind, model in out.items() if kind in kinds}
+    if "natural" in kinds:
+        out.update(natural_models(e, scales, seed))
+    return {kind: model for kind, model in out.items() if kind in kinds or kind in NATURAL}
 
 
 BENIGN = ("heldout_retrain", "mild_finetune")
@@ -323,8 +385,13 @@ def main() -> None:
         neighbours = val_neighbours(e, ctx)
         planted_damage = damage_meter(e, ctx, neighbours)
         val_damage = damage_meter(e, ctx, e.sets["val"])
+        static_damage = damage_meter(e, ctx, e.scored_sets["retain"])
+        scales = {
+            str(k): v
+            for k, v in measure_rate_scales(e.original_model(), e.setup, e.config.problem.seed).items()
+        }
         for seed in range(args.first_seed, args.seeds):
-            built = models(args.problem, request, e, ctx, seed, tuple(args.kinds), neighbours)
+            built = models(args.problem, request, e, ctx, seed, tuple(args.kinds), neighbours, scales)
             for (kind, model), mode in itertools.product(built.items(), args.references):
                 report = validate(contexts[mode], Candidate(model, f"{kind} seed {seed}"), suite)
                 failed = [r.name for r in report.results if r.status in ("fail", "error")]
@@ -347,6 +414,8 @@ def main() -> None:
                         # every model's damage on all of `val` (no probe reads it): a benign
                         # model that fails should show none, a planted fault some
                         "val_damage": val_damage(model),
+                        # what the static retain probe sees (natural models: masked or not)
+                        "static_damage": static_damage(model) if kind in NATURAL else None,
                         "verdict": report.verdict,
                         "failed": failed,
                         # why each check failed (its worst task, estimate, interval and band)
@@ -408,6 +477,8 @@ def print_table(rows: list[dict[str, Any]], requests: list[str], every: list[dic
                     f"{sum(r['verdict'] != 'pass' for r in faults)}, named masked collapse "
                     f"{sum(r['verdict'] == 'masked collapse' for r in faults)}"
                 )
+            if kind in NATURAL:
+                extra += "; " + natural_summary(group)
             if benign:
                 # a benign model's truth, measured where no check looks: its loss on all of `val`
                 # beyond the ensemble's mean (worst task), of every model and of the flagged ones
@@ -420,6 +491,24 @@ def print_table(rows: list[dict[str, Any]], requests: list[str], every: list[dic
             extra += f"; without the attack seed band {unbanded}/{len(group)}"
             share = f"{flagged}/{len(group)} = {rate:.0%}{extra}"
             print(f"| {request} | {kind} | {label} | {len(group)} | {share} | {agreement} | {checks} |")
+        natural = [r for r in rows if r["request"] == request and r["kind"] in NATURAL]
+        if natural:
+            pooled = natural_summary(natural)
+            print(f"| {request} | every natural model | pooled | {len(natural)} | {pooled} | | |")
+
+
+def natural_summary(group: list[dict[str, Any]]) -> str:
+    """Detection on the damaged natural models, and naming on the masked ones (module docstring)."""
+    damaged = [r for r in group if r["planted_damage"] >= DAMAGE_FLOOR]
+    masked = [r for r in damaged if r["static_damage"] < STATIC_THRESHOLD]
+    undamaged = [r for r in group if max(r["planted_damage"], r["val_damage"]) < STATIC_THRESHOLD]
+    return (
+        f"damaged (neighbour damage ≥ {DAMAGE_FLOOR:g}) {len(damaged)}, caught "
+        f"{sum(r['verdict'] != 'pass' for r in damaged)}; masked (static damage < {STATIC_THRESHOLD:g}) "
+        f"{len(masked)}, named masked collapse {sum(r['verdict'] == 'masked collapse' for r in masked)}; "
+        f"undamaged (neighbour, val and static damage < {STATIC_THRESHOLD:g}) {len(undamaged)}, failed "
+        f"{sum(r['verdict'] != 'pass' for r in undamaged)}"
+    )
 
 
 if __name__ == "__main__":
