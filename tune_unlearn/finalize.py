@@ -129,8 +129,9 @@ def validate_trials(
                 "suite": suite.name,
                 "verdict": report.verdict,
                 "passed": report.passed,
-                # not applicable (skipped) checks neither pass nor fail
-                "failed": [r.name for r in report.judged if not r.passed],
+                # not applicable (skipped) checks neither pass nor fail, unless the suite
+                # demands what the reference mode cannot judge (fail closed)
+                "failed": [r.name for r in report.judged if not r.passed] + [r.name for r in report.unjudged],
             }
             verdicts[str(trial.number)] = known
             models[trial.number] = result

@@ -129,3 +129,40 @@ def test_robustness_perturbs_every_searched_rate_of_a_loss_defined_method(tmp_pa
     assert result.details["perturbed_rates"] == ["lr"]  # before: only ascent_lr/retain_lr, so none
     assert len(result.details["outcomes"]["forget_efficacy"]) == 1 + 2 + 1  # a seed, lr ×0.8 and ×1.2, itself
     assert "rates perturbed: lr" in result.message
+
+
+def test_a_check_the_reference_mode_cannot_judge_is_not_applicable_and_fails_the_gate_closed(
+    tmp_path: Path,
+) -> None:
+    """Reference-free (a random share of a group: a request it accepts) has no retrains for the
+    attacks to compare with: they are not applicable, with the reason and the modes that judge
+    them, a skipped JUnit case, and the verdict fails even where every judged check passes."""
+    import xml.etree.ElementTree as ET
+
+    from tune_unlearn.config import parse_study
+    from tune_unlearn.experiment import Experiment
+    from tune_unlearn.validation import write_reports
+
+    raw = {
+        "name": "free",
+        "problem": {"name": "digits", "params": {"hidden": 8, "epochs": 2}},
+        "forget": {"mode": "full", "where": {"digit": 3}, "fraction": 0.5},
+        "method": {"name": "graddiff"},
+        "references": {"cache_dir": str(tmp_path / "cache"), "retrain": False},
+        "tracking": {"enabled": False},
+        "device": "cpu",
+    }
+    ctx = ValidationContext(Experiment(parse_study(raw), progress=False))
+    original = Candidate(ctx.experiment.original_model(), "original")
+    suite = load_suite(_suite(tmp_path, uis_budget={"max_uis": 1.0}, attacks={"quantization": {"bits": [8]}}))
+    report = validate(ctx, original, suite)
+    statuses = {r.name: r.status for r in report.results}
+    assert statuses == {"uis_budget": "pass", "attack/quantization_8bit": "skipped"}
+    (attack,) = report.unjudged
+    assert "not applicable in reference mode reference-free" in attack.message and "bank" in attack.message
+    assert not report.passed and report.verdict == "fail"
+    write_reports(report, tmp_path / "gate.json", tmp_path / "gate.xml", tmp_path / "gate.md")
+    junit = ET.parse(tmp_path / "gate.xml").getroot()
+    skipped = junit.find(".//testcase[@name='attack/quantization_8bit']/skipped")
+    assert skipped is not None and "not applicable" in skipped.attrib["message"]
+    assert "Not judged in this reference mode" in (tmp_path / "gate.md").read_text()

@@ -107,6 +107,16 @@ def run_check(check: type[GateCheck], given: CheckInput) -> list[CheckResult]:
         return []
     names = instance.result_names(settings)
     reason = unmet_need(check.needs, given)
+    if reason is not None and "retrain" in check.needs and not given.ctx.retrains:
+        # The reference mode cannot support it: not applicable, said so, and since the suite
+        # demands it the verdict fails closed (ValidationReport.passed).
+        why = (
+            f"not applicable in reference mode reference-free: {reason}; a bank shared by n "
+            "requests (references.retrain: {seeds: K, scope: stream}, K / n retrains per request) "
+            "or the ensemble (K) judges it. The suite demands it, so the gate fails closed"
+        )
+        demanded = {"demanded": True}
+        return [CheckResult(n, "skipped", why, details=demanded, judged="not applicable") for n in names]
     if reason is not None:
         return [CheckResult(n, "error", f"could not run: {reason}") for n in names]
     return guarded(names, functools.partial(instance.run, given, settings))

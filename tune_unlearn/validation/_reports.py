@@ -77,6 +77,12 @@ def render_markdown(report: ValidationReport) -> str:
         + "; the study's search is in its `report.md`; validation's own passes are not counted.",
         "",
     ]
+    if report.unjudged:
+        lines += [
+            "**Not judged in this reference mode**, though the suite demands them, so the gate "
+            f"fails closed: {', '.join(r.name for r in report.unjudged)} (see each one's detail).",
+            "",
+        ]
     if report.masked_collapse:
         lines += [
             "**Masked collapse**: the static retain set (the samples the unlearning itself "

@@ -35,9 +35,15 @@ class ValidationReport:
         return [r for r in self.results if r.status != "skipped"]
 
     @property
+    def unjudged(self) -> list[CheckResult]:
+        """Checks the suite demands that the reference mode cannot judge (not applicable)."""
+        return [r for r in self.results if r.status == "skipped" and r.details.get("demanded")]
+
+    @property
     def passed(self) -> bool:
-        """Every applicable check ran and passed; a suite with none never passes."""
-        return bool(self.judged) and all(r.passed for r in self.judged)
+        """Every applicable check ran and passed, and none the suite demands went unjudged (fail
+        closed); a suite with none never passes."""
+        return bool(self.judged) and all(r.passed for r in self.judged) and not self.unjudged
 
     @property
     def masked_collapse(self) -> bool:
