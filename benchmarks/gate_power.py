@@ -243,9 +243,8 @@ AGGRESSIVE: dict[str, dict[str, tuple[str, float, float]]] = {
 }
 NATURAL = tuple(f"natural_{name}" for name in AGGRESSIVE)
 DAMAGING = ("collateral_damage", "masked_collapse", *NATURAL)
-#: A natural model is damaged at this neighbour damage, and masked when its static damage is
-#: below the suite's threshold.
-STATIC_THRESHOLD = 0.05
+#: The dependent probes' threshold in the release suite: neighbour damage below it is none.
+DEPENDENT_MAX = 0.05
 
 
 def _log_uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -364,6 +363,7 @@ def main() -> None:
         help="reference modes to judge every model in (the gold ensemble's verdicts are the "
         "agreement baseline, so list it first)",
     )
+    parser.add_argument("--rows", type=Path, default=None, help="print the tables of an earlier --json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
@@ -371,9 +371,12 @@ def main() -> None:
         suite = suite.model_copy(update={"probe_rule": args.probe_rule})
     tmp = Path(tempfile.mkdtemp())
     cache = args.cache or tmp / "cache"
-    rows: list[dict[str, Any]] = []
+    static = suite.probes.get("static_retain")
+    static_max = static.max_excess if static is not None else DEPENDENT_MAX
+    # --rows: the tables of an earlier run's --json, nothing gated again
+    rows: list[dict[str, Any]] = json.loads(args.rows.read_text()) if args.rows else []
     started = time.perf_counter()
-    for request in args.requests:
+    for request in [] if args.rows else args.requests:
         raw = study(args.problem, request, cache, tmp / request)
         e = Experiment(parse_study(raw), progress=False)
         ctx = ValidationContext(e)
@@ -437,7 +440,7 @@ def main() -> None:
     )
     for mode in args.references:
         print(f"\nreference mode {mode}: {MODE_COST[mode]:g} retrain(s) per request")
-        print_table([r for r in rows if r["mode"] == mode], args.requests, rows)
+        print_table([r for r in rows if r["mode"] == mode], args.requests, rows, static_max)
 
 
 #: What each mode's references cost per request, in retrains (module docstring).
@@ -448,7 +451,9 @@ def _key(row: dict[str, Any]) -> tuple[str, str, int]:
     return row["request"], row["kind"], row["seed"]
 
 
-def print_table(rows: list[dict[str, Any]], requests: list[str], every: list[dict[str, Any]]) -> None:
+def print_table(
+    rows: list[dict[str, Any]], requests: list[str], every: list[dict[str, Any]], static_max: float
+) -> None:
     """One mode's detection and false-alarm table, with its agreement with the gold verdicts."""
     gold = {_key(r): r["verdict"] == "pass" for r in every if r["mode"] == "ensemble"}
     print("| request | model | kind | n | rate | agrees with gold | checks that fired (count) |")
@@ -478,7 +483,7 @@ def print_table(rows: list[dict[str, Any]], requests: list[str], every: list[dic
                     f"{sum(r['verdict'] == 'masked collapse' for r in faults)}"
                 )
             if kind in NATURAL:
-                extra += "; " + natural_summary(group)
+                extra += "; " + natural_summary(group, static_max)
             if benign:
                 # a benign model's truth, measured where no check looks: its loss on all of `val`
                 # beyond the ensemble's mean (worst task), of every model and of the flagged ones
@@ -493,21 +498,29 @@ def print_table(rows: list[dict[str, Any]], requests: list[str], every: list[dic
             print(f"| {request} | {kind} | {label} | {len(group)} | {share} | {agreement} | {checks} |")
         natural = [r for r in rows if r["request"] == request and r["kind"] in NATURAL]
         if natural:
-            pooled = natural_summary(natural)
+            pooled = natural_summary(natural, static_max)
             print(f"| {request} | every natural model | pooled | {len(natural)} | {pooled} | | |")
 
 
-def natural_summary(group: list[dict[str, Any]]) -> str:
-    """Detection on the damaged natural models, and naming on the masked ones (module docstring)."""
+def natural_summary(group: list[dict[str, Any]], static_max: float) -> str:
+    """Detection on the damaged natural models, naming on the masked ones (damaged while the
+    static retain set's damage is within the suite's ``static_max``), and how many of those
+    with no damage anywhere measured failed (on forget quality or an attack, then)."""
     damaged = [r for r in group if r["planted_damage"] >= DAMAGE_FLOOR]
-    masked = [r for r in damaged if r["static_damage"] < STATIC_THRESHOLD]
-    undamaged = [r for r in group if max(r["planted_damage"], r["val_damage"]) < STATIC_THRESHOLD]
+    masked = [r for r in damaged if r["static_damage"] <= static_max]
+    undamaged = [
+        r
+        for r in group
+        if r["planted_damage"] < DEPENDENT_MAX
+        and r["val_damage"] < DEPENDENT_MAX
+        and r["static_damage"] <= static_max
+    ]
     return (
         f"damaged (neighbour damage ≥ {DAMAGE_FLOOR:g}) {len(damaged)}, caught "
-        f"{sum(r['verdict'] != 'pass' for r in damaged)}; masked (static damage < {STATIC_THRESHOLD:g}) "
+        f"{sum(r['verdict'] != 'pass' for r in damaged)}; masked (and static damage ≤ {static_max:g}) "
         f"{len(masked)}, named masked collapse {sum(r['verdict'] == 'masked collapse' for r in masked)}; "
-        f"undamaged (neighbour, val and static damage < {STATIC_THRESHOLD:g}) {len(undamaged)}, failed "
-        f"{sum(r['verdict'] != 'pass' for r in undamaged)}"
+        f"undamaged (neighbour and val < {DEPENDENT_MAX:g}, static ≤ {static_max:g}) {len(undamaged)}, "
+        f"failed {sum(r['verdict'] != 'pass' for r in undamaged)}"
     )
 
 
