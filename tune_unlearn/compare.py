@@ -27,8 +27,9 @@ from tune_unlearn.errors import UsageError
 from tune_unlearn.leaderboard import Leaderboard, default_plot_objectives
 from tune_unlearn.methods import METHODS
 from tune_unlearn.outputs import StudySummary
-from tune_unlearn.publish import PARENT_ATTR, publish_group
+from tune_unlearn.publish import publish_group
 from tune_unlearn.runner import run_study
+from tune_unlearn.study_record import StudyRecord
 from tune_unlearn.tracking import resolve_tracking_uri
 
 #: The tag naming a comparison on its MLflow run (a rerun finds and reuses the run).
@@ -125,9 +126,9 @@ def run_comparison(
         )
         trials_run += run.trials_run
         by_method[member.method].append(run.summary)
-        parent = run.study.user_attrs.get(PARENT_ATTR)
+        parent = StudyRecord.of(run.study).parent_run
         if parent is not None:
-            parents.append(str(parent))
+            parents.append(parent)
     board = Leaderboard.of(by_method, budget)
     folder = comparison_folder(config)
     files = board.write(folder, default_plot_objectives(board.objectives))

@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
+from tune_unlearn import study_record
 from tune_unlearn.configuration_run import RunResult
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.model_file import save_model
@@ -21,6 +22,7 @@ from tune_unlearn.outputs import StudySummary, summarise, write_outputs
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.publish import publish
 from tune_unlearn.references import save_state_dict
+from tune_unlearn.study_record import StudyRecord, Verdict, store_verdicts
 from tune_unlearn.tracking import Tracker
 from tune_unlearn.trial_record import TrialRecord
 
@@ -53,8 +55,10 @@ def finalize(study: optuna.Study, experiment: Experiment, tracker: Tracker | Non
     write_outputs(summary, output)
     candidate = write_models(experiment, summary, output, models)
     # For optuna-dashboard, which shows study attributes: the analysed state of the study.
-    study.set_user_attr("pareto_trials", [t.number for t in summary.front])
-    study.set_user_attr("recommended_trial", summary.recommended.number if summary.recommended else None)
+    study.set_user_attr(study_record.PARETO_TRIALS, [t.number for t in summary.front])
+    study.set_user_attr(
+        study_record.RECOMMENDED_TRIAL, summary.recommended.number if summary.recommended else None
+    )
     if tracker is not None:
         publish(tracker, summary, output, candidate, experiment)
         tracker.finish_study()
@@ -108,11 +112,11 @@ def validate_trials(
     context = ValidationContext(experiment)
     rest = [t for t in summary.front if all(t.number != r.number for r in summary.ranked)]
     trials = summary.ranked + (rest if settings.trials == "pareto" else [])
-    verdicts = dict(study.user_attrs.get("validation", {}))
+    verdicts = dict(StudyRecord.of(study).verdicts)
     models: dict[int, RunResult] = {}
     for trial in trials:
-        known = verdicts.get(str(trial.number))
-        if known is None or known.get("suite") != suite.name:
+        known = verdicts.get(trial.number)
+        if known is None or known.suite != suite.name:
             record = TrialRecord.of(trial)
             seed = int(record.seed or 0)
             result = experiment.run(trial.params, seed=seed)
@@ -125,18 +129,18 @@ def validate_trials(
             write_reports(
                 report, stem.with_suffix(".json"), stem.with_suffix(".xml"), stem.with_suffix(".md")
             )
-            known = {
-                "suite": suite.name,
-                "verdict": report.verdict,
-                "passed": report.passed,
+            known = Verdict(
+                suite=suite.name,
+                verdict=report.verdict,
+                passed=report.passed,
                 # not applicable (skipped) checks neither pass nor fail, unless the suite
                 # demands what the reference mode cannot judge (fail closed)
-                "failed": [r.name for r in report.judged if not r.passed] + [r.name for r in report.unjudged],
-            }
-            verdicts[str(trial.number)] = known
+                failed=[r.name for r in report.judged if not r.passed] + [r.name for r in report.unjudged],
+            )
+            verdicts[trial.number] = known
             models[trial.number] = result
-            study.set_user_attr("validation", verdicts)  # each verdict kept as soon as it is known
-        if known["passed"] and settings.trials == "recommended":
+            store_verdicts(study, verdicts)  # each verdict kept as soon as it is known
+        if known.passed and settings.trials == "recommended":
             break
-    study.set_user_attr("validation", verdicts)
+    store_verdicts(study, verdicts)
     return models

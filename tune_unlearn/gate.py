@@ -157,10 +157,10 @@ def _producing_run(client: Any, config: StudyConfig, spec: str) -> str | None:
     import optuna
 
     from tune_unlearn.study import open_storage, storage_url
+    from tune_unlearn.study_record import StudyRecord
 
     study = optuna.load_study(study_name=config.name, storage=open_storage(storage_url(config)))
-    parent = study.user_attrs.get("mlflow_parent_run_id")
-    return str(parent) if parent else None
+    return StudyRecord.of(study).parent_run or None
 
 
 def registry_update(

@@ -160,8 +160,8 @@ def render_report(summary: StudySummary) -> str:
     if summary.validation:
         out += ["## Validation", ""]
         rows = [
-            [number, v["suite"], f"**{v['verdict']}**", ", ".join(v["failed"]) or "—"]
-            for number, v in sorted(summary.validation.items(), key=lambda kv: int(kv[0]))
+            [str(number), v.suite, f"**{v.verdict}**", ", ".join(v.failed) or "—"]
+            for number, v in sorted(summary.validation.items())
         ]
         out += [
             _table(["trial", "suite", "verdict", "failed checks"], rows),

@@ -13,6 +13,7 @@ import math
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from tune_unlearn.pareto import (
     rank,
 )
 from tune_unlearn.study import directions
+from tune_unlearn.study_record import StudyRecord, Verdict
 from tune_unlearn.trial_record import TrialRecord
 
 
@@ -50,7 +52,7 @@ class StudySummary:
     hypervolume: float
     history: list[float]
     importances: dict[str, dict[str, float]]
-    validation: dict[str, dict[str, Any]]
+    validation: Mapping[int, Verdict]
     #: Why no trial, or not every front trial, could be recommended (the collapse floor, the
     #: validation suite's verdicts).
     recommendation_note: str | None = None
@@ -80,7 +82,7 @@ def summarise(study: optuna.Study, config: StudyConfig) -> StudySummary:
     volume = box.hypervolume([t.values for t in front]) if front else 0.0  # type: ignore[arg-type]
     eligible, floor_note = above_collapse_floor(front, config.collapse_guard.floor)
     ranked = rank(eligible, dirs, config.recommend, config.objectives, box)
-    validation = dict(study.user_attrs.get("validation", {}))
+    validation = StudyRecord.of(study).verdicts
     recommended, gate_note = gated_recommendation(
         ranked, validation, gated=config.validation.suite is not None
     )
@@ -101,7 +103,7 @@ def summarise(study: optuna.Study, config: StudyConfig) -> StudySummary:
 
 
 def gated_recommendation(
-    ranked: list[FrozenTrial], validation: dict[str, dict[str, Any]], *, gated: bool
+    ranked: list[FrozenTrial], verdicts: Mapping[int, Verdict], *, gated: bool
 ) -> tuple[FrozenTrial | None, str | None]:
     """The recommendation: without a validation suite, the rule's first trial; with one, the
     first in the rule's order whose verdict passed, so that the recommended configuration is
@@ -113,17 +115,17 @@ def gated_recommendation(
         return ranked[0], None
     failed: list[str] = []
     for trial in ranked:
-        verdict = validation.get(str(trial.number))
+        verdict = verdicts.get(trial.number)
         if verdict is None:
             break
-        if verdict.get("passed"):
+        if verdict.passed:
             if not failed:
                 return trial, None
             return trial, (
                 f"trial {trial.number} is the first in the rule's order that passes the validation "
                 f"suite; before it, {'; '.join(failed)}"
             )
-        checks = ", ".join(verdict.get("failed", [])) or verdict.get("verdict", "fail")
+        checks = ", ".join(verdict.failed) or verdict.verdict
         failed.append(f"trial {trial.number} fails it ({checks})")
     if len(failed) == len(ranked):
         listed = "; ".join(failed)
@@ -176,7 +178,7 @@ def _trial_entry(summary: StudySummary, trial: FrozenTrial) -> dict[str, Any]:
         "pareto": summary.is_pareto(trial),
         "recommended": summary.is_recommended(trial),
         "seed": record.seed,
-        "validation": summary.validation.get(str(trial.number)),
+        "validation": verdict.stored() if (verdict := summary.validation.get(trial.number)) else None,
     }
 
 
@@ -300,7 +302,7 @@ def write_trials_csv(path: Path, summary: StudySummary) -> None:
                     is_feasible(t) if t.state == TrialState.COMPLETE else "",
                     summary.is_pareto(t),
                     summary.is_recommended(t),
-                    summary.validation.get(str(t.number), {}).get("verdict", ""),
+                    verdict.verdict if (verdict := summary.validation.get(t.number)) else "",
                     "" if record.seed is None else record.seed,
                 ]
                 + [t.params.get(p, "") for p in param_names]

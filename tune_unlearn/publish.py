@@ -13,12 +13,14 @@ from typing import Any
 import optuna
 import yaml
 
+from tune_unlearn import study_record
 from tune_unlearn._version import __version__
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.outputs import StudySummary
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.storages import redact, redact_tree
+from tune_unlearn.study_record import StudyRecord
 from tune_unlearn.tracking import (
     Tracker,
     TrackingUnavailable,
@@ -29,7 +31,6 @@ from tune_unlearn.tracking import (
 from tune_unlearn.trial_record import TrialRecord
 
 #: The study attribute holding its MLflow parent run.
-PARENT_ATTR = "mlflow_parent_run_id"
 
 _ARTIFACTS = (
     "study.resolved.yaml",
@@ -83,22 +84,22 @@ def record_study(study: optuna.Study, experiment: Experiment, tracker: Tracker |
     after an interrupt or a crash), else opens a new one."""
     config = experiment.config
     resolved = redact_tree(config.model_dump(mode="json"))
-    study.set_user_attr("package_version", __version__)
-    study.set_user_attr("study_file", resolved)
+    study.set_user_attr(study_record.PACKAGE_VERSION, __version__)
+    study.set_user_attr(study_record.STUDY_FILE, resolved)
     output = config.output_dir()
     output.mkdir(parents=True, exist_ok=True)
     (output / "study.resolved.yaml").write_text(resolved_yaml(config))
     if tracker is None:
         return
-    parent = study.user_attrs.get(PARENT_ATTR)
-    if parent is not None and tracker.is_open(str(parent)):
-        tracker.attach(str(parent))
+    parent = StudyRecord.of(study).parent_run
+    if parent is not None and tracker.is_open(parent):
+        tracker.attach(parent)
         return
     tags = study_tags(config, url, experiment.device.type)
     run_id = tracker.start_study(config.name, tags, _flatten(resolved))
     if run_id is not None:
-        study.set_user_attr(PARENT_ATTR, run_id)
-        study.set_user_attr("mlflow_tracking_uri", redact(tracker.uri))
+        study.set_user_attr(study_record.PARENT_RUN, run_id)
+        study.set_user_attr(study_record.TRACKING_URI, redact(tracker.uri))
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

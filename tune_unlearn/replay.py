@@ -16,6 +16,7 @@ from tune_unlearn.methods import METHODS
 from tune_unlearn.outputs import StudySummary, check_writable, summarise, write_outputs
 from tune_unlearn.storages import redact
 from tune_unlearn.study import open_storage, refuse_old_metrics, storage_url
+from tune_unlearn.study_record import StudyRecord
 
 
 def load_summary(config: StudyConfig, storage: str | None = None) -> StudySummary:
@@ -28,7 +29,7 @@ def load_summary(config: StudyConfig, storage: str | None = None) -> StudySummar
     with reading_input():
         refuse_old_metrics(study)
     # The space the study searched: relative ranges in the rates its scales gave.
-    return summarise(study, with_rate_scales(config, study.user_attrs.get("rate_scales")))
+    return summarise(study, with_rate_scales(config, StudyRecord.of(study).rate_scales))
 
 
 def rebuild_report(config: StudyConfig, storage: str | None = None) -> StudySummary:

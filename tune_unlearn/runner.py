@@ -31,6 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from tune_unlearn import study_record
 from tune_unlearn.config import StudyConfig, with_rate_scales
 from tune_unlearn.distributed import (
     Heartbeat,
@@ -56,6 +57,7 @@ from tune_unlearn.study import (
     open_storage,
     storage_url,
 )
+from tune_unlearn.study_record import StudyRecord
 from tune_unlearn.tracking import (
     Tracker,
     check_reachable,
@@ -63,11 +65,6 @@ from tune_unlearn.tracking import (
 )
 from tune_unlearn.trial_record import TrialRecord
 from tune_unlearn.warm_start import enqueue_warm_start, warm_configurations
-
-#: Study attributes this module keeps (the trial record's keys live with the trials).
-STREAMS_ATTR = "sampler_streams"
-BUDGET_ATTR = "n_trials_budget"
-RATE_SCALES_ATTR = "rate_scales"
 
 
 class TrackingLost(RuntimeError):
@@ -179,8 +176,8 @@ def _join(
             study = create_or_load(config, open_storage(url))
         _resolve_rate_scales(study, experiment)
         enqueue_warm_start(study, experiment.config, warm)
-        stream = int(study.user_attrs.get(STREAMS_ATTR, 0))
-        study.set_user_attr(STREAMS_ATTR, stream + 1)
+        stream = StudyRecord.of(study).sampler_streams
+        study.set_user_attr(study_record.SAMPLER_STREAMS, stream + 1)
         study.sampler = sampler if sampler is not None else make_sampler(config.sampler, stream)
         budget = _budget(study, config, n_trials, add_trials)
         tracker = open_tracker(config, tracking_uri)
@@ -208,24 +205,24 @@ def _resolve_rate_scales(study: optuna.Study, experiment: Experiment) -> None:
     section = experiment.config.method
     if not section.scaled():
         return
-    scales = section.rate_scales or study.user_attrs.get(RATE_SCALES_ATTR)
+    scales = section.rate_scales or StudyRecord.of(study).rate_scales
     if not scales:
         scales = measure_rate_scales(
             experiment.original_model(), experiment.setup, experiment.config.problem.seed
         )
-        study.set_user_attr(RATE_SCALES_ATTR, scales)
+        study.set_user_attr(study_record.RATE_SCALES, scales)
     experiment.config = with_rate_scales(experiment.config, scales)
 
 
 def _budget(study: optuna.Study, config: StudyConfig, n_trials: int | None, add_trials: int | None) -> int:
     """The study's budget: the largest any process asked for (a budget never shrinks, and a
     worker joining with the study file's ``n_trials`` keeps an earlier ``--add-trials``)."""
-    stored = int(study.user_attrs.get(BUDGET_ATTR, 0))
+    stored = StudyRecord.of(study).budget
     wanted = n_trials if n_trials is not None else config.n_trials
     if add_trials is not None:
         wanted = counted_trials(study.get_trials(deepcopy=False)) + add_trials
     budget = max(stored, wanted)
-    study.set_user_attr(BUDGET_ATTR, budget)
+    study.set_user_attr(study_record.BUDGET, budget)
     return budget
 
 
@@ -381,9 +378,9 @@ def _finish(session: _Session) -> tuple[StudySummary, bool]:
         unfinished = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
         fingerprint = study_fingerprint(trials, config.validation)
         written = (config.output_dir() / "pareto.json").exists()
-        if not unfinished and (study.user_attrs.get("finalized") != fingerprint or not written):
+        if not unfinished and (StudyRecord.of(study).finalized != fingerprint or not written):
             summary = finalize(study, session.experiment, session.tracker)
-            study.set_user_attr("finalized", fingerprint)
+            study.set_user_attr(study_record.FINALIZED, fingerprint)
             return summary, True
     if session.tracker is not None and not unfinished:
         session.tracker.finish_study()

@@ -36,10 +36,11 @@ from tune_unlearn.errors import UsageError
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.forget import select_forget_indices
 from tune_unlearn.metrics import parameter_shift, trainable_vector
-from tune_unlearn.publish import PARENT_ATTR, publish_group
+from tune_unlearn.publish import publish_group
 from tune_unlearn.request_cost import request_cost
 from tune_unlearn.runner import run_study
 from tune_unlearn.study import storage_url
+from tune_unlearn.study_record import StudyRecord
 from tune_unlearn.tracking import resolve_tracking_uri
 from tune_unlearn.trial_record import TrialRecord
 
@@ -211,11 +212,11 @@ def _costs(number: int, request: StudyConfig, run: Any) -> dict[str, float]:
 def _row(number: int, request: StudyConfig, run: Any, first_original: Path, deleted: int) -> StreamRow:
     trial = run.summary.recommended
     costs = _costs(number, request, run)
-    parent = None if run.study.user_attrs.get(PARENT_ATTR) is None else str(run.study.user_attrs[PARENT_ATTR])
+    stored = StudyRecord.of(run.study)
+    parent = stored.parent_run
     if trial is None:
         # A front the gate refused entirely (the gate is in the loop) or no front at all.
-        verdicts = run.study.user_attrs.get("validation", {})
-        first = verdicts.get(str(run.summary.ranked[0].number), {}) if run.summary.ranked else {}
+        first = stored.verdicts.get(run.summary.ranked[0].number) if run.summary.ranked else None
         return StreamRow(
             request=number,
             study=request.name,
@@ -226,7 +227,7 @@ def _row(number: int, request: StudyConfig, run: Any, first_original: Path, dele
             uis=None,
             cumulative_uis=None,
             verdict="no front trial passes the gate" if first else "no feasible configuration",
-            failed=list(first.get("failed", [])),
+            failed=list(first.failed) if first else [],
             candidate=None,
             parent_run=parent,
             **costs,
@@ -240,7 +241,7 @@ def _row(number: int, request: StudyConfig, run: Any, first_original: Path, dele
         for path in (candidate, first_original)
     )
     cumulative = float(parameter_shift(shifted, start))
-    verdict = run.study.user_attrs.get("validation", {}).get(str(trial.number), {})
+    verdict = stored.verdicts.get(trial.number)
     return StreamRow(
         request=number,
         study=request.name,
@@ -250,8 +251,8 @@ def _row(number: int, request: StudyConfig, run: Any, first_original: Path, dele
         retained_utility=record.metric("retained_utility"),
         uis=record.metric("uis"),
         cumulative_uis=cumulative,
-        verdict=str(verdict.get("verdict", "not validated")),
-        failed=list(verdict.get("failed", [])),
+        verdict=verdict.verdict if verdict else "not validated",
+        failed=list(verdict.failed) if verdict else [],
         candidate=str(candidate.resolve()),
         parent_run=parent,
         **costs,

@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tune_unlearn import study_record
 from tune_unlearn.config import SearchParam, StudyConfig
 from tune_unlearn.errors import UsageError
 from tune_unlearn.pareto import HypervolumeBox, front_trials
@@ -22,7 +23,7 @@ from tune_unlearn.storages import StorageUrl, redact
 from tune_unlearn.study import open_storage
 
 #: The new study's attribute recording what was enqueued from where.
-WARM_START_ATTR = "warm_start"
+WARM_START_ATTR = study_record.WARM_START  # a study attribute, and a trial attribute on the enqueued ones
 
 
 def warm_configurations(config: StudyConfig) -> list[dict[str, Any]]:
