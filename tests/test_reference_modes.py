@@ -68,6 +68,10 @@ def test_a_stream_bank_is_trained_once_without_every_request_and_costs_k_over_n(
     trained_on = calls[0][0]
     assert {int(i): m.tolist() for i, m in zip(trained_on.indices, trained_on.mask, strict=True)} == expected
 
+    # `check` on the stream's file now finds the bank in the cache: nothing left to train.
+    assert main(["check", str(study)]) == 0
+    assert "model(s) to train" not in capsys.readouterr().out
+
     table = (tmp_path / "out" / "stream" / "stream.md").read_text()
     rows_of_table = [line for line in table.splitlines() if line.startswith("| ")][1:]  # less the header
     per_request_so_far = [line.split("|")[-3].strip() for line in rows_of_table]

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from tune_unlearn import configuration_run
-from tune_unlearn.config import StudyConfig
+from tune_unlearn.config import ForgetConfig, StudyConfig
 from tune_unlearn.configuration_run import RunResult
 from tune_unlearn.errors import UsageError
 from tune_unlearn.evaluation import PerSample, evaluate
@@ -59,6 +59,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def request_instances(data: MultiTaskData, train: Tensor, forget: ForgetConfig, problem_seed: int) -> Tensor:
+    """The train instances a deletion request selects (its seed defaults to the problem's)."""
+    return select_forget_indices(
+        data,
+        train,
+        where=forget.where,
+        fraction=forget.fraction,
+        seed=problem_seed if forget.seed is None else forget.seed,
+        index_file=forget.index_file,
+    )
+
+
 class Experiment:
     """The fixed part of a study: problem, data, request, sets, references, their scores."""
 
@@ -95,14 +107,7 @@ class Experiment:
             if forget_cfg.mode == "partial"
             else tuple(self.task_names)
         )
-        indices = select_forget_indices(
-            cpu_data,
-            self.splits["train"],
-            where=forget_cfg.where,
-            fraction=forget_cfg.fraction,
-            seed=config.problem.seed if forget_cfg.seed is None else forget_cfg.seed,
-            index_file=forget_cfg.index_file,
-        )
+        indices = request_instances(cpu_data, self.splits["train"], forget_cfg, config.problem.seed)
         previous = (
             read_index_file(forget_cfg.previously_forgotten)
             if forget_cfg.previously_forgotten is not None
@@ -115,7 +120,7 @@ class Experiment:
                 "an instance is deleted once"
             )
         self.request = ForgetRequest(forget_cfg.mode, targets, indices, previous)
-        self.retrain_request = self._bank_request() or self.request
+        self.retrain_request = self._bank_request(cpu_data) or self.request
         self.data: MultiTaskData = cpu_data.to(self.device)
         self.sets: dict[str, LabeledSet] = {
             "val": LabeledSet(
@@ -184,14 +189,26 @@ class Experiment:
         )
 
     # -- references ---------------------------------------------------------------------------
-    def _bank_request(self) -> ForgetRequest | None:
+    def _bank_request(self, cpu_data: MultiTaskData) -> ForgetRequest | None:
         """What a bank's members never saw, as one request (so that every request sharing the
         bank has the same cache key: trained once); ``None`` for a per-request ensemble.
-        A bank that saw an instance of this request, or of an earlier one, cannot judge it."""
+        A bank that saw an instance of this request, or of an earlier one, cannot judge it.
+        The stream's own file (``check`` on it) names the bank by its requests."""
         ensemble = self.config.references.ensemble()
-        if ensemble is None or ensemble.left_out is None:
+        requests = self.config.requests
+        if ensemble is not None and ensemble.scope == "stream" and requests:
+            train = self.splits["train"]
+            chosen = []
+            for number, request in enumerate(requests):
+                try:
+                    chosen.append(request_instances(cpu_data, train, request, self.config.problem.seed))
+                except (KeyError, ValueError) as error:
+                    raise UsageError(f"requests.{number}: {error}") from None
+            left_out = torch.cat(chosen).unique()  # sorted, as an index file reads back
+        elif ensemble is not None and ensemble.left_out is not None:
+            left_out = read_index_file(ensemble.left_out)
+        else:
             return None
-        left_out = read_index_file(ensemble.left_out)
         deleted = torch.cat([self.request.indices, self.request.previous])
         seen = int((~torch.isin(deleted, left_out)).sum())
         if seen:

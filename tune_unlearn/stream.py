@@ -33,8 +33,7 @@ import torch
 
 from tune_unlearn.config import StudyConfig, parse_study
 from tune_unlearn.errors import UsageError
-from tune_unlearn.experiment import Experiment
-from tune_unlearn.forget import select_forget_indices
+from tune_unlearn.experiment import Experiment, request_instances
 from tune_unlearn.metrics import parameter_shift, trainable_vector
 from tune_unlearn.publish import publish_group
 from tune_unlearn.request_cost import request_cost
@@ -84,14 +83,7 @@ def request_indices(config: StudyConfig) -> list[torch.Tensor]:
     chosen: list[torch.Tensor] = []
     for number, request in enumerate(config.requests):
         try:
-            indices = select_forget_indices(
-                probe.data,
-                probe.splits["train"],
-                where=request.where,
-                fraction=request.fraction,
-                seed=config.problem.seed if request.seed is None else request.seed,
-                index_file=request.index_file,
-            )
+            indices = request_instances(probe.data, probe.splits["train"], request, config.problem.seed)
         except (KeyError, ValueError) as error:
             raise UsageError(f"requests.{number}: {error}") from None
         for earlier, seen in enumerate(chosen):
