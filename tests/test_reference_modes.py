@@ -15,6 +15,7 @@ from tune_unlearn.cli import main
 from tune_unlearn.config import parse_study
 from tune_unlearn.errors import UsageError
 from tune_unlearn.experiment import Experiment
+from tune_unlearn.references import ReferenceCache
 from tune_unlearn.runner import run_study
 from tune_unlearn.schema import ConfigError
 from tune_unlearn.stream import run_stream
@@ -127,6 +128,17 @@ def test_a_hand_given_bank_is_shared_by_requests_it_covers(tmp_path: Path) -> No
     column = probe.task_names.index("digit")
     assert int((~first.retrain_set.mask[:, column]).sum()) == len(both)
     assert first.sets["retain"].mask[:, column].sum() > first.retrain_set.mask[:, column].sum()
+    # A bank is keyed by the problem's recipe too: one trained for other epochs is never used.
+    cache = ReferenceCache(tmp_path / "cache")
+    other_recipe = _bank_study(tmp_path, both, shared_by=2)
+    other_recipe["problem"]["params"]["epochs"] = 9
+    third = Experiment(parse_study(other_recipe), progress=False, references=False)
+    assert cache.key("retrain", first.problem, 0, first.retrain_request) == cache.key(
+        "retrain", second.problem, 0, second.retrain_request
+    )
+    assert cache.key("retrain", first.problem, 0, first.retrain_request) != cache.key(
+        "retrain", third.problem, 0, third.retrain_request
+    )
 
 
 @pytest.mark.parametrize(
