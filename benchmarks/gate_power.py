@@ -93,11 +93,11 @@ from typing import Any
 
 import torch
 
+from tune_unlearn import configuration_run
 from tune_unlearn.config import parse_study
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.forget import LabeledSet
-from tune_unlearn.methods import METHODS, DivergenceError
-from tune_unlearn.methods._rate_scale import measure_rate_scales
+from tune_unlearn.methods import METHODS, DivergenceError, measure_rate_scales
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.references import train_model
 from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
@@ -278,7 +278,7 @@ def planted(e: Experiment, recipe: dict[str, Any], start: MultiTaskModel, seed: 
     ``finetune`` (Adam descent on the retain set, from ``start``) with ``ascend_forget`` adding
     bounded ascent on the forget set."""
     if "ascent_lr" in recipe:
-        return e.run(recipe, seed=seed).model
+        return configuration_run.run(e, recipe, seed=seed).model
     ascend = e.sets["forget"] if recipe.get("ascend_forget") else None
     return finetuned(e, start, e.sets["retain"], recipe["steps"], recipe["lr"], seed, ascend=ascend)
 
@@ -303,7 +303,7 @@ def models(
         heldout = train_model(e.problem, e.data, e.sets["retain"], seed=10_000 + seed, progress=False)
         out["heldout_retrain"] = heldout
         out["mild_finetune"] = planted(e, spec["mild_finetune"], heldout, seed)
-    inside = e.measure(original)
+    inside = configuration_run.measure(e, original)
     if "under_forgetting" in kinds and not all(
         inside[f"nothing_to_forget/{t}"] for t in e.request.target_tasks
     ):
@@ -319,7 +319,7 @@ def models(
         out["relearnable"] = suppressed
         if "quantization_fragile" in spec and "quantization_fragile" in kinds:
             with contextlib.suppress(DivergenceError):
-                unlearned = e.run(spec["quantization_fragile"], seed=seed).model
+                unlearned = configuration_run.run(e, spec["quantization_fragile"], seed=seed).model
                 out["quantization_fragile"] = on_original_grid(unlearned, original, bits=4)
     if "collateral_damage" in kinds or "masked_collapse" in kinds:
         # From an exact deletion, so that the damage next to the request is the only fault.

@@ -35,7 +35,7 @@ from tune_unlearn.compare import run_comparison
 from tune_unlearn.config import parse_study
 from tune_unlearn.leaderboard import Interval, Leaderboard, default_plot_objectives
 from tune_unlearn.methods import METHODS
-from tune_unlearn.outputs import StudySummary
+from tune_unlearn.summary import StudySummary
 from tune_unlearn.trial_record import TrialRecord
 
 INTERFERENCE_AWARE = ("interference_aware", "task_projection")

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tune_unlearn import configuration_run
 from tune_unlearn.config import parse_study
 from tune_unlearn.experiment import Experiment
 
@@ -63,7 +64,7 @@ def main() -> None:
             )
             for ascent_lr in args.ascent_lrs:
                 configuration = {"ascent_lr": ascent_lr, "retain_lr": RETAIN_LR}
-                metrics = experiment.run(configuration, seed=0).metrics
+                metrics = configuration_run.run(experiment, configuration, seed=0).metrics
                 damage = {t: original[t] - metrics[f"score/unlearned/val/{t}"] for t in KEPT}
                 kept = {
                     t: metrics[f"score/original/kept/{t}"] - metrics[f"score/unlearned/kept/{t}"]

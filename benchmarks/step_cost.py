@@ -21,8 +21,7 @@ from _original_only import original_only_experiment
 
 from tune_unlearn.configuration_run import PhaseTimer
 from tune_unlearn.experiment import Experiment
-from tune_unlearn.methods import METHODS
-from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
+from tune_unlearn.methods import METHODS, ParameterLayout, StepGradients
 
 REQUESTS = {
     "digits": {"mode": "partial", "target_tasks": ["digit"], "where": {"digit": 0}},

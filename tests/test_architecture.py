@@ -13,13 +13,14 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def runtime_imports(path: Path, modules: set[str]) -> set[str]:
+def runtime_imports(path: Path, modules: set[str], *, with_typing: bool = False) -> set[str]:
     """The package's modules ``path`` imports when it runs, anywhere in it (functions too),
-    except under ``if TYPE_CHECKING:``. ``from a import b`` names ``a.b`` when that is a module."""
+    except under ``if TYPE_CHECKING:`` (unless ``with_typing``: then every import, the
+    type-level graph). ``from a import b`` names ``a.b`` when that is a module."""
     tree = ast.parse(path.read_text())
     typing_only: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if not with_typing and isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             typing_only.update(id(child) for stmt in node.body for child in ast.walk(stmt))
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     found: set[str] = set()
@@ -38,10 +39,30 @@ def runtime_imports(path: Path, modules: set[str]) -> set[str]:
     return {name for name in found if name in modules and name != "tune_unlearn"}
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(*, with_typing: bool = False) -> dict[str, set[str]]:
     paths = sorted(PACKAGE.rglob("*.py"))
     modules = {module_name(p) for p in paths}
-    return {module_name(p): runtime_imports(p, modules) - {module_name(p)} for p in paths}
+    return {
+        module_name(p): runtime_imports(p, modules, with_typing=with_typing) - {module_name(p)} for p in paths
+    }
+
+
+def private_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """``(importer, module)`` where a module imports a private module (``_name``) of a package
+    it is not inside: a subpackage's private modules are its own."""
+    found = []
+    for importer, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            parts = target.split(".")
+            private = next(
+                (i for i, part in enumerate(parts) if part.startswith("_") and part != "__init__"), None
+            )
+            if private is None:
+                continue
+            owner = ".".join(parts[:private])
+            if importer != owner and not importer.startswith(owner + "."):
+                found.append((importer, target))
+    return found
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -83,6 +104,25 @@ def test_the_import_graph_has_no_cycles() -> None:
     graph = import_graph()
     assert "tune_unlearn.config" in graph and graph["tune_unlearn.runner"]  # the parser sees imports
     assert cycles(graph) == []
+
+
+def test_the_type_level_import_graph_has_no_cycles_either() -> None:
+    """With the imports under ``TYPE_CHECKING`` too: a module that needs another's types and
+    is needed back by it is one module split in two."""
+    assert cycles(import_graph(with_typing=True)) == []
+
+
+def test_no_module_imports_another_subpackage_s_private_module() -> None:
+    assert private_imports(import_graph(with_typing=True)) == []
+
+
+def test_the_private_import_finder_finds_one() -> None:
+    graph = {
+        "pkg.a": {"pkg.methods._grad"},  # outside methods: a private import
+        "pkg.methods._base": {"pkg.methods._grad"},  # inside: its own
+        "pkg.methods": {"pkg.methods._base"},
+    }
+    assert private_imports(graph) == [("pkg.a", "pkg.methods._grad")]
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tune_unlearn import configuration_run
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.runner import run_study
 
@@ -24,7 +25,7 @@ def test_the_retain_set_is_scored_on_a_seeded_sample_and_the_other_sets_whole(tm
     assert sampled.scored_sets["retain"].indices.equal(again.scored_sets["retain"].indices)  # seeded
     # the sample's score estimates the whole set's, and the other metrics do not depend on it
     model = sampled.original_model()
-    a, b = sampled.measure(model), whole.measure(model)
+    a, b = configuration_run.measure(sampled, model), configuration_run.measure(whole, model)
     assert a["score/unlearned/retain/digit"] == pytest.approx(b["score/unlearned/retain/digit"], abs=0.05)
     for key in ("forget_efficacy", "retained_utility", "uis"):
         assert a[key] == b[key]

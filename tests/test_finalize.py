@@ -13,8 +13,8 @@ import yaml
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.finalize import finalize
-from tune_unlearn.outputs import StudySummary, summarise
 from tune_unlearn.runner import run_study
+from tune_unlearn.summary import StudySummary, summarise
 from tune_unlearn.trial_record import TrialRecord
 
 from .helpers import tiny_study

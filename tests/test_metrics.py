@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from tune_unlearn import configuration_run
 from tune_unlearn.experiment import Experiment, trainable_vector
 from tune_unlearn.metrics import (
     METRICS,
@@ -168,14 +169,14 @@ def test_mia_auc_separable_and_indistinguishable() -> None:
 
 def test_uis_and_scores_from_a_real_model(tiny_experiment: Experiment) -> None:
     original = tiny_experiment.original_model()
-    unchanged = tiny_experiment.measure(original)
+    unchanged = configuration_run.measure(tiny_experiment, original)
     assert unchanged["uis"] == pytest.approx(0.0, abs=1e-7)
     assert unchanged["retained_utility"] == pytest.approx(1.0)
     for key, value in tiny_experiment.reference_scores.items():
         if key.startswith("score/original/"):
             assert unchanged[key.replace("/original/", "/unlearned/")] == pytest.approx(value)
     doubled = tiny_experiment.model_from({k: 2 * v for k, v in original.state_dict().items()})
-    assert tiny_experiment.measure(doubled)["uis"] == pytest.approx(1.0, rel=1e-5)
+    assert configuration_run.measure(tiny_experiment, doubled)["uis"] == pytest.approx(1.0, rel=1e-5)
 
 
 def test_uis_leaves_buffers_out() -> None:
@@ -197,7 +198,7 @@ def test_the_ensemble_mean_and_spread_are_recorded(tiny_experiment: Experiment) 
 
 
 def test_every_metric_recomputes_from_the_flat_scores(tiny_experiment: Experiment) -> None:
-    result = tiny_experiment.run({"ascent_lr": 0.01, "retain_lr": 0.05}, seed=3)
+    result = configuration_run.run(tiny_experiment, {"ascent_lr": 0.01, "retain_lr": 0.05}, seed=3)
     scores = {k: v for k, v in result.metrics.items() if k.startswith("score/")}
     spreads = {k: v for k, v in result.metrics.items() if k.startswith("spread/")}
     ctx = MetricContext(

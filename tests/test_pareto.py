@@ -8,8 +8,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 
 from tune_unlearn.config import RecommendConfig
-from tune_unlearn.outputs import summarise
 from tune_unlearn.pareto import HypervolumeBox, recommend
+from tune_unlearn.summary import summarise
 
 from .helpers import tiny_study
 

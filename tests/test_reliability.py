@@ -295,7 +295,9 @@ def test_the_same_file_and_seed_sample_and_recommend_the_same_on_a_busy_or_idle_
 def test_compute_cost_counts_sample_gradients_against_one_retrain(tiny_experiment: Experiment) -> None:
     """graddiff computes one forget and one retain gradient per step: ``steps × (B_f + B_r)``
     sample-gradients, over ``epochs × |retain|`` for a retrain."""
-    result = tiny_experiment.run({"ascent_lr": 1e-3, "retain_lr": 1e-2}, seed=0)
+    from tune_unlearn import configuration_run
+
+    result = configuration_run.run(tiny_experiment, {"ascent_lr": 1e-3, "retain_lr": 1e-2}, seed=0)
     steps, batch = 6, 16
     recipe = tiny_experiment.problem.recipe()
     expected = steps * (batch + batch) / (recipe.epochs * len(tiny_experiment.sets["retain"]))
@@ -325,7 +327,7 @@ def test_a_trial_below_the_collapse_floor_is_never_recommended_and_the_report_sa
     from optuna.distributions import FloatDistribution
 
     from tune_unlearn.markdown import render_report
-    from tune_unlearn.outputs import summarise
+    from tune_unlearn.summary import summarise
 
     config = tiny_study(tmp_path, objectives=["forget_efficacy", "retained_utility"])
     study = optuna.create_study(directions=["maximize", "maximize"])

@@ -26,10 +26,10 @@ from tune_unlearn.config import StudyConfig, parse_study
 from tune_unlearn.errors import UsageError
 from tune_unlearn.leaderboard import Leaderboard, default_plot_objectives
 from tune_unlearn.methods import METHODS
-from tune_unlearn.outputs import StudySummary
 from tune_unlearn.publish import publish_group
 from tune_unlearn.runner import run_study
 from tune_unlearn.study_record import StudyRecord
+from tune_unlearn.summary import StudySummary
 from tune_unlearn.tracking import resolve_tracking_uri
 
 #: The tag naming a comparison on its MLflow run (a rerun finds and reuses the run).

@@ -28,8 +28,7 @@ from pydantic import (
 
 from tune_unlearn.forget import read_index_file
 from tune_unlearn.hyperparameters import Param, search_range_problems
-from tune_unlearn.methods import METHODS
-from tune_unlearn.methods._rate_scale import Scale
+from tune_unlearn.methods import METHODS, Scale
 from tune_unlearn.metrics import METRICS, RENAMED
 from tune_unlearn.problems import Problem, as_problem, build_problem, problem_factory
 from tune_unlearn.registry import UnknownNameError

@@ -18,9 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tune_unlearn import configuration_run
 from tune_unlearn.config import ForgetConfig, StudyConfig
-from tune_unlearn.configuration_run import RunResult
 from tune_unlearn.errors import UsageError
 from tune_unlearn.evaluation import PerSample, evaluate
 from tune_unlearn.forget import (
@@ -31,7 +29,7 @@ from tune_unlearn.forget import (
     select_forget_indices,
 )
 from tune_unlearn.guard import CollapseGuard
-from tune_unlearn.methods import METHODS, StepMonitor, UnlearningMethod, UnlearningSetup
+from tune_unlearn.methods import METHODS, UnlearningMethod, UnlearningSetup
 from tune_unlearn.metrics import score_key, trainable_vector
 from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Problem
 from tune_unlearn.references import (
@@ -385,24 +383,6 @@ class Experiment:
     def build_method(self, params: Mapping[str, Any]) -> UnlearningMethod:
         """The method with ``params`` over the study file's fixed hyperparameters."""
         return self.method_class(**{**self.config.method.fixed, **params})
-
-    def run(
-        self,
-        params: Mapping[str, Any],
-        *,
-        seed: int,
-        monitor: StepMonitor | None = None,
-        monitor_every: int = 0,
-    ) -> RunResult:
-        """One configuration, unlearned and measured (:func:`tune_unlearn.configuration_run.run`)."""
-        return configuration_run.run(self, params, seed=seed, monitor=monitor, monitor_every=monitor_every)
-
-    def rerun_results(self, params: Mapping[str, Any], seed: int, runs: int) -> list[PerSample]:
-        return configuration_run.rerun_results(self, params, seed, runs)
-
-    def measure(self, model: MultiTaskModel, **kwargs: Any) -> dict[str, float]:
-        """Every metric of ``model`` (:func:`tune_unlearn.configuration_run.measure`)."""
-        return configuration_run.measure(self, model, **kwargs)
 
 
 def _sample(labeled: LabeledSet, size: int | None, seed: int) -> LabeledSet:

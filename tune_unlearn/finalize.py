@@ -14,15 +14,16 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from tune_unlearn import study_record
+from tune_unlearn import configuration_run, study_record
 from tune_unlearn.configuration_run import RunResult
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.model_file import save_model
-from tune_unlearn.outputs import StudySummary, summarise, write_outputs
+from tune_unlearn.outputs import write_outputs
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.publish import publish
 from tune_unlearn.references import save_state_dict
 from tune_unlearn.study_record import StudyRecord, Verdict, store_verdicts
+from tune_unlearn.summary import StudySummary, summarise
 from tune_unlearn.tracking import Tracker
 from tune_unlearn.trial_record import TrialRecord
 
@@ -89,7 +90,7 @@ def write_models(
         return None
     result = (validated or {}).get(trial.number)  # the very model the suite judged
     if result is None:
-        result = experiment.run(trial.params, seed=int(TrialRecord.of(trial).seed or 0))
+        result = configuration_run.run(experiment, trial.params, seed=int(TrialRecord.of(trial).seed or 0))
     save_run(result, models / "candidate.pt", trial=trial.number)
     return result.model
 
@@ -119,7 +120,7 @@ def validate_trials(
         if known is None or known.suite != suite.name:
             record = TrialRecord.of(trial)
             seed = int(record.seed or 0)
-            result = experiment.run(trial.params, seed=seed)
+            result = configuration_run.run(experiment, trial.params, seed=seed)
             model = result.model
             metrics = {k: v for k, v in record.metrics.items() if v is not None}
             report = validate(

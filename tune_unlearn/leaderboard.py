@@ -25,8 +25,8 @@ import numpy as np
 from scipy import stats
 
 from tune_unlearn.metrics import METRICS
-from tune_unlearn.outputs import StudySummary
 from tune_unlearn.pareto import HypervolumeBox, front_trials
+from tune_unlearn.summary import StudySummary
 from tune_unlearn.trial_record import TrialRecord
 
 

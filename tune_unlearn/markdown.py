@@ -14,7 +14,7 @@ from tune_unlearn.trial_record import TrialRecord
 
 if TYPE_CHECKING:
     from tune_unlearn.config import StudyConfig
-    from tune_unlearn.outputs import StudySummary
+    from tune_unlearn.summary import StudySummary
 
 _RULES = {
     "ideal_point": "the feasible Pareto trial nearest the ideal point once each objective is "

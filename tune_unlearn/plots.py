@@ -16,7 +16,7 @@ from tune_unlearn.trial_record import TrialRecord
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-    from tune_unlearn.outputs import StudySummary
+    from tune_unlearn.summary import StudySummary
 
 
 def pareto_plot(summary: StudySummary, path: Path) -> None:

@@ -17,10 +17,10 @@ from tune_unlearn import study_record
 from tune_unlearn._version import __version__
 from tune_unlearn.config import StudyConfig
 from tune_unlearn.experiment import Experiment
-from tune_unlearn.outputs import StudySummary
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.storages import redact, redact_tree
 from tune_unlearn.study_record import StudyRecord
+from tune_unlearn.summary import StudySummary
 from tune_unlearn.tracking import (
     Tracker,
     TrackingUnavailable,

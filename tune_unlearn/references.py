@@ -34,8 +34,7 @@ from tqdm.auto import tqdm
 
 from tune_unlearn._version import __version__
 from tune_unlearn.forget import ForgetRequest, LabeledSet
-from tune_unlearn.methods._gradients import Batch, masked_task_losses
-from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Problem
+from tune_unlearn.problems import Batch, MultiTaskData, MultiTaskModel, Problem, masked_task_losses
 
 ReferenceKind = Literal["original", "retrain"]
 StateDict = dict[str, Tensor]

@@ -8,15 +8,17 @@ from typing import Any
 
 import optuna
 
+from tune_unlearn import configuration_run
 from tune_unlearn.config import StudyConfig, with_rate_scales
 from tune_unlearn.errors import UsageError, reading_input
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.finalize import save_run
 from tune_unlearn.methods import METHODS
-from tune_unlearn.outputs import StudySummary, check_writable, summarise, write_outputs
+from tune_unlearn.outputs import check_writable, write_outputs
 from tune_unlearn.storages import redact
 from tune_unlearn.study import open_storage, refuse_old_metrics, storage_url
 from tune_unlearn.study_record import StudyRecord
+from tune_unlearn.summary import StudySummary, summarise
 
 
 def load_summary(config: StudyConfig, storage: str | None = None) -> StudySummary:
@@ -48,6 +50,6 @@ def apply_configuration(
     check_writable(save.resolve().parent)
     with reading_input():
         experiment = Experiment(config, progress=False, trust_pickle=trust_pickle)
-    result = experiment.run(params, seed=seed)
+    result = configuration_run.run(experiment, params, seed=seed)
     save_run(result, save)
     return result.metrics

@@ -44,10 +44,9 @@ from tune_unlearn.distributed import (
 from tune_unlearn.errors import UsageError, reading_input
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.finalize import finalize, study_fingerprint
-from tune_unlearn.methods import DivergenceError, UnlearningMethod
-from tune_unlearn.methods._rate_scale import measure_rate_scales
+from tune_unlearn.methods import DivergenceError, UnlearningMethod, measure_rate_scales
 from tune_unlearn.optuna_adapter import fail_if_running, trial_log_name
-from tune_unlearn.outputs import StudySummary, check_writable, summarise
+from tune_unlearn.outputs import check_writable
 from tune_unlearn.publish import open_tracker, parent_closed_on_error, record_study
 from tune_unlearn.study import (
     Objective,
@@ -58,6 +57,7 @@ from tune_unlearn.study import (
     storage_url,
 )
 from tune_unlearn.study_record import StudyRecord
+from tune_unlearn.summary import StudySummary, summarise
 from tune_unlearn.tracking import (
     Tracker,
     check_reachable,

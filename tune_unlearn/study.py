@@ -13,6 +13,7 @@ from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
+from tune_unlearn import configuration_run
 from tune_unlearn import trial_record as record
 from tune_unlearn.config import SamplerConfig, SearchParam, StudyConfig
 from tune_unlearn.configuration_run import RunResult
@@ -235,7 +236,9 @@ class Objective:
         every = self.config.collapse_guard.every
         unlearning_started = time.perf_counter()
         try:
-            result = self.experiment.run(params, seed=seed, monitor=guard, monitor_every=every)
+            result = configuration_run.run(
+                self.experiment, params, seed=seed, monitor=guard, monitor_every=every
+            )
         except DivergenceError as error:
             trial.set_user_attr(record.FAIL_REASON, str(error))
             self._end_run(run_id, "failed", tags={"fail_reason": str(error)})

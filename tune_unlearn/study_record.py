@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from tune_unlearn.methods._rate_scale import Scale
+from tune_unlearn.methods import Scale
 
 PACKAGE_VERSION = "package_version"  # str: the package that ran the study
 STUDY_FILE = "study_file"  # {…}: the resolved study file

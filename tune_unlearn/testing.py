@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from tune_unlearn import configuration_run
 from tune_unlearn.problems import DatasetInputs, MultiTaskData, Problem
 
 
@@ -319,7 +320,9 @@ def metric_checks(metric: type) -> list[Check]:
     def computes_a_float() -> None:
         declared()
         experiment = _default_experiment()
-        result = experiment.run({"ascent_lr": 1e-3, "retain_lr": 1e-2, "steps": 2, "batch_size": 4}, seed=0)
+        result = configuration_run.run(
+            experiment, {"ascent_lr": 1e-3, "retain_lr": 1e-2, "steps": 2, "batch_size": 4}, seed=0
+        )
         from tune_unlearn.metrics import MetricContext
 
         ctx = MetricContext(
@@ -432,13 +435,12 @@ def gate_check_checks(check: type) -> list[Check]:
         cls = cast("type[GateCheck]", check)
         if cls.suite_key is not None:  # built-ins are run by the gate's own tests
             return
-        from tune_unlearn.validation import Candidate, CheckInput, ValidationContext
-        from tune_unlearn.validation._gate_checks import run_check
+        from tune_unlearn.validation import Candidate, CheckInput, ValidationContext, run_check
 
         experiment = _default_experiment()
         suite = SuiteConfig(name="contract", checks={cls.name: {}})
         original = experiment.original_model()
-        metrics = experiment.measure(original)
+        metrics = configuration_run.measure(experiment, original)
         given = CheckInput(ValidationContext(experiment), Candidate(original, "original"), suite, metrics)
         results = run_check(cls, given)
         names = cls().result_names(cls().settings(suite))

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from tune_unlearn import StepGradients, hyperparameter
+from tune_unlearn import StepGradients, configuration_run, hyperparameter
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import GradDiff, L1Sparse, LossMethod, RandomLabel
 
@@ -48,7 +48,7 @@ def test_random_labels_lower_the_forget_score_and_l1_sparsity_shrinks_the_weight
     RandomLabel(steps=40, batch_size=16, lr=0.1, forget_weight=2.0).unlearn(
         relabelled, tiny_experiment.setup, seed=0
     )
-    metrics = tiny_experiment.measure(relabelled)
+    metrics = configuration_run.measure(tiny_experiment, relabelled)
     assert metrics["score/unlearned/forget/digit"] < metrics["score/original/forget/digit"] - 0.2
 
     def l1(model: torch.nn.Module) -> float:
@@ -80,5 +80,5 @@ def test_npo_lowers_the_forget_score(
     NegativePreference(steps=40, batch_size=16, lr=0.1, beta=0.5, forget_weight=2.0).unlearn(
         model, tiny_experiment.setup, seed=0
     )
-    metrics = tiny_experiment.measure(model)
+    metrics = configuration_run.measure(tiny_experiment, model)
     assert metrics["score/unlearned/forget/digit"] < metrics["score/original/forget/digit"] - 0.2

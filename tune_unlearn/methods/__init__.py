@@ -11,18 +11,20 @@ from tune_unlearn.methods._base import (
     UnlearningMethod,
     UnlearningSetup,
 )
-from tune_unlearn.methods._gradients import Batch, ParameterLayout, StepGradients
+from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 from tune_unlearn.methods._instance_orthogonalization import InstanceOrthogonalization
 from tune_unlearn.methods._interference_aware import InterferenceAware
 from tune_unlearn.methods._l1_sparse import L1Sparse
 from tune_unlearn.methods._npo import NegativePreference
 from tune_unlearn.methods._projected import ProjectedGradDiff
 from tune_unlearn.methods._random_label import RandomLabel
+from tune_unlearn.methods._rate_scale import Scale, measure_rate_scales
 from tune_unlearn.methods._salun import SalUn
 from tune_unlearn.methods._scrub import Scrub
 from tune_unlearn.methods._simple import Finetune, GradDiff, GradientAscent
 from tune_unlearn.methods._subspace_projection import SubspaceProjection
 from tune_unlearn.methods._task_projection import TaskProjection
+from tune_unlearn.problems import Batch
 from tune_unlearn.registry import Registry, subclass_of
 
 METHODS: Registry[type[UnlearningMethod]] = Registry(
@@ -61,6 +63,7 @@ __all__ = [
     "ProjectedGradDiff",
     "RandomLabel",
     "SalUn",
+    "Scale",
     "Scrub",
     "StepGradients",
     "StepLog",
@@ -69,4 +72,5 @@ __all__ = [
     "TaskProjection",
     "UnlearningMethod",
     "UnlearningSetup",
+    "measure_rate_scales",
 ]

@@ -7,8 +7,7 @@ import copy
 import torch
 from torch import Tensor
 
-from tune_unlearn.methods._gradients import Batch
-from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.problems import Batch, MultiTaskModel
 
 
 class FrozenOriginal:

@@ -13,35 +13,13 @@ boundary. Projections act on ``vector[:num_shared]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-from tune_unlearn.problems import MultiTaskModel, Task
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Inputs, labels per task, and which labels count (``mask[i, t]``)."""
-
-    inputs: Tensor
-    labels: dict[str, Tensor]
-    mask: Tensor
-    #: Every row of ``mask`` is the same (known when the batch is drawn, to spare a host sync).
-    uniform_mask: bool = False
-
-
-def masked_task_losses(outputs: dict[str, Tensor], batch: Batch, tasks: tuple[Task, ...]) -> Tensor:
-    """Per-task mean loss over the samples whose label for that task counts, shape ``[T]``."""
-    losses = []
-    for column, task in enumerate(tasks):
-        weight = batch.mask[:, column].float()
-        per_sample = task.per_sample_loss(outputs[task.name], batch.labels[task.name])
-        losses.append((per_sample * weight).sum() / weight.sum().clamp(min=1.0))
-    return torch.stack(losses)
+from tune_unlearn.problems import Batch, MultiTaskModel, Task, masked_task_losses
 
 
 def flatten(grads: tuple[Tensor | None, ...], params: list[Tensor]) -> Tensor:

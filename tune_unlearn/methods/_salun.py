@@ -12,8 +12,9 @@ from torch import Tensor
 
 from tune_unlearn.hyperparameters import hyperparameter
 from tune_unlearn.methods._base import StepLog, UnlearningSetup
-from tune_unlearn.methods._gradients import ParameterLayout, StepGradients, flatten, masked_task_losses
+from tune_unlearn.methods._gradients import ParameterLayout, StepGradients, flatten
 from tune_unlearn.methods._random_label import RandomLabel
+from tune_unlearn.problems import masked_task_losses
 
 #: Forget samples per forward/backward pass of the saliency gradient: bounds its memory.
 _SALIENCY_CHUNK = 512

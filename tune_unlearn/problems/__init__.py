@@ -17,6 +17,7 @@ from tune_unlearn.problems._base import (
 from tune_unlearn.problems._dense import DenseTask, DepthTask, NormalsTask, SegmentationTask
 from tune_unlearn.problems._digits import DigitsProblem
 from tune_unlearn.problems._inputs import DatasetInputs
+from tune_unlearn.problems._loss import Batch, masked_task_losses
 from tune_unlearn.problems._scenes import ScenesProblem
 from tune_unlearn.problems._shapes import ShapesProblem
 from tune_unlearn.registry import Registry
@@ -59,6 +60,7 @@ def build_problem(name: str | None, factory: str | None, params: dict[str, Any])
 __all__ = [
     "PROBLEMS",
     "SPLITS",
+    "Batch",
     "DatasetInputs",
     "DenseTask",
     "DepthTask",
@@ -75,6 +77,7 @@ __all__ = [
     "as_problem",
     "build_problem",
     "load_factory",
+    "masked_task_losses",
     "problem_factory",
     "schedule_named",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tune_unlearn.validation._checks import Candidate, CheckResult
 from tune_unlearn.validation._context import Probe, ValidationContext
-from tune_unlearn.validation._gate_checks import CHECKS, CheckInput, GateCheck
+from tune_unlearn.validation._gate_checks import CHECKS, CheckInput, GateCheck, run_check
 from tune_unlearn.validation._probes import PROBES, ProbeFamily
 from tune_unlearn.validation._reports import (
     render_markdown,
@@ -36,6 +36,7 @@ __all__ = [
     "load_suite",
     "render_markdown",
     "report_document",
+    "run_check",
     "validate",
     "write_json",
     "write_junit",

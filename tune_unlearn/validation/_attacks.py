@@ -30,9 +30,8 @@ import numpy as np
 import torch
 
 from tune_unlearn.forget import LabeledSet
-from tune_unlearn.methods._gradients import Batch, masked_task_losses
 from tune_unlearn.prediction_band import prediction_band
-from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.problems import Batch, MultiTaskModel, masked_task_losses
 from tune_unlearn.validation._checks import CheckResult
 from tune_unlearn.validation._context import ValidationContext
 from tune_unlearn.validation._suite import QuantizationSpec, RelearningSpec

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tune_unlearn import configuration_run
 from tune_unlearn.evaluation import PerSample
 from tune_unlearn.metrics import reference_free_reference
 from tune_unlearn.prediction_band import prediction_band, retrain_quantile
@@ -334,8 +335,10 @@ def forget_score_check(ctx: ValidationContext, candidate: Candidate, spec: Forge
             f"cannot fail min_forget_score {threshold:g}: raise forget_score_runs or references.retrain.seeds"
         )
     experiment = ctx.experiment
-    reruns = experiment.rerun_results(candidate.params, candidate.seed, runs - 1)
-    score = experiment.measure(candidate.model, seed=candidate.seed, reruns=reruns)["forget_score"]
+    reruns = configuration_run.rerun_results(experiment, candidate.params, candidate.seed, runs - 1)
+    score = configuration_run.measure(experiment, candidate.model, seed=candidate.seed, reruns=reruns)[
+        "forget_score"
+    ]
     return CheckResult(
         name,
         "pass" if score >= threshold else "fail",
@@ -395,7 +398,7 @@ def robustness_check(ctx: ValidationContext, candidate: Candidate, spec: Robustn
             variants.append(({**params, lr: params[lr] * factor}, seed))
     outcomes = {"forget_efficacy": [], "retained_utility": []}  # type: dict[str, list[float]]
     for variant_params, variant_seed in variants:
-        metrics = ctx.experiment.run(variant_params, seed=variant_seed).metrics
+        metrics = configuration_run.run(ctx.experiment, variant_params, seed=variant_seed).metrics
         for key in outcomes:
             outcomes[key].append(metrics[key])
     for key in outcomes:

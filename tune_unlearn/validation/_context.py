@@ -9,6 +9,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from tune_unlearn import configuration_run
 from tune_unlearn.evaluation import PerSample, evaluate
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.forget import LabeledSet
@@ -75,7 +76,9 @@ class ValidationContext:
         """Every metric of each retrain (for the MIA check), computed once per seed."""
         cache: dict[int, list[dict[str, float]]] = self.__dict__.setdefault("_member_metrics", {})
         if seed not in cache:
-            cache[seed] = [self.experiment.measure(model, seed=seed) for model in self.retrains]
+            cache[seed] = [
+                configuration_run.measure(self.experiment, model, seed=seed) for model in self.retrains
+            ]
         return cache[seed]
 
     @cached_property

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tune_unlearn import configuration_run
 from tune_unlearn.request_cost import reference_mode
 from tune_unlearn.validation._checks import Candidate, CheckResult, guarded, probe_check
 from tune_unlearn.validation._context import ValidationContext
@@ -73,7 +74,7 @@ class ValidationReport:
 
 def validate(ctx: ValidationContext, candidate: Candidate, suite: SuiteConfig) -> ValidationReport:
     unlearned = ctx.per_sample(candidate.model)
-    measured = ctx.experiment.measure(candidate.model, seed=suite.seed)
+    measured = configuration_run.measure(ctx.experiment, candidate.model, seed=suite.seed)
     metrics = {**candidate.metrics, **{k: v for k, v in measured.items() if k != "gpu_seconds"}}
     results: list[CheckResult] = []
     for family, spec in suite.probes.items():

@@ -17,8 +17,7 @@ import torch
 from torch import Tensor
 
 from tune_unlearn.forget import LabeledSet
-from tune_unlearn.methods._gradients import Batch, masked_task_losses
-from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.problems import Batch, MultiTaskModel, masked_task_losses
 
 if TYPE_CHECKING:
     from tune_unlearn.experiment import Experiment
