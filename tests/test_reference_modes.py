@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tune_unlearn import experiment as experiment_module
+from tune_unlearn import reference_models
 from tune_unlearn.cli import main
 from tune_unlearn.config import parse_study
 from tune_unlearn.errors import UsageError
@@ -28,13 +28,13 @@ from .test_stream import digit, stream_file
 def _recording_training(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every set the retrain members are trained on (one entry per call of train_members)."""
     calls: list[Any] = []
-    real = experiment_module.train_members
+    real = reference_models.train_members
 
     def recorded(problem: Any, data: Any, retain: Any, seeds: list[int], **kwargs: Any) -> Any:
         calls.append((retain, list(seeds)))
         return real(problem, data, retain, seeds, **kwargs)
 
-    monkeypatch.setattr(experiment_module, "train_members", recorded)
+    monkeypatch.setattr(reference_models, "train_members", recorded)
     return calls
 
 

@@ -9,9 +9,7 @@ the validators alone.
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,21 +30,15 @@ from tune_unlearn.guard import CollapseGuard
 from tune_unlearn.methods import METHODS, UnlearningMethod, UnlearningSetup
 from tune_unlearn.metrics import score_key, trainable_vector
 from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Problem
+from tune_unlearn.reference_models import ReferenceBudgetError, ReferencePlan, load_references
 from tune_unlearn.references import (
     Reference,
-    ReferenceCache,
-    default_cache_dir,
-    estimate_training_seconds,
     load_state,
     seeded_model,
-    train_members,
-    train_model,
 )
 from tune_unlearn.tracking import resolve_tracking_uri
 
-
-class ReferenceBudgetError(UsageError):
-    """Training the uncached references would exceed ``references.budget_hours``."""
+__all__ = ["Experiment", "ReferenceBudgetError", "request_instances", "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,6 +129,19 @@ class Experiment:
             if self.retrain_request is self.request
             else self.retrain_request.retain_set(self.splits["train"], self.task_names)
         )
+        self.reference_plan = ReferencePlan(
+            config=config.references,
+            problem=self.problem,
+            data=self.data,
+            device=self.device,
+            seed=config.problem.seed,
+            all_train=LabeledSet(
+                self.splits["train"],
+                torch.ones(len(self.splits["train"]), len(self.task_names), dtype=torch.bool),
+            ),
+            retrain_request=self.retrain_request,
+            retrain_set=self.retrain_set,
+        )
         if config.references.retrain is False:
             # Reference-free: held-out samples of the forget set's own group stand in for how
             # an honest retrain scores the forgotten instances (config refuses requests that
@@ -164,7 +169,12 @@ class Experiment:
         self.retrain_sample_gradients = self.problem.recipe().epochs * len(self.sets["retain"])
         if not references:
             return
-        self.references = self._load_references(progress)
+        models = load_references(self.reference_plan, load_state=self.load_model_state, progress=progress)
+        self.trained_references = models.trained
+        self.retrain_members = models.retrain_members
+        self.references: dict[str, Reference] = {"original": models.original}
+        if self.retrain_members:
+            self.references["retrain"] = self.retrain_members[0]
         original_model = self.original_model()
         self.reference_scores: dict[str, float] = self.score("original", self.evaluate(original_model))
         self.retrain_results = [self.evaluate(self.model_from(r.state_dict)) for r in self.retrain_members]
@@ -217,107 +227,14 @@ class Experiment:
             )
         return ForgetRequest(self.request.mode, self.request.target_tasks, left_out)
 
-    def _reference_plans(self) -> tuple[LabeledSet, list[int]]:
-        """The original's training set, and the retrain ensemble's seeds (empty: none trained)."""
-        all_train = LabeledSet(
-            self.splits["train"],
-            torch.ones(len(self.splits["train"]), len(self.task_names), dtype=torch.bool),
-        )
-        ensemble = self.config.references.ensemble()
-        seed = self.config.problem.seed
-        return all_train, [seed + i for i in range(ensemble.seeds)] if ensemble else []
-
     def missing_reference_cost(self) -> tuple[int, float]:
         """How many references are not cached yet, and the estimated seconds to train them
-        (the ensemble in its parallel processes). Costs a few training steps, trains nothing."""
-        refs = self.config.references
-        cache = ReferenceCache(refs.cache_dir or default_cache_dir())
-        all_train, seeds = self._reference_plans()
-        missing_original = refs.original is None and not cache.cached(
-            "original", cache.key("original", self.problem, self.config.problem.seed)
-        )
-        keys = [cache.key("retrain", self.problem, s, self.retrain_request) for s in seeds]
-        missing_retrains = sum(not cache.cached("retrain", key) for key in keys)
-        if not missing_original and not missing_retrains:
-            return 0, 0.0
-        per_model = estimate_training_seconds(self.problem, self.data, all_train)
-        jobs = self._ensemble_jobs(missing_retrains)
-        return missing_original + missing_retrains, per_model * (
-            missing_original + math.ceil(missing_retrains / jobs)
-        )
-
-    def _ensemble_jobs(self, members: int) -> int:
-        ensemble = self.config.references.ensemble()
-        if self.device.type != "cpu" or ensemble is None or members <= 1:
-            return 1
-        return max(1, min(members, ensemble.n_jobs or os.cpu_count() or 1))
+        (:meth:`ReferencePlan.missing_cost`)."""
+        return self.reference_plan.missing_cost()
 
     def check_reference_budget(self, cost: tuple[int, float] | None = None) -> None:
         """Refuse (:class:`ReferenceBudgetError`) references estimated over the budget."""
-        refs = self.config.references
-        count, seconds = cost if cost is not None else self.missing_reference_cost()
-        if seconds > refs.budget_hours * 3600:
-            raise ReferenceBudgetError(
-                f"training the {count} uncached reference model(s) is estimated at "
-                f"{seconds / 3600:.1f} h, over references.budget_hours ({refs.budget_hours:g}); "
-                "lower references.retrain.seeds or raise references.budget_hours"
-            )
-
-    def _load_references(self, progress: bool) -> dict[str, Reference]:
-        cfg = self.config
-        self.check_reference_budget()
-        cache = ReferenceCache(cfg.references.cache_dir or default_cache_dir())
-        seed = cfg.problem.seed
-        all_train, seeds = self._reference_plans()
-        references: dict[str, Reference] = {}
-        self.trained_references: list[str] = []
-        self.retrain_members: list[Reference] = []
-        if cfg.references.original is not None:  # the user's own model: nothing to train
-            references["original"] = Reference(
-                "original", self.load_model_state(cfg.references.original), math.nan
-            )
-        else:
-            train = functools.partial(
-                train_model,
-                self.problem,
-                self.data,
-                all_train,
-                seed=seed,
-                description="training original",
-                progress=progress,
-            )
-            reference, trained = cache.get_or_train(
-                "original", cache.key("original", self.problem, seed), train
-            )
-            references["original"] = reference
-            if trained:
-                self.trained_references.append("original")
-        retrain = cfg.references.retrain
-        if isinstance(retrain, str):  # one given model: no ensemble, no spread
-            self.retrain_members = [Reference("retrain", self.load_model_state(retrain), math.nan)]
-        elif seeds:
-            keys = [cache.key("retrain", self.problem, s, self.retrain_request) for s in seeds]
-            by_key = dict(zip(keys, seeds, strict=True))
-
-            def train_missing(missing: list[str]) -> list[tuple[dict[str, Tensor], float]]:
-                return train_members(
-                    self.problem,
-                    self.data,
-                    self.retrain_set,
-                    [by_key[k] for k in missing],
-                    n_jobs=self._ensemble_jobs(len(missing)),
-                    description="training retrain ensemble",
-                    progress=progress,
-                )
-
-            members = cache.get_or_train_many("retrain", keys, train_missing)
-            self.retrain_members = [reference for reference, _ in members]
-            trained_count = sum(trained for _, trained in members)
-            if trained_count:
-                self.trained_references.append(f"retrain ×{trained_count}")
-        if self.retrain_members:
-            references["retrain"] = self.retrain_members[0]
-        return references
+        self.reference_plan.check_budget(cost)
 
     def load_model_state(self, spec: str) -> dict[str, Tensor]:
         """A model given by the user (a file, ``models:/``, ``runs:/``), loaded safely."""
