@@ -34,7 +34,7 @@ from tune_unlearn.reference_models import ReferenceBudgetError, ReferencePlan, l
 from tune_unlearn.references import (
     Reference,
     load_state,
-    seeded_model,
+    model_from_state,
 )
 from tune_unlearn.tracking import resolve_tracking_uri
 
@@ -258,10 +258,7 @@ class Experiment:
         return self.sets.get("peers", self.sets["val"])
 
     def model_from(self, state_dict: Mapping[str, Tensor]) -> MultiTaskModel:
-        model = seeded_model(self.problem, 0, self.device)
-        model.load_state_dict(state_dict)
-        model.eval()
-        return model
+        return model_from_state(self.problem, state_dict, self.device)
 
     def original_model(self) -> MultiTaskModel:
         """A fresh copy of the original, on this experiment's device (unlearning edits it)."""

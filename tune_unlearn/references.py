@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +50,17 @@ def seeded_model(problem: Problem, seed: int, device: torch.device) -> MultiTask
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return problem.build_model().to(device)
+
+
+def model_from_state(
+    problem: Problem, state_dict: Mapping[str, Tensor], device: torch.device
+) -> MultiTaskModel:
+    """The problem's model with ``state_dict`` loaded, in eval mode: the model's shape comes
+    from the problem alone."""
+    model = seeded_model(problem, 0, device)
+    model.load_state_dict(state_dict)
+    model.eval()
+    return model
 
 
 def train_model(

@@ -33,9 +33,10 @@ import torch
 
 from tune_unlearn.config import StudyConfig, parse_study
 from tune_unlearn.errors import UsageError
-from tune_unlearn.experiment import Experiment, request_instances
+from tune_unlearn.experiment import request_instances
 from tune_unlearn.metrics import parameter_shift, trainable_vector
 from tune_unlearn.publish import publish_group
+from tune_unlearn.references import model_from_state
 from tune_unlearn.request_cost import request_cost
 from tune_unlearn.runner import run_study
 from tune_unlearn.study import storage_url
@@ -79,11 +80,13 @@ def request_indices(config: StudyConfig) -> list[torch.Tensor]:
     """The train instances of every request, checked: two requests that share an instance are
     a :class:`UsageError` at ``requests.<j>`` (a stream deletes each instance once)."""
     assert config.requests is not None
-    probe = Experiment(config, progress=False, references=False)
+    problem = config.problem.build()
+    data = problem.load_data()
+    train = problem.split(len(data), config.problem.seed)["train"]
     chosen: list[torch.Tensor] = []
     for number, request in enumerate(config.requests):
         try:
-            indices = request_instances(probe.data, probe.splits["train"], request, config.problem.seed)
+            indices = request_instances(data, train, request, config.problem.seed)
         except (KeyError, ValueError) as error:
             raise UsageError(f"requests.{number}: {error}") from None
         for earlier, seen in enumerate(chosen):
@@ -226,10 +229,9 @@ def _row(number: int, request: StudyConfig, run: Any, first_original: Path, dele
         )
     record = TrialRecord.of(trial)
     candidate = request.output_dir() / "models" / "candidate.pt"
-    # The problem's model shape only: the references stay where they are.
-    experiment = Experiment(request, progress=False, references=False)
+    problem = request.problem.build()  # the model's shape only
     shifted, start = (
-        trainable_vector(experiment.model_from(torch.load(path, weights_only=True)))
+        trainable_vector(model_from_state(problem, torch.load(path, weights_only=True), torch.device("cpu")))
         for path in (candidate, first_original)
     )
     cumulative = float(parameter_shift(shifted, start))
