@@ -101,12 +101,12 @@ def test_every_command_that_trains_takes_threads_and_refuses_zero(
 def test_an_error_inside_a_trial_is_a_failed_run_naming_the_trial_not_a_configuration_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tune_unlearn.experiment import Experiment
+    from tune_unlearn import configuration_run
 
-    def broken(self: Experiment, *args: object, **kwargs: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("a bug in the step loop")
 
-    monkeypatch.setattr(Experiment, "run", broken)
+    monkeypatch.setattr(configuration_run, "run", broken)
     assert main([str(_study(tmp_path)), "--no-progress"]) == 3
     err = capsys.readouterr().err
     assert "error: trial 0 failed: ValueError: a bug in the step loop" in err

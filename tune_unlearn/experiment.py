@@ -1,10 +1,11 @@
-"""Everything a study holds fixed across its trials, and running one configuration on it.
+"""Everything a study holds fixed across its trials.
 
 An :class:`Experiment` is built once per process: the problem's data on the device, the splits,
-the forget request and the sets it induces, the reference models (from the cache) and their
-scores. :meth:`Experiment.run` unlearns a copy of the original with one configuration and
-measures it. The ``holdout`` split is deliberately absent from everything here: it belongs to
-the validators alone.
+the forget request and the sets it induces, the reference models (a
+:class:`~tune_unlearn.reference_models.ReferencePlan`, loaded as values) and their scores.
+:func:`tune_unlearn.configuration_run.run` unlearns a copy of the original with one
+configuration and measures it. The ``holdout`` split is deliberately absent from everything
+here: it belongs to the validators alone.
 """
 
 from __future__ import annotations
