@@ -335,6 +335,11 @@ class ReferencesConfig(Strict):
     cache_dir: Path | None = None
     budget_hours: float = Field(1.0, gt=0.0)
 
+    def stream_bank(self) -> bool:
+        """One bank for a stream's requests (``retrain: {scope: stream}``)."""
+        ensemble = self.ensemble()
+        return ensemble is not None and ensemble.scope == "stream"
+
     def ensemble(self) -> EnsembleConfig | None:
         """The retrain ensemble to train, or ``None`` (a given model, or no retrain)."""
         if self.retrain is True:

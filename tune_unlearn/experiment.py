@@ -205,7 +205,7 @@ class Experiment:
         The stream's own file (``check`` on it) names the bank by its requests."""
         ensemble = self.config.references.ensemble()
         requests = self.config.requests
-        if ensemble is not None and ensemble.scope == "stream" and requests:
+        if self.config.references.stream_bank() and requests:
             train = self.splits["train"]
             chosen = []
             for number, request in enumerate(requests):

@@ -130,7 +130,7 @@ def request_config(
         tracking["uri"] = resolve_tracking_uri(config, tracking_uri, stream_folder(config))
         tracking["experiment"] = config.tracking.experiment or config.name
         raw["tracking"] = tracking
-    if config.references.ensemble() is not None and config.references.ensemble().scope == "stream":  # type: ignore[union-attr]
+    if config.references.stream_bank():
         references = dict(raw.get("references", {}))
         references["retrain"] = {
             **references["retrain"],
@@ -169,8 +169,7 @@ def run_stream(
     folder = stream_folder(config)
     state = folder / "stream.json"
     rows = [StreamRow(**row) for row in _read_rows(state)]
-    ensemble = config.references.ensemble()
-    if ensemble is not None and ensemble.scope == "stream":  # one bank: trained once, for all
+    if config.references.stream_bank():  # one bank: trained once, for all
         write_index_file(bank_file(config), torch.cat(indices))
     # The first request's study saves the stream's original with its outputs.
     first_original = folder / "request-0" / "models" / "original.pt"
