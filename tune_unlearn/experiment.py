@@ -39,7 +39,7 @@ from tune_unlearn.references import (
 )
 from tune_unlearn.tracking import resolve_tracking_uri
 
-__all__ = ["Experiment", "ReferenceBudgetError", "request_instances", "resolve_device"]
+__all__ = ["Experiment", "ReferenceBudgetError", "request_instances", "resolve_device", "stream_instances"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,6 +60,20 @@ def request_instances(data: MultiTaskData, train: Tensor, forget: ForgetConfig, 
         seed=problem_seed if forget.seed is None else forget.seed,
         index_file=forget.index_file,
     )
+
+
+def stream_instances(
+    data: MultiTaskData, train: Tensor, requests: list[ForgetConfig], problem_seed: int
+) -> list[Tensor]:
+    """Each request's train instances, in order; a selection that fails is a
+    :class:`UsageError` at ``requests.<i>``."""
+    chosen = []
+    for number, request in enumerate(requests):
+        try:
+            chosen.append(request_instances(data, train, request, problem_seed))
+        except (KeyError, ValueError) as error:
+            raise UsageError(f"requests.{number}: {error}") from None
+    return chosen
 
 
 class Experiment:
@@ -206,13 +220,7 @@ class Experiment:
         ensemble = self.config.references.ensemble()
         requests = self.config.requests
         if self.config.references.stream_bank() and requests:
-            train = self.splits["train"]
-            chosen = []
-            for number, request in enumerate(requests):
-                try:
-                    chosen.append(request_instances(cpu_data, train, request, self.config.problem.seed))
-                except (KeyError, ValueError) as error:
-                    raise UsageError(f"requests.{number}: {error}") from None
+            chosen = stream_instances(cpu_data, self.splits["train"], requests, self.config.problem.seed)
             left_out = torch.cat(chosen).unique()  # sorted, as an index file reads back
         elif ensemble is not None and ensemble.left_out is not None:
             left_out = read_index_file(ensemble.left_out)

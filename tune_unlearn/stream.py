@@ -33,7 +33,7 @@ import torch
 
 from tune_unlearn.config import StudyConfig, parse_study
 from tune_unlearn.errors import UsageError
-from tune_unlearn.experiment import request_instances
+from tune_unlearn.experiment import stream_instances
 from tune_unlearn.metrics import parameter_shift, trainable_vector
 from tune_unlearn.publish import publish_group
 from tune_unlearn.references import model_from_state
@@ -83,20 +83,15 @@ def request_indices(config: StudyConfig) -> list[torch.Tensor]:
     problem = config.problem.build()
     data = problem.load_data()
     train = problem.split(len(data), config.problem.seed)["train"]
-    chosen: list[torch.Tensor] = []
-    for number, request in enumerate(config.requests):
-        try:
-            indices = request_instances(data, train, request, config.problem.seed)
-        except (KeyError, ValueError) as error:
-            raise UsageError(f"requests.{number}: {error}") from None
-        for earlier, seen in enumerate(chosen):
+    chosen = stream_instances(data, train, config.requests, config.problem.seed)
+    for number, indices in enumerate(chosen):
+        for earlier, seen in enumerate(chosen[:number]):
             shared = int(torch.isin(indices, seen).sum())
             if shared:
                 raise UsageError(
                     f"requests.{number}: overlaps request {earlier} in {shared} instance(s); a stream "
                     "deletes each instance once"
                 )
-        chosen.append(indices)
     return chosen
 
 
