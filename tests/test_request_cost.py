@@ -31,3 +31,18 @@ def test_report_states_the_all_in_cost_summed_by_hand(tmp_path: Path) -> None:
     assert f"| complete trials (their `compute_cost`) | {sum(costs):.3f} |" in report
     total = next(line for line in report.splitlines() if line.startswith("| **total**"))
     assert float(total.split("**")[3]) == pytest.approx(2 + sum(costs) + median, abs=2e-3)
+
+
+def test_the_recovery_attacks_of_the_search_are_counted(tmp_path: Path) -> None:
+    config = tiny_study(
+        tmp_path,
+        n_trials=2,
+        objectives=["forget_efficacy", "relearn_recovery"],
+        references={"retrain": {"seeds": 3}, "cache_dir": str(tmp_path / "c")},
+    )
+    run = run_study(config, progress=False)
+    trials = json.loads((run.output / "pareto.json").read_text())["trials"]
+    attacks = sum(t["metrics"]["robustness_cost"] for t in trials)
+    assert attacks > 0
+    report = (run.output / "report.md").read_text()
+    assert f"| recovery attacks in the search (their `robustness_cost`) | {attacks:.3f} |" in report

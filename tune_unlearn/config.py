@@ -26,10 +26,11 @@ from pydantic import (
     model_validator,
 )
 
+from tune_unlearn.attacks import QuantizationSpec, RelearningSpec
 from tune_unlearn.forget import read_index_file
 from tune_unlearn.hyperparameters import Param, search_range_problems
 from tune_unlearn.methods import METHODS, Scale
-from tune_unlearn.metrics import METRICS, RENAMED
+from tune_unlearn.metrics import METRICS, RECOVERY_METRICS, RENAMED
 from tune_unlearn.problems import Problem, as_problem, build_problem, problem_factory
 from tune_unlearn.registry import UnknownNameError
 from tune_unlearn.schema import ConfigError, ConfigIssue, Strict, pydantic_issues
@@ -149,6 +150,11 @@ class EvaluationConfig(Strict):
     #: bounds, the default) or ``challenge`` (the NeurIPS 2023 challenge's observed rates, for
     #: comparison with its published figures); see :mod:`tune_unlearn.forget_score`.
     forget_score_rule: Literal["bounded", "challenge"] = "bounded"
+    #: The attacks behind ``relearn_recovery`` and ``quantization_recovery`` (run only when a
+    #: study names one); the defaults are ``validators/release.yaml``'s, so that a constraint
+    #: on the metric asks of a trial what the gate's check asks of the candidate.
+    relearning: RelearningSpec = RelearningSpec()
+    quantization: QuantizationSpec = QuantizationSpec()
 
 
 class RecommendConfig(Strict):
@@ -433,9 +439,25 @@ class StudyConfig(Strict):
             raise ValueError(f"recommend.order names metrics that are not objectives: {', '.join(missing)}")
         return self
 
+    @property
+    def named_metrics(self) -> set[str]:
+        """The metrics the search reads: its objectives and constraints."""
+        return set(self.objectives) | {c.metric for c in self.constraints}
+
+    @model_validator(mode="after")
+    def _recovery_needs_retrains(self) -> StudyConfig:
+        for name in sorted(self.named_metrics & RECOVERY_METRICS):
+            if self.references.retrain is False:
+                raise ValueError(
+                    f"{name} measures recovery beyond what honest retrains allow under the same "
+                    "attack: reference-free mode cannot judge it (set references.retrain, or "
+                    "drop the metric)"
+                )
+        return self
+
     @model_validator(mode="after")
     def _forget_score_needs_runs(self) -> StudyConfig:
-        named = set(self.objectives) | {c.metric for c in self.constraints}
+        named = self.named_metrics
         if "forget_score" in named and self.evaluation.forget_score_runs < 2:
             raise ValueError(
                 "forget_score compares N unlearning runs with the retrains: set "

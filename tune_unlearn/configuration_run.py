@@ -16,8 +16,15 @@ import torch
 from tune_unlearn.evaluation import PerSample
 from tune_unlearn.forget_score import logit_confidence
 from tune_unlearn.methods import StepLog, StepMonitor
-from tune_unlearn.metrics import MetricContext, compute_metrics, parameter_shift, trainable_vector
+from tune_unlearn.metrics import (
+    RECOVERY_METRICS,
+    MetricContext,
+    compute_metrics,
+    parameter_shift,
+    trainable_vector,
+)
 from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.trial_record import ROBUSTNESS_COST
 
 if TYPE_CHECKING:
     from tune_unlearn.experiment import Experiment
@@ -75,6 +82,9 @@ def run(
     evaluation_started = time.perf_counter()
     runs = experiment.config.evaluation.forget_score_runs
     reruns = rerun_results(experiment, params, seed, runs - 1) if runs >= 2 else None
+    recovery, attack_gradients = experiment.recovery.measure(
+        model, sorted(experiment.config.named_metrics & RECOVERY_METRICS)
+    )
     metrics = measure(
         experiment,
         model,
@@ -82,7 +92,10 @@ def run(
         compute_cost=log.sample_gradients / experiment.retrain_sample_gradients,
         seed=seed,
         reruns=reruns,
+        recovery=recovery,
     )
+    if recovery:
+        metrics[ROBUSTNESS_COST] = attack_gradients / experiment.retrain_sample_gradients
     # measure() ends in a device-to-host copy, so wall time covers its device work too.
     evaluation_seconds = time.perf_counter() - evaluation_started
     diagnostics = {**log.summary(experiment.task_names), "seconds/evaluation": evaluation_seconds}
@@ -129,9 +142,10 @@ def measure(
     compute_cost: float = math.nan,
     seed: int = 0,
     reruns: list[PerSample] | None = None,
+    recovery: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Every metric of ``model``; with ``reruns`` (the same configuration, other seeds) also
-    ``forget_score``."""
+    ``forget_score``; ``recovery``: the recovery metrics measured on it (else NaN)."""
     per_sample = experiment.evaluate(model)
     confidences = (
         forget_confidences(experiment, [per_sample, *reruns])
@@ -161,5 +175,6 @@ def measure(
         seed=seed,
         forget_confidences=confidences,
         forget_score_rule=experiment.config.evaluation.forget_score_rule,
+        **(recovery or {}),
     )
     return {**compute_metrics(ctx), **scores}

@@ -11,12 +11,14 @@ here: it belongs to the validators alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tune_unlearn.attacks import AttackGround, RecoveryMeasures
 from tune_unlearn.config import ForgetConfig, StudyConfig
 from tune_unlearn.errors import UsageError
 from tune_unlearn.evaluation import PerSample, evaluate
@@ -272,6 +274,32 @@ class Experiment:
     def original_model(self) -> MultiTaskModel:
         """A fresh copy of the original, on this experiment's device (unlearning edits it)."""
         return self.model_from(self.references["original"].state_dict)
+
+    def attack_ground(
+        self, original: MultiTaskModel | None = None, retrains: Sequence[MultiTaskModel] | None = None
+    ) -> AttackGround:
+        """What the recovery attacks read; the models built from the references unless given."""
+        return AttackGround(
+            data=self.data,
+            tasks=self.problem.tasks,
+            target_columns=self.request.target_columns(self.task_names),
+            forget=self.sets["forget"],
+            retain=self.sets["retain"],
+            recipe_lr=self.problem.recipe().lr,
+            batch_size=self.config.evaluation.batch_size,
+            original=self.original_model() if original is None else original,
+            retrains=tuple(
+                [self.model_from(r.state_dict) for r in self.retrain_members]
+                if retrains is None
+                else retrains
+            ),
+        )
+
+    @cached_property
+    def recovery(self) -> RecoveryMeasures:
+        """The trials' recovery metrics (``relearn_recovery``, ``quantization_recovery``)."""
+        evaluation = self.config.evaluation
+        return RecoveryMeasures(self.attack_ground, evaluation.relearning, evaluation.quantization)
 
     # -- measuring ----------------------------------------------------------------------------
     def score(self, model_kind: str, per_sample: PerSample) -> dict[str, float]:

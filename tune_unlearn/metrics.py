@@ -62,6 +62,10 @@ class MetricContext:
     forget_confidences: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
     #: ``evaluation.forget_score_rule``.
     forget_score_rule: Literal["bounded", "challenge"] = "bounded"
+    #: The worst excess of each recovery attack (:mod:`tune_unlearn.attacks`), measured by the
+    #: caller only when the study names the metric; NaN otherwise.
+    relearn_recovery: float = math.nan
+    quantization_recovery: float = math.nan
 
     def score(self, model: str, subset: str, task: str) -> float:
         return float(self.scores[score_key(model, subset, task)])
@@ -337,6 +341,45 @@ class ComputeCost(Metric):
 
     def compute(self, ctx: MetricContext) -> float:
         return ctx.compute_cost
+
+
+#: The metrics that run an attack per trial (their cost: ``robustness_cost``).
+RECOVERY_METRICS = frozenset({"relearn_recovery", "quantization_recovery"})
+
+
+@METRICS.add
+class RelearnRecovery(Metric):
+    """How far the forget-set score comes back under the relearning attack beyond what honest
+    retrains allow: the worse of ``attack/relearn_forget`` and ``attack/relearn_retain``'s
+    excess (the candidate's score after the calibrated attack − the retrains' mean − their seed
+    band; :mod:`tune_unlearn.attacks`). ``relearn_recovery <= margin`` is the gate's check.
+
+    Cost per trial: ``2 × s × sample_size`` sample-gradients (``s``, the calibrated steps, at
+    most ``evaluation.relearning.steps``) and two forget-set passes; the retrains' side once
+    per study process, ``2 × K × steps × sample_size``. Both are in the trial's
+    ``robustness_cost`` (retrain units), which the request's all-in cost counts."""
+
+    name = "relearn_recovery"
+    direction = "minimize"
+    ideal, worst = 0.0, 1.0
+
+    def compute(self, ctx: MetricContext) -> float:
+        return ctx.relearn_recovery
+
+
+@METRICS.add
+class QuantizationRecovery(Metric):
+    """How far rounding the weights moves the forget-set score back toward the original's
+    beyond the retrains' own move: the worst excess over ``evaluation.quantization.bits``
+    (:mod:`tune_unlearn.attacks`). Costs two forget-set passes per bit width per trial and no
+    gradients."""
+
+    name = "quantization_recovery"
+    direction = "minimize"
+    ideal, worst = 0.0, 1.0
+
+    def compute(self, ctx: MetricContext) -> float:
+        return ctx.quantization_recovery
 
 
 @METRICS.add

@@ -14,7 +14,7 @@ from statistics import median
 from optuna.trial import FrozenTrial, TrialState
 
 from tune_unlearn.config import ReferencesConfig
-from tune_unlearn.trial_record import PRUNED_AT_STEP, TrialRecord
+from tune_unlearn.trial_record import PRUNED_AT_STEP, ROBUSTNESS_COST, TrialRecord
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,13 @@ class RequestCost:
     trials: float
     pruned: float
     candidate: float
+    #: The recovery attacks that complete trials ran for ``relearn_recovery`` (their
+    #: ``robustness_cost``); 0 when the study names no recovery metric.
+    attacks: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.references + self.trials + self.pruned + self.candidate
+        return self.references + self.trials + self.pruned + self.candidate + self.attacks
 
 
 def reference_mode(references: ReferencesConfig, stream_requests: int | None = None) -> tuple[str, float]:
@@ -66,7 +69,12 @@ def request_cost(references: ReferencesConfig, trials: list[FrozenTrial], steps:
         for t in trials
         if t.state == TrialState.PRUNED and steps
     )
-    return RequestCost(mode, reference_units, float(sum(costs)), pruned, typical)
+    attacks = sum(
+        value
+        for t in trials
+        if t.state == TrialState.COMPLETE and (value := TrialRecord.of(t).metric(ROBUSTNESS_COST)) is not None
+    )
+    return RequestCost(mode, reference_units, float(sum(costs)), pruned, typical, float(attacks))
 
 
 def cost_lines(cost: RequestCost) -> list[str]:
@@ -82,6 +90,11 @@ def cost_lines(cost: RequestCost) -> list[str]:
         f"| complete trials (their `compute_cost`) | {cost.trials:.3f} |",
         f"| pruned trials (estimated from the steps they ran) | {cost.pruned:.3f} |",
         f"| the candidate's re-run | {cost.candidate:.3f} |",
+        *(
+            [f"| recovery attacks in the search (their `robustness_cost`) | {cost.attacks:.3f} |"]
+            if cost.attacks
+            else []
+        ),
         f"| **total** | **{cost.total:.3f}** |",
         "",
         "Not counted: the original (the model being unlearned), failed trials, and validation "

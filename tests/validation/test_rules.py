@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from tune_unlearn.attacks import quantized, withstood_steps
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.validation import PROBES, CheckResult, ValidationContext, ValidationReport
-from tune_unlearn.validation._attacks import quantized, withstood_steps
 from tune_unlearn.validation._checks import _gap_check, auc_standard_error
 from tune_unlearn.validation._suite import ForgetQualitySpec
 

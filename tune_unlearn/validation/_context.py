@@ -5,15 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from tune_unlearn import configuration_run
+from tune_unlearn.attacks import QuantizationAttack, RelearningAttack
 from tune_unlearn.evaluation import PerSample, evaluate
 from tune_unlearn.experiment import Experiment
 from tune_unlearn.forget import LabeledSet
 from tune_unlearn.problems import MultiTaskModel
+
+AttackT = TypeVar("AttackT", RelearningAttack, QuantizationAttack)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,16 @@ class ValidationContext:
             experiment.problem.tasks,
             experiment.config.evaluation.batch_size,
         )
+
+    def attack(self, kind: type[AttackT], spec: Any) -> AttackT:
+        """The ``kind`` attack of ``spec`` on this study, built once: its retrains' side is
+        then computed once for every candidate judged here."""
+        attacks: dict[tuple[type, str], Any] = self.__dict__.setdefault("_attacks", {})
+        key = (kind, spec.model_dump_json())
+        if key not in attacks:
+            attacks[key] = kind(self.experiment.attack_ground(self.original, self.retrains), spec)
+        attack: AttackT = attacks[key]
+        return attack
 
     def per_sample_of(self, model: MultiTaskModel, indices: Tensor) -> PerSample:
         """``model``'s per-sample results on ``indices`` only."""

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from tune_unlearn.attacks import QuantizationSpec, RelearningSpec
 from tune_unlearn.hyperparameters import Param
 from tune_unlearn.registry import Registry, subclass_of
 from tune_unlearn.validation._attacks import quantization_checks, relearning_checks
@@ -33,8 +34,6 @@ from tune_unlearn.validation._context import ValidationContext
 from tune_unlearn.validation._suite import (
     ComputeBudgetSpec,
     ForgetQualitySpec,
-    QuantizationSpec,
-    RelearningSpec,
     RobustnessSpec,
     SuiteConfig,
     UisBudgetSpec,
