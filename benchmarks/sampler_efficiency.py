@@ -7,17 +7,29 @@ box of docs/guide.md and pareto.py), so the figures compare directly.
 
 Samplers are the study file's names (``tpe``, ``nsga2``, ``gp``, ``random``) or a lever on
 TPE: ``tpe-multivariate`` (one joint density over the hyperparameters instead of one per
-hyperparameter), ``tpe-startup5`` (model-based after 5 random trials instead of 10).
+hyperparameter), ``tpe-startup5`` (model-based after 5 random trials instead of 10),
+``tpe-relearn`` (the gate's relearning check as a search constraint).
 ``--search-steps LOW HIGH`` adds the step budget to the search (a fidelity: fewer steps cost
 less), so that ``compute_cost`` varies.
 
+``--gate SUITE`` also reports, per sampler, the **cost to a releasable model**: walking the
+trials in the order they ran, the search compute spent (complete trials' ``compute_cost``,
+pruned ones at the share of steps they ran, as in the all-in cost) until the first trial that
+meets the constraints *and* passes the suite, plus the validation of every feasible trial
+judged on the way (its re-run's ``compute_cost`` and the attacks' sample-gradients, the
+retrains' side once), in retrain units. References are not counted: every sampler shares
+them. A study with no passing trial within the budget is censored (reported as ``> budget``).
+
     python benchmarks/sampler_efficiency.py [--trials 40] [--seeds 0 1 2] [--threads 1]
+    python benchmarks/sampler_efficiency.py --samplers tpe random --seeds 0 1 2 3 4 5 6 7 8 9 \
+        --trials 30 --gate validators/release.yaml
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -26,7 +38,7 @@ from pathlib import Path
 import yaml
 
 from tune_unlearn.config import parse_study
-from tune_unlearn.runner import run_study
+from tune_unlearn.runner import StudyRun, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -35,21 +47,78 @@ SAMPLERS = ("tpe", "nsga2", "gp", "random")
 LEVERS = {
     "tpe-multivariate": {"multivariate": True},
     "tpe-startup5": {"n_startup_trials": 5},
+    "tpe-relearn": {},
 }
+#: Levers on the study rather than the sampler: ``tpe-relearn`` adds the release gate's
+#: relearning check as a constraint (``relearn_recovery <= 0.1``), so TPE's constraint-aware
+#: split learns from the attack each trial now runs (its cost counted as the trials').
+STUDY_LEVERS = {"tpe-relearn": {"constraints": ["relearn_recovery <= 0.1"]}}
 
 
-def hypervolume(raw: dict, sampler: str, seed: int, trials: int, out: Path) -> float:
+def cost_to_releasable(run: StudyRun, suite_path: Path) -> tuple[float | None, float, int]:
+    """``(cost until the first gate-passing trial or None, what the walk cost in all, trials
+    validated)``, in retrain units; see the module docstring."""
+    from tune_unlearn import configuration_run
+    from tune_unlearn.attacks import RelearningAttack
+    from tune_unlearn.experiment import Experiment
+    from tune_unlearn.request_cost import request_cost
+    from tune_unlearn.trial_record import TrialRecord
+    from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
+
+    config = run.summary.config
+    experiment = Experiment(config, progress=False)
+    suite = load_suite(suite_path)
+    context = ValidationContext(experiment)
+    feasible = {t.number for t in run.summary.feasible}
+    trials = sorted(run.summary.trials, key=lambda t: t.number)
+    steps = config.method.fixed.get("steps")
+    reruns = 0.0
+    validated = 0
+
+    def spent(upto: int) -> float:
+        search = request_cost(
+            config.references, trials[: upto + 1], steps if isinstance(steps, int) else None
+        )
+        attacks = 0.0
+        if suite.attacks is not None and suite.attacks.relearning is not None:
+            attack = context.attack(RelearningAttack, suite.attacks.relearning)
+            attacks = attack.sample_gradients / experiment.retrain_sample_gradients
+        return search.trials + search.pruned + search.attacks + reruns + attacks
+
+    for position, trial in enumerate(trials):
+        if trial.number not in feasible:
+            continue
+        record = TrialRecord.of(trial)
+        seed = int(record.seed or 0)
+        result = configuration_run.run(experiment, trial.params, seed=seed)
+        reruns += float(result.metrics["compute_cost"])
+        validated += 1
+        metrics = {k: v for k, v in record.metrics.items() if v is not None}
+        report = validate(
+            context, Candidate(result.model, f"trial {trial.number}", metrics, trial.params, seed), suite
+        )
+        if report.passed:
+            return spent(position), spent(position), validated
+    return None, spent(len(trials) - 1) if trials else 0.0, validated
+
+
+def run_sampler(raw: dict, sampler: str, seed: int, trials: int, out: Path) -> StudyRun:
     name = "tpe" if sampler in LEVERS else sampler
+    extra = STUDY_LEVERS.get(sampler, {})
     config = parse_study(
         {
             **raw,
+            "constraints": [*raw.get("constraints", []), *extra.get("constraints", [])],
             "output": str(out),
             "n_trials": trials,
             "sampler": {"name": name, "seed": seed, **LEVERS.get(sampler, {})},
             "tracking": {"enabled": False},
         }
     )
-    run_study(config, progress=False)
+    return run_study(config, progress=False)
+
+
+def hypervolume(out: Path) -> float:
     return float(json.loads((out / "pareto.json").read_text())["hypervolume"]["value"])
 
 
@@ -67,6 +136,9 @@ def main() -> None:
         help="shapes-tied: the quickstart's method and space on shapes with shape and colour tied "
         "(correlation 0.9, 4,000 samples), forgetting half the circles from the shape head",
     )
+    parser.add_argument(
+        "--gate", type=Path, default=None, help="a suite: also the cost to a releasable model"
+    )
     args = parser.parse_args()
     import torch
 
@@ -80,16 +152,30 @@ def main() -> None:
         del raw["method"]["fixed"]["steps"]
         low, high = args.search_steps
         raw["method"]["search"]["steps"] = {"type": "int", "low": low, "high": high, "log": True}
+    raw.pop("validation", None)  # the benchmark judges trials itself (--gate), in trial order
     results: dict[str, list[float]] = {}
+    releasable: dict[str, list[float | None]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         # seed by seed, every sampler within a seed: a run cut short still compares
         for seed in args.seeds:
             for sampler in args.samplers:
                 start = time.perf_counter()
-                value = hypervolume(raw, sampler, seed, args.trials, Path(tmp) / f"{sampler}-{seed}")
+                out = Path(tmp) / f"{sampler}-{seed}"
+                run = run_sampler(raw, sampler, seed, args.trials, out)
+                value = hypervolume(out)
                 results.setdefault(sampler, []).append(value)
+                gate = ""
+                if args.gate is not None:
+                    cost, walked, validated = cost_to_releasable(run, args.gate)
+                    releasable.setdefault(sampler, []).append(cost)
+                    gate = (
+                        f", first releasable at {cost:.3f} retrains"
+                        if cost is not None
+                        else ", none releasable"
+                    ) + f" ({validated} validated, walk {walked:.3f})"
                 print(
-                    f"{sampler} seed {seed}: hypervolume {value:.4f} ({time.perf_counter() - start:.0f} s)",
+                    f"{sampler} seed {seed}: hypervolume {value:.4f}{gate} "
+                    f"({time.perf_counter() - start:.0f} s)",
                     flush=True,
                 )
     best = max(statistics.mean(v) for v in results.values())
@@ -102,6 +188,20 @@ def main() -> None:
         per_seed = ", ".join(f"{v:.4f}" for v in values)
         ratio = f"{mean / best:.3f}" if best > 0 else "— (no feasible trial anywhere)"
         print(f"| {sampler} | {mean:.4f} | {sd:.4f} | {per_seed} | {ratio} |")
+    if releasable:
+        print(f"\ncompute to the first trial that passes {args.gate} (retrain units, validation included):")
+        print("| sampler | median | per seed | none releasable | median / random's |")
+        print("|---|---|---|---|---|")
+        medians = {
+            s: statistics.median(math.inf if c is None else c for c in v) for s, v in releasable.items()
+        }
+        for sampler, costs in releasable.items():
+            per_seed = ", ".join("—" if c is None else f"{c:.3f}" for c in costs)
+            ratio = f"{medians[sampler] / medians['random']:.2f}" if medians.get("random") else "—"
+            print(
+                f"| {sampler} | {medians[sampler]:.3f} | {per_seed} | "
+                f"{sum(c is None for c in costs)} | {ratio} |"
+            )
 
 
 if __name__ == "__main__":
