@@ -42,6 +42,17 @@ TINY = {
             "| random | heldout_retrain | false alarms | 1 |",
         ],
     ),
+    "robustness_fronts.py": (
+        ["--problem", "digits", "--trials", "2", "--seeds", "0", "--threads", "1"],
+        ["| without |", "| objective |", "| constraint |"],
+    ),
+    "sampler_efficiency.py": (
+        [
+            *("--samplers", "random", "tpe-relearn", "--seeds", "0", "--trials", "2"),
+            *("--threads", "1", "--gate", str(BENCHMARKS.parent / "validators" / "release.yaml")),
+        ],
+        ["compute to the first trial that passes", "| tpe-relearn |"],
+    ),
     "default_spaces.py": (
         [
             *("--problems", "digits", "--methods", "graddiff", "--variants", "relative", "bounded"),
