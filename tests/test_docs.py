@@ -186,3 +186,20 @@ def test_the_documented_command_lines_are_the_parser_s() -> None:
     for document in (GUIDE.parent / "reference.md", README):
         blocks_here = plain_blocks(document.read_text())
         assert generated in blocks_here, f"{document.name}: regenerate its command block from cli.synopsis()"
+
+
+def test_the_study_file_reference_is_generated_from_the_models() -> None:
+    """docs/study-file.md is what :mod:`tune_unlearn.study_file_doc` writes now: a key added,
+    renamed or re-bounded in the models and not regenerated fails here."""
+    from tune_unlearn.study_file_doc import study_file_reference
+
+    page = GUIDE.parent / "study-file.md"
+    assert page.read_text() == study_file_reference(), (
+        "regenerate: python -m tune_unlearn.study_file_doc > docs/study-file.md"
+    )
+    for key in (
+        "`relearning` | [RelearningSpec]",
+        "`scope` | one of `request`, `stream`",
+        "`n_trials` | integer | ≥ 1",
+    ):
+        assert key in page.read_text()
