@@ -144,9 +144,12 @@ README = GUIDE.parents[1] / "README.md"
 STUDIES = GUIDE.parents[1] / "studies"
 
 
-def test_the_readme_shows_the_quickstart_study_file_as_it_is() -> None:
+TUTORIAL = GUIDE.parent / "tutorial.md"
+
+
+def test_the_tutorial_shows_the_quickstart_study_file_as_it_is() -> None:
     quickstart = (STUDIES / "quickstart.yaml").read_text()
-    yaml_blocks = [code for language, _, code in FENCE.findall(README.read_text()) if language == "yaml"]
+    yaml_blocks = [code for language, _, code in FENCE.findall(TUTORIAL.read_text()) if language == "yaml"]
     assert quickstart in yaml_blocks
 
 
@@ -179,11 +182,11 @@ def plain_blocks(text: str) -> list[str]:
 
 
 def test_the_documented_command_lines_are_the_parser_s() -> None:
-    """docs/reference.md and README show :func:`synopsis` as it is generated now."""
+    """docs/reference.md and the tutorial show :func:`synopsis` as it is generated now."""
     from tune_unlearn.cli import synopsis
 
     generated = synopsis() + "\n"
-    for document in (GUIDE.parent / "reference.md", README):
+    for document in (GUIDE.parent / "reference.md", TUTORIAL):
         blocks_here = plain_blocks(document.read_text())
         assert generated in blocks_here, f"{document.name}: regenerate its command block from cli.synopsis()"
 

@@ -102,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def synopsis() -> str:
-    """One line per command, generated from the parser: docs/reference.md and README show it,
-    and a test regenerates it, so the documented options cannot drift from the real ones."""
+    """One line per command, generated from the parser: docs/reference.md and docs/tutorial.md
+    show it, and a test regenerates it, so the documented options cannot drift from the real
+    ones."""
     parser = _parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     lines = []
