@@ -33,6 +33,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -55,9 +56,12 @@ LEVERS = {
 STUDY_LEVERS = {"tpe-relearn": {"constraints": ["relearn_recovery <= 0.1"]}}
 
 
-def cost_to_releasable(run: StudyRun, suite_path: Path) -> tuple[float | None, float, int]:
+def cost_to_releasable(
+    run: StudyRun, suite_path: Path, failures: Counter[str] | None = None
+) -> tuple[float | None, float, int]:
     """``(cost until the first gate-passing trial or None, what the walk cost in all, trials
-    validated)``, in retrain units; see the module docstring."""
+    validated)``, in retrain units; see the module docstring. ``failures`` counts the checks
+    that failed the trials judged on the way."""
     from tune_unlearn import configuration_run
     from tune_unlearn.attacks import RelearningAttack
     from tune_unlearn.experiment import Experiment
@@ -97,6 +101,9 @@ def cost_to_releasable(run: StudyRun, suite_path: Path) -> tuple[float | None, f
         report = validate(
             context, Candidate(result.model, f"trial {trial.number}", metrics, trial.params, seed), suite
         )
+        if failures is not None:
+            failures.update(r.name for r in report.judged if not r.passed)
+            failures.update(r.name for r in report.unjudged)
         if report.passed:
             return spent(position), spent(position), validated
     return None, spent(len(trials) - 1) if trials else 0.0, validated
@@ -155,6 +162,7 @@ def main() -> None:
     raw.pop("validation", None)  # the benchmark judges trials itself (--gate), in trial order
     results: dict[str, list[float]] = {}
     releasable: dict[str, list[float | None]] = {}
+    failures: Counter[str] = Counter()
     with tempfile.TemporaryDirectory() as tmp:
         # seed by seed, every sampler within a seed: a run cut short still compares
         for seed in args.seeds:
@@ -166,7 +174,7 @@ def main() -> None:
                 results.setdefault(sampler, []).append(value)
                 gate = ""
                 if args.gate is not None:
-                    cost, walked, validated = cost_to_releasable(run, args.gate)
+                    cost, walked, validated = cost_to_releasable(run, args.gate, failures)
                     releasable.setdefault(sampler, []).append(cost)
                     gate = (
                         f", first releasable at {cost:.3f} retrains"
@@ -197,11 +205,15 @@ def main() -> None:
         }
         for sampler, costs in releasable.items():
             per_seed = ", ".join("—" if c is None else f"{c:.3f}" for c in costs)
-            ratio = f"{medians[sampler] / medians['random']:.2f}" if medians.get("random") else "—"
+            base = medians.get("random", math.nan)
+            known = math.isfinite(base) and base > 0 and math.isfinite(medians[sampler])
+            ratio = f"{medians[sampler] / base:.2f}" if known else "— (a median is censored)"
             print(
                 f"| {sampler} | {medians[sampler]:.3f} | {per_seed} | "
                 f"{sum(c is None for c in costs)} | {ratio} |"
             )
+        failed = ", ".join(f"{name} ×{count}" for name, count in failures.most_common())
+        print(f"\nchecks that failed the trials judged on the way, most often first: {failed}")
 
 
 if __name__ == "__main__":
