@@ -201,3 +201,27 @@ def test_a_full_mode_request_naming_target_tasks_and_a_factory_of_the_wrong_type
 
 def not_a_problem() -> str:
     return "a string, not a Problem"
+
+
+@pytest.mark.parametrize(
+    ("suite_text", "expected"),
+    [(None, "validation.suite"), ("probes: [unclosed", "validation.suite (")],
+)
+def test_a_study_naming_a_missing_or_broken_suite_exits_2_with_nothing_written(
+    tmp_path: Path, suite_text: str | None, expected: str
+) -> None:
+    from tune_unlearn.cli import main
+
+    suite = tmp_path / "suite.yaml"
+    if suite_text is not None:
+        suite.write_text(suite_text)
+    raw = tiny_study(tmp_path).model_dump(mode="json")
+    raw["validation"] = {"suite": str(suite)}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_study(path)
+    assert any(issue.path.startswith(expected) for issue in info.value.issues), info.value.issues
+    assert main(["check", str(path)]) == 2
+    assert main([str(path)]) == 2
+    assert not (tmp_path / "out").exists()
