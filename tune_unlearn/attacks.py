@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -319,6 +320,9 @@ class RecoveryMeasures:
         self, ground: Callable[[], AttackGround], relearning: RelearningSpec, quantization: QuantizationSpec
     ) -> None:
         self._ground, self._relearning, self._quantization = ground, relearning, quantization
+        # Trials may run in threads of one process (``n_jobs``): one attack at a time, so the
+        # retrains' side is computed, and its cost counted, once.
+        self._lock = threading.Lock()
 
     @cached_property
     def ground(self) -> AttackGround:
@@ -335,6 +339,10 @@ class RecoveryMeasures:
     def measure(self, model: MultiTaskModel, names: Iterable[str]) -> tuple[dict[str, float], int]:
         """The named recovery metrics of ``model`` and the sample-gradients they spent (the
         retrains' side included the first time)."""
+        with self._lock:
+            return self._measure(model, names)
+
+    def _measure(self, model: MultiTaskModel, names: Iterable[str]) -> tuple[dict[str, float], int]:
         values: dict[str, float] = {}
         spent = 0
         for name in names:
