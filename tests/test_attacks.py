@@ -50,6 +50,15 @@ def test_a_trial_metric_is_the_gate_checks_excess(experiment: Experiment) -> Non
     assert result.metrics["relearn_recovery"] == pytest.approx(worst_excess(relearning), abs=1e-9)
     assert result.metrics["quantization_recovery"] == pytest.approx(worst_excess(quantization), abs=1e-9)
 
+    # And where the figure is far from zero: a class suppressed in the head comes back.
+    suppressed = experiment.original_model()
+    with torch.no_grad():
+        suppressed.heads["digit"].bias[3] -= 3.0
+    measured, _ = experiment.recovery.measure(suppressed, ["relearn_recovery"])
+    checks = relearning_checks(ctx, suppressed, evaluation.relearning)
+    assert worst_excess(checks) > 0.5
+    assert measured["relearn_recovery"] == pytest.approx(worst_excess(checks), abs=1e-9)
+
 
 def test_the_attack_compute_is_counted_and_the_retrains_side_once(tmp_path: Path) -> None:
     config = tiny_study(
