@@ -108,3 +108,14 @@ def test_a_recovery_metric_without_retrains_is_refused_before_anything_runs(tmp_
     assert main(["check", str(path)]) == 2
     assert main([str(path)]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_an_attack_sample_as_large_as_the_forget_set_is_refused_before_any_trial(tmp_path: Path) -> None:
+    raw = tiny_study(tmp_path).model_dump(mode="json")
+    raw["objectives"] = ["forget_efficacy", "relearn_recovery"]
+    raw["evaluation"] = {"relearning": {"sample_size": 100_000}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["check", str(path)]) == 2
+    assert main([str(path)]) == 2
+    assert not (tmp_path / "out").exists()

@@ -184,6 +184,7 @@ class Experiment:
         )
         # What one retrain computes (a backward pass per sample per epoch): compute_cost's unit.
         self.retrain_sample_gradients = self.problem.recipe().epochs * len(self.sets["retain"])
+        self._check_relearning_sample()
         if not references:
             return
         models = load_references(self.reference_plan, load_state=self.load_model_state, progress=progress)
@@ -274,6 +275,18 @@ class Experiment:
     def original_model(self) -> MultiTaskModel:
         """A fresh copy of the original, on this experiment's device (unlearning edits it)."""
         return self.model_from(self.references["original"].state_dict)
+
+    def _check_relearning_sample(self) -> None:
+        """A study searching on ``relearn_recovery`` needs forget instances beyond the
+        attacker's sample to judge recovery on: known once the forget set is, before any trial."""
+        if "relearn_recovery" not in self.config.named_metrics:
+            return
+        size, forget = self.config.evaluation.relearning.sample_size, len(self.sets["forget"])
+        if forget <= size:
+            raise UsageError(
+                f"evaluation.relearning.sample_size: the attacker's sample ({size}) takes all "
+                f"{forget} forget instances, leaving none to judge recovery on; set it below {forget}"
+            )
 
     def attack_ground(
         self, original: MultiTaskModel | None = None, retrains: Sequence[MultiTaskModel] | None = None
