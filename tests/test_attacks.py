@@ -119,3 +119,22 @@ def test_an_attack_sample_as_large_as_the_forget_set_is_refused_before_any_trial
     assert main(["check", str(path)]) == 2
     assert main([str(path)]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_check_states_what_the_attack_costs_a_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_study(
+        tmp_path,
+        objectives=["forget_efficacy", "relearn_recovery"],
+        references={"retrain": {"seeds": 3}, "cache_dir": str(tmp_path / "cache")},
+    )
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert main(["check", str(path)]) == 0
+    unit = Experiment(config, progress=False, references=False).retrain_sample_gradients
+    per_trial, once = 2 * 10 * 16 / unit, 3 * 2 * 10 * 16 / unit  # release.yaml's defaults, K = 3
+    assert (
+        f"relearn_recovery: at most {per_trial:.3g} retrain(s) of attack per trial, "
+        f"and {once:.3g} once for the retrains' side"
+    ) in capsys.readouterr().out

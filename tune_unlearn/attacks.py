@@ -176,6 +176,14 @@ def quantized(model: MultiTaskModel, bits: int) -> MultiTaskModel:
 Variant = Literal["forget", "retain"]
 
 
+def relearning_budget(spec: RelearningSpec, members: int) -> tuple[int, int]:
+    """Sample-gradients of the relearning attack: at most per candidate (two variants of at
+    most ``steps`` steps on ``sample_size`` samples), and once for the retrains' side (every
+    step, for each of the first ``members`` retrains); ``check`` states both."""
+    per_candidate = 2 * spec.steps * spec.sample_size
+    return per_candidate, min(members, spec.members) * per_candidate
+
+
 class RelearningAttack:
     """The relearning attack of one spec on one study; the retrains' curves computed once."""
 

@@ -190,6 +190,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config.references, None if config.requests is None else len(config.requests)
             )
             print(f"reference mode: {mode}, {per_request:.3g} retrain(s) per request")
+            if "relearn_recovery" in config.named_metrics:
+                from tune_unlearn.attacks import relearning_budget
+
+                ensemble = config.references.ensemble()
+                members = ensemble.seeds if ensemble else 1
+                trial, once = relearning_budget(config.evaluation.relearning, members)
+                unit = experiment.retrain_sample_gradients
+                print(
+                    f"relearn_recovery: at most {trial / unit:.3g} retrain(s) of attack per trial, "
+                    f"and {once / unit:.3g} once for the retrains' side"
+                )
             cost = experiment.missing_reference_cost()
             if cost[0]:
                 print(f"references: {cost[0]} model(s) to train, estimated {cost[1]:.0f} s on this machine")
