@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import yaml
+from _shapes_study import shapes_study
 from optuna.trial import FrozenTrial
 from scipy.stats import spearmanr
 
@@ -45,11 +46,6 @@ def base_study(problem: str, samples: int, trials: int, cache: Path) -> dict[str
     if problem == "digits":
         raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
     else:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).parent))
-        from _shapes_study import shapes_study
-
         raw = shapes_study(
             samples,
             trials=trials,
