@@ -8,7 +8,8 @@ box of docs/guide.md and pareto.py), so the figures compare directly.
 Samplers are the study file's names (``tpe``, ``nsga2``, ``gp``, ``random``) or a lever on
 TPE: ``tpe-multivariate`` (one joint density over the hyperparameters instead of one per
 hyperparameter), ``tpe-startup5`` (model-based after 5 random trials instead of 10),
-``tpe-relearn`` (the gate's relearning check as a search constraint).
+``tpe-relearn`` (the gate's relearning check as a search constraint), ``tpe-retain`` (that and
+the gate's retain-set threshold, ``retain_damage <= 0.02``).
 ``--search-steps LOW HIGH`` adds the step budget to the search (a fidelity: fewer steps cost
 less), so that ``compute_cost`` varies.
 
@@ -49,11 +50,17 @@ LEVERS = {
     "tpe-multivariate": {"multivariate": True},
     "tpe-startup5": {"n_startup_trials": 5},
     "tpe-relearn": {},
+    "tpe-retain": {},
 }
 #: Levers on the study rather than the sampler: ``tpe-relearn`` adds the release gate's
 #: relearning check as a constraint (``relearn_recovery <= 0.1``), so TPE's constraint-aware
 #: split learns from the attack each trial now runs (its cost counted as the trials').
-STUDY_LEVERS = {"tpe-relearn": {"constraints": ["relearn_recovery <= 0.1"]}}
+#: ``tpe-retain`` adds the release gate's retain-set threshold too (``retain_damage <= 0.02``,
+#: release.yaml's ``static_retain`` max_excess), from scores every trial already computes.
+STUDY_LEVERS = {
+    "tpe-relearn": {"constraints": ["relearn_recovery <= 0.1"]},
+    "tpe-retain": {"constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"]},
+}
 
 
 def cost_to_releasable(

@@ -30,7 +30,7 @@ from tune_unlearn.attacks import QuantizationSpec, RelearningSpec
 from tune_unlearn.forget import read_index_file
 from tune_unlearn.hyperparameters import Param, search_range_problems
 from tune_unlearn.methods import METHODS, Scale
-from tune_unlearn.metrics import METRICS, RECOVERY_METRICS, RENAMED
+from tune_unlearn.metrics import METRICS, RECOVERY_METRICS, RENAMED, RETRAIN_ONLY_METRICS
 from tune_unlearn.problems import Problem, as_problem, build_problem, problem_factory
 from tune_unlearn.registry import UnknownNameError
 from tune_unlearn.schema import ConfigError, ConfigIssue, Strict, pydantic_issues
@@ -445,13 +445,17 @@ class StudyConfig(Strict):
         return set(self.objectives) | {c.metric for c in self.constraints}
 
     @model_validator(mode="after")
-    def _recovery_needs_retrains(self) -> StudyConfig:
-        for name in sorted(self.named_metrics & RECOVERY_METRICS):
+    def _retrain_only_metrics_need_retrains(self) -> StudyConfig:
+        for name in sorted(self.named_metrics & RETRAIN_ONLY_METRICS):
             if self.references.retrain is False:
+                what = (
+                    "recovery beyond what honest retrains allow under the same attack"
+                    if name in RECOVERY_METRICS
+                    else "damage beyond what honest retrains score"
+                )
                 raise ValueError(
-                    f"{name} measures recovery beyond what honest retrains allow under the same "
-                    "attack: reference-free mode cannot judge it (set references.retrain, or "
-                    "drop the metric)"
+                    f"{name} measures {what}: reference-free mode cannot judge it (set "
+                    "references.retrain, or drop the metric)"
                 )
         return self
 

@@ -345,6 +345,26 @@ class ComputeCost(Metric):
 
 #: The metrics that run an attack per trial (their cost: ``robustness_cost``).
 RECOVERY_METRICS = frozenset({"relearn_recovery", "quantization_recovery"})
+#: The metrics judged against honest retrains: a reference-free study may not name them.
+RETRAIN_ONLY_METRICS = RECOVERY_METRICS | {"retain_damage"}
+
+
+@METRICS.add
+class RetainDamage(Metric):
+    """How much worse than the honest retrains the model scores the retain sample, on its
+    worst task: ``max_t (R_t − U_t)`` over ``score/…/retain/<task>`` (``R`` the ensemble's mean).
+    The quantity the gate's ``probe/static_retain`` judges (on its own sample of the retain set,
+    less the retrains' seed band), from scores every trial already computes: no extra cost.
+    Training data, not held out, so the search may see it. NaN without a retrain."""
+
+    name = "retain_damage"
+    direction = "minimize"
+    ideal, worst = 0.0, 1.0
+
+    def compute(self, ctx: MetricContext) -> float:
+        if not ctx.has_retrain:
+            return math.nan
+        return max(ctx.score("retrain", "retain", t) - ctx.score("unlearned", "retain", t) for t in ctx.tasks)
 
 
 @METRICS.add
