@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +229,27 @@ def test_the_guard_and_the_metric_share_one_zero_denominator_rule() -> None:
     expected = [_ratio(u, o) for u, o in pairs]
     assert expected == [1.0, math.inf, 0.5, 0.0]
     assert on_device.tolist() == pytest.approx(expected)
+
+
+def test_retain_damage_is_the_worst_task_s_drop_below_the_retrains_on_the_retain_sample() -> None:
+    retain = {
+        score_key("retrain", "retain", "a"): 0.95,
+        score_key("unlearned", "retain", "a"): 0.90,  # 0.05 below the retrains
+        score_key("retrain", "retain", "b"): 0.80,
+        score_key("unlearned", "retain", "b"): 0.85,  # above them: no damage
+    }
+    assert metric("retain_damage", context(scores={**SCORES, **retain})) == pytest.approx(0.05)
+    assert math.isnan(metric("retain_damage", context(scores={**SCORES, **retain}, has_retrain=False)))
+
+
+def test_a_reference_free_study_may_not_search_on_retain_damage(tmp_path: Path) -> None:
+    from tune_unlearn.config import parse_study
+    from tune_unlearn.schema import ConfigError
+
+    from .helpers import tiny_study
+
+    raw = tiny_study(tmp_path).model_dump(mode="json")
+    raw["constraints"] = ["retain_damage <= 0.02"]
+    raw["references"] = {"retrain": False}
+    with pytest.raises(ConfigError, match="damage beyond what honest retrains score"):
+        parse_study(raw)
