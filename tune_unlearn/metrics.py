@@ -362,9 +362,9 @@ class RetainDamage(Metric):
     ideal, worst = 0.0, 1.0
 
     def compute(self, ctx: MetricContext) -> float:
-        if not ctx.has_retrain:
-            return math.nan
-        return max(ctx.score("retrain", "retain", t) - ctx.score("unlearned", "retain", t) for t in ctx.tasks)
+        keys = [(score_key("retrain", "retain", t), score_key("unlearned", "retain", t)) for t in ctx.tasks]
+        drops = [ctx.scores[r] - ctx.scores[u] for r, u in keys if r in ctx.scores and u in ctx.scores]
+        return float(max(drops)) if ctx.has_retrain and drops else math.nan
 
 
 @METRICS.add
