@@ -48,10 +48,10 @@ TINY = {
     ),
     "sampler_efficiency.py": (
         [
-            *("--samplers", "random", "tpe-relearn", "--seeds", "0", "--trials", "2"),
+            *("--samplers", "random", "tpe-retain", "--seeds", "0", "--trials", "2"),
             *("--threads", "1", "--gate", str(BENCHMARKS.parent / "validators" / "release.yaml")),
         ],
-        ["compute to the first trial that passes", "| tpe-relearn |"],
+        ["compute to the first trial that passes", "| tpe-retain |"],
     ),
     "default_spaces.py": (
         [
