@@ -49,8 +49,6 @@ SAMPLERS = ("tpe", "nsga2", "gp", "random")
 LEVERS = {
     "tpe-multivariate": {"multivariate": True},
     "tpe-startup5": {"n_startup_trials": 5},
-    "tpe-relearn": {},
-    "tpe-retain": {},
 }
 #: Levers on the study rather than the sampler: ``tpe-relearn`` adds the release gate's
 #: relearning check as a constraint (``relearn_recovery <= 0.1``), so TPE's constraint-aware
@@ -117,7 +115,7 @@ def cost_to_releasable(
 
 
 def run_sampler(raw: dict, sampler: str, seed: int, trials: int, out: Path) -> StudyRun:
-    name = "tpe" if sampler in LEVERS else sampler
+    name = "tpe" if sampler in LEVERS or sampler in STUDY_LEVERS else sampler
     extra = STUDY_LEVERS.get(sampler, {})
     config = parse_study(
         {

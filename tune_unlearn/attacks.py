@@ -304,20 +304,16 @@ class QuantizationAttack:
         return {bits: tuple(self.move_back(r, bits) for r in self.members) for bits in self.spec.bits}
 
     def outcomes(self, model: MultiTaskModel) -> list[Outcome]:
-        return [
-            Outcome(
-                f"attack/quantization_{bits}bit",
-                move,
-                self.honest_moves[bits],
-                {
-                    "candidate_move": move,
-                    "retrain_moves": list(self.honest_moves[bits]),
-                    "original_score": self.original_score,
-                },
-            )
-            for bits in self.spec.bits
-            for move in [self.move_back(model, bits)]
-        ]
+        results = []
+        for bits in self.spec.bits:
+            move, honest = self.move_back(model, bits), self.honest_moves[bits]
+            details = {
+                "candidate_move": move,
+                "retrain_moves": list(honest),
+                "original_score": self.original_score,
+            }
+            results.append(Outcome(f"attack/quantization_{bits}bit", move, honest, details))
+        return results
 
 
 class RecoveryMeasures:
