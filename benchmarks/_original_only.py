@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tune_unlearn.config import parse_study
-from tune_unlearn.experiment import Experiment
+from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.trial.experiment import Experiment
 
 
 def original_only_experiment(

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tune_unlearn.config import parse_study
-from tune_unlearn.runner import run_study
+from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.study.runner import run_study
 
 STUDY = {
     "name": "collapse_prone",

@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from tune_unlearn.config import parse_study
+from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS
-from tune_unlearn.runner import run_study
+from tune_unlearn.study.runner import run_study
 
 REQUESTS: dict[str, dict[str, Any]] = {
     "digits": {"mode": "partial", "target_tasks": ["digit"], "where": {"digit": 3}},

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from _original_only import original_only_experiment
 
-from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import METHODS, DivergenceError, StepGradients
 from tune_unlearn.methods._base import StepLog
+from tune_unlearn.trial.experiment import Experiment
 
 REQUESTS: dict[str, dict[str, Any]] = {
     "digits": {"mode": "partial", "target_tasks": ["digit"], "where": {"digit": 3}},

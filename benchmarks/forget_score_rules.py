@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from tune_unlearn.forget_score import RULES, forgetting_quality, resolution
+from tune_unlearn.scoring.forget_score import RULES, forgetting_quality, resolution
 
 #: (label, models a side, unlearned mean, unlearned sd, the issue's challenge-scorer figure)
 CASES = [

@@ -20,8 +20,8 @@ from pathlib import Path
 import optuna
 from _shapes_study import shapes_study
 
-from tune_unlearn.config import parse_study
-from tune_unlearn.runner import run_study
+from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.study.runner import run_study
 
 SEARCH = {
     "ascent_lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},

@@ -93,13 +93,13 @@ from typing import Any
 
 import torch
 
-from tune_unlearn import configuration_run
-from tune_unlearn.config import parse_study
-from tune_unlearn.experiment import Experiment
-from tune_unlearn.forget import LabeledSet
+from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS, DivergenceError, measure_rate_scales
 from tune_unlearn.problems import MultiTaskModel
-from tune_unlearn.references import train_model
+from tune_unlearn.problems.forget import LabeledSet
+from tune_unlearn.references.training import train_model
+from tune_unlearn.trial import configuration_run
+from tune_unlearn.trial.experiment import Experiment
 from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
 from tune_unlearn.validation.plants import RetainMemorised, finetuned, val_neighbours
 

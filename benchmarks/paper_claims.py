@@ -31,12 +31,12 @@ from typing import Any
 
 import torch
 
-from tune_unlearn.compare import run_comparison
-from tune_unlearn.config import parse_study
-from tune_unlearn.leaderboard import Interval, Leaderboard, default_plot_objectives
+from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS
-from tune_unlearn.summary import StudySummary
-from tune_unlearn.trial_record import TrialRecord
+from tune_unlearn.report.leaderboard import Interval, Leaderboard, default_plot_objectives
+from tune_unlearn.report.summary import StudySummary
+from tune_unlearn.report.trial_record import TrialRecord
+from tune_unlearn.study.compare import run_comparison
 
 INTERFERENCE_AWARE = ("interference_aware", "task_projection")
 BASELINES = ("graddiff", "random_label", "l1_sparse", "salun", "scrub", "npo")

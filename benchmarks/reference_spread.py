@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from gate_power import study
 
-from tune_unlearn.config import parse_study
-from tune_unlearn.experiment import Experiment
-from tune_unlearn.references import train_model
+from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.references.training import train_model
+from tune_unlearn.trial.experiment import Experiment
 
 
 def main() -> None:

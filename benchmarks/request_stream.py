@@ -35,9 +35,9 @@ from typing import Any
 import torch
 import yaml
 
-from tune_unlearn.config import StudyConfig, parse_study
-from tune_unlearn.experiment import Experiment
-from tune_unlearn.stream import retrain_at, run_stream, stream_markdown
+from tune_unlearn.config.study_config import StudyConfig, parse_study
+from tune_unlearn.study.stream import retrain_at, run_stream, stream_markdown
+from tune_unlearn.trial.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,11 +32,11 @@ from _shapes_study import shapes_study
 from optuna.trial import FrozenTrial
 from scipy.stats import spearmanr
 
-from tune_unlearn import configuration_run
-from tune_unlearn.config import parse_study
-from tune_unlearn.experiment import Experiment
-from tune_unlearn.runner import run_study
-from tune_unlearn.trial_record import TrialRecord
+from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.report.trial_record import TrialRecord
+from tune_unlearn.study.runner import run_study
+from tune_unlearn.trial import configuration_run
+from tune_unlearn.trial.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("without", "objective", "constraint")

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import yaml
 
-from tune_unlearn.config import parse_study
-from tune_unlearn.runner import StudyRun, run_study
+from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.study.runner import StudyRun, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -67,11 +67,11 @@ def cost_to_releasable(
     """``(cost until the first gate-passing trial or None, what the walk cost in all, trials
     validated)``, in retrain units; see the module docstring. ``failures`` counts the checks
     that failed the trials judged on the way."""
-    from tune_unlearn import configuration_run
-    from tune_unlearn.attacks import RelearningAttack
-    from tune_unlearn.experiment import Experiment
-    from tune_unlearn.request_cost import request_cost
-    from tune_unlearn.trial_record import TrialRecord
+    from tune_unlearn.references.attacks import RelearningAttack
+    from tune_unlearn.report.request_cost import request_cost
+    from tune_unlearn.report.trial_record import TrialRecord
+    from tune_unlearn.trial import configuration_run
+    from tune_unlearn.trial.experiment import Experiment
     from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
 
     config = run.summary.config

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tune_unlearn import configuration_run
-from tune_unlearn.config import parse_study
-from tune_unlearn.experiment import Experiment
+from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.trial import configuration_run
+from tune_unlearn.trial.experiment import Experiment
 
 KEPT = ("colour", "position", "size")
 RETAIN_LR = 1e-3

@@ -19,9 +19,9 @@ import tempfile
 import torch
 from _original_only import original_only_experiment
 
-from tune_unlearn.configuration_run import PhaseTimer
-from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import METHODS, ParameterLayout, StepGradients
+from tune_unlearn.trial.configuration_run import PhaseTimer
+from tune_unlearn.trial.experiment import Experiment
 
 REQUESTS = {
     "digits": {"mode": "partial", "target_tasks": ["digit"], "where": {"digit": 0}},

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from _shapes_study import shapes_study
 
-from tune_unlearn.config import parse_study
-from tune_unlearn.experiment import Experiment
-from tune_unlearn.runner import run_study
+from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.study.runner import run_study
+from tune_unlearn.trial.experiment import Experiment
 
 SEARCH = {
     "ascent_lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from tune_unlearn.config import parse_study
-from tune_unlearn.runner import run_study
+from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.study.runner import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

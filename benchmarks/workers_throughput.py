@@ -55,7 +55,7 @@ def timeline(storage: str) -> str:
     """Trial time against wall time: how much of the run the trials themselves filled."""
     import optuna
 
-    from tune_unlearn.study import open_storage
+    from tune_unlearn.study.objective import open_storage
 
     trials = optuna.load_study(study_name="quickstart", storage=open_storage(storage)).trials
     first = min(t.datetime_start for t in trials if t.datetime_start)

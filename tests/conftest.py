@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tune_unlearn.experiment import Experiment
+from tune_unlearn.trial.experiment import Experiment
 
 from .helpers import tiny_study
 

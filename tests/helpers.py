@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tune_unlearn.config import StudyConfig, parse_study
+from tune_unlearn.config.study_config import StudyConfig, parse_study
 
 
 def tiny_study(tmp: Path, **overrides: Any) -> StudyConfig:
@@ -27,7 +27,7 @@ def tiny_study(tmp: Path, **overrides: Any) -> StudyConfig:
         "output": str(tmp / "out"),
         "references": {"cache_dir": str(tmp / "cache")},
         "device": "cpu",
-        # MLflow's store set-up costs seconds per study; tests/test_tracking.py turns it on.
+        # MLflow's store set-up costs seconds per study; tests/tracking/test_tracking.py turns it on.
         "tracking": {"enabled": False},
     }
     for key, value in overrides.items():
@@ -79,7 +79,7 @@ def wait_for_running_trial(
     import optuna
     from optuna.trial import TrialState
 
-    from tune_unlearn.study import open_storage
+    from tune_unlearn.study.objective import open_storage
 
     deadline = time.monotonic() + timeout
     while True:

@@ -100,10 +100,65 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+#: The subpackages, from the lowest layer up (docs/explanation.md, "Architecture"): a module may
+#: import from its own layer and the ones below it, never from one above. The package's
+#: top-level modules sit outside the order: the footing (``errors``, ``registry``,
+#: ``hyperparameters``, ``_version``) below every layer, the commands (``cli``, ``gate``,
+#: ``study_file``, ``catalog``, ``testing``) above them.
+LAYERS = (
+    "problems",
+    "methods",
+    "scoring",
+    "config",
+    "references",
+    "report",
+    "tracking",
+    "trial",
+    "validation",
+    "study",
+)
+FOOTING = {"errors", "registry", "hyperparameters", "_version"}
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """``(importer, module)`` where a module imports from a layer above its own, or a footing
+    module imports any layer (or a command)."""
+    rank = {name: i for i, name in enumerate(LAYERS)}
+
+    def place(module: str) -> float:
+        first = module.split(".")[1] if "." in module else ""
+        if first in rank:
+            return rank[first]
+        return -1 if first in FOOTING else len(LAYERS)  # a command
+
+    return sorted((a, t) for a, targets in graph.items() for t in targets if place(t) > place(a))
+
+
 def test_the_import_graph_has_no_cycles() -> None:
     graph = import_graph()
-    assert "tune_unlearn.config" in graph and graph["tune_unlearn.runner"]  # the parser sees imports
+    # the parser sees imports
+    assert "tune_unlearn.config.study_config" in graph and graph["tune_unlearn.study.runner"]
     assert cycles(graph) == []
+
+
+def test_every_module_imports_only_from_its_layer_or_below() -> None:
+    """The folders are the layers: with ``TYPE_CHECKING`` imports too, nothing reaches up."""
+    graph = import_graph(with_typing=True)
+    packages = {m.split(".")[1] for m in graph if m.count(".") >= 2}
+    assert packages == set(LAYERS)  # every subpackage has its place in the order
+    assert layer_violations(graph) == []
+
+
+def test_the_layer_check_finds_an_import_that_reaches_up() -> None:
+    graph = {
+        "tune_unlearn.scoring.metrics": {"tune_unlearn.problems", "tune_unlearn.study.runner"},
+        "tune_unlearn.registry": {"tune_unlearn.cli"},
+        "tune_unlearn.cli": {"tune_unlearn.study.runner"},
+    }
+    assert layer_violations(graph) == [
+        ("tune_unlearn.registry", "tune_unlearn.cli"),
+        ("tune_unlearn.scoring.metrics", "tune_unlearn.study.runner"),
+    ]
 
 
 def test_the_type_level_import_graph_has_no_cycles_either() -> None:
@@ -151,3 +206,9 @@ def test_importing_the_package_imports_nothing_heavy() -> None:
     code = f"import sys, tune_unlearn; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_tests_mirror_the_package() -> None:
+    tests = PACKAGE.parent / "tests"
+    folders = {p.parent.name for p in tests.glob("*/test_*.py")}
+    assert folders == set(LAYERS)

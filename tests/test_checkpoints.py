@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from tune_unlearn.cli import main
-from tune_unlearn.runner import run_study
+from tune_unlearn.study.runner import run_study
 
 from .helpers import tiny_study
 
@@ -64,7 +64,7 @@ def test_a_study_from_a_checkpoint_without_retrain_runs_end_to_end_reference_fre
 def test_reference_free_refuses_a_request_that_removes_a_whole_group(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     """Every 3 forgotten, no retrain: nothing retained is like the forget set, so check, run
     and gate refuse (exit 2) with the reason and the alternatives, and write nothing."""
-    from tune_unlearn.schema import ConfigError
+    from tune_unlearn.config.schema import ConfigError
 
     raw_config = tiny_study(tmp_path, n_trials=1).model_dump(mode="json")
     raw_config["references"]["retrain"] = False

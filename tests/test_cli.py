@@ -5,9 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.config.test_config import BAD
 from tune_unlearn.cli import main
-
-from .test_config import BAD
 
 
 def test_check_reports_all_errors_and_exits_2_writing_nothing(
@@ -101,7 +100,7 @@ def test_every_command_that_trains_takes_threads_and_refuses_zero(
 def test_an_error_inside_a_trial_is_a_failed_run_naming_the_trial_not_a_configuration_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tune_unlearn import configuration_run
+    from tune_unlearn.trial import configuration_run
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("a bug in the step loop")

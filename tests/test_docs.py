@@ -28,8 +28,8 @@ import pytest
 
 from tune_unlearn.cli import main
 from tune_unlearn.methods import METHODS
-from tune_unlearn.metrics import METRICS
 from tune_unlearn.problems import PROBLEMS
+from tune_unlearn.scoring.metrics import METRICS
 
 # The standard library reads TOML from Python 3.11 on; the package itself supports 3.10.
 tomllib = pytest.importorskip("tomllib")
@@ -192,13 +192,13 @@ def test_the_documented_command_lines_are_the_parser_s() -> None:
 
 
 def test_the_study_file_reference_is_generated_from_the_models() -> None:
-    """docs/study-file.md is what :mod:`tune_unlearn.study_file_doc` writes now: a key added,
+    """docs/study-file.md is what :mod:`tune_unlearn.config.study_file_doc` writes now: a key added,
     renamed or re-bounded in the models and not regenerated fails here."""
-    from tune_unlearn.study_file_doc import study_file_reference
+    from tune_unlearn.config.study_file_doc import study_file_reference
 
     page = GUIDE.parent / "study-file.md"
     assert page.read_text() == study_file_reference(), (
-        "regenerate: python -m tune_unlearn.study_file_doc > docs/study-file.md"
+        "regenerate: python -m tune_unlearn.config.study_file_doc > docs/study-file.md"
     )
     for key in (
         "`relearning` | [RelearningSpec]",

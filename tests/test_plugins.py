@@ -12,7 +12,7 @@ import pytest
 from tune_unlearn.catalog import render_catalog
 from tune_unlearn.methods import METHODS
 from tune_unlearn.problems import PROBLEMS
-from tune_unlearn.runner import run_study
+from tune_unlearn.study.runner import run_study
 from tune_unlearn.testing import check_method
 
 from .helpers import tiny_study

@@ -22,12 +22,12 @@ import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tune_unlearn.distributed import counted_trials
-from tune_unlearn.experiment import Experiment
-from tune_unlearn.references import ReferenceCache
-from tune_unlearn.runner import run_study
-from tune_unlearn.study import open_storage, storage_url
-from tune_unlearn.trial_record import RETRY_OF
+from tune_unlearn.references.training import ReferenceCache
+from tune_unlearn.report.trial_record import RETRY_OF
+from tune_unlearn.study.distributed import counted_trials
+from tune_unlearn.study.objective import open_storage, storage_url
+from tune_unlearn.study.runner import run_study
+from tune_unlearn.trial.experiment import Experiment
 
 from .helpers import (
     POSTGRES,
@@ -267,7 +267,7 @@ def test_the_same_file_and_seed_sample_and_recommend_the_same_on_a_busy_or_idle_
     ``compute_cost``, so the configurations and the recommendation do not."""
     import random
 
-    from tune_unlearn import configuration_run
+    from tune_unlearn.trial import configuration_run
 
     noisy = random.Random()
 
@@ -295,7 +295,7 @@ def test_the_same_file_and_seed_sample_and_recommend_the_same_on_a_busy_or_idle_
 def test_compute_cost_counts_sample_gradients_against_one_retrain(tiny_experiment: Experiment) -> None:
     """graddiff computes one forget and one retain gradient per step: ``steps × (B_f + B_r)``
     sample-gradients, over ``epochs × |retain|`` for a retrain."""
-    from tune_unlearn import configuration_run
+    from tune_unlearn.trial import configuration_run
 
     result = configuration_run.run(tiny_experiment, {"ascent_lr": 1e-3, "retain_lr": 1e-2}, seed=0)
     steps, batch = 6, 16
@@ -308,7 +308,7 @@ def test_compute_cost_counts_sample_gradients_against_one_retrain(tiny_experimen
 def test_the_hypervolume_box_bounds_measured_seconds_by_the_study_itself() -> None:
     from optuna.distributions import FloatDistribution
 
-    from tune_unlearn.pareto import HypervolumeBox
+    from tune_unlearn.report.pareto import HypervolumeBox
 
     trials = [
         optuna.trial.create_trial(
@@ -326,8 +326,8 @@ def test_the_hypervolume_box_bounds_measured_seconds_by_the_study_itself() -> No
 def test_a_trial_below_the_collapse_floor_is_never_recommended_and_the_report_says_so(tmp_path: Path) -> None:
     from optuna.distributions import FloatDistribution
 
-    from tune_unlearn.markdown import render_report
-    from tune_unlearn.summary import summarise
+    from tune_unlearn.report.markdown import render_report
+    from tune_unlearn.report.summary import summarise
 
     config = tiny_study(tmp_path, objectives=["forget_efficacy", "retained_utility"])
     study = optuna.create_study(directions=["maximize", "maximize"])
@@ -365,7 +365,7 @@ def registered(tmp_path: Path) -> tuple[Path, str]:
     import mlflow
     import mlflow.pytorch
 
-    from tune_unlearn.tracking import Tracker
+    from tune_unlearn.tracking.runs import Tracker
 
     config = tiny_study(tmp_path, tracking={"enabled": True})
     experiment = Experiment(config, progress=False)
@@ -387,7 +387,7 @@ def test_mlflow_models_load_without_unpickling_unless_trusted(
 ) -> None:
     import mlflow.pytorch
 
-    from tune_unlearn.references import load_state
+    from tune_unlearn.references.training import load_state
 
     _, uri = registered
     elsewhere = tmp_path / "elsewhere"

@@ -86,7 +86,7 @@ def test_a_problem_that_breaks_the_contract_is_told_why() -> None:
         check_problem(OverlappingSplits())
 
 
-from tune_unlearn.metrics import METRICS  # noqa: E402
+from tune_unlearn.scoring.metrics import METRICS  # noqa: E402
 from tune_unlearn.testing import (  # noqa: E402
     check_metric,
     check_probe_family,
@@ -107,7 +107,7 @@ def test_every_built_in_probe_family_passes_each_named_check(check) -> None:  # 
 
 def test_a_metric_or_probe_family_that_breaks_the_contract_is_told_why() -> None:
     from tune_unlearn.hyperparameters import Param
-    from tune_unlearn.metrics import Metric, MetricContext
+    from tune_unlearn.scoring.metrics import Metric, MetricContext
     from tune_unlearn.validation import Probe, ProbeFamily, ValidationContext
 
     class Sideways(Metric):

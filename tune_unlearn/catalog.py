@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from tune_unlearn.methods import METHODS
-from tune_unlearn.metrics import METRICS
 from tune_unlearn.problems import PROBLEMS
 from tune_unlearn.registry import Registry
+from tune_unlearn.scoring.metrics import METRICS
 from tune_unlearn.validation import PROBES
 
 

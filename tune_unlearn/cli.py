@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
-    from tune_unlearn.config import StudyConfig
+    from tune_unlearn.config.study_config import StudyConfig
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 COMMANDS = ("run", "check", "report", "apply", "gate", "worker", "compare", "list")
@@ -164,9 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_catalog())
         return EXIT_OK
 
-    from tune_unlearn.schema import ConfigError
+    from tune_unlearn.config.schema import ConfigError
     from tune_unlearn.study_file import load_study
-    from tune_unlearn.tracking import TrackingUnavailable
+    from tune_unlearn.tracking.runs import TrackingUnavailable
 
     try:
         config = load_study(args.study)
@@ -180,18 +180,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "check":
         from tune_unlearn.errors import UsageError
-        from tune_unlearn.experiment import Experiment, ReferenceBudgetError
+        from tune_unlearn.trial.experiment import Experiment, ReferenceBudgetError
 
         try:
             experiment = Experiment(config, progress=False, references=False)
-            from tune_unlearn.request_cost import reference_mode
+            from tune_unlearn.report.request_cost import reference_mode
 
             mode, per_request = reference_mode(
                 config.references, None if config.requests is None else len(config.requests)
             )
             print(f"reference mode: {mode}, {per_request:.3g} retrain(s) per request")
             if "relearn_recovery" in config.named_metrics:
-                from tune_unlearn.attacks import relearning_budget
+                from tune_unlearn.references.attacks import relearning_budget
 
                 ensemble = config.references.ensemble()
                 members = ensemble.seeds if ensemble else 1
@@ -205,12 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if cost[0]:
                 print(f"references: {cost[0]} model(s) to train, estimated {cost[1]:.0f} s on this machine")
             experiment.check_reference_budget(cost)
-            from tune_unlearn.warm_start import warm_configurations
+            from tune_unlearn.study.warm_start import warm_configurations
 
             warm = warm_configurations(config)
             _probe_storages(config)
             if config.requests is not None:
-                from tune_unlearn.stream import request_indices
+                from tune_unlearn.study.stream import request_indices
 
                 request_indices(config)  # overlapping or empty requests
         except ReferenceBudgetError as error:
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     from tune_unlearn.errors import OutputNotWritable, UsageError
-    from tune_unlearn.runner import TrackingLost, TrialError
+    from tune_unlearn.study.runner import TrackingLost, TrialError
 
     _stop_on_sigterm()
     try:
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _probe_storages(config: StudyConfig, override: str | None = None) -> None:
     """Connect to the study's storage servers, writing nothing: a missing database or a dead
     server is found by ``check`` and before a run trains anything, not by the run."""
-    from tune_unlearn.study import probe_storage
+    from tune_unlearn.study.objective import probe_storage
 
     for url in (override or config.storage, config.warm_start.storage if config.warm_start else None):
         if url:
@@ -292,7 +292,7 @@ def _probe_storages(config: StudyConfig, override: str | None = None) -> None:
 
 
 def _redacted(error: BaseException) -> str:
-    from tune_unlearn.storages import redact
+    from tune_unlearn.config.storages import redact
 
     return redact(str(error))
 
@@ -305,7 +305,7 @@ def _set_threads(args: argparse.Namespace) -> str | None:
         return "--threads must be at least 1"
     import torch
 
-    from tune_unlearn.runner import default_threads
+    from tune_unlearn.study.runner import default_threads
 
     torch.set_num_threads(args.threads or default_threads())
     return None
@@ -324,8 +324,8 @@ def _stop_on_sigterm() -> None:
 
 
 def _run(config: StudyConfig, args: argparse.Namespace) -> int:
-    from tune_unlearn.outputs import pareto_table
-    from tune_unlearn.runner import run_study
+    from tune_unlearn.report.outputs import pareto_table
+    from tune_unlearn.study.runner import run_study
 
     if config.requests is not None:
         return _stream(config, args)
@@ -355,7 +355,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _stream(config: StudyConfig, args: argparse.Namespace) -> int:
-    from tune_unlearn.stream import retrain_at, run_stream, stream_folder, stream_markdown
+    from tune_unlearn.study.stream import retrain_at, run_stream, stream_folder, stream_markdown
 
     if args.add_trials is not None:
         print("error: --add-trials applies to one study; a stream's budget is per request", file=sys.stderr)
@@ -369,8 +369,8 @@ def _stream(config: StudyConfig, args: argparse.Namespace) -> int:
 
 
 def _compare(config: StudyConfig, args: argparse.Namespace) -> int:
-    from tune_unlearn.compare import run_comparison
-    from tune_unlearn.schema import ConfigError
+    from tune_unlearn.config.schema import ConfigError
+    from tune_unlearn.study.compare import run_comparison
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
@@ -386,7 +386,7 @@ def _compare(config: StudyConfig, args: argparse.Namespace) -> int:
 
 
 def _worker(config: StudyConfig, args: argparse.Namespace) -> int:
-    from tune_unlearn.runner import run_worker
+    from tune_unlearn.study.runner import run_worker
 
     result = run_worker(
         config,
@@ -407,8 +407,8 @@ def _worker(config: StudyConfig, args: argparse.Namespace) -> int:
 
 
 def _apply(config: StudyConfig, args: argparse.Namespace) -> int:
-    from tune_unlearn.replay import apply_configuration, load_summary
-    from tune_unlearn.trial_record import TrialRecord
+    from tune_unlearn.report.trial_record import TrialRecord
+    from tune_unlearn.study.replay import apply_configuration, load_summary
 
     if args.trial is not None:
         trials = {t.number: t for t in load_summary(config, args.storage).trials}
@@ -442,8 +442,8 @@ def _parse_params(text: str) -> dict[str, object]:
 
 
 def _gate(config: StudyConfig, args: argparse.Namespace) -> int:
+    from tune_unlearn.config.schema import ConfigError
     from tune_unlearn.gate import CandidateError, run_gate
-    from tune_unlearn.schema import ConfigError
     from tune_unlearn.validation import load_suite, render_markdown
 
     if args.alias and not args.register:
@@ -483,8 +483,8 @@ def _gate(config: StudyConfig, args: argparse.Namespace) -> int:
 
 
 def _report(config: StudyConfig, storage: str | None) -> int:
-    from tune_unlearn.outputs import pareto_table
-    from tune_unlearn.replay import rebuild_report
+    from tune_unlearn.report.outputs import pareto_table
+    from tune_unlearn.study.replay import rebuild_report
 
     summary = rebuild_report(config, storage)
     print(pareto_table(summary))

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from tune_unlearn.config import StudyConfig
+from tune_unlearn.config.study_config import StudyConfig
 from tune_unlearn.errors import UsageError, reading_input
-from tune_unlearn.experiment import Experiment
-from tune_unlearn.model_file import Sidecar
+from tune_unlearn.tracking.model_file import Sidecar
+from tune_unlearn.trial.experiment import Experiment
 from tune_unlearn.validation import (
     Candidate,
     SuiteConfig,
@@ -135,7 +135,7 @@ def attach_reports(
         client.set_tag(run_id, "gate_verdict", report.verdict)
         return run_id
     except Exception as error:  # MLflow raises many kinds; the verdict stands regardless
-        from tune_unlearn.storages import redact
+        from tune_unlearn.config.storages import redact
 
         print(
             f"warning: the gate's reports were not attached in MLflow: {redact(str(error))}", file=sys.stderr
@@ -156,8 +156,8 @@ def _producing_run(client: Any, config: StudyConfig, spec: str) -> str | None:
         return None  # not a study's candidate: no run produced it
     import optuna
 
-    from tune_unlearn.study import open_storage, storage_url
-    from tune_unlearn.study_record import StudyRecord
+    from tune_unlearn.report.study_record import StudyRecord
+    from tune_unlearn.study.objective import open_storage, storage_url
 
     study = optuna.load_study(study_name=config.name, storage=open_storage(storage_url(config)))
     return StudyRecord.of(study).parent_run or None
@@ -178,7 +178,7 @@ def registry_update(
     import mlflow
     from mlflow import MlflowClient
 
-    from tune_unlearn.tracking import Tracker, resolve_tracking_uri
+    from tune_unlearn.tracking.runs import Tracker, resolve_tracking_uri
 
     uri = resolve_tracking_uri(config, tracking_uri)
     client = MlflowClient(tracking_uri=uri)

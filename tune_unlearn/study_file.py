@@ -1,4 +1,4 @@
-"""Reading a study file: the bounded YAML reader, the schema (:mod:`tune_unlearn.config`), and
+"""Reading a study file: the bounded YAML reader, the schema (:mod:`tune_unlearn.config.study_config`), and
 the validation suite the file names, all checked before anything runs, every problem with its
 dotted path."""
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tune_unlearn.config import StudyConfig, parse_study
-from tune_unlearn.schema import ConfigError, ConfigIssue, read_yaml
+from tune_unlearn.config.schema import ConfigError, ConfigIssue, read_yaml
+from tune_unlearn.config.study_config import StudyConfig, parse_study
 
 
 def load_study(path: Path) -> StudyConfig:

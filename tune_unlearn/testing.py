@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tune_unlearn import configuration_run
 from tune_unlearn.problems import DatasetInputs, MultiTaskData, Problem
+from tune_unlearn.trial import configuration_run
 
 
 class HoldoutRead(AssertionError):
@@ -129,7 +129,7 @@ def problem_checks(problem: Problem, *, seed: int = 0) -> list[Check]:
         )
 
     def seeded_model_and_heads() -> None:
-        from tune_unlearn.references import seeded_model
+        from tune_unlearn.references.training import seeded_model
 
         first, second = (seeded_model(problem, seed, torch.device("cpu")) for _ in range(2))
         for (key, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
@@ -162,8 +162,8 @@ def check_problem(problem: Problem, *, seed: int = 0) -> None:
 
 
 def _tiny_study_reads_no_holdout(problem: Problem, seed: int) -> None:
-    from tune_unlearn.config import parse_study
-    from tune_unlearn.runner import run_study
+    from tune_unlearn.config.study_config import parse_study
+    from tune_unlearn.study.runner import run_study
 
     where = _selector(problem)
     if where is None:
@@ -306,7 +306,7 @@ def check_method(method: type, *, problem: Problem | None = None) -> None:
 
 def metric_checks(metric: type) -> list[Check]:
     """The metric contract: a name, a direction, a box, and a float from a real context."""
-    from tune_unlearn.metrics import Metric
+    from tune_unlearn.scoring.metrics import Metric
 
     def declared() -> None:
         _expect(isinstance(metric, type) and issubclass(metric, Metric), f"{metric!r} must subclass Metric")
@@ -323,7 +323,7 @@ def metric_checks(metric: type) -> list[Check]:
         result = configuration_run.run(
             experiment, {"ascent_lr": 1e-3, "retain_lr": 1e-2, "steps": 2, "batch_size": 4}, seed=0
         )
-        from tune_unlearn.metrics import MetricContext
+        from tune_unlearn.scoring.metrics import MetricContext
 
         ctx = MetricContext(
             scores=result.metrics,
@@ -464,7 +464,7 @@ def check_gate_check(check: type) -> None:
 
 def checks_for(plugin: Any) -> list[Check]:
     """The named checks of any plugin: a problem instance, or a method, metric or probe class."""
-    from tune_unlearn.metrics import Metric
+    from tune_unlearn.scoring.metrics import Metric
     from tune_unlearn.validation import GateCheck, ProbeFamily
 
     if isinstance(plugin, Problem):
@@ -502,8 +502,8 @@ def _default_experiment() -> Any:
 
 
 def _tiny_experiment(problem: Problem | None) -> Any:
-    from tune_unlearn.config import parse_study
-    from tune_unlearn.experiment import Experiment
+    from tune_unlearn.config.study_config import parse_study
+    from tune_unlearn.trial.experiment import Experiment
 
     folder = tempfile.mkdtemp(prefix="tune_unlearn_check_")
     raw = {

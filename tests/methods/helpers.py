@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import torch
 
-from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.trial.experiment import Experiment
 
 
 def original_model(experiment: Experiment) -> MultiTaskModel:

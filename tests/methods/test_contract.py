@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import METHODS, DivergenceError, GradientAscent
+from tune_unlearn.trial.experiment import Experiment
 
 from .helpers import original_model
 

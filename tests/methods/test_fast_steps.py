@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import Tensor
 
-from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import (
     METHODS,
     InstanceOrthogonalization,
@@ -26,6 +25,7 @@ from tune_unlearn.methods._projection import (
     project_out,
     task_subspace_basis,
 )
+from tune_unlearn.trial.experiment import Experiment
 
 from .helpers import original_model, step_gradients
 

@@ -8,9 +8,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from tune_unlearn import StepGradients, configuration_run, hyperparameter
-from tune_unlearn.experiment import Experiment
+from tune_unlearn import StepGradients, hyperparameter
 from tune_unlearn.methods import GradDiff, L1Sparse, LossMethod, RandomLabel
+from tune_unlearn.trial import configuration_run
+from tune_unlearn.trial.experiment import Experiment
 
 from .helpers import original_model
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import (
     METHODS,
     GradDiff,
@@ -14,6 +13,7 @@ from tune_unlearn.methods import (
     TaskProjection,
 )
 from tune_unlearn.methods._projection import orthonormal_basis, pcgrad, project_out
+from tune_unlearn.trial.experiment import Experiment
 
 from .helpers import original_model, step_gradients
 

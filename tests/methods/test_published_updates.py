@@ -15,7 +15,6 @@ import pytest
 import torch
 from torch import Tensor
 
-from tune_unlearn.experiment import Experiment
 from tune_unlearn.methods import (
     Finetune,
     GradDiff,
@@ -29,6 +28,7 @@ from tune_unlearn.methods import (
 )
 from tune_unlearn.methods._gradients import ParameterLayout
 from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.trial.experiment import Experiment
 
 from .helpers import original_model
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tune_unlearn.config import ConfigError, parse_study
-from tune_unlearn.experiment import Experiment
+from tune_unlearn.config.study_config import ConfigError, parse_study
 from tune_unlearn.methods import Finetune, GradientAscent, _rate_scale
-from tune_unlearn.runner import run_study
+from tune_unlearn.study.runner import run_study
+from tune_unlearn.trial.experiment import Experiment
 
 from ..helpers import tiny_study
 
@@ -64,7 +64,7 @@ def test_a_study_measures_the_scales_once_stores_them_and_searches_in_absolute_r
         calls.append(1)
         return measure(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("tune_unlearn.runner.measure_rate_scales", counted)
+    monkeypatch.setattr("tune_unlearn.study.runner.measure_rate_scales", counted)
     run = run_study(config, progress=False)
     scales = run.study.user_attrs["rate_scales"]
     assert len(calls) == 1 and set(scales) == {"forget_gradient", "retain_gradient"}
@@ -86,7 +86,7 @@ def test_scales_given_in_the_study_file_are_used_as_given(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("measured although the study file gives the scales")
 
-    monkeypatch.setattr("tune_unlearn.runner.measure_rate_scales", refuse)
+    monkeypatch.setattr("tune_unlearn.study.runner.measure_rate_scales", refuse)
     method = {
         "name": "graddiff",
         "fixed": {"steps": 2, "batch_size": 16},

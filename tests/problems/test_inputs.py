@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from tune_unlearn.experiment import Experiment
 from tune_unlearn.problems import DatasetInputs, DigitsProblem, MultiTaskData
-from tune_unlearn.runner import run_study
+from tune_unlearn.study.runner import run_study
+from tune_unlearn.trial.experiment import Experiment
 
 from ..helpers import tiny_study
 

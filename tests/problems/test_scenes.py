@@ -12,8 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from tune_unlearn.config import ConfigError, parse_study
-from tune_unlearn.experiment import Experiment
+from tune_unlearn.config.study_config import ConfigError, parse_study
 from tune_unlearn.methods import METHODS
 from tune_unlearn.problems import DepthTask, NormalsTask, ScenesProblem, SegmentationTask
 from tune_unlearn.problems._scenes import (
@@ -22,6 +21,7 @@ from tune_unlearn.problems._scenes import (
     intersect_sphere,
     ray_directions,
 )
+from tune_unlearn.trial.experiment import Experiment
 
 from ..methods.helpers import step_gradients
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from tune_unlearn.cli import main
-from tune_unlearn.experiment import Experiment
-from tune_unlearn.references import save_state_dict, train_model
+from tune_unlearn.references.training import save_state_dict, train_model
 from tune_unlearn.study_file import load_study
+from tune_unlearn.trial.experiment import Experiment
 from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
 from tune_unlearn.validation.plants import RetainMemorised, finetuned, val_neighbours
 

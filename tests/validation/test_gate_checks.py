@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
+from tune_unlearn.config.schema import ConfigError
 from tune_unlearn.hyperparameters import Param
-from tune_unlearn.schema import ConfigError
 from tune_unlearn.testing import _default_experiment, check_gate_check, parametrize_with_checks
 from tune_unlearn.validation import (
     CHECKS,
@@ -113,7 +113,7 @@ def test_a_suite_naming_a_check_wrongly_is_refused_with_its_path(tmp_path: Path,
 
 def test_robustness_perturbs_every_searched_rate_of_a_loss_defined_method(tmp_path: Path) -> None:
     from tests.helpers import tiny_study
-    from tune_unlearn.experiment import Experiment
+    from tune_unlearn.trial.experiment import Experiment
     from tune_unlearn.validation._checks import robustness_check
     from tune_unlearn.validation._suite import RobustnessSpec
 
@@ -139,8 +139,8 @@ def test_a_check_the_reference_mode_cannot_judge_is_not_applicable_and_fails_the
     them, a skipped JUnit case, and the verdict fails even where every judged check passes."""
     import xml.etree.ElementTree as ET
 
-    from tune_unlearn.config import parse_study
-    from tune_unlearn.experiment import Experiment
+    from tune_unlearn.config.study_config import parse_study
+    from tune_unlearn.trial.experiment import Experiment
     from tune_unlearn.validation import write_reports
 
     raw = {

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tune_unlearn.problems import DigitsProblem, Problem
-from tune_unlearn.runner import run_study
+from tune_unlearn.study.runner import run_study
 from tune_unlearn.testing import GuardedInputs, HoldoutRead, guard_holdout
 
 from ..helpers import tiny_study

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from tune_unlearn.attacks import quantized, withstood_steps
-from tune_unlearn.experiment import Experiment
+from tune_unlearn.references.attacks import quantized, withstood_steps
+from tune_unlearn.trial.experiment import Experiment
 from tune_unlearn.validation import PROBES, CheckResult, ValidationContext, ValidationReport
 from tune_unlearn.validation._checks import _gap_check, auc_standard_error
 from tune_unlearn.validation._suite import ForgetQualitySpec
@@ -126,8 +126,8 @@ def test_the_auc_standard_error_by_hand() -> None:
 
 def _label_context(kinds: dict[str, str]) -> SimpleNamespace:
     """A hand-made context: 8 forget rows (0–7) and 8 holdout rows (8–15)."""
-    from tune_unlearn.forget import LabeledSet
     from tune_unlearn.problems import Task
+    from tune_unlearn.problems.forget import LabeledSet
 
     tasks = tuple(
         Task(n, k, num_classes=2) if k == "classification" else Task(n, k) for n, k in kinds.items()

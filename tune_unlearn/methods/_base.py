@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tune_unlearn.forget import LabeledSet
 from tune_unlearn.hyperparameters import DerivedSearch, Param, declared_fields, hyperparameter, problems
 from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 from tune_unlearn.problems import Batch, MultiTaskData, MultiTaskModel, Task
+from tune_unlearn.problems.forget import LabeledSet
 
 #: Called as ``monitor(step, model)`` every ``monitor_every`` steps; may raise to stop early.
 StepMonitor = Callable[[int, MultiTaskModel], None]

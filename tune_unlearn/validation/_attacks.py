@@ -1,6 +1,6 @@
 """Attack checks: does the forgotten knowledge come back more easily than from honest retrains?
 
-The attacks themselves are :mod:`tune_unlearn.attacks` (shared with the ``relearn_recovery``
+The attacks themselves are :mod:`tune_unlearn.references.attacks` (shared with the ``relearn_recovery``
 and ``quantization_recovery`` metrics); here each outcome becomes a check result that fails
 when its excess (the candidate's figure − the retrains' mean − their seed band) is above the
 spec's ``margin``. The retrains' side of an attack is computed once per validation context,
@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from tune_unlearn.attacks import (
+from tune_unlearn.config.attack_specs import QuantizationSpec, RelearningSpec
+from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.references.attacks import (
     Outcome,
     QuantizationAttack,
-    QuantizationSpec,
     RelearningAttack,
-    RelearningSpec,
 )
-from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.validation._checks import CheckResult
 from tune_unlearn.validation._context import ValidationContext
 

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tune_unlearn import configuration_run
-from tune_unlearn.evaluation import PerSample
-from tune_unlearn.metrics import reference_free_reference
-from tune_unlearn.prediction_band import prediction_band, retrain_quantile
 from tune_unlearn.problems import MultiTaskModel, Task
+from tune_unlearn.scoring.evaluation import PerSample
+from tune_unlearn.scoring.metrics import reference_free_reference
+from tune_unlearn.scoring.prediction_band import prediction_band, retrain_quantile
+from tune_unlearn.trial import configuration_run
 from tune_unlearn.validation._context import Probe, ValidationContext, task_scores
 from tune_unlearn.validation._probes import PROBES
 from tune_unlearn.validation._suite import (
@@ -286,7 +286,7 @@ def _mia_check(
 ) -> CheckResult:
     """|AUC − mean retrain AUC| beyond ``t_ν·sqrt(s²·(1 + 1/K) + se²)`` must stay within
     ``max_mia_gap``: ``s`` the ensemble's spread of AUCs, ``se`` the candidate's own, ν
-    Welch–Satterthwaite's (:func:`~tune_unlearn.prediction_band.prediction_band`)."""
+    Welch–Satterthwaite's (:func:`~tune_unlearn.scoring.prediction_band.prediction_band`)."""
     name = "forget_quality/mia"
     auc = metrics["mia_auc"]
     members = [m["mia_auc"] for m in member_metrics]
@@ -318,7 +318,7 @@ def forget_score_check(ctx: ValidationContext, candidate: Candidate, spec: Forge
     """The per-example forgetting score of N runs of the candidate's configuration against the
     retrain ensemble must reach ``min_forget_score``. Counts too small to show a score below
     the threshold are an error: they could never fail."""
-    from tune_unlearn.forget_score import resolution
+    from tune_unlearn.scoring.forget_score import resolution
 
     name = "forget_quality/forget_score"
     threshold = float(spec.min_forget_score or 0.0)

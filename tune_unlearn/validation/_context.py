@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from tune_unlearn import configuration_run
-from tune_unlearn.attacks import QuantizationAttack, RelearningAttack
-from tune_unlearn.evaluation import PerSample, evaluate
-from tune_unlearn.experiment import Experiment
-from tune_unlearn.forget import LabeledSet
 from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.problems.forget import LabeledSet
+from tune_unlearn.references.attacks import QuantizationAttack, RelearningAttack
+from tune_unlearn.scoring.evaluation import PerSample, evaluate
+from tune_unlearn.trial import configuration_run
+from tune_unlearn.trial.experiment import Experiment
 
 AttackT = TypeVar("AttackT", RelearningAttack, QuantizationAttack)
 

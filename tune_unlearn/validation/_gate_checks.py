@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from tune_unlearn.attacks import QuantizationSpec, RelearningSpec
+from tune_unlearn.config.attack_specs import QuantizationSpec, RelearningSpec
 from tune_unlearn.hyperparameters import Param
 from tune_unlearn.registry import Registry, subclass_of
 from tune_unlearn.validation._attacks import quantization_checks, relearning_checks

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tune_unlearn.forget import LabeledSet
 from tune_unlearn.hyperparameters import Param, problems
+from tune_unlearn.problems.forget import LabeledSet
 from tune_unlearn.registry import Registry, subclass_of
 from tune_unlearn.validation._context import Probe, ValidationContext
 

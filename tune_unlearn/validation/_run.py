@@ -7,8 +7,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tune_unlearn import configuration_run
-from tune_unlearn.request_cost import reference_mode
+from tune_unlearn.report.request_cost import reference_mode
+from tune_unlearn.trial import configuration_run
 from tune_unlearn.validation._checks import Candidate, CheckResult, guarded, probe_check
 from tune_unlearn.validation._context import ValidationContext
 from tune_unlearn.validation._gate_checks import CheckInput, run_checks
@@ -24,7 +24,7 @@ class ValidationReport:
     #: How probes were judged: the point estimate or the upper confidence bound of the excess.
     probe_rule: str = "estimate"
     #: The reference mode the verdict was judged in, and what its models cost this request in
-    #: retrains (:func:`tune_unlearn.request_cost.reference_mode`).
+    #: retrains (:func:`tune_unlearn.report.request_cost.reference_mode`).
     reference_mode: str = ""
     reference_cost: float = 0.0
     #: The candidate's own unlearning compute in retrains, when its study recorded it.

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from tune_unlearn.attacks import QuantizationSpec, RelearningSpec
-from tune_unlearn.schema import Strict
+from tune_unlearn.config.attack_specs import QuantizationSpec, RelearningSpec
+from tune_unlearn.config.schema import Strict
 from tune_unlearn.validation._probes import PROBES
 
 

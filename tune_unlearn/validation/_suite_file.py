@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from tune_unlearn.config.schema import ConfigError, ConfigIssue, pydantic_issues, read_yaml
 from tune_unlearn.hyperparameters import problems
 from tune_unlearn.registry import UnknownNameError
-from tune_unlearn.schema import ConfigError, ConfigIssue, pydantic_issues, read_yaml
 from tune_unlearn.validation._gate_checks import CHECKS
 from tune_unlearn.validation._probes import PROBES
 from tune_unlearn.validation._suite import SuiteConfig

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from tune_unlearn.forget import LabeledSet
 from tune_unlearn.problems import Batch, MultiTaskModel, masked_task_losses
+from tune_unlearn.problems.forget import LabeledSet
 
 if TYPE_CHECKING:
-    from tune_unlearn.experiment import Experiment
+    from tune_unlearn.trial.experiment import Experiment
     from tune_unlearn.validation._context import ValidationContext
 
 

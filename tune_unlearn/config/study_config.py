@@ -1,0 +1,789 @@
+"""The study file: YAML parsed into pydantic models, then checked as a whole.
+
+:func:`load_study` reports *every* problem at once, each as a :class:`ConfigIssue` with its
+dotted path, the bad value and what was expected. Structural problems come from pydantic;
+cross-field problems (a search key the method does not take, a task the problem does not have)
+come from :func:`semantic_issues`, which reads the raw mapping defensively so that it still runs
+when another part of the file is malformed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tune_unlearn.config.attack_specs import QuantizationSpec, RelearningSpec
+from tune_unlearn.config.schema import ConfigError, ConfigIssue, Strict, pydantic_issues
+from tune_unlearn.config.storages import redact, storage_problem, tracking_problem
+from tune_unlearn.hyperparameters import Param, search_range_problems
+from tune_unlearn.methods import METHODS, Scale
+from tune_unlearn.problems import Problem, as_problem, build_problem, problem_factory
+from tune_unlearn.problems.forget import read_index_file
+from tune_unlearn.registry import UnknownNameError
+from tune_unlearn.scoring.metrics import METRICS, RECOVERY_METRICS, RENAMED, RETRAIN_ONLY_METRICS
+
+DEFAULT_OBJECTIVES = ("forget_efficacy", "retained_utility", "uis", "compute_cost")
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
+
+
+def _metric_name(name: str) -> str:
+    if name in RENAMED:
+        raise ValueError(RENAMED[name])
+    METRICS.get(name)  # raises with the valid names and the closest one
+    return name
+
+
+MetricName = Annotated[str, AfterValidator(_metric_name)]
+
+
+class SearchParam(Strict):
+    """One dimension of the search space: ``float``, ``int`` or ``categorical``."""
+
+    type: Literal["float", "int", "categorical"] = "float"
+    # int before float: an integer bound stays an integer, so a resolved study file (and each
+    # study of a comparison) reads back as the same integer range
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: list[Any] | None = None
+    #: ``low`` and ``high`` are relative to a scale the study measures on the original before
+    #: the first trial (``methods/_rate_scale.py``): the rates tried are the range times it.
+    scale: Scale | None = None
+
+    def absolute(self, scales: Mapping[Scale, float]) -> SearchParam:
+        """This dimension in absolute units, given the measured ``scales``."""
+        if self.scale is None:
+            return self
+        factor = scales[self.scale]
+        assert self.low is not None and self.high is not None  # a float range
+        return self.model_copy(update={"low": self.low * factor, "high": self.high * factor, "scale": None})
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchParam:
+        if self.scale is not None and (self.type != "float" or self.step is not None):
+            raise ValueError("'scale' takes a float range without 'step'")
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+        if not self.low < self.high:
+            raise ValueError(f"'low' ({self.low}) must be below 'high' ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scaled range needs 'low' > 0, got {self.low}")
+        return self
+
+
+class Constraint(Strict):
+    """``metric <= bound`` or ``metric >= bound``; feasible when :meth:`violation` ≤ 0."""
+
+    metric: MetricName
+    op: Literal["<=", ">="]
+    bound: float
+
+    def violation(self, value: float) -> float:
+        if math.isnan(value):
+            return math.inf
+        return value - self.bound if self.op == "<=" else self.bound - value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+class SamplerConfig(Strict):
+    name: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    seed: int = 0
+    #: Random trials before a model-based sampler (TPE, GP) takes over; Optuna's default if unset.
+    n_startup_trials: int | None = Field(None, ge=1)
+    #: TPE only: one joint density over the hyperparameters (Optuna's ``multivariate``), which
+    #: can follow couplings such as the ratio of ascent to retain rate.
+    multivariate: bool = False
+
+    @model_validator(mode="after")
+    def _multivariate_is_tpe(self) -> SamplerConfig:
+        if self.multivariate and self.name != "tpe":
+            raise ValueError(f"multivariate applies to the tpe sampler, not {self.name}")
+        return self
+
+
+class CollapseGuardConfig(Strict):
+    """Prune a trial once retained utility on a ``val`` sample falls below ``floor``."""
+
+    enabled: bool = True
+    floor: float = Field(0.5, gt=0.0, le=1.0)
+    every: int = Field(10, ge=1)
+    sample_size: int = Field(256, ge=8)
+
+
+class EvaluationConfig(Strict):
+    """How each trial's model is measured.
+
+    ``retain_sample``: the retain set's scores (``score/<model>/retain/<task>``, reported but in
+    no metric) come from a seeded sample of at most this many samples; ``null`` scores the
+    whole retain set, which on a large problem costs more than the unlearning itself.
+    ``val``, forget and kept sets are always scored whole. ``batch_size``: rows per forward pass
+    (small batches keep a CPU's caches warm; a GPU may want more).
+    """
+
+    retain_sample: int | None = Field(2000, ge=1)
+    batch_size: int = Field(256, ge=1)
+    #: N unlearning runs per trial (other seeds) for ``forget_score``; 0: not computed.
+    forget_score_runs: int = Field(0, ge=0, le=256)
+    #: How ``forget_score`` turns attack counts into rates: ``bounded`` (Clopper–Pearson upper
+    #: bounds, the default) or ``challenge`` (the NeurIPS 2023 challenge's observed rates, for
+    #: comparison with its published figures); see :mod:`tune_unlearn.scoring.forget_score`.
+    forget_score_rule: Literal["bounded", "challenge"] = "bounded"
+    #: The attacks behind ``relearn_recovery`` and ``quantization_recovery`` (run only when a
+    #: study names one); the defaults are ``validators/release.yaml``'s, so that a constraint
+    #: on the metric asks of a trial what the gate's check asks of the candidate.
+    relearning: RelearningSpec = RelearningSpec()
+    quantization: QuantizationSpec = QuantizationSpec()
+
+
+class RecommendConfig(Strict):
+    """How one configuration is recommended from the feasible Pareto front.
+
+    Objectives are normalised in the hypervolume box: each metric from its ideal (0) to its
+    worst (1), ``compute_cost`` from 0 to one retrain's cost, ``gpu_seconds`` from 0 to the
+    study's slowest trial. (Not over the front's own range, which would let a second of timing
+    noise weigh as much as a collapse.)
+    ``ideal_point``: nearest the ideal (Euclidean); ``knee``: the smallest sum of normalised
+    objectives; ``lexicographic``: best on ``order[0]``, then among those within its
+    ``tolerances`` entry of that best, best on ``order[1]``, and so on.
+    """
+
+    rule: Literal["ideal_point", "knee", "lexicographic"] = "ideal_point"
+    order: list[MetricName] = Field(default_factory=list)
+    tolerances: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _lexicographic_needs_order(self) -> RecommendConfig:
+        if self.rule == "lexicographic" and not self.order:
+            raise ValueError("the lexicographic rule needs 'order': objectives, most important first")
+        unknown = set(self.tolerances) - set(self.order)
+        if unknown:
+            raise ValueError(f"tolerances for objectives not in 'order': {', '.join(sorted(unknown))}")
+        return self
+
+
+class ProblemConfig(Strict):
+    """A built-in problem by ``name``, or a user's by ``factory: "package.module:function"``."""
+
+    name: str | None = None
+    factory: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ProblemConfig:
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("give exactly one of 'name' (a built-in problem) or 'factory'")
+        return self
+
+    def build(self) -> Problem:
+        return build_problem(self.name, self.factory, self.params)
+
+
+class ForgetConfig(Strict):
+    """Which train instances to forget (``where`` + ``fraction``, or ``index_file``), from which
+    tasks (``target_tasks``; every task in ``full`` mode)."""
+
+    mode: Literal["full", "partial"] = "full"
+    target_tasks: list[str] | None = None
+    where: dict[str, int | float] = Field(default_factory=dict)
+    fraction: float = Field(1.0, gt=0.0, le=1.0)
+    index_file: Path | None = None
+    seed: int | None = None
+    #: Train instances deleted by earlier requests (an index file; the same mode and tasks):
+    #: kept out of the retain set and the retrain. Request streams fill it in.
+    previously_forgotten: Path | None = None
+
+    @model_validator(mode="after")
+    def _mode_rules(self) -> ForgetConfig:
+        if self.mode == "partial" and not self.target_tasks:
+            raise ValueError("partial mode needs 'target_tasks': the tasks to forget from")
+        if not self.where and self.index_file is None:
+            raise ValueError("select instances with 'where' (label or attribute values) or 'index_file'")
+        if self.where and self.index_file is not None:
+            raise ValueError("give either 'where' or 'index_file', not both")
+        return self
+
+
+class MethodConfig(Strict):
+    """The method, its fixed hyperparameters and its search space. Without ``search`` the
+    method's own default space is searched (less what ``fixed`` gives); ``search: {}`` searches
+    nothing."""
+
+    name: str
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, SearchParam] = Field(default_factory=dict)
+    #: The scales behind the ``scale:`` dimensions of ``search``: measured on the original
+    #: before the first trial when not given, then written here in the resolved study file.
+    rate_scales: dict[Scale, float] = Field(default_factory=dict)
+
+    def scaled(self) -> bool:
+        """Whether a dimension of ``search`` is relative to a measured scale."""
+        return any(dimension.scale is not None for dimension in self.search.values())
+
+    def with_rate_scales(self, scales: Mapping[Scale, float]) -> MethodConfig:
+        """This section with every relative dimension in absolute units, and the scales."""
+        search = {name: dimension.absolute(scales) for name, dimension in self.search.items()}
+        return self.model_copy(update={"search": search, "rate_scales": dict(scales)})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_search(cls, raw: Any) -> Any:
+        if not isinstance(raw, Mapping) or "search" in raw or raw.get("name") not in METHODS:
+            return raw
+        given = raw.get("fixed")
+        return {**raw, "search": _default_space(raw["name"], given if isinstance(given, Mapping) else {})}
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        METHODS.get(name)  # raises with the valid names and the closest one
+        return name
+
+    def is_default_search(self) -> bool:
+        """Whether ``search`` is the method's default space (what ``check`` reports)."""
+        default = _default_space(self.name, self.fixed) if self.name in METHODS else {}
+        return self.search == {k: SearchParam.model_validate(v) for k, v in default.items()}
+
+
+def with_rate_scales(config: StudyConfig, scales: Mapping[Scale, float] | None) -> StudyConfig:
+    """``config`` with its relative search dimensions in absolute units, given the ``scales``
+    (the study file's own ``rate_scales`` first); unchanged when nothing is relative or no
+    scale is known yet."""
+    section = config.method
+    scales = section.rate_scales or scales
+    if not section.scaled() or not scales:
+        return config
+    return config.model_copy(update={"method": section.with_rate_scales(scales)})
+
+
+def _default_space(method: str, fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """The method's default search space, less the hyperparameters the file fixes."""
+    return {k: v for k, v in METHODS.get(method).default_search.items() if k not in fixed}
+
+
+#: Retrain ensemble size when the study file says ``retrain: true``: five digits retrains cost
+#: about 2 s on two cores; the spread of five seeds is a usable (if rough) noise estimate.
+DEFAULT_RETRAIN_SEEDS = 5
+
+
+class EnsembleConfig(Strict):
+    """``retrain: {seeds: K}``: K retrains with seeds ``problem.seed + 0 … K − 1``, trained in
+    ``n_jobs`` processes (default: as many as cores and members allow).
+
+    ``scope``: ``request`` (default) trains the K members for this request alone; ``stream``
+    (a request stream only) trains one **bank** of K members on the train set less *every*
+    request's instances, shared by all the stream's requests (K / n retrains each).
+    ``left_out`` is such a bank given by hand: an index file of the train instances its members
+    never saw (on the request's target tasks; it must hold every instance of this request and
+    of earlier ones), and ``shared_by`` the number of requests its cost is split among.
+    """
+
+    seeds: int = Field(DEFAULT_RETRAIN_SEEDS, ge=1, le=256)
+    n_jobs: int | None = Field(None, ge=1)
+    scope: Literal["request", "stream"] = "request"
+    left_out: Path | None = None
+    shared_by: int = Field(1, ge=1)
+
+    def is_bank(self) -> bool:
+        return self.scope == "stream" or self.left_out is not None
+
+
+def _retrain_kind(value: Any) -> str:
+    if isinstance(value, (Mapping, EnsembleConfig)):
+        return "ensemble"
+    return "flag" if isinstance(value, bool) else "path"
+
+
+# The retrain union's member tags ("ensemble", "flag", "path") are dropped from dotted paths
+# by schema.pydantic_issues (schema.UNION_TAGS).
+
+
+class ReferencesConfig(Strict):
+    """Where the reference models come from.
+
+    ``original``: trained with the problem's recipe (default), or a state-dict file or MLflow
+    model URI of the model you already have. ``retrain``: an ensemble trained with the recipe
+    (``true`` for the default size, or ``{seeds: K}``), a file or URI (one model, no spread),
+    or ``false`` for none: metrics and checks then use their reference-free forms.
+    ``budget_hours``: training references that are not cached yet may take at most this long
+    (estimated before anything is trained); raise it to accept a bigger ensemble.
+    """
+
+    original: str | None = None
+    retrain: Annotated[
+        Annotated[bool, Tag("flag")]
+        | Annotated[str, Tag("path")]
+        | Annotated[EnsembleConfig, Tag("ensemble")],
+        Discriminator(_retrain_kind),
+    ] = True
+    cache_dir: Path | None = None
+    budget_hours: float = Field(1.0, gt=0.0)
+
+    def stream_bank(self) -> bool:
+        """One bank for a stream's requests (``retrain: {scope: stream}``)."""
+        ensemble = self.ensemble()
+        return ensemble is not None and ensemble.scope == "stream"
+
+    def ensemble(self) -> EnsembleConfig | None:
+        """The retrain ensemble to train, or ``None`` (a given model, or no retrain)."""
+        if self.retrain is True:
+            return EnsembleConfig()
+        return self.retrain if isinstance(self.retrain, EnsembleConfig) else None
+
+
+class ValidationConfig(Strict):
+    """Validators to run after the study, on the recommended trial or on every Pareto trial."""
+
+    suite: Path | None = None
+    trials: Literal["recommended", "pareto"] = "recommended"
+
+
+class WarmStartConfig(Strict):
+    """Start from an earlier study: its ``top`` feasible Pareto configurations (nearest the
+    ideal point first, in that study's hypervolume box) run first, before the sampler picks.
+    The earlier study must search the same hyperparameters; its trials stay where they are."""
+
+    storage: str
+    study: str
+    top: int = Field(5, ge=1)
+
+
+class WorkersConfig(Strict):
+    """Distributed workers: how often a running trial proves its worker alive, and how long a
+    silent trial may stay running before another worker fails and retries it."""
+
+    heartbeat_interval: float = Field(5.0, gt=0.0)
+    grace_period: float = Field(30.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _grace_exceeds_interval(self) -> WorkersConfig:
+        if self.grace_period <= 2 * self.heartbeat_interval:
+            raise ValueError("grace_period must exceed twice heartbeat_interval, or live trials look dead")
+        return self
+
+
+class TrackingConfig(Strict):
+    """MLflow: ``uri`` defaults to ``sqlite:///<output>/mlflow.db``; the experiment to the study
+    name. With ``required: false`` an unreachable server is a warning, not an error."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None
+    required: bool = True
+
+
+class StudyConfig(Strict):
+    """A whole study file."""
+
+    name: str = Field(pattern=r"^[\w.-]+$")
+    problem: ProblemConfig
+    forget: ForgetConfig
+    method: MethodConfig
+    n_trials: int = Field(20, ge=1)
+    #: Trials run in this many threads of one process (Optuna's ``n_jobs``).
+    n_jobs: int = Field(1, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    sampler: SamplerConfig = SamplerConfig()
+    objectives: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES), min_length=1)
+    constraints: list[Constraint] = Field(default_factory=list)
+    storage: str | None = None
+    output: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    references: ReferencesConfig = Field(default_factory=ReferencesConfig)
+    collapse_guard: CollapseGuardConfig = CollapseGuardConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+    tracking: TrackingConfig = TrackingConfig()
+    validation: ValidationConfig = ValidationConfig()
+    workers: WorkersConfig = WorkersConfig()
+    warm_start: WarmStartConfig | None = None
+    #: A request stream: deletion requests in the order they arrive, unlearned one after
+    #: another on the running model (``stream.py``). Given instead of ``forget``.
+    requests: list[ForgetConfig] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_request_is_the_forget_section(cls, raw: Any) -> Any:
+        # Every study has a forget section; a stream's is its first request.
+        requests = raw.get("requests") if isinstance(raw, Mapping) else None
+        if isinstance(requests, list) and requests and "forget" not in raw:
+            return {**raw, "forget": requests[0]}
+        return raw
+
+    @model_validator(mode="after")
+    def _recommend_uses_objectives(self) -> StudyConfig:
+        missing = [name for name in self.recommend.order if name not in self.objectives]
+        if missing:
+            raise ValueError(f"recommend.order names metrics that are not objectives: {', '.join(missing)}")
+        return self
+
+    @property
+    def named_metrics(self) -> set[str]:
+        """The metrics the search reads: its objectives and constraints."""
+        return set(self.objectives) | {c.metric for c in self.constraints}
+
+    @model_validator(mode="after")
+    def _retrain_only_metrics_need_retrains(self) -> StudyConfig:
+        for name in sorted(self.named_metrics & RETRAIN_ONLY_METRICS):
+            if self.references.retrain is False:
+                what = (
+                    "recovery beyond what honest retrains allow under the same attack"
+                    if name in RECOVERY_METRICS
+                    else "damage beyond what honest retrains score"
+                )
+                raise ValueError(
+                    f"{name} measures {what}: reference-free mode cannot judge it (set "
+                    "references.retrain, or drop the metric)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _forget_score_needs_runs(self) -> StudyConfig:
+        named = self.named_metrics
+        if "forget_score" in named and self.evaluation.forget_score_runs < 2:
+            raise ValueError(
+                "forget_score compares N unlearning runs with the retrains: set "
+                "evaluation.forget_score_runs to N ≥ 2 (each trial then costs N runs)"
+            )
+        if "forget_score" in named and self.references.retrain is False:
+            raise ValueError("forget_score needs the retrain ensemble (references.retrain)")
+        return self
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct_objectives(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("objectives must not repeat")
+        return names
+
+    @field_validator("constraints", mode="before")
+    @classmethod
+    def _parse_constraints(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        parsed = []
+        for item in value:
+            match = _CONSTRAINT.match(item) if isinstance(item, str) else None
+            if isinstance(item, str) and match is None:
+                raise ValueError(f"expected 'metric <= number' or 'metric >= number', got {item!r}")
+            parsed.append(
+                {"metric": match.group(1), "op": match.group(2), "bound": float(match.group(3))}
+                if match
+                else item
+            )
+        return parsed
+
+    def output_dir(self) -> Path:
+        return self.output if self.output is not None else Path("runs") / self.name
+
+
+def _stream_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """A request stream: a non-empty list instead of ``forget``, one mode and one set of
+    target tasks throughout (what "deleted so far" means must not change), and a gate suite."""
+    requests = raw.get("requests")
+    if requests is None:  # not a stream (a resolved study file says `requests: null`)
+        return
+    if not isinstance(requests, list) or not requests:
+        yield ConfigIssue("requests", "list at least one deletion request")
+        return
+    if "forget" in raw and raw["forget"] != requests[0]:  # (a resolved stream repeats the first)
+        yield ConfigIssue("forget", "a stream's requests are its `requests`: leave `forget` out")
+    first = requests[0] if isinstance(requests[0], Mapping) else {}
+    for number, request in enumerate(requests[1:], start=1):
+        if not isinstance(request, Mapping):
+            continue
+        for key, default in (("mode", "full"), ("target_tasks", None)):
+            if request.get(key, default) != first.get(key, default):
+                yield ConfigIssue(
+                    f"requests.{number}.{key}",
+                    f"every request of a stream has the first's {key} ({first.get(key, default)!r})",
+                )
+    if not _mapping(raw, "validation").get("suite"):
+        yield ConfigIssue(
+            "validation.suite", "a request stream judges each request with the gate: name a suite file"
+        )
+
+
+def _location_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """Storage and tracking URLs with a scheme nothing here can open: refused now, not taken
+    for a journal path (``mongodb://…`` made folders) or found after the storage was written."""
+    for path, value, problem in (
+        ("storage", raw.get("storage"), storage_problem),
+        ("warm_start.storage", _mapping(raw, "warm_start").get("storage"), storage_problem),
+        ("tracking.uri", _mapping(raw, "tracking").get("uri"), tracking_problem),
+    ):
+        if isinstance(value, str) and (message := problem(value)) is not None:
+            yield ConfigIssue(path, message, redact(value))
+
+
+def _input_file_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """Files the study reads: the deletion requests' index files (read now, so a file that
+    cannot be read or parsed is named before anything starts) and the given reference models."""
+    requests = raw.get("requests")
+    forgets = [("forget", _mapping(raw, "forget"))]
+    if isinstance(requests, list):
+        forgets += [(f"requests.{i}", r) for i, r in enumerate(requests) if isinstance(r, Mapping)]
+    for where, forget in forgets:
+        index_file = forget.get("index_file")
+        if not isinstance(index_file, str):
+            continue
+        if not Path(index_file).is_file():
+            yield ConfigIssue(f"{where}.index_file", "no such file", index_file)
+            continue
+        try:
+            read_index_file(Path(index_file))
+        except OSError as error:
+            yield ConfigIssue(f"{where}.index_file", f"cannot read: {error.strerror or error}", index_file)
+        except (ValueError, TypeError, UnicodeDecodeError) as error:
+            yield ConfigIssue(
+                f"{where}.index_file",
+                f"not a JSON list or one integer per line: {error}",
+                index_file,
+            )
+    references = _mapping(raw, "references")
+    for key in ("original", "retrain"):
+        value = references.get(key)
+        if not isinstance(value, str) or value.startswith(("models:/", "runs:/")):
+            continue  # MLflow references resolve against the tracking store when the run starts
+        if not Path(value).is_file():
+            yield ConfigIssue(
+                f"references.{key}", "no such model file (a state-dict file, models:/ or runs:/)", value
+            )
+        elif not os.access(value, os.R_OK):
+            yield ConfigIssue(f"references.{key}", "cannot read the model file", value)
+
+
+def whole_group_removed(forget: Mapping[str, Any]) -> bool:
+    """Whether a request removes every train instance of a group (``where`` with the whole
+    group, ``fraction`` 1): then no retained data is like the forget set."""
+    fraction = forget.get("fraction", 1.0)
+    return bool(forget.get("where")) and isinstance(fraction, (int, float)) and fraction >= 1.0
+
+
+def _reference_free_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """Reference-free forms stand in for an honest retrain with data *of the same kind* that
+    the retain set still holds; a request that removes a whole group has none, so an honest
+    retrain's behaviour on it is unknown without a model that never saw it. Refused, never
+    guessed (docs/guide.md, "Reference modes")."""
+    if _mapping(raw, "references").get("retrain", True) is not False:
+        return
+    requests = raw.get("requests")
+    forgets = requests if isinstance(requests, list) else [raw.get("forget")]
+    for number, forget in enumerate(forgets):
+        if not isinstance(forget, Mapping) or not whole_group_removed(forget):
+            continue
+        where = ", ".join(f"{k} == {v}" for k, v in _mapping(forget, "where").items())
+        at = f"requests.{number}" if isinstance(requests, list) else "forget"
+        yield ConfigIssue(
+            "references.retrain",
+            f"reference-free cannot judge this request: {at} removes every train instance with "
+            f"{where}, so the retain set holds no data like the forget set and an honest "
+            "retrain's behaviour on that group is unknown without a model that never saw it. "
+            "Use the retrain ensemble (references.retrain: {seeds: K}, K retrains of cost 1 each; "
+            "K = 1 is the cheapest, without a seed band), or forget a random share of the group "
+            f"({at}.fraction < 1)",
+        )
+
+
+def _bank_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """A shared bank needs the requests that share it: ``scope: stream`` only in a stream,
+    and a hand-given bank (``left_out``) must be a readable index file."""
+    retrain = _mapping(raw, "references").get("retrain")
+    if not isinstance(retrain, Mapping):
+        return
+    if retrain.get("scope") == "stream" and not isinstance(raw.get("requests"), list):
+        yield ConfigIssue(
+            "references.retrain.scope",
+            "a stream bank is shared by a stream's requests: give `requests:`, or use scope "
+            "`request` (K retrains for this request), or a bank you trained for a batch of "
+            "requests (`left_out:` its index file, `shared_by:` how many requests share it)",
+        )
+    left_out = retrain.get("left_out")
+    if retrain.get("scope") == "stream" and left_out is not None:
+        yield ConfigIssue(
+            "references.retrain.left_out",
+            "a stream bank leaves out the stream's requests: give one or the other",
+        )
+    if isinstance(left_out, str):
+        if not Path(left_out).is_file():
+            yield ConfigIssue("references.retrain.left_out", "no such index file", left_out)
+        else:
+            try:
+                read_index_file(Path(left_out))
+            except (OSError, ValueError, TypeError, UnicodeDecodeError) as error:
+                yield ConfigIssue(
+                    "references.retrain.left_out",
+                    f"not a JSON list or one integer per line: {error}",
+                    left_out,
+                )
+
+
+def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
+    """Cross-field checks that pydantic's per-field rules cannot see."""
+    yield from _stream_issues(raw)
+    yield from _reference_free_issues(raw)
+    yield from _bank_issues(raw)
+    yield from _location_issues(raw)
+    yield from _input_file_issues(raw)
+    method_raw = _mapping(raw, "method")
+    method_name = method_raw.get("name")
+    if isinstance(method_name, str) and method_name in METHODS:
+        accepted = METHODS.get(method_name).hyperparameters()
+        for section in ("fixed", "search"):
+            for key in _mapping(method_raw, section):
+                if key not in accepted:
+                    yield ConfigIssue(
+                        f"method.{section}.{key}",
+                        f"{method_name} has no hyperparameter {key!r}; valid: {', '.join(accepted)}",
+                    )
+        declared = METHODS.get(method_name).constraints()
+        yield from _type_issues(method_raw, declared)
+        yield from _value_issues(METHODS.get(method_name), method_raw, declared)
+        both = set(_mapping(method_raw, "fixed")) & set(_mapping(method_raw, "search"))
+        for key in sorted(both):
+            yield ConfigIssue(f"method.search.{key}", "is also fixed; give it in one place only")
+
+    problem_raw = _mapping(raw, "problem")
+    try:
+        problem_config = ProblemConfig.model_validate(problem_raw)
+    except ValidationError:
+        return  # reported by the structural pass
+    try:
+        make = problem_factory(problem_config.name, problem_config.factory)
+    except UnknownNameError as error:
+        yield ConfigIssue("problem.name", str(error))
+        return
+    except (ImportError, ValueError) as error:
+        yield ConfigIssue("problem.factory", f"cannot load: {error}", problem_raw.get("factory"))
+        return
+    try:  # the constructor checks its parameters (an unknown name, a value out of range)
+        built = make(**problem_config.params)
+    except (TypeError, ValueError) as error:
+        yield ConfigIssue("problem.params", str(error))
+        return
+    try:
+        problem = as_problem(built, problem_config.factory or problem_config.name)
+    except TypeError as error:
+        yield ConfigIssue("problem.factory", str(error))
+        return
+    yield from _forget_issues(_mapping(raw, "forget"), problem)
+
+
+def _type_issues(method_raw: Mapping[str, Any], declared: Mapping[str, Param]) -> Iterator[ConfigIssue]:
+    """Fixed values and search dimensions against each hyperparameter's declaration: its type,
+    its range or choices; integer ranges with integer bounds; no step on a log scale."""
+    for key, value in _mapping(method_raw, "fixed").items():
+        if key in declared and (message := declared[key].problem(value)) is not None:
+            yield ConfigIssue(f"method.fixed.{key}", message, value)
+    for key, dimension in _mapping(method_raw, "search").items():
+        if key in declared and isinstance(dimension, Mapping):
+            for sub, message in search_range_problems(declared[key], dimension):
+                yield ConfigIssue(f"method.search.{key}.{sub}", message)
+
+
+def _value_issues(
+    method: type, method_raw: Mapping[str, Any], declared: Mapping[str, Param]
+) -> Iterator[ConfigIssue]:
+    """Values a method refuses beyond its declarations (a plugin's own ``__post_init__``):
+    each fixed value that fits its declaration, tried on the defaults."""
+    for key, value in _mapping(method_raw, "fixed").items():
+        if key not in declared or declared[key].problem(value) is not None:
+            continue
+        try:
+            method(**{key: value})
+        except ValueError as error:
+            yield ConfigIssue(f"method.fixed.{key}", str(error), value)
+        except TypeError:
+            continue
+
+
+def _forget_issues(forget: Mapping[str, Any], problem: Problem) -> Iterator[ConfigIssue]:
+    tasks = problem.task_names
+    targets = forget.get("target_tasks")
+    if forget.get("mode", "full") == "full" and targets:
+        yield ConfigIssue(
+            "forget.target_tasks", "full mode forgets from every task; target_tasks is for partial mode"
+        )
+    if isinstance(targets, list):
+        for i, name in enumerate(targets):
+            if name not in tasks:
+                yield ConfigIssue(
+                    f"forget.target_tasks.{i}", f"unknown task; valid: {', '.join(tasks)}", name
+                )
+        if forget.get("mode") == "partial" and set(targets) >= set(tasks):
+            yield ConfigIssue("forget.target_tasks", "partial mode must leave at least one task to keep")
+    known = tasks + list(problem.attributes)
+    for key, value in _mapping(forget, "where").items():
+        if key not in known:
+            yield ConfigIssue(
+                f"forget.where.{key}", f"no task or attribute of that name; valid: {', '.join(known)}"
+            )
+        elif key in problem.attribute_levels and not (
+            isinstance(value, int) and 0 <= value < problem.attribute_levels[key]
+        ):
+            yield ConfigIssue(
+                f"forget.where.{key}",
+                f"expected a value of {key} in 0..{problem.attribute_levels[key] - 1}",
+                value,
+            )
+        elif key in tasks and problem.task(key).dense:
+            yield ConfigIssue(
+                f"forget.where.{key}",
+                "a dense task's labels are per pixel and select no sample; select by an attribute "
+                f"({', '.join(problem.attributes) or 'this problem has none'})",
+                value,
+            )
+        elif key in tasks:
+            task = problem.task(key)
+            valid = task.kind != "classification" or (
+                isinstance(value, int) and 0 <= value < task.num_classes
+            )
+            if not valid:
+                yield ConfigIssue(
+                    f"forget.where.{key}", f"expected a class of {key} in 0..{task.num_classes - 1}", value
+                )
+
+
+def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
+    """Validate a study mapping; raise :class:`ConfigError` listing every problem."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            source, [ConfigIssue("", "expected a mapping at the top level", type(raw).__name__)]
+        )
+    issues: list[ConfigIssue] = []
+    config = None
+    try:
+        config = StudyConfig.model_validate(raw)
+    except ValidationError as error:
+        issues.extend(pydantic_issues(error))
+    issues.extend(semantic_issues(raw))
+    if issues or config is None:
+        raise ConfigError(source, issues)
+    return config

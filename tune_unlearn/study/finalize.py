@@ -1,0 +1,148 @@
+"""Everything a finished study leaves behind: output files, the recommended trial's model,
+its validation, and the MLflow parent run's artifacts, summary metrics and tags.
+
+Called by exactly one process per finished state of a study (under the study's lock), from one
+snapshot of its trials, so the files agree with the storage and with each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.references.training import save_state_dict
+from tune_unlearn.report import study_record
+from tune_unlearn.report.outputs import write_outputs
+from tune_unlearn.report.study_record import StudyRecord, Verdict, store_verdicts
+from tune_unlearn.report.summary import StudySummary, summarise
+from tune_unlearn.report.trial_record import TrialRecord
+from tune_unlearn.study.publish import publish
+from tune_unlearn.tracking.model_file import save_model
+from tune_unlearn.tracking.runs import Tracker
+from tune_unlearn.trial import configuration_run
+from tune_unlearn.trial.configuration_run import RunResult
+from tune_unlearn.trial.experiment import Experiment
+
+#: Bumped when what finalize decides changes (2: the gate in the loop picks the recommendation),
+#: so outputs an older version wrote for the same trials are written again once.
+FINALIZE_VERSION = 2
+
+
+def study_fingerprint(trials: Sequence[FrozenTrial], validation: object = None) -> str:
+    """Which trials exist in which state, under which validation settings and finalize
+    version: outputs written for one fingerprint are current."""
+    text = ",".join(f"{t.number}:{t.state.name}" for t in sorted(trials, key=lambda t: t.number))
+    text += f"|{validation!r}|v{FINALIZE_VERSION}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def finalize(study: optuna.Study, experiment: Experiment, tracker: Tracker | None) -> StudySummary:
+    """Every output of a finished study: validation, files, candidate, the MLflow parent run.
+
+    With a validation suite the gate is in the loop: front trials are validated in the
+    recommendation rule's order until one passes (every front trial with ``validation.trials:
+    pareto``), and the recommendation is the first that passed (:func:`gated_recommendation`)."""
+    config = experiment.config
+    output = config.output_dir()
+    summary = summarise(study, config)
+    models: dict[int, RunResult] = {}
+    if config.validation.suite is not None and summary.ranked:
+        models = validate_trials(experiment, study, summary, output, config.validation.suite)
+        summary = summarise(study, config)
+    write_outputs(summary, output)
+    candidate = write_models(experiment, summary, output, models)
+    # For optuna-dashboard, which shows study attributes: the analysed state of the study.
+    study.set_user_attr(study_record.PARETO_TRIALS, [t.number for t in summary.front])
+    study.set_user_attr(
+        study_record.RECOMMENDED_TRIAL, summary.recommended.number if summary.recommended else None
+    )
+    if tracker is not None:
+        publish(tracker, summary, output, candidate, experiment)
+        tracker.finish_study()
+    return summary
+
+
+def save_run(result: RunResult, path: Path, trial: int | None = None) -> None:
+    """An unlearned model and its sidecar (:mod:`tune_unlearn.tracking.model_file`)."""
+    save_model(result.model, path, result.params, result.seed, result.metrics, trial)
+
+
+def write_models(
+    experiment: Experiment,
+    summary: StudySummary,
+    output: Path,
+    validated: dict[int, RunResult] | None = None,
+) -> MultiTaskModel | None:
+    """The references, and the recommended configuration's model re-run from its seed (the
+    very model the validation suite judged, when it did)."""
+    models = output / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    for kind, reference in experiment.references.items():
+        save_state_dict(reference.state_dict, models / f"{kind}.pt")
+    trial = summary.recommended
+    if trial is None:  # no candidate: an earlier one of this study must not stay as if it were
+        for stale in (models / "candidate.pt", models / "candidate.json"):
+            stale.unlink(missing_ok=True)
+        return None
+    result = (validated or {}).get(trial.number)  # the very model the suite judged
+    if result is None:
+        result = configuration_run.run(experiment, trial.params, seed=int(TrialRecord.of(trial).seed or 0))
+    save_run(result, models / "candidate.pt", trial=trial.number)
+    return result.model
+
+
+def validate_trials(
+    experiment: Experiment,
+    study: optuna.Study,
+    summary: StudySummary,
+    output: Path,
+    suite_path: Path,
+) -> dict[int, RunResult]:
+    """Run the study file's suite on front trials in the rule's order until one passes (on
+    every front trial with ``validation.trials: pareto``); reports go to ``validation/`` and
+    the verdicts into the storage, so ``report`` shows them too. A trial already judged by a
+    suite of the same name keeps its verdict. Returns the models it judged, by trial."""
+    from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate, write_reports
+
+    settings = experiment.config.validation
+    suite = load_suite(suite_path)
+    context = ValidationContext(experiment)
+    rest = [t for t in summary.front if all(t.number != r.number for r in summary.ranked)]
+    trials = summary.ranked + (rest if settings.trials == "pareto" else [])
+    verdicts = dict(StudyRecord.of(study).verdicts)
+    models: dict[int, RunResult] = {}
+    for trial in trials:
+        known = verdicts.get(trial.number)
+        if known is None or known.suite != suite.name:
+            record = TrialRecord.of(trial)
+            seed = int(record.seed or 0)
+            result = configuration_run.run(experiment, trial.params, seed=seed)
+            model = result.model
+            metrics = {k: v for k, v in record.metrics.items() if v is not None}
+            report = validate(
+                context, Candidate(model, f"trial {trial.number}", metrics, trial.params, seed), suite
+            )
+            stem = output / "validation" / f"trial_{trial.number}"
+            write_reports(
+                report, stem.with_suffix(".json"), stem.with_suffix(".xml"), stem.with_suffix(".md")
+            )
+            known = Verdict(
+                suite=suite.name,
+                verdict=report.verdict,
+                passed=report.passed,
+                # not applicable (skipped) checks neither pass nor fail, unless the suite
+                # demands what the reference mode cannot judge (fail closed)
+                failed=[r.name for r in report.judged if not r.passed] + [r.name for r in report.unjudged],
+            )
+            verdicts[trial.number] = known
+            models[trial.number] = result
+            store_verdicts(study, verdicts)  # each verdict kept as soon as it is known
+        if known.passed and settings.trials == "recommended":
+            break
+    store_verdicts(study, verdicts)
+    return models

@@ -1,0 +1,309 @@
+"""The Optuna study: storage, sampler, search space, and the objective of one trial."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+
+from tune_unlearn.config.storages import StorageUrl, redact, storage_problem, unavailable_message
+from tune_unlearn.config.study_config import SamplerConfig, SearchParam, StudyConfig
+from tune_unlearn.errors import UsageError
+from tune_unlearn.methods import DivergenceError
+from tune_unlearn.report import trial_record as record
+from tune_unlearn.report.pareto import finite, objective_directions
+from tune_unlearn.report.trial_record import TrialRecord
+from tune_unlearn.scoring.metrics import METRICS
+from tune_unlearn.study.optuna_adapter import set_dashboard_constraints
+from tune_unlearn.tracking.runs import Tracker
+from tune_unlearn.trial import configuration_run
+from tune_unlearn.trial.configuration_run import RunResult
+from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.guard import CollapseDetected
+
+
+def storage_url(config: StudyConfig, override: str | None = None) -> str:
+    """The storage string: ``--storage``, else the study file's, else SQLite in the output."""
+    if override:
+        return override
+    if config.storage:
+        return config.storage
+    return f"sqlite:///{(config.output_dir() / 'study.db').resolve()}"
+
+
+def open_storage(url: str) -> BaseStorage:
+    """RDB for SQL URLs, journal-on-Redis for ``redis://``, else a journal file at that path.
+    A URL of no known scheme or a server that cannot be opened is a :class:`UsageError` (exit
+    2, one line naming the URL and what to do), not a traceback."""
+    problem = storage_problem(url)
+    if problem is not None:
+        raise UsageError(f"storage {redact(url)}: {problem}")
+    parsed = StorageUrl.parse(url)
+    path = parsed.local_path
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if parsed.is_rdb:
+            return RDBStorage(url)
+        if parsed.kind == "redis":
+            with warnings.catch_warnings():  # experimental since Optuna 3.1, the documented Redis storage
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                backend = JournalRedisBackend(url)
+            probe_storage(url)  # the backend connects lazily: find a dead server now
+            return JournalStorage(backend)
+    except _UNAVAILABLE as error:
+        raise UsageError(unavailable_message(url, error)) from None
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def probe_storage(url: str) -> None:
+    """Connect to a storage server and let go, writing nothing (``check`` does this): raises
+    :class:`UsageError` with :func:`unavailable_message` when it cannot be opened."""
+    problem = storage_problem(url)
+    if problem is not None:
+        raise UsageError(f"storage {redact(url)}: {problem}")
+    parsed = StorageUrl.parse(url)
+    try:
+        if parsed.kind in ("postgresql", "mysql"):
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(url)
+            try:
+                with engine.connect():
+                    pass
+            finally:
+                engine.dispose()
+        elif parsed.kind == "redis":
+            import redis
+
+            client = redis.Redis.from_url(url)
+            try:
+                client.ping()
+            finally:
+                client.close()
+    except _UNAVAILABLE as error:
+        raise UsageError(unavailable_message(url, error)) from None
+
+
+def _unavailable_errors() -> tuple[type[BaseException], ...]:
+    """What opening a storage server raises when it is down, missing, refuses us, or its
+    driver is not installed."""
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    return (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.ArgumentError,
+        redis.exceptions.ConnectionError,
+        ImportError,
+    )
+
+
+_UNAVAILABLE = _unavailable_errors()
+
+
+def sampler_seed(seed: int, stream: int) -> int:
+    """The sampler seed of the ``stream``-th process to join a study: the study file's seed for
+    the first (so one uninterrupted run is reproducible), distinct for every later one (so a
+    resumed run or a second worker does not replay the first one's suggestions)."""
+    return seed if stream == 0 else (seed * 1_000_003 + stream * 7_919) % (2**31 - 1)
+
+
+def make_sampler(config: SamplerConfig, stream: int = 0) -> BaseSampler:
+    startup = 10 if config.n_startup_trials is None else config.n_startup_trials  # Optuna's default
+    seed = sampler_seed(config.seed, stream)
+    if config.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if config.name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    if config.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if config.multivariate:
+        with warnings.catch_warnings():  # experimental in Optuna 5, and documented as such
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+def suggest(trial: optuna.Trial, space: Mapping[str, SearchParam]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, dim in space.items():
+        if dim.type == "categorical":
+            params[name] = trial.suggest_categorical(name, dim.choices or [])
+        elif dim.type == "int":
+            step = int(dim.step) if dim.step else 1
+            params[name] = trial.suggest_int(
+                name, int(dim.low or 0), int(dim.high or 0), step=step, log=dim.log
+            )
+        else:
+            params[name] = trial.suggest_float(
+                name, float(dim.low or 0), float(dim.high or 0), step=dim.step, log=dim.log
+            )
+    return params
+
+
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """A distinct, reproducible seed per trial."""
+    return (study_seed * 1_000_003 + trial_number) % (2**31 - 1)
+
+
+def create_or_load(config: StudyConfig, storage: BaseStorage | str) -> optuna.Study:
+    """Create the study, or load it to resume; refuse one whose objectives differ. The caller
+    seeds the sampler per joining process (:func:`sampler_seed`)."""
+    wanted = objective_directions(config.objectives)
+    study = optuna.create_study(
+        study_name=config.name,
+        storage=storage,
+        sampler=make_sampler(config.sampler),
+        directions=wanted,
+        load_if_exists=True,
+    )
+    refuse_old_metrics(study)
+    existing = [d.name.lower() for d in study.directions]
+    if existing != wanted:
+        raise ValueError(
+            f"study {config.name!r} in this storage optimises {existing}; the study file asks for "
+            f"{wanted}: use another study name or storage"
+        )
+    names = study.metric_names
+    if names is None:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(config.objectives))
+    elif list(names) != list(config.objectives):
+        raise ValueError(
+            f"study {config.name!r} in this storage has objectives {names}; the study file asks for "
+            f"{config.objectives}: use another study name or storage"
+        )
+    return study
+
+
+def refuse_old_metrics(study: optuna.Study) -> None:
+    """A study recorded before 0.2 holds ``uis`` in OrthoGrad's sense and ``param_shift``:
+    resuming or reporting it would mix two meanings of one name, so say so instead."""
+    for trial in study.get_trials(deepcopy=False):
+        if "param_shift" in TrialRecord.of(trial).metrics:
+            raise ValueError(
+                f"study {study.study_name!r} was recorded by tune_unlearn < 0.2, where `uis` meant "
+                "OrthoGrad's score (now `impact_score`) and `param_shift` the parameter shift (now "
+                "`uis`); its values cannot mix with new trials: use a new study name or storage"
+            )
+
+
+class QuietDivergence(logging.Filter):
+    """Optuna logs a caught trial exception with its traceback; a divergence is an expected
+    outcome of an aggressive configuration, so keep its one-line message and drop the trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], DivergenceError):
+            record.exc_info = None
+        return True
+
+
+class Objective:
+    """One trial: suggest, unlearn, measure, record (storage and tracking), return the values."""
+
+    def __init__(self, experiment: Experiment, tracker: Tracker | None = None) -> None:
+        self.experiment = experiment
+        self.config = experiment.config
+        self.tracker = tracker
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        started = time.perf_counter()
+        tracking_seconds = 0.0  # local: one Objective serves every thread of n_jobs
+        params = suggest(trial, self.config.method.search)
+        seed = trial_seed(self.config.sampler.seed, trial.number)
+        trial.set_user_attr(record.SEED, seed)
+        run_id = None
+        if self.tracker is not None:
+            tracking_started = time.perf_counter()
+            run_id = self.tracker.start_trial(trial.number, params, {"seed": str(seed)})
+            tracking_seconds += time.perf_counter() - tracking_started
+            if run_id is not None:  # None: the tracker was lost
+                trial.set_user_attr(record.MLFLOW_RUN, run_id)
+        guard = self.experiment.guard
+        every = self.config.collapse_guard.every
+        unlearning_started = time.perf_counter()
+        try:
+            result = configuration_run.run(
+                self.experiment, params, seed=seed, monitor=guard, monitor_every=every
+            )
+        except DivergenceError as error:
+            trial.set_user_attr(record.FAIL_REASON, str(error))
+            self._end_run(run_id, "failed", tags={"fail_reason": str(error)})
+            raise
+        except CollapseDetected as collapse:
+            self.record_pruned(trial, collapse, params, time.perf_counter() - unlearning_started)
+            self._end_run(run_id, "pruned", tags={"pruned_reason": str(collapse)})
+            raise optuna.TrialPruned(str(collapse)) from collapse
+        except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: retried by the next run
+            reason = f"interrupted ({getattr(error, 'signal_name', 'SIGINT')}); retried"
+            self._end_run(run_id, "killed", tags={"fail_reason": reason})
+            raise
+        except BaseException as error:  # a bug: the run says so, then it propagates
+            self._end_run(run_id, "failed", tags={"fail_reason": f"{type(error).__name__}: {error}"})
+            raise
+        storage_started = time.perf_counter()
+        self.record(trial, result)
+        storage_seconds = time.perf_counter() - storage_started
+        values = [METRICS.get(name)().objective(result.metrics[name]) for name in self.config.objectives]
+        tracking_seconds += self._end_run(
+            run_id,
+            "complete",
+            metrics={**result.metrics, **result.diagnostics},
+            curves=result.log.curves(self.experiment.task_names),
+            tags={
+                "feasible": str(
+                    all(c.violation(result.metrics[c.metric]) <= 0 for c in self.config.constraints)
+                )
+            },
+        )
+        # Where the trial's wall time went (the framework overhead is all but `unlearning`).
+        # Optuna's own final write (the values) comes after and is not in `storage`.
+        trial.set_user_attr(
+            record.SECONDS,
+            {
+                "unlearning": result.metrics["gpu_seconds"],
+                "evaluation": result.diagnostics["seconds/evaluation"],
+                "tracking": tracking_seconds,
+                "storage": storage_seconds,
+                "total": time.perf_counter() - started,
+            },
+        )
+        return values
+
+    def _end_run(self, run_id: str | None, state: str, **kwargs: Any) -> float:
+        """End the trial's MLflow run; the seconds it took."""
+        if self.tracker is None or run_id is None:  # also a tracker that was lost mid-study
+            return 0.0
+        started = time.perf_counter()
+        self.tracker.end_trial(run_id, state, **kwargs)
+        return time.perf_counter() - started
+
+    def record_pruned(
+        self, trial: optuna.Trial, collapse: CollapseDetected, params: Mapping[str, Any], seconds: float
+    ) -> None:
+        """Why the guard stopped the trial, and the compute it saved (the remaining steps at the
+        rate the trial ran so far)."""
+        steps = self.experiment.build_method(params).steps
+        trial.set_user_attr(record.PRUNED_REASON, str(collapse))
+        trial.set_user_attr(record.PRUNED_AT_STEP, collapse.step)
+        trial.set_user_attr(record.STEPS_SAVED, steps - collapse.step)
+        trial.set_user_attr(record.SECONDS_SAVED, seconds * (steps - collapse.step) / collapse.step)
+
+    def record(self, trial: optuna.Trial, result: RunResult) -> None:
+        # One attribute each rather than one per key: fewer storage writes per trial.
+        trial.set_user_attr(record.METRICS, {k: finite(v) for k, v in result.metrics.items()})
+        trial.set_user_attr(record.DIAGNOSTICS, {k: finite(v) for k, v in result.diagnostics.items()})
+        violations = [c.violation(result.metrics[c.metric]) for c in self.config.constraints]
+        if violations:
+            # The list form: what optuna-dashboard plots feasibility from, and Optuna reads too.
+            set_dashboard_constraints(trial, violations)
+        trial.set_user_attr(record.FEASIBLE, all(v <= 0 for v in violations))
