@@ -18,7 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import yaml
+from _quickstart import quickstart_search
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--methods", nargs="+", default=list(METHOD_NAMES))
     args = parser.parse_args()
-    raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    raw = quickstart_search()
     print(
         "| method | space | ms/step (median) | best utility with efficacy ≥ 0.9 | its efficacy "
         "| feasible / complete | hypervolume |"

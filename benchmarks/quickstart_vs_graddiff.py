@@ -1,8 +1,8 @@
 """Does the quickstart's interference-aware front beat plain GradDiff at the same step budget?
 
-Runs ``studies/quickstart.yaml`` as shipped, then the same study with ``method: graddiff``
-(same problem, request, steps, batch size, ascent/retain ranges, trial count and sampler seed),
-and compares the best retained utility each reaches among trials that forget well
+Runs the quickstart's search (``benchmarks/_quickstart.py``), then the same study with
+``method: graddiff`` (same problem, request, steps, batch size, ascent/retain ranges, trial
+count and sampler seed), and compares the best retained utility each reaches among trials that forget well
 (forget efficacy ≥ 0.9), plus each study's two-dimensional (efficacy, utility) front.
 
     python benchmarks/quickstart_vs_graddiff.py [--trials N]
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from _quickstart import quickstart_search
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.study.runner import run_study
@@ -54,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=None)
     args = parser.parse_args()
-    quickstart = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    quickstart = quickstart_search()
     trials = args.trials or quickstart["n_trials"]
     graddiff = {
         **quickstart,

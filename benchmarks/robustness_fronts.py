@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
+from _quickstart import quickstart_search
 from _shapes_study import shapes_study
 from optuna.trial import FrozenTrial
 from scipy.stats import spearmanr
@@ -44,7 +44,7 @@ ARMS = ("without", "objective", "constraint")
 
 def base_study(problem: str, samples: int, trials: int, cache: Path) -> dict[str, Any]:
     if problem == "digits":
-        raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+        raw = quickstart_search()
     else:
         raw = shapes_study(
             samples,

@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import yaml
+from _quickstart import quickstart_search
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.study.runner import StudyRun, run_study
@@ -155,7 +155,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    raw = quickstart_search()
     if args.study == "shapes-tied":
         raw["name"] = "shapes_tied"
         raw["problem"] = {"name": "shapes", "params": {"num_samples": 4000, "correlation": 0.9}, "seed": 0}

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from _quickstart import quickstart_search
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.study.runner import run_study
@@ -33,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=30)
     args = parser.parse_args()
-    raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    raw = quickstart_search()
     with tempfile.TemporaryDirectory() as tmp:
         wall(raw, Path(tmp) / "warm", False, 1)  # train and cache the references first
         off = wall(raw, Path(tmp) / "off", False, args.trials)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
+from _quickstart import quickstart_search
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.study.runner import run_study
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    quickstart = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    quickstart = quickstart_search()
     tmp = Path(tempfile.mkdtemp())
     started = time.perf_counter()
     earlier = parse_study({**quickstart, "output": str(tmp / "earlier"), "tracking": {"enabled": False}})

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
-import yaml
+from _quickstart import quickstart_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
     args = parser.parse_args()
-    raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    raw = quickstart_search()
     with tempfile.TemporaryDirectory() as tmp:
         raw.update(n_trials=args.trials, tracking={"enabled": False}, constraints=[])
         raw.update(references={"cache_dir": f"{tmp}/cache"})

@@ -53,6 +53,10 @@ TINY = {
         ],
         ["compute to the first trial that passes", "| tpe-retain |"],
     ),
+    "one_verdict.py": (
+        ["--seeds", "0", "--trials", "2", "--threads", "1"],
+        ["quickstart.yaml: the recommendation passes release whenever a front trial does in"],
+    ),
     "default_spaces.py": (
         [
             *("--problems", "digits", "--methods", "graddiff", "--variants", "relative", "bounded"),

@@ -245,3 +245,17 @@ def test_a_second_candidate_does_not_overwrite_the_first_ones_reports(
     assert f"holds the report of candidate {first}" in err and "--output" in err
     assert (study.parent / "shared" / "gate.json").read_text() == report
     assert gate(study, first, "shared", suite)[0] == 1  # the same candidate refreshes its own
+
+
+def test_the_quickstart_searches_under_the_release_gate_s_thresholds_and_gates_its_front() -> None:
+    """One verdict: the shipped quickstart's recommendation is a front trial that the release
+    suite passed in the loop, and its search is held to the same thresholds as that suite's
+    relearning attack and static retain probe, so that the two cannot drift apart."""
+    config = load_study(ROOT / "studies" / "quickstart.yaml")
+    release = load_suite(RELEASE)
+    assert config.validation.suite is not None and config.validation.suite.resolve() == RELEASE
+    bounds = {c.metric: (c.op, c.bound) for c in config.constraints}
+    assert release.attacks is not None and release.attacks.relearning is not None
+    assert bounds["relearn_recovery"] == ("<=", release.attacks.relearning.margin)
+    assert bounds["retain_damage"] == ("<=", release.probes["static_retain"].max_excess)
+    assert bounds["forget_efficacy"][0] == ">="

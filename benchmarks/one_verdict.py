@@ -1,0 +1,124 @@
+"""One verdict: does a study's recommendation pass the release gate whenever one of its front
+trials does?
+
+For each seed the study runs as its file says (with its ``validation`` suite in the loop, front
+trials are validated in the rule's order until one passes), tracking off, the sampler seeded.
+Afterwards every trial of the feasible Pareto front is re-run from its own seed and judged with
+the release suite (``validators/release.yaml``) through the gate's code, the recommended one
+included. Per seed the table gives the front's size, how many of its trials the release suite
+passes, the recommended trial (or none, with the study's reason) and the release verdict on it.
+The target (issue 27): the recommendation passes release whenever any front trial does.
+
+    python benchmarks/one_verdict.py --study studies/quickstart.yaml --seeds 0 1 2 3 4 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tune_unlearn.config.schema import read_yaml
+from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.report.trial_record import TrialRecord
+from tune_unlearn.study.runner import run_study
+from tune_unlearn.trial import configuration_run
+from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def judge_front(run: Any, release: Path) -> list[dict[str, Any]]:
+    """Every front trial re-run from its seed and gated with ``release``."""
+    summary = run.summary
+    experiment = Experiment(summary.config, progress=False)
+    context = ValidationContext(experiment)
+    suite = load_suite(release)
+    rows = []
+    for trial in sorted(summary.front, key=lambda t: t.number):
+        record = TrialRecord.of(trial)
+        seed = int(record.seed or 0)
+        result = configuration_run.run(experiment, trial.params, seed=seed)
+        metrics = {k: v for k, v in record.metrics.items() if v is not None}
+        candidate = Candidate(result.model, f"trial {trial.number}", metrics, trial.params, seed)
+        report = validate(context, candidate, suite)
+        rows.append(
+            {
+                "trial": trial.number,
+                "recommended": summary.is_recommended(trial),
+                "release": report.verdict,
+                "failed": [r.name for r in report.judged if not r.passed],
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--study", type=Path, default=ROOT / "studies" / "quickstart.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--trials", type=int, default=None, help="override the study's n_trials")
+    parser.add_argument("--release", type=Path, default=ROOT / "validators" / "release.yaml")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    raw = read_yaml(args.study)
+    out = Path(tempfile.mkdtemp())
+    results = []
+    started = time.perf_counter()
+    for seed in args.seeds:
+        changes: dict[str, Any] = {
+            "output": str(out / f"seed{seed}"),
+            "sampler": {**raw.get("sampler", {}), "seed": seed},
+            "tracking": {"enabled": False},
+        }
+        if args.trials is not None:
+            changes["n_trials"] = args.trials
+        suite = (raw.get("validation") or {}).get("suite")
+        if suite and not Path(suite).is_absolute():  # the shipped studies name it from the root
+            changes["validation"] = {**raw["validation"], "suite": str(ROOT / suite)}
+        run = run_study(parse_study({**raw, **changes}), progress=False)
+        front = judge_front(run, args.release)
+        recommended = run.summary.recommended
+        row = {
+            "seed": seed,
+            "front": front,
+            "recommended": None if recommended is None else recommended.number,
+            "note": run.summary.recommendation_note,
+        }
+        results.append(row)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        passing = [f["trial"] for f in front if f["release"] == "pass"]
+        verdict = next((f["release"] for f in front if f["recommended"]), "—")
+        print(
+            f"seed {seed}: front {len(front)}, release passes {passing}, recommended "
+            f"{row['recommended']} ({verdict})" + (f"; note: {row['note']}" if row["note"] else ""),
+            flush=True,
+        )
+        for f in front:
+            print(f"    trial {f['trial']}: {f['release']} {', '.join(f['failed'])}", flush=True)
+    held = sum(
+        any(f["release"] == "pass" for f in r["front"])
+        <= any(f["recommended"] and f["release"] == "pass" for f in r["front"])
+        for r in results
+    )
+    releasable = sum(any(f["release"] == "pass" for f in r["front"]) for r in results)
+    print(
+        f"\n{args.study.name}: the recommendation passes release whenever a front trial does in "
+        f"{held} of {len(results)} seeds ({releasable} with a releasable front trial); "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
