@@ -51,7 +51,9 @@ naturally damaged models (``natural``: the gate should fail the damaged ones)
 - ``natural_<method>``: a shipped method (GradDiff, interference-aware, NPO, SCRUB) at an
   aggressive setting drawn per seed: its rates in the units of its default space (relative to
   the gradient scale measured on the original, as a study resolves them) from the top of that
-  space to 30× past it, 100 steps, ``max_step`` from 0.01 to 0.1. Nothing is planted: the truth
+  space to 30× past it (``--natural-span LOW HIGH``, in multiples of that top: ``0.1 3`` draws
+  milder settings, around the top), 100 steps, ``max_step`` from 0.01 to 0.1. Nothing is
+  planted: the truth
   is measured against the gold ensemble where the gate never looks, as the worst task's
   accuracy loss on the ``val`` neighbours of the forget instances (``planted_damage``) and on a
   sample of the retain training set (``static_damage``, what the static retain probe sees). A
@@ -230,17 +232,16 @@ KINDS = (
 )
 
 
-#: Natural damage: per method, each rate's scale and its range in the units of the method's
-#: default space (whose top is 1e-3 for ascent and 1e-2 for descent rates), up to 30× past it.
-AGGRESSIVE: dict[str, dict[str, tuple[str, float, float]]] = {
-    "graddiff": {"ascent_lr": ("forget_gradient", 1e-3, 3e-2), "retain_lr": ("retain_gradient", 1e-2, 3e-1)},
-    "interference_aware": {
-        "ascent_lr": ("forget_gradient", 1e-3, 3e-2),
-        "retain_lr": ("retain_gradient", 1e-2, 3e-1),
-    },
-    "npo": {"lr": ("retain_gradient", 1e-2, 3e-1)},
-    "scrub": {"lr": ("retain_gradient", 1e-2, 3e-1)},
+#: Natural damage: per method, each rate's scale and the top of the method's default space in
+#: its units (1e-3 for ascent and 1e-2 for descent rates); a run draws each rate log-uniformly
+#: from ``--natural-span`` times that top (default 1 to 30: from the top to 30× past it).
+AGGRESSIVE: dict[str, dict[str, tuple[str, float]]] = {
+    "graddiff": {"ascent_lr": ("forget_gradient", 1e-3), "retain_lr": ("retain_gradient", 1e-2)},
+    "interference_aware": {"ascent_lr": ("forget_gradient", 1e-3), "retain_lr": ("retain_gradient", 1e-2)},
+    "npo": {"lr": ("retain_gradient", 1e-2)},
+    "scrub": {"lr": ("retain_gradient", 1e-2)},
 }
+NATURAL_SPAN = (1.0, 30.0)
 NATURAL = tuple(f"natural_{name}" for name in AGGRESSIVE)
 DAMAGING = ("collateral_damage", "masked_collapse", *NATURAL)
 #: The dependent probes' threshold in the release suite: neighbour damage below it is none.
@@ -252,15 +253,18 @@ def _log_uniform(generator: torch.Generator, low: float, high: float) -> float:
     return math.exp(math.log(low) + (math.log(high) - math.log(low)) * share)
 
 
-def natural_models(e: Experiment, scales: Mapping[str, float], seed: int) -> dict[str, MultiTaskModel]:
-    """Each shipped method of :data:`AGGRESSIVE` once, at a setting drawn from ``seed``; a run
-    that diverges is no candidate (left out, and counted by its absence)."""
+def natural_models(
+    e: Experiment, scales: Mapping[str, float], seed: int, span: tuple[float, float] = NATURAL_SPAN
+) -> dict[str, MultiTaskModel]:
+    """Each shipped method of :data:`AGGRESSIVE` once, at a setting drawn from ``seed`` within
+    ``span`` times its space's top; a run that diverges is no candidate (left out, and counted
+    by its absence)."""
     generator = torch.Generator().manual_seed(seed)
     out: dict[str, MultiTaskModel] = {}
     for name, space in AGGRESSIVE.items():
         params: dict[str, Any] = {
-            key: _log_uniform(generator, low, high) * scales[scale]
-            for key, (scale, low, high) in space.items()
+            key: _log_uniform(generator, top * span[0], top * span[1]) * scales[scale]
+            for key, (scale, top) in space.items()
         }
         params.update(steps=100, batch_size=32, max_step=_log_uniform(generator, 0.01, 0.1))
         if name == "interference_aware":
@@ -292,6 +296,7 @@ def models(
     kinds: tuple[str, ...],
     neighbours: LabeledSet,
     scales: Mapping[str, float],
+    natural_span: tuple[float, float] = NATURAL_SPAN,
 ) -> dict[str, MultiTaskModel]:
     """The benign models, planted faults and naturally damaged models of ``kinds`` that apply
     to the request."""
@@ -328,7 +333,7 @@ def models(
         retain_inputs = e.data.inputs[e.sets["retain"].indices.unique()]
         out["masked_collapse"] = RetainMemorised(damaged, heldout, retain_inputs)
     if "natural" in kinds:
-        out.update(natural_models(e, scales, seed))
+        out.update(natural_models(e, scales, seed, natural_span))
     return {kind: model for kind, model in out.items() if kind in kinds or kind in NATURAL}
 
 
@@ -347,6 +352,14 @@ def main() -> None:
     parser.add_argument("--requests", nargs="+", choices=("class", "random"), default=["class", "random"])
     parser.add_argument(
         "--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="the models to gate (default: all)"
+    )
+    parser.add_argument(
+        "--natural-span",
+        type=float,
+        nargs=2,
+        default=NATURAL_SPAN,
+        metavar=("LOW", "HIGH"),
+        help="natural models' rates, in multiples of the top of each method's default space (default: 1 30)",
     )
     parser.add_argument("--suite", type=Path, default=ROOT / "validators" / "release.yaml")
     parser.add_argument("--threads", type=int, default=2)
@@ -394,7 +407,8 @@ def main() -> None:
             for k, v in measure_rate_scales(e.original_model(), e.setup, e.config.problem.seed).items()
         }
         for seed in range(args.first_seed, args.seeds):
-            built = models(args.problem, request, e, ctx, seed, tuple(args.kinds), neighbours, scales)
+            kinds = tuple(args.kinds)
+            built = models(args.problem, request, e, ctx, seed, kinds, neighbours, scales, args.natural_span)
             for (kind, model), mode in itertools.product(built.items(), args.references):
                 report = validate(contexts[mode], Candidate(model, f"{kind} seed {seed}"), suite)
                 failed = [r.name for r in report.results if r.status in ("fail", "error")]

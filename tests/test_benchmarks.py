@@ -53,6 +53,14 @@ TINY = {
         ],
         ["compute to the first trial that passes", "| tpe-retain |"],
     ),
+    "forget_score_rules.py": (["--examples", "20"], ["20 examples a case, seed 0"]),
+    "collapse_guard.py": (["--trials", "1"], ["guard on: wall", "guard off: wall", "wall ratio on/off"]),
+    "projection_space.py": (
+        ["--trials", "1", "--methods", "interference_aware"],
+        ["| interference_aware | parameters |", "| interference_aware | representation |"],
+    ),
+    "quickstart_vs_graddiff.py": (["--trials", "1"], ["trials per study: 1; wall: interference_aware"]),
+    "tracking_overhead.py": (["--trials", "1"], ["1 trials: tracking off", "ratio on/off"]),
     "one_verdict.py": (
         ["--seeds", "0", "--trials", "2", "--threads", "1"],
         ["quickstart.yaml: the recommendation passes release whenever a front trial does in"],
@@ -67,15 +75,21 @@ TINY = {
 }
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One reference cache for every run: most of them share the quickstart's references."""
+    return tmp_path_factory.mktemp("benchmark-cache")
+
+
 @pytest.mark.parametrize("script", sorted(TINY))
-def test_the_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path) -> None:
+def test_the_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path, cache: Path) -> None:
     arguments, expected = TINY[script]
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *arguments],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={"TUNE_UNLEARN_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
+        env={"TUNE_UNLEARN_CACHE": str(cache), "PATH": "/usr/bin:/bin"},
         timeout=300,
         check=False,
     )
