@@ -420,7 +420,7 @@ class StudyConfig(Strict):
     workers: WorkersConfig = WorkersConfig()
     warm_start: WarmStartConfig | None = None
     #: A request stream: deletion requests in the order they arrive, unlearned one after
-    #: another on the running model (``stream.py``). Given instead of ``forget``.
+    #: another on the running model (``study/stream.py``). Given instead of ``forget``.
     requests: list[ForgetConfig] | None = None
 
     @model_validator(mode="before")

@@ -1,6 +1,6 @@
 """A study's reference models as values: what to train (a :class:`ReferencePlan`), what it
 would cost, and the models themselves (:func:`load_references`), trained or read from the
-cache. ``references.py`` trains and caches one model; this module decides which.
+cache. ``training.py`` trains and caches one model; this module decides which.
 
 The original trains on the whole train split with the problem's seed. The retrain members
 train with seeds ``seed + 0 … K − 1`` on the retain set, or, for a bank, on the train set less
