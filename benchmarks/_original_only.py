@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from tune_unlearn.config.study_config import parse_study
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 
 
 def original_only_experiment(
     name: str, problem: str, samples: int, cache: str, request: Mapping[str, Any]
-) -> Experiment:
+) -> LoadedStudy:
     params: dict[str, Any] = {"num_samples": samples} if problem != "digits" else {}
     raw = {
         "name": name,
@@ -24,4 +24,4 @@ def original_only_experiment(
         "tracking": {"enabled": False},
         "collapse_guard": {"enabled": False},
     }
-    return Experiment(parse_study(raw), progress=False)
+    return load_study_values(parse_study(raw))

@@ -27,7 +27,7 @@ from _original_only import original_only_experiment
 
 from tune_unlearn.methods import METHODS, DivergenceError, StepGradients
 from tune_unlearn.methods._base import StepLog
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy
 
 REQUESTS: dict[str, dict[str, Any]] = {
     "digits": {"mode": "partial", "target_tasks": ["digit"], "where": {"digit": 3}},
@@ -36,7 +36,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
 }
 
 
-def experiment_for(problem: str, samples: int, cache: str) -> Experiment:
+def experiment_for(problem: str, samples: int, cache: str) -> LoadedStudy:
     return original_only_experiment("divergence", problem, samples, cache, REQUESTS[problem])
 
 
@@ -46,7 +46,7 @@ def rate_at(search: dict[str, Any], quantile: float) -> float:
 
 
 def trace(
-    experiment: Experiment, name: str, quantile: float, steps: int, max_step: float | None
+    experiment: LoadedStudy, name: str, quantile: float, steps: int, max_step: float | None
 ) -> dict[str, Any]:
     cls = METHODS.get(name)
     declared = cls.constraints()
@@ -59,7 +59,7 @@ def trace(
     if max_step is not None and "max_step" in declared:
         settings["max_step"] = max_step
     method = cls(**settings)
-    model = experiment.original_model()
+    model = experiment.references.original_model()
     rows: list[tuple[float, float, float]] = []
     losses: list[float] = []
     original_delta = method.step_delta
@@ -75,7 +75,7 @@ def trace(
 
     method.step_delta = recorded  # type: ignore[method-assign]
     try:
-        method.unlearn(model, experiment.setup, seed=0)
+        method.unlearn(model, experiment.inputs.setup, seed=0)
         diverged = None
     except DivergenceError as error:
         diverged = str(error)

@@ -29,7 +29,7 @@ planted faults (the gate should fail them)
   masked collapse; on digits the damage spreads to the retain training samples too (and healing
   them heals the neighbours), so it is reported as what it is: collateral damage;
 - ``masked_collapse``: that collateral-damage model behind a memory of the retain *training*
-  inputs (``tune_unlearn.validation.plants.RetainMemorised``): on an input it was trained on
+  inputs (``tune_unlearn.plants.RetainMemorised``): on an input it was trained on
   it answers what the held-out retrain answered, anywhere else what the damaged model
   answers. The static retain set (training samples) then looks untouched while the held-out
   neighbours carry the damage, the defining condition of masked collapse. It is a constructed
@@ -97,13 +97,13 @@ import torch
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS, DivergenceError, measure_rate_scales
+from tune_unlearn.plants import RetainMemorised, finetuned, val_neighbours
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.problems.forget import LabeledSet
 from tune_unlearn.references.training import train_model
 from tune_unlearn.trial import configuration_run
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
-from tune_unlearn.validation.plants import RetainMemorised, finetuned, val_neighbours
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,13 +145,13 @@ STREAM_SIZE = 10
 COMPANION_SHARE = 0.01
 
 
-def bank_file(e: Experiment, path: Path) -> Path:
+def bank_file(e: LoadedStudy, path: Path) -> Path:
     """The instances a bank for a 10-request stream leaves out: this request, previous ones, and
     nine disjoint seeded random companions of 1% of the train set each, from the rest."""
-    deleted = torch.cat([e.request.indices, e.request.previous])
-    rest = e.splits["train"][~torch.isin(e.splits["train"], deleted)]
-    size = max(1, round(COMPANION_SHARE * len(e.splits["train"])))
-    order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(e.config.problem.seed))
+    deleted = torch.cat([e.inputs.request.indices, e.inputs.request.previous])
+    rest = e.inputs.train[~torch.isin(e.inputs.train, deleted)]
+    size = max(1, round(COMPANION_SHARE * len(e.inputs.train)))
+    order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(e.inputs.config.problem.seed))
     companions = rest[order[: size * (STREAM_SIZE - 1)]]
     path.write_text("\n".join(str(i) for i in sorted(torch.cat([deleted, companions]).tolist())) + "\n")
     return path
@@ -198,13 +198,13 @@ def on_original_grid(model: MultiTaskModel, original: MultiTaskModel, bits: int)
 
 
 def damage_meter(
-    e: Experiment, ctx: ValidationContext, neighbours: LabeledSet
+    e: LoadedStudy, ctx: ValidationContext, neighbours: LabeledSet
 ) -> Callable[[MultiTaskModel], float]:
     """A model's damage, measured where the gate never looks: the worst task's accuracy loss
     beyond the retrain ensemble's mean on ``neighbours`` (the ``val`` neighbours of the forget
     instances for the planted damage, or all of ``val``; the probes draw from ``holdout``).
     The retrains are scored once."""
-    names = e.task_names
+    names = e.inputs.task_names
     members = [ctx.per_sample_of(r, neighbours.indices).scores(neighbours, names) for r in ctx.retrains]
     reference = {t: sum(m[t] for m in members) / len(members) for t in names}
 
@@ -254,7 +254,7 @@ def _log_uniform(generator: torch.Generator, low: float, high: float) -> float:
 
 
 def natural_models(
-    e: Experiment, scales: Mapping[str, float], seed: int, span: tuple[float, float] = NATURAL_SPAN
+    e: LoadedStudy, scales: Mapping[str, float], seed: int, span: tuple[float, float] = NATURAL_SPAN
 ) -> dict[str, MultiTaskModel]:
     """Each shipped method of :data:`AGGRESSIVE` once, at a setting drawn from ``seed`` within
     ``span`` times its space's top; a run that diverges is no candidate (left out, and counted
@@ -269,28 +269,30 @@ def natural_models(
         params.update(steps=100, batch_size=32, max_step=_log_uniform(generator, 0.01, 0.1))
         if name == "interference_aware":
             params["projection_strength"] = float(torch.rand(1, generator=generator))
-        model = e.original_model()
+        model = e.references.original_model()
         with contextlib.suppress(DivergenceError):
-            METHODS.get(name)(**params).unlearn(model, e.setup, seed=seed)
+            METHODS.get(name)(**params).unlearn(model, e.inputs.setup, seed=seed)
             if all(torch.isfinite(p).all() for p in model.parameters()):
                 out[f"natural_{name}"] = model
     return out
 
 
-def planted(e: Experiment, recipe: dict[str, Any], start: MultiTaskModel, seed: int) -> MultiTaskModel:
+def planted(e: LoadedStudy, recipe: dict[str, Any], start: MultiTaskModel, seed: int) -> MultiTaskModel:
     """A plant from its recipe: a GradDiff run (``ascent_lr``, ``retain_lr``, ``steps``), or
     ``finetune`` (Adam descent on the retain set, from ``start``) with ``ascend_forget`` adding
     bounded ascent on the forget set."""
     if "ascent_lr" in recipe:
-        return configuration_run.run(e, recipe, seed=seed).model
-    ascend = e.sets["forget"] if recipe.get("ascend_forget") else None
-    return finetuned(e, start, e.sets["retain"], recipe["steps"], recipe["lr"], seed, ascend=ascend)
+        return configuration_run.run(*e, recipe, seed=seed).model
+    ascend = e.inputs.sets.forget if recipe.get("ascend_forget") else None
+    return finetuned(
+        e.inputs, start, e.inputs.sets.retain, recipe["steps"], recipe["lr"], seed, ascend=ascend
+    )
 
 
 def models(
     problem: str,
     request: str,
-    e: Experiment,
+    e: LoadedStudy,
     ctx: ValidationContext,
     seed: int,
     kinds: tuple[str, ...],
@@ -305,12 +307,14 @@ def models(
     original = ctx.original
     needs_heldout = ("heldout_retrain", "mild_finetune", "collateral_damage", "masked_collapse")
     if any(kind in kinds for kind in needs_heldout):
-        heldout = train_model(e.problem, e.data, e.sets["retain"], seed=10_000 + seed, progress=False)
+        heldout = train_model(
+            e.inputs.problem, e.inputs.data, e.inputs.sets.retain, seed=10_000 + seed, progress=False
+        )
         out["heldout_retrain"] = heldout
         out["mild_finetune"] = planted(e, spec["mild_finetune"], heldout, seed)
-    inside = configuration_run.measure(e, original)
+    inside = configuration_run.measure(*e, original)
     if "under_forgetting" in kinds and not all(
-        inside[f"nothing_to_forget/{t}"] for t in e.request.target_tasks
+        inside[f"nothing_to_forget/{t}"] for t in e.inputs.request.target_tasks
     ):
         with contextlib.suppress(DivergenceError):  # a diverged model is no candidate
             out["under_forgetting"] = planted(e, spec["under_forgetting"], original, seed)
@@ -324,13 +328,13 @@ def models(
         out["relearnable"] = suppressed
         if "quantization_fragile" in spec and "quantization_fragile" in kinds:
             with contextlib.suppress(DivergenceError):
-                unlearned = configuration_run.run(e, spec["quantization_fragile"], seed=seed).model
+                unlearned = configuration_run.run(*e, spec["quantization_fragile"], seed=seed).model
                 out["quantization_fragile"] = on_original_grid(unlearned, original, bits=4)
     if "collateral_damage" in kinds or "masked_collapse" in kinds:
         # From an exact deletion, so that the damage next to the request is the only fault.
-        damaged = finetuned(e, heldout, e.sets["retain"], 20, 1e-3, seed, ascend=neighbours)
+        damaged = finetuned(e.inputs, heldout, e.inputs.sets.retain, 20, 1e-3, seed, ascend=neighbours)
         out["collateral_damage"] = damaged
-        retain_inputs = e.data.inputs[e.sets["retain"].indices.unique()]
+        retain_inputs = e.inputs.data.inputs[e.inputs.sets.retain.indices.unique()]
         out["masked_collapse"] = RetainMemorised(damaged, heldout, retain_inputs)
     if "natural" in kinds:
         out.update(natural_models(e, scales, seed, natural_span))
@@ -391,20 +395,22 @@ def main() -> None:
     started = time.perf_counter()
     for request in [] if args.rows else args.requests:
         raw = study(args.problem, request, cache, tmp / request)
-        e = Experiment(parse_study(raw), progress=False)
-        ctx = ValidationContext(e)
+        e = load_study_values(parse_study(raw))
+        ctx = ValidationContext(*e)
         contexts = {"ensemble": ctx}
         if "bank" in args.references:
             left_out = bank_file(e, tmp / f"bank-{request}.txt")
-            bank = Experiment(parse_study(bank_study(raw, left_out)), progress=False)
-            contexts["bank"] = ValidationContext(bank)
-        neighbours = val_neighbours(e, ctx)
+            bank = load_study_values(parse_study(bank_study(raw, left_out)))
+            contexts["bank"] = ValidationContext(*bank)
+        neighbours = val_neighbours(ctx)
         planted_damage = damage_meter(e, ctx, neighbours)
-        val_damage = damage_meter(e, ctx, e.sets["val"])
-        static_damage = damage_meter(e, ctx, e.scored_sets["retain"])
+        val_damage = damage_meter(e, ctx, e.inputs.sets.val)
+        static_damage = damage_meter(e, ctx, e.inputs.scored["retain"])
         scales = {
             str(k): v
-            for k, v in measure_rate_scales(e.original_model(), e.setup, e.config.problem.seed).items()
+            for k, v in measure_rate_scales(
+                e.references.original_model(), e.inputs.setup, e.inputs.config.problem.seed
+            ).items()
         }
         for seed in range(args.first_seed, args.seeds):
             kinds = tuple(args.kinds)

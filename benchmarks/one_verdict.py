@@ -28,7 +28,7 @@ from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.study.runner import run_study
 from tune_unlearn.trial import configuration_run
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import load_study_values
 from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,14 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def judge_front(run: Any, release: Path) -> list[dict[str, Any]]:
     """Every front trial re-run from its seed and gated with ``release``."""
     summary = run.summary
-    experiment = Experiment(summary.config, progress=False)
-    context = ValidationContext(experiment)
+    experiment = load_study_values(summary.config)
+    context = ValidationContext(*experiment)
     suite = load_suite(release)
     rows = []
     for trial in sorted(summary.front, key=lambda t: t.number):
         record = TrialRecord.of(trial)
         seed = int(record.seed or 0)
-        result = configuration_run.run(experiment, trial.params, seed=seed)
+        result = configuration_run.run(*experiment, trial.params, seed=seed)
         metrics = {k: v for k, v in record.metrics.items() if v is not None}
         candidate = Candidate(result.model, f"trial {trial.number}", metrics, trial.params, seed)
         report = validate(context, candidate, suite)

@@ -22,7 +22,7 @@ from gate_power import study
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.references.training import train_model
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.inputs import evaluate_scored, load_inputs, score
 
 
 def main() -> None:
@@ -41,12 +41,12 @@ def main() -> None:
         schedule, _, epochs = spec.partition(":")
         raw = study("shapes", "random", out / "cache", out / "study")
         raw["problem"]["params"] |= {"schedule": schedule, "epochs": int(epochs)}
-        e = Experiment(parse_study(raw), progress=False, references=False)
+        inputs = load_inputs(parse_study(raw))
         scores: list[dict[str, float]] = []
         started = time.perf_counter()
         for seed in args.seeds:
-            model = train_model(e.problem, e.data, e.sets["retain"], seed=seed, progress=False)
-            scores.append(e.score("retrain", e.evaluate(model)))
+            model = train_model(inputs.problem, inputs.data, inputs.sets.retain, seed=seed, progress=False)
+            scores.append(score(inputs, "retrain", evaluate_scored(inputs, model)))
         seconds = (time.perf_counter() - started) / len(args.seeds)
         for key in scores[0]:
             if not key.startswith("score/retrain/"):

@@ -37,14 +37,14 @@ import yaml
 
 from tune_unlearn.config.study_config import StudyConfig, parse_study
 from tune_unlearn.study.stream import retrain_at, run_stream, stream_markdown
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.inputs import load_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_requests(config: StudyConfig, count: int, share: float, folder: Path) -> list[dict[str, Any]]:
     """``count`` disjoint seeded random requests of ``share`` of the train set, as index files."""
-    train = Experiment(config, progress=False, references=False).splits["train"]
+    train = load_inputs(config).train
     size = max(1, round(share * len(train)))
     order = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))]
     requests = []

@@ -33,10 +33,11 @@ from optuna.trial import FrozenTrial
 from scipy.stats import spearmanr
 
 from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.references.attacks import RecoveryMeasures
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.study.runner import run_study
 from tune_unlearn.trial import configuration_run
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("without", "objective", "constraint")
@@ -78,11 +79,11 @@ def arm_study(raw: dict[str, Any], arm: str, seed: int, out: Path) -> dict[str, 
     return study
 
 
-def recovery_of(experiment: Experiment, trial: FrozenTrial) -> float:
+def recovery_of(experiment: LoadedStudy, recovery: RecoveryMeasures, trial: FrozenTrial) -> float:
     """The trial's model again (its configuration and seed), attacked."""
     seed = int(TrialRecord.of(trial).seed or 0)
-    model = configuration_run.run(experiment, trial.params, seed=seed).model
-    return experiment.recovery.measure(model, ["relearn_recovery"])[0]["relearn_recovery"]
+    model = configuration_run.run(*experiment, trial.params, seed=seed).model
+    return recovery.measure(model, ["relearn_recovery"])[0]["relearn_recovery"]
 
 
 def measure_arm(raw: dict[str, Any], arm: str, seed: int, out: Path) -> dict[str, Any]:
@@ -91,8 +92,9 @@ def measure_arm(raw: dict[str, Any], arm: str, seed: int, out: Path) -> dict[str
     summary = run.summary
     complete = summary.complete
     if arm == "without":
-        experiment = Experiment(config, progress=False)
-        recovery = {t.number: recovery_of(experiment, t) for t in complete}
+        experiment = load_study_values(config)
+        attacks = configuration_run.recovery_measures(*experiment)
+        recovery = {t.number: recovery_of(experiment, attacks, t) for t in complete}
     else:
         recovery = {t.number: float(TrialRecord.of(t).metrics["relearn_recovery"]) for t in complete}
     uis = {t.number: float(TrialRecord.of(t).metrics["uis"]) for t in complete}

@@ -41,6 +41,7 @@ from _quickstart import quickstart_search
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.study.runner import StudyRun, run_study
+from tune_unlearn.trial.study_references import load_study_values
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -71,13 +72,12 @@ def cost_to_releasable(
     from tune_unlearn.report.request_cost import request_cost
     from tune_unlearn.report.trial_record import TrialRecord
     from tune_unlearn.trial import configuration_run
-    from tune_unlearn.trial.experiment import Experiment
     from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
 
     config = run.summary.config
-    experiment = Experiment(config, progress=False)
+    experiment = load_study_values(config)
     suite = load_suite(suite_path)
-    context = ValidationContext(experiment)
+    context = ValidationContext(*experiment)
     feasible = {t.number for t in run.summary.feasible}
     trials = sorted(run.summary.trials, key=lambda t: t.number)
     steps = config.method.fixed.get("steps")
@@ -91,7 +91,7 @@ def cost_to_releasable(
         attacks = 0.0
         if suite.attacks is not None and suite.attacks.relearning is not None:
             attack = context.attack(RelearningAttack, suite.attacks.relearning)
-            attacks = attack.sample_gradients / experiment.retrain_sample_gradients
+            attacks = attack.sample_gradients / experiment.inputs.retrain_sample_gradients
         return search.trials + search.pruned + search.attacks + reruns + attacks
 
     for position, trial in enumerate(trials):
@@ -99,7 +99,7 @@ def cost_to_releasable(
             continue
         record = TrialRecord.of(trial)
         seed = int(record.seed or 0)
-        result = configuration_run.run(experiment, trial.params, seed=seed)
+        result = configuration_run.run(*experiment, trial.params, seed=seed)
         reruns += float(result.metrics["compute_cost"])
         validated += 1
         metrics = {k: v for k, v in record.metrics.items() if v is not None}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.trial import configuration_run
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import load_study_values
 
 KEPT = ("colour", "position", "size")
 RETAIN_LR = 1e-3
@@ -54,17 +54,17 @@ def main() -> None:
                 "collapse_guard": {"enabled": False},
             }
             start = time.perf_counter()
-            experiment = Experiment(parse_study(raw), progress=False)
+            experiment = load_study_values(parse_study(raw))
             setup = time.perf_counter() - start
-            scores = experiment.reference_scores
-            original = {t: scores[f"score/original/val/{t}"] for t in experiment.task_names}
+            scores = experiment.references.scores
+            original = {t: scores[f"score/original/val/{t}"] for t in experiment.inputs.task_names}
             print(
                 f"correlation {correlation}: references ready in {setup:.0f} s; original val "
                 + ", ".join(f"{t} {v:.3f}" for t, v in original.items())
             )
             for ascent_lr in args.ascent_lrs:
                 configuration = {"ascent_lr": ascent_lr, "retain_lr": RETAIN_LR}
-                metrics = configuration_run.run(experiment, configuration, seed=0).metrics
+                metrics = configuration_run.run(*experiment, configuration, seed=0).metrics
                 damage = {t: original[t] - metrics[f"score/unlearned/val/{t}"] for t in KEPT}
                 kept = {
                     t: metrics[f"score/original/kept/{t}"] - metrics[f"score/unlearned/kept/{t}"]

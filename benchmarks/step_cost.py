@@ -21,7 +21,7 @@ from _original_only import original_only_experiment
 
 from tune_unlearn.methods import METHODS, ParameterLayout, StepGradients
 from tune_unlearn.trial.configuration_run import PhaseTimer
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy
 
 REQUESTS = {
     "digits": {"mode": "partial", "target_tasks": ["digit"], "where": {"digit": 0}},
@@ -30,7 +30,7 @@ REQUESTS = {
 }
 
 
-def experiment_for(problem: str, samples: int, cache: str) -> Experiment:
+def experiment_for(problem: str, samples: int, cache: str) -> LoadedStudy:
     return original_only_experiment("step_cost", problem, samples, cache, REQUESTS[problem])
 
 
@@ -42,7 +42,7 @@ def variants() -> list[str]:
     ]
 
 
-def method_seconds(experiment: Experiment, variant: str, steps: int) -> float:
+def method_seconds(experiment: LoadedStudy, variant: str, steps: int) -> float:
     """Unlearning seconds of ``steps`` steps; tiny learning rates keep every method finite."""
     name, _, space = variant.partition("@")
     cls = METHODS.get(name)
@@ -51,17 +51,17 @@ def method_seconds(experiment: Experiment, variant: str, steps: int) -> float:
     rates = {key: 1e-6 for key, param in cls.constraints().items() if param.rate}
     wanted = {"steps": steps, "batch_size": 64, "projection_space": space, **rates}
     method = cls(**{k: v for k, v in wanted.items() if k in cls.hyperparameters() and v != ""})
-    model = experiment.original_model()
-    with PhaseTimer(experiment.device) as timer:  # CUDA-event time on a GPU
-        method.unlearn(model, experiment.setup, seed=0)
+    model = experiment.references.original_model()
+    with PhaseTimer(experiment.inputs.device) as timer:  # CUDA-event time on a GPU
+        method.unlearn(model, experiment.inputs.setup, seed=0)
     return timer.seconds
 
 
-def per_sample_seconds(experiment: Experiment, repeats: int) -> tuple[float, float, float]:
+def per_sample_seconds(experiment: LoadedStudy, repeats: int) -> tuple[float, float, float]:
     """Seconds for the shared-parameter per-sample gradients of 64 retain samples: vmap, loop;
     and, as the yardstick, one ordinary backward pass of the whole batch (one gradient)."""
-    model = experiment.original_model()
-    setup = experiment.setup
+    model = experiment.references.original_model()
+    setup = experiment.inputs.setup
     positions = torch.arange(64) % len(setup.retain)
     batch = setup.batch(setup.retain, positions.to(setup.retain.indices.device))
     layout = ParameterLayout(model)
@@ -79,7 +79,7 @@ def per_sample_seconds(experiment: Experiment, repeats: int) -> tuple[float, flo
     def timed(function: object) -> float:
         times = []
         for _ in range(repeats):
-            with PhaseTimer(experiment.device) as timer:
+            with PhaseTimer(experiment.inputs.device) as timer:
                 result = function()  # type: ignore[operator]
             times.append(timer.seconds)
         assert isinstance(result, torch.Tensor)
@@ -96,18 +96,18 @@ def per_sample_seconds(experiment: Experiment, repeats: int) -> tuple[float, flo
     return timed(grads.per_sample_retain), timed(loop), timed(batched)
 
 
-def per_sample_memory(experiment: Experiment, batch_size: int) -> tuple[int, int]:
+def per_sample_memory(experiment: LoadedStudy, batch_size: int) -> tuple[int, int]:
     """Bytes of the per-sample retain gradients by task (the tensor the projections keep),
     and the peak memory growth of computing them: CUDA's peak allocation on a GPU, else the
     process's peak resident set (which only grows: call with increasing batch sizes)."""
     import resource
 
-    model = experiment.original_model()
-    setup = experiment.setup
+    model = experiment.references.original_model()
+    setup = experiment.inputs.setup
     positions = (torch.arange(batch_size) % len(setup.retain)).to(setup.retain.indices.device)
     batch = setup.batch(setup.retain, positions)
     grads = StepGradients(ParameterLayout(model), setup.tasks, setup.target, None, batch)
-    if experiment.device.type == "cuda":
+    if experiment.inputs.device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
@@ -133,7 +133,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as cache:
         experiment = experiment_for(args.problem, args.samples, cache)
-        tasks = len(experiment.task_names)
+        tasks = len(experiment.inputs.task_names)
         # Repeats interleave the methods, so that a slow spell of a shared machine hits all.
         runs: dict[str, list[float]] = {}
         for _ in range(args.repeats):
@@ -143,7 +143,7 @@ def main() -> None:
         base = seconds["graddiff"]
         print(
             f"{args.problem} ({tasks} tasks, batch 64, {args.steps} steps, median of {args.repeats}, "
-            f"{torch.get_num_threads()} threads, device {experiment.device}); "
+            f"{torch.get_num_threads()} threads, device {experiment.inputs.device}); "
             f"graddiff {base / args.steps * 1000:.1f} ms/step"
         )
         targets = {

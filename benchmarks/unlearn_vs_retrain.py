@@ -24,7 +24,7 @@ from _shapes_study import shapes_study
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.study.runner import run_study
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import load_study_values
 
 SEARCH = {
     "ascent_lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
@@ -68,7 +68,7 @@ def main() -> None:
         run_study(config)
         document = json.loads((Path(tmp) / "pareto.json").read_text())
         # The retrain ensemble's mean training seconds, from the cache the study filled.
-        retrain = Experiment(config, progress=False).compute_budget or math.nan
+        retrain = load_study_values(config).references.compute_budget or math.nan
     trials = document["trials"]
     print(f"shapes {args.samples} samples; retrain reference: {retrain:.1f} s of training")
     print(f"trials: {document['counts']}")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 
 from .helpers import tiny_study
 
@@ -21,5 +21,5 @@ def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_experiment(session_tmp: Path) -> Experiment:
-    return Experiment(tiny_study(session_tmp), progress=False)
+def tiny_experiment(session_tmp: Path) -> LoadedStudy:
+    return load_study_values(tiny_study(session_tmp))

@@ -27,7 +27,7 @@ from tune_unlearn.report.trial_record import RETRY_OF
 from tune_unlearn.study.distributed import counted_trials
 from tune_unlearn.study.objective import open_storage, storage_url
 from tune_unlearn.study.runner import run_study
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 
 from .helpers import (
     POSTGRES,
@@ -106,7 +106,7 @@ def test_a_rerun_resumes_to_the_budget_and_add_trials_raises_it(tmp_path: Path) 
 def test_two_runs_started_together_on_the_embedded_defaults_share_one_budget(tmp_path: Path) -> None:
     config = tiny_study(tmp_path, n_trials=4, tracking={"enabled": True})
     path = write_study(tmp_path, config)
-    Experiment(config, progress=False)  # references cached: the two start their trials together
+    load_study_values(config)  # references cached: the two start their trials together
     processes = [cli("run", str(path), "--no-progress", "--threads", "1") for _ in range(2)]
     results = [p.communicate(timeout=300) for p in processes]
     for process, (_, err) in zip(processes, results, strict=True):
@@ -200,20 +200,23 @@ def test_a_tracking_server_dying_mid_study_loses_no_trial(
 # -- faults on disk ---------------------------------------------------------------------------
 def test_a_corrupt_cached_reference_is_retrained_with_a_warning_naming_it(tmp_path: Path) -> None:
     config = tiny_study(tmp_path)
-    experiment = Experiment(config, progress=False)
+    experiment = load_study_values(config)
     cache = ReferenceCache(tmp_path / "cache")
-    original = cache.root / f"original-{cache.key('original', experiment.problem, 0)}.pt"
-    member = cache.root / f"retrain-{cache.key('retrain', experiment.problem, 1, experiment.request)}.json"
+    original = cache.root / f"original-{cache.key('original', experiment.inputs.problem, 0)}.pt"
+    member = (
+        cache.root
+        / f"retrain-{cache.key('retrain', experiment.inputs.problem, 1, experiment.inputs.request)}.json"
+    )
     original.write_bytes(original.read_bytes()[:100])  # truncated
     member.write_text("{not json")  # garbled
     with pytest.warns(UserWarning) as caught:
-        again = Experiment(config, progress=False)
+        again = load_study_values(config)
     messages = " ".join(str(w.message) for w in caught)
     assert str(original) in messages and str(member) in messages and "training it again" in messages
-    assert again.trained_references == ["original", "retrain ×1"]
+    assert again.references.trained == ("original", "retrain ×1")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert Experiment(config, progress=False).trained_references == []  # intact again
+        assert load_study_values(config).references.trained == ()  # intact again
 
 
 def test_an_output_folder_that_cannot_be_created_is_refused_before_anything_runs(tmp_path: Path) -> None:
@@ -292,15 +295,15 @@ def test_the_same_file_and_seed_sample_and_recommend_the_same_on_a_busy_or_idle_
     assert seconds[0] != seconds[1]  # the measurement is still reported, and it did differ
 
 
-def test_compute_cost_counts_sample_gradients_against_one_retrain(tiny_experiment: Experiment) -> None:
+def test_compute_cost_counts_sample_gradients_against_one_retrain(tiny_experiment: LoadedStudy) -> None:
     """graddiff computes one forget and one retain gradient per step: ``steps × (B_f + B_r)``
     sample-gradients, over ``epochs × |retain|`` for a retrain."""
     from tune_unlearn.trial import configuration_run
 
-    result = configuration_run.run(tiny_experiment, {"ascent_lr": 1e-3, "retain_lr": 1e-2}, seed=0)
+    result = configuration_run.run(*tiny_experiment, {"ascent_lr": 1e-3, "retain_lr": 1e-2}, seed=0)
     steps, batch = 6, 16
-    recipe = tiny_experiment.problem.recipe()
-    expected = steps * (batch + batch) / (recipe.epochs * len(tiny_experiment.sets["retain"]))
+    recipe = tiny_experiment.inputs.problem.recipe()
+    expected = steps * (batch + batch) / (recipe.epochs * len(tiny_experiment.inputs.sets.retain))
     assert result.metrics["compute_cost"] == pytest.approx(expected)
     assert result.log.sample_gradients == steps * 2 * batch
 
@@ -368,12 +371,12 @@ def registered(tmp_path: Path) -> tuple[Path, str]:
     from tune_unlearn.tracking.runs import Tracker
 
     config = tiny_study(tmp_path, tracking={"enabled": True})
-    experiment = Experiment(config, progress=False)
-    model = experiment.original_model()
+    experiment = load_study_values(config)
+    model = experiment.references.original_model()
     uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
     tracker = Tracker(uri, "tiny", artifact_root=tmp_path / "out" / "mlartifacts")
     tracker.start_study("models", {}, {})
-    example = experiment.data.inputs[experiment.splits["val"][:2]]
+    example = experiment.inputs.data.inputs[experiment.inputs.val[:2]]
     mlflow.register_model(tracker.log_model(model, example), "safe")
     with mlflow.start_run(run_id=tracker.parent_run_id):
         info = mlflow.pytorch.log_model(model, name="plain", serialization_format="pickle")

@@ -125,7 +125,7 @@ def test_a_metric_or_probe_family_that_breaks_the_contract_is_told_why() -> None
         parameters: ClassVar[dict[str, Param]] = {}
 
         def build(self, ctx: ValidationContext) -> Probe:  # draws from train: not allowed
-            train = ctx.experiment.splits["train"][:10]
+            train = ctx.inputs.train[:10]
             return Probe(self.name, ctx.all_tasks(train))
 
     with pytest.raises(AssertionError, match="holdout split only"):

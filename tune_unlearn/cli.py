@@ -180,10 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "check":
         from tune_unlearn.errors import UsageError
-        from tune_unlearn.trial.experiment import Experiment, ReferenceBudgetError
+        from tune_unlearn.references.reference_models import ReferenceBudgetError
+        from tune_unlearn.trial.inputs import load_inputs
 
         try:
-            experiment = Experiment(config, progress=False, references=False)
+            inputs = load_inputs(config)
             from tune_unlearn.report.request_cost import reference_mode
 
             mode, per_request = reference_mode(
@@ -196,15 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ensemble = config.references.ensemble()
                 members = ensemble.seeds if ensemble else 1
                 trial, once = relearning_budget(config.evaluation.relearning, members)
-                unit = experiment.retrain_sample_gradients
+                unit = inputs.retrain_sample_gradients
                 print(
                     f"relearn_recovery: at most {trial / unit:.3g} retrain(s) of attack per trial, "
                     f"and {once / unit:.3g} once for the retrains' side"
                 )
-            cost = experiment.missing_reference_cost()
+            cost = inputs.reference_plan.missing_cost()
             if cost[0]:
                 print(f"references: {cost[0]} model(s) to train, estimated {cost[1]:.0f} s on this machine")
-            experiment.check_reference_budget(cost)
+            inputs.reference_plan.check_budget(cost)
             from tune_unlearn.study.warm_start import warm_configurations
 
             warm = warm_configurations(config)

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from tune_unlearn.config.study_config import StudyConfig
 from tune_unlearn.errors import UsageError, reading_input
+from tune_unlearn.references.training import model_from_state
 from tune_unlearn.tracking.model_file import Sidecar
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.tracking.registry import register_verdict, registered_version
+from tune_unlearn.trial.inputs import StudyInputs, load_inputs
+from tune_unlearn.trial.study_references import load_study_references
 from tune_unlearn.validation import (
     Candidate,
     SuiteConfig,
@@ -37,15 +38,16 @@ def _is_mlflow_uri(spec: str) -> bool:
     return spec.startswith(("models:/", "runs:/"))
 
 
-def load_candidate(spec: str, experiment: Experiment) -> Candidate:
-    """A state-dict file (with its ``.json`` metrics beside it, if any) or an MLflow model URI."""
+def load_candidate(spec: str, inputs: StudyInputs) -> Candidate:
+    """A state-dict file (with its ``.json`` metrics beside it, if any) or an MLflow model URI,
+    as a model of the study's problem on its device."""
     try:
-        state = experiment.load_model_state(spec)
+        state = inputs.user_model_state(spec)
     except ValueError as error:
         raise CandidateError(str(error)) from None
     sidecar = Sidecar() if _is_mlflow_uri(spec) else Sidecar.beside(Path(spec))
     try:
-        model = experiment.model_from(state)
+        model = model_from_state(inputs.problem, state, inputs.device)
     except RuntimeError as error:
         raise CandidateError(f"{spec} does not fit the study's model: {error}") from None
     return Candidate(model, spec, dict(sidecar.metrics), sidecar.params, sidecar.seed)
@@ -99,18 +101,29 @@ def run_gate(
 ) -> GateOutcome:
     refuse_overwrite(output / "gate.json", candidate_spec)
     with reading_input():
-        experiment = Experiment(config, progress=False, tracking_uri=tracking_uri, trust_pickle=trust_pickle)
-        candidate = load_candidate(candidate_spec, experiment)
-    report = validate(ValidationContext(experiment), candidate, suite)
+        inputs = load_inputs(config, tracking_uri=tracking_uri, trust_pickle=trust_pickle)
+        candidate = load_candidate(candidate_spec, inputs)  # before any reference trains
+        references = load_study_references(inputs, progress=False)
+    report = validate(ValidationContext(inputs, references), candidate, suite)
     paths = (output / "gate.json", junit or output / "junit.xml", output / "gate.md")
     write_reports(report, *paths)
     registered = None
     if register:
-        example = experiment.data.inputs[experiment.splits["val"][:2].to(experiment.device)]
-        registered = registry_update(
-            config, candidate, report, register, alias, tracking_uri, [paths[0], paths[2]], example
+        example = inputs.data.inputs[inputs.val[:2].to(inputs.device)]
+        registered = register_verdict(
+            inputs.tracking_uri,
+            config.tracking.experiment or config.name,
+            config.output_dir() / "mlartifacts",
+            candidate.model,
+            candidate.description,
+            verdict=report.verdict,
+            passed=report.passed,
+            name=register,
+            alias=alias,
+            attachments=[paths[0], paths[2]],
+            example=example,
         )
-    attached = attach_reports(config, candidate_spec, report, list(paths), experiment.tracking_uri)
+    attached = attach_reports(config, candidate_spec, report, list(paths), inputs.tracking_uri)
     return GateOutcome(report, *paths, registered=registered, attached_to=attached)
 
 
@@ -147,7 +160,7 @@ def _producing_run(client: Any, config: StudyConfig, spec: str) -> str | None:
     if spec.startswith("runs:/"):
         return spec.removeprefix("runs:/").split("/", 1)[0]
     if spec.startswith("models:/"):
-        version = _registered_version(client, spec)
+        version = registered_version(client, spec)
         if version is not None:
             return str(version.run_id) if version.run_id else None
         model_id = spec.removeprefix("models:/").split("/", 1)[0]
@@ -161,59 +174,3 @@ def _producing_run(client: Any, config: StudyConfig, spec: str) -> str | None:
 
     study = optuna.load_study(study_name=config.name, storage=open_storage(storage_url(config)))
     return StudyRecord.of(study).parent_run or None
-
-
-def registry_update(
-    config: StudyConfig,
-    candidate: Candidate,
-    report: ValidationReport,
-    name: str,
-    alias: str | None,
-    tracking_uri: str | None,
-    attachments: list[Path],
-    example: torch.Tensor,
-) -> str | None:
-    """Register a passing candidate and point ``alias`` at it; never register a failing one, but
-    tag it with its verdict when it is a registered version already."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from tune_unlearn.tracking.runs import Tracker, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(config, tracking_uri)
-    client = MlflowClient(tracking_uri=uri)
-    existing = _registered_version(client, candidate.description)
-    if existing is not None:
-        client.set_model_version_tag(existing.name, existing.version, "gate_verdict", report.verdict)
-    if not report.passed:
-        return None
-    if existing is not None and existing.name == name:
-        version = existing.version
-    else:
-        tracker = Tracker(uri, config.tracking.experiment or config.name, config.output_dir() / "mlartifacts")
-        run = tracker.client.create_run(
-            tracker.experiment_id, run_name=f"gate-{name}", tags={"tune_unlearn.role": "gate"}
-        )
-        tracker.parent_run_id = run.info.run_id
-        tracker.log_artifacts(attachments, "gate")
-        model_uri = tracker.log_model(candidate.model, example, name="gate_candidate")
-        tracker.finish_study()
-        version = mlflow.register_model(model_uri, name, tags={"gate_verdict": report.verdict}).version
-    if alias:
-        client.set_registered_model_alias(name, alias, str(version))
-    return f"models:/{name}/{version}"
-
-
-def _registered_version(client: Any, spec: str) -> Any:
-    """The registered model version a ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` names."""
-    if not spec.startswith("models:/"):
-        return None
-    body = spec.removeprefix("models:/")
-    if "@" in body:
-        name, alias = body.split("@", 1)
-        return client.get_model_version_by_alias(name, alias)
-    if "/" in body:
-        name, version = body.split("/", 1)
-        if version.isdigit():
-            return client.get_model_version(name, version)
-    return None

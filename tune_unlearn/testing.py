@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from tune_unlearn.problems import DatasetInputs, MultiTaskData, Problem
 from tune_unlearn.trial import configuration_run
+from tune_unlearn.trial.study_references import LoadedStudy
 
 
 class HoldoutRead(AssertionError):
@@ -274,13 +275,13 @@ def method_checks(method: type, *, problem: Problem | None = None) -> list[Check
 
     def unlearning_moves_the_model_deterministically() -> None:
         values = hyper()
-        experiment = _tiny_experiment(problem) if problem is not None else _default_experiment()
+        inputs, references = _tiny_study(problem) if problem is not None else _default_study()
         models = []
         for _ in range(2):
-            model = experiment.original_model()
-            method(**{**values, "steps": 3, "batch_size": 4}).unlearn(model, experiment.setup, seed=1)
+            model = references.original_model()
+            method(**{**values, "steps": 3, "batch_size": 4}).unlearn(model, inputs.setup, seed=1)
             models.append(model)
-        before = experiment.references["original"].state_dict
+        before = references.original.state_dict
         after = models[0].state_dict()
         _expect(
             any(not torch.equal(before[k], after[k]) for k in before), "unlearning left the model unchanged"
@@ -319,21 +320,21 @@ def metric_checks(metric: type) -> list[Check]:
 
     def computes_a_float() -> None:
         declared()
-        experiment = _default_experiment()
+        inputs, references = _default_study()
         result = configuration_run.run(
-            experiment, {"ascent_lr": 1e-3, "retain_lr": 1e-2, "steps": 2, "batch_size": 4}, seed=0
+            inputs, references, {"ascent_lr": 1e-3, "retain_lr": 1e-2, "steps": 2, "batch_size": 4}, seed=0
         )
         from tune_unlearn.scoring.metrics import MetricContext
 
         ctx = MetricContext(
             scores=result.metrics,
-            tasks=tuple(experiment.task_names),
-            target_tasks=experiment.request.target_tasks,
-            mode=experiment.request.mode,
+            tasks=tuple(inputs.task_names),
+            target_tasks=inputs.request.target_tasks,
+            mode=inputs.request.mode,
             has_retrain=True,
-            retrain_members=len(experiment.retrain_members),
-            forget_size=len(experiment.sets["forget"]),
-            val_size=len(experiment.sets["val"]),
+            retrain_members=len(references.retrain_members),
+            forget_size=len(inputs.sets.forget),
+            val_size=len(inputs.sets.val),
         )
         value = metric().compute(ctx)
         _expect(isinstance(value, float), f"compute() must return a float, got {type(value).__name__}")
@@ -375,7 +376,7 @@ def probe_family_checks(family: type) -> list[Check]:
         declared()
         from tune_unlearn.validation import ValidationContext
 
-        ctx = ValidationContext(_default_experiment())
+        ctx = ValidationContext(*_default_study())
         built = family()
         if built.not_applicable(ctx) is not None:
             return
@@ -437,11 +438,13 @@ def gate_check_checks(check: type) -> list[Check]:
             return
         from tune_unlearn.validation import Candidate, CheckInput, ValidationContext, run_check
 
-        experiment = _default_experiment()
+        inputs, references = _default_study()
         suite = SuiteConfig(name="contract", checks={cls.name: {}})
-        original = experiment.original_model()
-        metrics = configuration_run.measure(experiment, original)
-        given = CheckInput(ValidationContext(experiment), Candidate(original, "original"), suite, metrics)
+        original = references.original_model()
+        metrics = configuration_run.measure(inputs, references, original)
+        given = CheckInput(
+            ValidationContext(inputs, references), Candidate(original, "original"), suite, metrics
+        )
         results = run_check(cls, given)
         names = cls().result_names(cls().settings(suite))
         found = [r.name for r in results]
@@ -497,13 +500,15 @@ def _run_all(checks: list[Check]) -> None:
 
 
 @functools.cache
-def _default_experiment() -> Any:
-    return _tiny_experiment(None)
+def _default_study() -> LoadedStudy:
+    return _tiny_study(None)
 
 
-def _tiny_experiment(problem: Problem | None) -> Any:
+def _tiny_study(problem: Problem | None) -> LoadedStudy:
+    """A tiny digits study's inputs and references (or ``problem``'s, every instance of its
+    first group forgotten in full mode), its references cached in a temporary folder."""
     from tune_unlearn.config.study_config import parse_study
-    from tune_unlearn.trial.experiment import Experiment
+    from tune_unlearn.trial.study_references import load_study_values
 
     folder = tempfile.mkdtemp(prefix="tune_unlearn_check_")
     raw = {
@@ -522,7 +527,7 @@ def _tiny_experiment(problem: Problem | None) -> Any:
             "params": {"key": "tune_unlearn_testing_method"},
         }
         raw["forget"] = {"mode": "full", "where": _selector(problem) or {}}
-    return Experiment(parse_study(raw), progress=False)
+    return load_study_values(parse_study(raw))
 
 
 def _expect(condition: bool, message: str) -> None:

@@ -25,7 +25,7 @@ from tune_unlearn.methods._projection import (
     project_out,
     task_subspace_basis,
 )
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy
 
 from .helpers import original_model, step_gradients
 
@@ -48,7 +48,7 @@ def close(a: Tensor, b: Tensor, tolerance: float = 1e-4) -> bool:
 
 
 def test_gram_basis_spans_the_same_space_as_the_svd_on_real_per_sample_gradients(
-    tiny_experiment: Experiment,
+    tiny_experiment: LoadedStudy,
 ) -> None:
     grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
     columns = grads.per_sample_retain().T
@@ -74,7 +74,7 @@ def test_task_subspace_is_each_tasks_exact_top_singular_directions() -> None:
     assert close(projector(task_subspace_basis(samples, rank)), projector(expected))
 
 
-def test_batched_per_task_gradients_equal_one_backward_per_task(tiny_experiment: Experiment) -> None:
+def test_batched_per_task_gradients_equal_one_backward_per_task(tiny_experiment: LoadedStudy) -> None:
     grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
     losses = grads._retain_graph[1]
     params = grads.layout.params
@@ -95,7 +95,7 @@ def _reference_instance(grads_forget_rows: Tensor, retain_rows: Tensor, strength
 
 @pytest.mark.parametrize("strength", [1.0, 0.4])
 def test_instance_orthogonalization_equals_projecting_each_per_sample_gradient(
-    tiny_experiment: Experiment, strength: float
+    tiny_experiment: LoadedStudy, strength: float
 ) -> None:
     grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
     n = grads.layout.num_shared
@@ -105,7 +105,7 @@ def test_instance_orthogonalization_equals_projecting_each_per_sample_gradient(
     assert torch.equal(u[n:], grads.forget[n:])
 
 
-def test_interference_aware_equals_the_per_sample_reference(tiny_experiment: Experiment) -> None:
+def test_interference_aware_equals_the_per_sample_reference(tiny_experiment: LoadedStudy) -> None:
     grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
     n = grads.layout.num_shared
     method = InterferenceAware(projection_strength=0.8, subspace_rank=3)
@@ -115,7 +115,7 @@ def test_interference_aware_equals_the_per_sample_reference(tiny_experiment: Exp
     assert close(u[:n], expected)
 
 
-def test_a_refresh_step_reuses_the_per_task_per_sample_gradients(tiny_experiment: Experiment) -> None:
+def test_a_refresh_step_reuses_the_per_task_per_sample_gradients(tiny_experiment: LoadedStudy) -> None:
     grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
     fresh = step_gradients(tiny_experiment, original_model(tiny_experiment)).per_sample_retain()
     _ = grads.per_sample_retain_by_task
@@ -125,20 +125,20 @@ def test_a_refresh_step_reuses_the_per_task_per_sample_gradients(tiny_experiment
 # -- the representation-level approximate form ---------------------------------------------------
 
 
-def test_pulling_back_the_unprojected_representation_gradient_gives_g_f(tiny_experiment: Experiment) -> None:
+def test_pulling_back_the_unprojected_representation_gradient_gives_g_f(tiny_experiment: LoadedStudy) -> None:
     grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
     n = grads.layout.num_shared
     assert close(grads.shared_forget_pullback(grads.forget_at_representation), grads.forget[:n], 1e-5)
 
 
 def test_representation_task_projection_applies_its_coefficients_to_the_parameter_gradients(
-    tiny_experiment: Experiment,
+    tiny_experiment: LoadedStudy,
 ) -> None:
     # seed 6: a batch whose forget gradient conflicts with three tasks' at the representation
     grads = step_gradients(tiny_experiment, original_model(tiny_experiment), seed=6)
     n = grads.layout.num_shared
     method = TaskProjection(projection_space="representation")
-    method.prepare(grads.layout, tiny_experiment.setup, seed=3)
+    method.prepare(grads.layout, tiny_experiment.inputs.setup, seed=3)
     u = method.forget_direction(grads, step=0)
     at_z = grads.retain_at_representation_by_task.sum(dim=1)
     c = pcgrad_coefficients(grads.forget_at_representation.sum(dim=0), at_z, method.task_order_, 1.0)
@@ -151,7 +151,7 @@ def test_representation_task_projection_applies_its_coefficients_to_the_paramete
 
 
 def test_representation_subspace_projection_removes_the_subspace_before_the_pullback(
-    tiny_experiment: Experiment,
+    tiny_experiment: LoadedStudy,
 ) -> None:
     grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
     method = SubspaceProjection(projection_space="representation", subspace_rank=2)
@@ -165,7 +165,7 @@ def test_representation_subspace_projection_removes_the_subspace_before_the_pull
 
 @pytest.mark.parametrize("name", ["subspace_projection", "instance_orthogonalization", "interference_aware"])
 def test_representation_form_changes_the_direction_and_is_cheaper_in_kind(
-    tiny_experiment: Experiment, name: str
+    tiny_experiment: LoadedStudy, name: str
 ) -> None:
     grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
     u = METHODS.get(name)(projection_space="representation").forget_direction(grads, step=0)

@@ -11,7 +11,7 @@ from torch import Tensor
 from tune_unlearn import StepGradients, hyperparameter
 from tune_unlearn.methods import GradDiff, L1Sparse, LossMethod, RandomLabel
 from tune_unlearn.trial import configuration_run
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy
 
 from .helpers import original_model
 
@@ -31,11 +31,11 @@ class GradDiffAsALoss(LossMethod):
 
 
 def test_a_loss_defined_method_and_a_direction_defined_one_take_the_same_step(
-    tiny_experiment: Experiment,
+    tiny_experiment: LoadedStudy,
 ) -> None:
     as_direction, as_loss = original_model(tiny_experiment), original_model(tiny_experiment)
-    GradDiff(steps=3, batch_size=8).unlearn(as_direction, tiny_experiment.setup, seed=2)
-    log = GradDiffAsALoss(steps=3, batch_size=8).unlearn(as_loss, tiny_experiment.setup, seed=2)
+    GradDiff(steps=3, batch_size=8).unlearn(as_direction, tiny_experiment.inputs.setup, seed=2)
+    log = GradDiffAsALoss(steps=3, batch_size=8).unlearn(as_loss, tiny_experiment.inputs.setup, seed=2)
     for a, b in zip(as_direction.parameters(), as_loss.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert log.sample_gradients == 3 * (8 + 8)  # one backward over both batches per step
@@ -43,43 +43,47 @@ def test_a_loss_defined_method_and_a_direction_defined_one_take_the_same_step(
 
 
 def test_random_labels_lower_the_forget_score_and_l1_sparsity_shrinks_the_weights(
-    tiny_experiment: Experiment,
+    tiny_experiment: LoadedStudy,
 ) -> None:
     relabelled = original_model(tiny_experiment)
     RandomLabel(steps=40, batch_size=16, lr=0.1, forget_weight=2.0).unlearn(
-        relabelled, tiny_experiment.setup, seed=0
+        relabelled, tiny_experiment.inputs.setup, seed=0
     )
-    metrics = configuration_run.measure(tiny_experiment, relabelled)
+    metrics = configuration_run.measure(*tiny_experiment, relabelled)
     assert metrics["score/unlearned/forget/digit"] < metrics["score/original/forget/digit"] - 0.2
 
     def l1(model: torch.nn.Module) -> float:
         return float(sum(p.abs().sum() for p in model.parameters()))
 
     plain, sparse = original_model(tiny_experiment), original_model(tiny_experiment)
-    L1Sparse(steps=10, batch_size=16, lr=0.05, l1_weight=0.0).unlearn(plain, tiny_experiment.setup, seed=0)
-    L1Sparse(steps=10, batch_size=16, lr=0.05, l1_weight=1e-2).unlearn(sparse, tiny_experiment.setup, seed=0)
+    L1Sparse(steps=10, batch_size=16, lr=0.05, l1_weight=0.0).unlearn(
+        plain, tiny_experiment.inputs.setup, seed=0
+    )
+    L1Sparse(steps=10, batch_size=16, lr=0.05, l1_weight=1e-2).unlearn(
+        sparse, tiny_experiment.inputs.setup, seed=0
+    )
     assert l1(sparse) < l1(plain)
 
 
-def test_a_random_label_is_never_the_true_one(tiny_experiment: Experiment) -> None:
+def test_a_random_label_is_never_the_true_one(tiny_experiment: LoadedStudy) -> None:
     """With the retain term gone, the loss is the random-label loss alone; its labels are
     checked by recomputing them from the same generator state."""
     method = RandomLabel(steps=1, batch_size=64, forget_weight=1.0)
-    method.prepare(None, tiny_experiment.setup, seed=0)  # type: ignore[arg-type]
+    method.prepare(None, tiny_experiment.inputs.setup, seed=0)  # type: ignore[arg-type]
     state = method.generator_.get_state()
-    labels = tiny_experiment.data.labels["digit"][tiny_experiment.setup.forget.indices[:64]]
+    labels = tiny_experiment.inputs.data.labels["digit"][tiny_experiment.inputs.setup.forget.indices[:64]]
     offset = torch.randint(1, 10, labels.shape, generator=torch.Generator().set_state(state))
     assert bool(((labels + offset) % 10 != labels).all())
 
 
 def test_npo_lowers_the_forget_score(
-    tiny_experiment: Experiment,
+    tiny_experiment: LoadedStudy,
 ) -> None:
     from tune_unlearn.methods import NegativePreference
 
     model = original_model(tiny_experiment)
     NegativePreference(steps=40, batch_size=16, lr=0.1, beta=0.5, forget_weight=2.0).unlearn(
-        model, tiny_experiment.setup, seed=0
+        model, tiny_experiment.inputs.setup, seed=0
     )
-    metrics = configuration_run.measure(tiny_experiment, model)
+    metrics = configuration_run.measure(*tiny_experiment, model)
     assert metrics["score/unlearned/forget/digit"] < metrics["score/original/forget/digit"] - 0.2

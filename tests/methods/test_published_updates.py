@@ -28,7 +28,7 @@ from tune_unlearn.methods import (
 )
 from tune_unlearn.methods._gradients import ParameterLayout
 from tune_unlearn.problems import MultiTaskModel
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy
 
 from .helpers import original_model
 
@@ -44,10 +44,10 @@ class Rows:
     mask: Tensor
 
 
-def first_batches(experiment: Experiment, method: UnlearningMethod) -> tuple[Rows | None, Rows | None]:
+def first_batches(experiment: LoadedStudy, method: UnlearningMethod) -> tuple[Rows | None, Rows | None]:
     """The step loop's first forget and retain batches: positions from a generator seeded with
     the run's seed, forget drawn before retain."""
-    setup, data = experiment.setup, experiment.data
+    setup, data = experiment.inputs.setup, experiment.inputs.data
     generator = torch.Generator().manual_seed(SEED)
     out: list[Rows | None] = []
     for uses, labeled in ((method.uses_forget, setup.forget), (method.uses_retain, setup.retain)):
@@ -77,29 +77,30 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * weight).sum() / weight.sum().clamp(min=1.0)
 
 
-def retain_loss(model: MultiTaskModel, experiment: Experiment, retain: Rows) -> Tensor:
+def retain_loss(model: MultiTaskModel, experiment: LoadedStudy, retain: Rows) -> Tensor:
     outputs = model(retain.inputs)
     return sum(
         (
             masked_mean(nll(outputs[t.name], retain.labels[t.name]), retain.mask[:, c])
-            for c, t in enumerate(experiment.problem.tasks)
+            for c, t in enumerate(experiment.inputs.problem.tasks)
         ),
         torch.zeros(()),
     )
 
 
-def target_columns(experiment: Experiment) -> list[int]:
-    return [int(c) for c in experiment.setup.target.nonzero().flatten()]
+def target_columns(experiment: LoadedStudy) -> list[int]:
+    return [int(c) for c in experiment.inputs.setup.target.nonzero().flatten()]
 
 
-def forget_loss(model: MultiTaskModel, experiment: Experiment, forget: Rows) -> Tensor:
+def forget_loss(model: MultiTaskModel, experiment: LoadedStudy, forget: Rows) -> Tensor:
     """The target tasks' cross-entropy on the forget batch (masked mean per task, summed)."""
     outputs = model(forget.inputs)
     return sum(
         (
             masked_mean(
                 nll(
-                    outputs[experiment.problem.tasks[c].name], forget.labels[experiment.problem.tasks[c].name]
+                    outputs[experiment.inputs.problem.tasks[c].name],
+                    forget.labels[experiment.inputs.problem.tasks[c].name],
                 ),
                 forget.mask[:, c],
             )
@@ -110,7 +111,7 @@ def forget_loss(model: MultiTaskModel, experiment: Experiment, forget: Rows) -> 
 
 
 def graddiff_loss(
-    method: GradDiff, experiment: Experiment, model: MultiTaskModel, forget: Rows, retain: Rows
+    method: GradDiff, experiment: LoadedStudy, model: MultiTaskModel, forget: Rows, retain: Rows
 ) -> Tensor:
     """GradDiff: ascent on the forget loss, descent on the retain loss, at their own rates."""
     return -method.ascent_lr * forget_loss(model, experiment, forget) + method.retain_lr * retain_loss(
@@ -119,21 +120,21 @@ def graddiff_loss(
 
 
 def gradient_ascent_loss(
-    method: GradientAscent, experiment: Experiment, model: MultiTaskModel, forget: Rows, retain: None
+    method: GradientAscent, experiment: LoadedStudy, model: MultiTaskModel, forget: Rows, retain: None
 ) -> Tensor:
     assert retain is None
     return -method.ascent_lr * forget_loss(model, experiment, forget)
 
 
 def finetune_loss(
-    method: Finetune, experiment: Experiment, model: MultiTaskModel, forget: None, retain: Rows
+    method: Finetune, experiment: LoadedStudy, model: MultiTaskModel, forget: None, retain: Rows
 ) -> Tensor:
     assert forget is None
     return method.retain_lr * retain_loss(model, experiment, retain)
 
 
 def random_label_loss(
-    method: RandomLabel, experiment: Experiment, model: MultiTaskModel, forget: Rows, retain: Rows
+    method: RandomLabel, experiment: LoadedStudy, model: MultiTaskModel, forget: Rows, retain: Rows
 ) -> Tensor:
     """Amnesiac ML: cross-entropy toward a uniformly drawn wrong class, plus the retain loss.
     The wrong labels come from a generator seeded with seed + 1, one draw per target task."""
@@ -141,7 +142,7 @@ def random_label_loss(
     outputs = model(forget.inputs)
     total = torch.zeros(())
     for column in target_columns(experiment):
-        task = experiment.problem.tasks[column]
+        task = experiment.inputs.problem.tasks[column]
         true = forget.labels[task.name].long()
         wrong = (
             true + torch.randint(1, task.num_classes, true.shape, generator=generator)
@@ -152,7 +153,7 @@ def random_label_loss(
 
 
 def npo_loss(
-    method: NegativePreference, experiment: Experiment, model: MultiTaskModel, forget: Rows, retain: Rows
+    method: NegativePreference, experiment: LoadedStudy, model: MultiTaskModel, forget: Rows, retain: Rows
 ) -> Tensor:
     """NPO: (2/β)·log(1 + (π_θ/π_ref)^β) per forget sample, i.e. (2/β)·log(1 + exp(β(ℓ_ref − ℓ_θ))),
     plus the retain loss."""
@@ -160,7 +161,7 @@ def npo_loss(
     outputs, ref_outputs = model(forget.inputs), reference(forget.inputs)
     total = torch.zeros(())
     for column in target_columns(experiment):
-        task = experiment.problem.tasks[column]
+        task = experiment.inputs.problem.tasks[column]
         labels = forget.labels[task.name]
         ratio = (
             torch.exp(-nll(outputs[task.name], labels))
@@ -172,7 +173,7 @@ def npo_loss(
 
 
 def l1_sparse_loss(
-    method: L1Sparse, experiment: Experiment, model: MultiTaskModel, forget: Rows | None, retain: Rows
+    method: L1Sparse, experiment: LoadedStudy, model: MultiTaskModel, forget: Rows | None, retain: Rows
 ) -> Tensor:
     """ℓ1-sparse: the retain loss plus γ·‖θ‖₁, γ at its first-step value (the schedule starts at
     the full weight)."""
@@ -190,7 +191,7 @@ def kl_teacher_student(student: Tensor, teacher: Tensor, temperature: float) -> 
 
 
 def scrub_loss(
-    method: Scrub, experiment: Experiment, model: MultiTaskModel, forget: Rows, retain: Rows
+    method: Scrub, experiment: LoadedStudy, model: MultiTaskModel, forget: Rows, retain: Rows
 ) -> Tensor:
     """SCRUB during its max-steps: −forget_weight·KL_f (target tasks) + α·KL_r (all tasks) + L_r."""
     teacher = original_model(experiment)
@@ -203,7 +204,7 @@ def scrub_loss(
                 kl_teacher_student(student_forget[t.name], teacher_forget[t.name], method.temperature),
                 forget.mask[:, c],
             )
-            for c, t in enumerate(experiment.problem.tasks)
+            for c, t in enumerate(experiment.inputs.problem.tasks)
             if c in target_columns(experiment)
         ),
         torch.zeros(()),
@@ -214,7 +215,7 @@ def scrub_loss(
                 kl_teacher_student(student_retain[t.name], teacher_retain[t.name], method.temperature),
                 retain.mask[:, c],
             )
-            for c, t in enumerate(experiment.problem.tasks)
+            for c, t in enumerate(experiment.inputs.problem.tasks)
         ),
         torch.zeros(()),
     )
@@ -223,19 +224,19 @@ def scrub_loss(
     )
 
 
-def salun_mask(experiment: Experiment) -> list[Tensor]:
+def salun_mask(experiment: LoadedStudy) -> list[Tensor]:
     """SalUn's mask: 1 on exactly the top fraction of |∇θ Σ_forget ℓ(θ_o)|, ties to the earlier
     weight, from a Python sort of (magnitude, position) rather than the method's tensor sort."""
     model = original_model(experiment)
-    forget = experiment.setup.forget
+    forget = experiment.inputs.setup.forget
     rows = forget.indices
-    outputs = model(experiment.data.inputs[rows])
+    outputs = model(experiment.inputs.data.inputs[rows])
     loss = sum(
         (
             (
                 nll(
-                    outputs[experiment.problem.tasks[c].name],
-                    experiment.data.labels[experiment.problem.tasks[c].name][rows],
+                    outputs[experiment.inputs.problem.tasks[c].name],
+                    experiment.inputs.data.labels[experiment.inputs.problem.tasks[c].name][rows],
                 )
                 * forget.mask[:, c].float()
             ).sum()
@@ -274,12 +275,12 @@ CASES: dict[str, tuple[UnlearningMethod, Callable[..., Tensor]]] = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_the_first_step_is_the_published_update(tiny_experiment: Experiment, name: str) -> None:
+def test_the_first_step_is_the_published_update(tiny_experiment: LoadedStudy, name: str) -> None:
     method, reference_loss = CASES[name]
     # The published step is the one the step bound leaves alone (docs/reference.md).
     method = dataclasses.replace(method, max_step=1e9)
     unlearned = original_model(tiny_experiment)
-    method.unlearn(unlearned, tiny_experiment.setup, seed=SEED)
+    method.unlearn(unlearned, tiny_experiment.inputs.setup, seed=SEED)
 
     by_hand = original_model(tiny_experiment)
     by_hand.eval()
@@ -328,11 +329,11 @@ def test_salun_keeps_exactly_the_fraction_where_most_gradients_are_zero() -> Non
     assert torch.equal(mask, SalUn.saliency_mask(magnitude, 0.15))
 
 
-def test_salun_mask_on_a_model_with_unreached_heads(tiny_experiment: Experiment) -> None:
+def test_salun_mask_on_a_model_with_unreached_heads(tiny_experiment: LoadedStudy) -> None:
     method = SalUn(steps=1, batch_size=BATCH, lr=0.2, saliency_fraction=0.95)
     model = original_model(tiny_experiment)
     layout = ParameterLayout(model)
-    method.prepare(layout, tiny_experiment.setup, seed=SEED)
-    magnitude = method.forget_gradient(layout, tiny_experiment.setup).abs()
+    method.prepare(layout, tiny_experiment.inputs.setup, seed=SEED)
+    magnitude = method.forget_gradient(layout, tiny_experiment.inputs.setup).abs()
     assert float((magnitude == 0).float().mean()) > 0.05  # the other heads: exact zeros
     assert int(method.mask_.sum()) == round(0.95 * magnitude.numel())

@@ -12,7 +12,7 @@ import torch
 from tune_unlearn.config.study_config import ConfigError, parse_study
 from tune_unlearn.methods import Finetune, GradientAscent, _rate_scale
 from tune_unlearn.study.runner import run_study
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy
 
 from ..helpers import tiny_study
 
@@ -28,25 +28,29 @@ def _flat(model: torch.nn.Module) -> torch.Tensor:
 
 @pytest.mark.parametrize("relative", [1e-4, 1e-3])
 def test_a_relative_rate_moves_the_weights_by_that_share_on_the_first_step(
-    tiny_experiment: Experiment, relative: float
+    tiny_experiment: LoadedStudy, relative: float
 ) -> None:
-    model = tiny_experiment.original_model()
+    model = tiny_experiment.references.original_model()
     scales = _rate_scales(tiny_experiment)
     for method in (
         GradientAscent(steps=1, batch_size=64, ascent_lr=relative * scales["forget_gradient"]),
         Finetune(steps=1, batch_size=64, retain_lr=relative * scales["retain_gradient"]),
     ):
-        model = tiny_experiment.original_model()
+        model = tiny_experiment.references.original_model()
         before = _flat(model)
-        method.unlearn(model, tiny_experiment.setup, seed=0)
+        method.unlearn(model, tiny_experiment.inputs.setup, seed=0)
         moved = float((_flat(model) - before).norm() / before.norm())
         # another batch than the measured ones: its gradient norm differs by its sampling noise
         assert relative / 2 < moved < relative * 2, type(method).__name__
 
 
-def _rate_scales(experiment: Experiment) -> dict[str, float]:
-    first = _rate_scale.measure_rate_scales(experiment.original_model(), experiment.setup, seed=0)
-    again = _rate_scale.measure_rate_scales(experiment.original_model(), experiment.setup, seed=0)
+def _rate_scales(experiment: LoadedStudy) -> dict[str, float]:
+    first = _rate_scale.measure_rate_scales(
+        experiment.references.original_model(), experiment.inputs.setup, seed=0
+    )
+    again = _rate_scale.measure_rate_scales(
+        experiment.references.original_model(), experiment.inputs.setup, seed=0
+    )
     assert first == again and all(v > 0 for v in first.values())
     return dict(first)
 

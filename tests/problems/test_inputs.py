@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from tune_unlearn.problems import DatasetInputs, DigitsProblem, MultiTaskData
 from tune_unlearn.study.runner import run_study
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import load_study_values
 
 from ..helpers import tiny_study
 
@@ -117,8 +117,8 @@ def test_an_experiment_on_dataset_inputs_keeps_them_unloaded(tmp_path: Path) -> 
         "factory": f"{__name__}:OnDiskDigits",
         "params": {"hidden": 16, "epochs": 1, "path": str(tmp_path / "x.npy")},
     }
-    experiment = Experiment(_config(tmp_path, factory), progress=False)  # type: ignore[arg-type]
-    assert isinstance(experiment.data.inputs, DatasetInputs)
+    experiment = load_study_values(_config(tmp_path, factory))  # type: ignore[arg-type]
+    assert isinstance(experiment.inputs.data.inputs, DatasetInputs)
 
 
 def test_the_problem_contract_holds_for_dataset_inputs_and_guards_their_holdout(tmp_path: Path) -> None:

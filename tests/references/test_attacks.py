@@ -12,8 +12,10 @@ import yaml
 from tune_unlearn.cli import main
 from tune_unlearn.config.schema import ConfigError
 from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.references.attacks import RecoveryMeasures
 from tune_unlearn.trial import configuration_run
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.inputs import load_inputs
+from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 from tune_unlearn.validation import CheckResult, ValidationContext
 from tune_unlearn.validation._attacks import quantization_checks, relearning_checks
 
@@ -23,23 +25,31 @@ PARAMS = {"ascent_lr": 0.004, "retain_lr": 0.05}
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> LoadedStudy:
     tmp = tmp_path_factory.mktemp("attacks")
     config = tiny_study(
         tmp,
         objectives=["forget_efficacy", "relearn_recovery", "quantization_recovery"],
         references={"retrain": {"seeds": 3}, "cache_dir": str(tmp / "cache")},
     )
-    return Experiment(config, progress=False)
+    return load_study_values(config)
 
 
-def test_a_trial_metric_is_the_gate_checks_excess(experiment: Experiment) -> None:
+@pytest.fixture(scope="module")
+def recovery(experiment: LoadedStudy) -> RecoveryMeasures:
+    """The study's recovery attacks, as a study process holds them: one for every trial."""
+    return configuration_run.recovery_measures(*experiment)
+
+
+def test_a_trial_metric_is_the_gate_checks_excess(
+    experiment: LoadedStudy, recovery: RecoveryMeasures
+) -> None:
     """``relearn_recovery`` is the worse relearning check's value minus its seed band, and
     ``quantization_recovery`` the worse bit width's: a constraint ``≤ margin`` on the metric
     asks what the check asks."""
-    result = configuration_run.run(experiment, PARAMS, seed=0)
-    ctx = ValidationContext(experiment)
-    evaluation = experiment.config.evaluation
+    result = configuration_run.run(*experiment, PARAMS, seed=0, recovery=recovery)
+    ctx = ValidationContext(*experiment)
+    evaluation = experiment.inputs.config.evaluation
     relearning = relearning_checks(ctx, result.model, evaluation.relearning)
     quantization = quantization_checks(ctx, result.model, evaluation.quantization)
     assert [c.name for c in relearning] == ["attack/relearn_forget", "attack/relearn_retain"]
@@ -51,10 +61,10 @@ def test_a_trial_metric_is_the_gate_checks_excess(experiment: Experiment) -> Non
     assert result.metrics["quantization_recovery"] == pytest.approx(worst_excess(quantization), abs=1e-9)
 
     # And where the figure is far from zero: a class suppressed in the head comes back.
-    suppressed = experiment.original_model()
+    suppressed = experiment.references.original_model()
     with torch.no_grad():
         suppressed.heads["digit"].bias[3] -= 3.0
-    measured, _ = experiment.recovery.measure(suppressed, ["relearn_recovery"])
+    measured, _ = recovery.measure(suppressed, ["relearn_recovery"])
     checks = relearning_checks(ctx, suppressed, evaluation.relearning)
     assert worst_excess(checks) > 0.5
     assert measured["relearn_recovery"] == pytest.approx(worst_excess(checks), abs=1e-9)
@@ -66,31 +76,34 @@ def test_the_attack_compute_is_counted_and_the_retrains_side_once(tmp_path: Path
         objectives=["forget_efficacy", "relearn_recovery"],
         references={"retrain": {"seeds": 3}, "cache_dir": str(tmp_path / "cache")},
     )
-    experiment = Experiment(config, progress=False)
-    first = configuration_run.run(experiment, PARAMS, seed=0).metrics["robustness_cost"]
-    second = configuration_run.run(experiment, PARAMS, seed=1).metrics["robustness_cost"]
-    attack = experiment.recovery.relearning
+    experiment = load_study_values(config)
+    recovery = configuration_run.recovery_measures(*experiment)
+    first = configuration_run.run(*experiment, PARAMS, seed=0, recovery=recovery).metrics["robustness_cost"]
+    second = configuration_run.run(*experiment, PARAMS, seed=1, recovery=recovery).metrics["robustness_cost"]
+    attack = recovery.relearning
     spec = config.evaluation.relearning
-    unit = experiment.retrain_sample_gradients
+    unit = experiment.inputs.retrain_sample_gradients
     candidate = sum(attack.steps(v) * len(s) for v, s in attack.samples.items())
     honest = 2 * 3 * spec.steps * spec.sample_size  # two variants, three retrains, every step
     assert second == pytest.approx(candidate / unit)
     assert first == pytest.approx((candidate + honest) / unit)
-    assert "quantization_recovery" not in experiment.recovery.__dict__  # not named: not built
+    assert "quantization" not in recovery.__dict__  # not named: not built
 
 
-def test_suppressed_knowledge_scores_a_high_recovery_and_a_retrain_none(experiment: Experiment) -> None:
+def test_suppressed_knowledge_scores_a_high_recovery_and_a_retrain_none(
+    experiment: LoadedStudy, recovery: RecoveryMeasures
+) -> None:
     """The original with the 3s pushed down in the digit head looks forgotten (this tiny
     model scores 0 on them), and ten steps on sixteen 3s bring them back; a retrain of the
     ensemble comes back no further than its peers."""
-    original = experiment.original_model()
+    original = experiment.references.original_model()
     with torch.no_grad():
         original.heads["digit"].bias[3] -= 3.0
-    assert experiment.recovery.ground.forget_score(original, experiment.recovery.ground.forget) == 0.0
+    assert recovery.ground.forget_score(original, recovery.ground.forget) == 0.0
     names = ["relearn_recovery"]
-    suppressed, _ = experiment.recovery.measure(original, names)
-    honest, _ = experiment.recovery.measure(experiment.recovery.ground.retrains[0], names)
-    margin = experiment.config.evaluation.relearning.margin
+    suppressed, _ = recovery.measure(original, names)
+    honest, _ = recovery.measure(recovery.ground.retrains[0], names)
+    margin = experiment.inputs.config.evaluation.relearning.margin
     assert suppressed["relearn_recovery"] > margin
     assert honest["relearn_recovery"] <= margin
 
@@ -132,7 +145,7 @@ def test_check_states_what_the_attack_costs_a_trial(
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     assert main(["check", str(path)]) == 0
-    unit = Experiment(config, progress=False, references=False).retrain_sample_gradients
+    unit = load_inputs(config).retrain_sample_gradients
     per_trial, once = 2 * 10 * 16 / unit, 3 * 2 * 10 * 16 / unit  # release.yaml's defaults, K = 3
     assert (
         f"relearn_recovery: at most {per_trial:.3g} retrain(s) of attack per trial, "

@@ -20,7 +20,8 @@ from tune_unlearn.references.training import ReferenceCache
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.study.runner import run_study
 from tune_unlearn.study.stream import run_stream
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.inputs import load_inputs
+from tune_unlearn.trial.study_references import load_study_values
 
 from ..helpers import tiny_study
 
@@ -56,8 +57,8 @@ def test_a_stream_bank_is_trained_once_without_every_request_and_costs_k_over_n(
     assert len(calls) == 1 and calls[0][1] == [0, 1]  # both members, once, for all three requests
 
     # Brute force: every train row of digit 3, 5 or 7 loses its digit label, and only those.
-    probe = Experiment(tiny_study(tmp_path), progress=False, references=False)
-    train = probe.splits["train"].tolist()
+    probe = load_inputs(tiny_study(tmp_path))
+    train = probe.train.tolist()
     digits = probe.data.labels["digit"].cpu()
     digit_column = probe.task_names.index("digit")
     expected = {}
@@ -97,11 +98,11 @@ def _bank_study(tmp_path: Path, left_out: list[int], **retrain: Any) -> dict[str
 def test_a_bank_that_saw_part_of_the_request_is_refused_with_nothing_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    probe = Experiment(tiny_study(tmp_path), progress=False, references=False)
+    probe = load_inputs(tiny_study(tmp_path))
     forget = probe.request.indices.tolist()
     raw = _bank_study(tmp_path, forget[1:])  # the bank's members saw one forget instance
     with pytest.raises(UsageError, match="saw 1 of the"):
-        Experiment(parse_study(raw), progress=False, references=False)
+        load_inputs(parse_study(raw))
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump(raw))
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -113,31 +114,36 @@ def test_a_bank_that_saw_part_of_the_request_is_refused_with_nothing_written(
 
 def test_a_hand_given_bank_is_shared_by_requests_it_covers(tmp_path: Path) -> None:
     """Two requests covered by one bank train its members on one set under one cache key."""
-    probe = Experiment(tiny_study(tmp_path), progress=False, references=False)
+    probe = load_inputs(tiny_study(tmp_path))
     digits = probe.data.labels["digit"].cpu()
-    train = probe.splits["train"]
+    train = probe.train
     both = train[(digits[train] == 3) | (digits[train] == 5)].tolist()
     shared = parse_study(_bank_study(tmp_path, both, shared_by=2))
-    first = Experiment(shared, progress=False, references=False)
+    first = load_inputs(shared)
     other = _bank_study(tmp_path, both, shared_by=2)
     other["forget"] = digit(5)
-    second = Experiment(parse_study(other), progress=False, references=False)
-    assert first.retrain_request.fingerprint() == second.retrain_request.fingerprint()
-    assert torch.equal(first.retrain_set.indices, second.retrain_set.indices)
-    assert len(first.retrain_set) == len(train)  # partial: the rows stay, their digit label goes
+    second = load_inputs(parse_study(other))
+    assert (
+        first.reference_plan.retrain_request.fingerprint()
+        == second.reference_plan.retrain_request.fingerprint()
+    )
+    assert torch.equal(first.reference_plan.retrain_set.indices, second.reference_plan.retrain_set.indices)
+    assert len(first.reference_plan.retrain_set) == len(
+        train
+    )  # partial: the rows stay, their digit label goes
     column = probe.task_names.index("digit")
-    assert int((~first.retrain_set.mask[:, column]).sum()) == len(both)
-    assert first.sets["retain"].mask[:, column].sum() > first.retrain_set.mask[:, column].sum()
+    assert int((~first.reference_plan.retrain_set.mask[:, column]).sum()) == len(both)
+    assert first.sets.retain.mask[:, column].sum() > first.reference_plan.retrain_set.mask[:, column].sum()
     # A bank is keyed by the problem's recipe too: one trained for other epochs is never used.
     cache = ReferenceCache(tmp_path / "cache")
     other_recipe = _bank_study(tmp_path, both, shared_by=2)
     other_recipe["problem"]["params"]["epochs"] = 9
-    third = Experiment(parse_study(other_recipe), progress=False, references=False)
-    assert cache.key("retrain", first.problem, 0, first.retrain_request) == cache.key(
-        "retrain", second.problem, 0, second.retrain_request
+    third = load_inputs(parse_study(other_recipe))
+    assert cache.key("retrain", first.problem, 0, first.reference_plan.retrain_request) == cache.key(
+        "retrain", second.problem, 0, second.reference_plan.retrain_request
     )
-    assert cache.key("retrain", first.problem, 0, first.retrain_request) != cache.key(
-        "retrain", third.problem, 0, third.retrain_request
+    assert cache.key("retrain", first.problem, 0, first.reference_plan.retrain_request) != cache.key(
+        "retrain", third.problem, 0, third.reference_plan.retrain_request
     )
 
 
@@ -169,9 +175,9 @@ def test_the_quickstart_class_request_recommends_a_model_that_forgot_in_every_mo
     """The quickstart's request (every 3, from the digit head): in each mode that can judge it,
     the recommended trial's forget-set score sits nearer an honest retrain's than the
     original's; reference-free cannot judge a whole group and refuses."""
-    probe = Experiment(tiny_study(tmp_path), progress=False, references=False)
+    probe = load_inputs(tiny_study(tmp_path))
     digits = probe.data.labels["digit"].cpu()
-    train = probe.splits["train"]
+    train = probe.train
     retrain: Any = {"seeds": 2}
     if mode == "bank":  # shared with a second request, every 5
         index_file = tmp_path / "left_out.json"
@@ -191,6 +197,6 @@ def test_the_quickstart_class_request_recommends_a_model_that_forgot_in_every_mo
     original, unlearned = (metrics[f"score/{m}/forget/digit"] for m in ("original", "unlearned"))
     # Where honest deletion lands: this request's own retrains (the gold ensemble), in every mode.
     gold = tiny_study(tmp_path, references={"cache_dir": str(tmp_path / "cache"), "retrain": {"seeds": 2}})
-    honest = Experiment(gold, progress=False).reference_scores["score/retrain/forget/digit"]
+    honest = load_study_values(gold).references.scores["score/retrain/forget/digit"]
     assert abs(original - honest) > 0.5  # there is something to forget
     assert abs(unlearned - honest) < abs(original - honest) / 2

@@ -15,7 +15,7 @@ from tune_unlearn.report.summary import StudySummary, summarise
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.study.finalize import finalize
 from tune_unlearn.study.runner import run_study
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import load_study_values
 
 from ..helpers import tiny_study
 
@@ -51,7 +51,7 @@ def finalize_with(tmp: Path, study: optuna.Study, max_uis: float, name: str) -> 
     suite = tmp / f"{name}.yaml"
     suite.write_text(yaml.safe_dump({"name": name, "uis_budget": {"max_uis": max_uis}}))
     config = study_config(tmp, validation={"suite": str(suite)})
-    return finalize(study, Experiment(config, progress=False), None), config.output_dir()
+    return finalize(study, *load_study_values(config), None), config.output_dir()
 
 
 def test_the_first_front_trial_that_passes_the_suite_is_recommended(

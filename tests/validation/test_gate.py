@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from tune_unlearn.cli import main
+from tune_unlearn.plants import RetainMemorised, finetuned, val_neighbours
 from tune_unlearn.references.training import save_state_dict, train_model
 from tune_unlearn.study_file import load_study
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import load_study_values
 from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
-from tune_unlearn.validation.plants import RetainMemorised, finetuned, val_neighbours
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "validators" / "release.yaml"
@@ -85,9 +85,13 @@ def heldout_retrain(study: Path, seed: int = 10_000) -> str:
     never seen."""
     path = study.parent / f"heldout-{seed}.pt"
     if not path.exists():
-        experiment = Experiment(load_study(study), progress=False)
+        experiment = load_study_values(load_study(study))
         model = train_model(
-            experiment.problem, experiment.data, experiment.sets["retain"], seed=seed, progress=False
+            experiment.inputs.problem,
+            experiment.inputs.data,
+            experiment.inputs.sets.retain,
+            seed=seed,
+            progress=False,
         )
         save_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
     return str(path)
@@ -146,8 +150,8 @@ def test_the_worked_example_reproduces_what_its_study_file_says(study: Path) -> 
 def test_a_suppressed_class_fails_the_relearning_attack(whole_class: Path) -> None:
     """The original with the 3s pushed down in the digit head scores the forget set like a
     retrain, but ten fine-tuning steps on sixteen 3s bring everything back."""
-    experiment = Experiment(load_study(whole_class), progress=False)
-    state = {k: v.clone() for k, v in experiment.references["original"].state_dict.items()}
+    experiment = load_study_values(load_study(whole_class))
+    state = {k: v.clone() for k, v in experiment.references.original.state_dict.items()}
     state["heads.digit.bias"][3] -= 16.0
     path = whole_class.parent / "suppressed.pt"
     save_state_dict(state, path)
@@ -201,21 +205,27 @@ def test_the_gate_names_masked_collapse_when_only_held_out_neighbours_are_damage
     """An exact deletion with the forget instances' held-out neighbourhood damaged: as it is,
     the static retain set shows the damage too (a plain failure); behind a memory of the retain
     training inputs the static set sees nothing and the verdict names masked collapse."""
-    experiment = Experiment(load_study(whole_class), progress=False)
-    ctx = ValidationContext(experiment)
+    experiment = load_study_values(load_study(whole_class))
+    ctx = ValidationContext(*experiment)
     heldout = train_model(
-        experiment.problem, experiment.data, experiment.sets["retain"], seed=10_000, progress=False
+        experiment.inputs.problem,
+        experiment.inputs.data,
+        experiment.inputs.sets.retain,
+        seed=10_000,
+        progress=False,
     )
     damaged = finetuned(
-        experiment,
+        experiment.inputs,
         heldout,
-        experiment.sets["retain"],
+        experiment.inputs.sets.retain,
         20,
         1e-3,
         seed=0,
-        ascend=val_neighbours(experiment, ctx),
+        ascend=val_neighbours(ctx),
     )
-    memorised = RetainMemorised(damaged, heldout, experiment.data.inputs[experiment.sets["retain"].indices])
+    memorised = RetainMemorised(
+        damaged, heldout, experiment.inputs.data.inputs[experiment.inputs.sets.retain.indices]
+    )
     suite = load_suite(RELEASE)
     plain = validate(ctx, Candidate(damaged, "damaged"), suite)
     masked = validate(ctx, Candidate(memorised, "memorised"), suite)

@@ -10,7 +10,8 @@ import yaml
 
 from tune_unlearn.config.schema import ConfigError
 from tune_unlearn.hyperparameters import Param
-from tune_unlearn.testing import _default_experiment, check_gate_check, parametrize_with_checks
+from tune_unlearn.testing import _default_study, check_gate_check, parametrize_with_checks
+from tune_unlearn.trial.study_references import load_study_values
 from tune_unlearn.validation import (
     CHECKS,
     Candidate,
@@ -31,7 +32,7 @@ class ForgetCeiling(GateCheck):
     parameters: ClassVar[dict[str, Param]] = {"max_score": Param(0.5, ge=0.0, le=1.0)}
 
     def run(self, given: CheckInput, settings: dict[str, Any]) -> list[CheckResult]:
-        tasks = given.ctx.experiment.request.target_tasks
+        tasks = given.ctx.inputs.request.target_tasks
         worst = max(given.metrics[f"score/unlearned/forget/{task}"] for task in tasks)
         status = "pass" if worst <= settings["max_score"] else "fail"
         return [CheckResult(self.name, status, f"forget score {worst:.3f}", worst, settings["max_score"])]
@@ -84,9 +85,9 @@ def _suite(tmp_path: Path, **body: Any) -> Path:
 
 
 def test_a_suite_runs_a_registered_plugin_check_by_name(tmp_path: Path, registered: None) -> None:
-    experiment = _default_experiment()
-    original = Candidate(experiment.original_model(), "original")
-    ctx = ValidationContext(experiment)
+    experiment = _default_study()
+    original = Candidate(experiment.references.original_model(), "original")
+    ctx = ValidationContext(*experiment)
     for ceiling, status in ((0.0, "fail"), (1.0, "pass")):  # the original scores in between
         suite = load_suite(_suite(tmp_path, checks={"forget_ceiling": {"max_score": ceiling}}))
         (result,) = validate(ctx, original, suite).results
@@ -113,7 +114,6 @@ def test_a_suite_naming_a_check_wrongly_is_refused_with_its_path(tmp_path: Path,
 
 def test_robustness_perturbs_every_searched_rate_of_a_loss_defined_method(tmp_path: Path) -> None:
     from tests.helpers import tiny_study
-    from tune_unlearn.trial.experiment import Experiment
     from tune_unlearn.validation._checks import robustness_check
     from tune_unlearn.validation._suite import RobustnessSpec
 
@@ -122,10 +122,10 @@ def test_robustness_perturbs_every_searched_rate_of_a_loss_defined_method(tmp_pa
         "fixed": {"steps": 4, "batch_size": 16},
         "search": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
     }
-    experiment = Experiment(tiny_study(tmp_path, method=method), progress=False)
-    model = experiment.original_model()
+    experiment = load_study_values(tiny_study(tmp_path, method=method))
+    model = experiment.references.original_model()
     candidate = Candidate(model, "c", params={"lr": 0.01}, seed=0)
-    result = robustness_check(ValidationContext(experiment), candidate, RobustnessSpec(seeds=1))
+    result = robustness_check(ValidationContext(*experiment), candidate, RobustnessSpec(seeds=1))
     assert result.details["perturbed_rates"] == ["lr"]  # before: only ascent_lr/retain_lr, so none
     assert len(result.details["outcomes"]["forget_efficacy"]) == 1 + 2 + 1  # a seed, lr ×0.8 and ×1.2, itself
     assert "rates perturbed: lr" in result.message
@@ -140,7 +140,6 @@ def test_a_check_the_reference_mode_cannot_judge_is_not_applicable_and_fails_the
     import xml.etree.ElementTree as ET
 
     from tune_unlearn.config.study_config import parse_study
-    from tune_unlearn.trial.experiment import Experiment
     from tune_unlearn.validation import write_reports
 
     raw = {
@@ -152,8 +151,8 @@ def test_a_check_the_reference_mode_cannot_judge_is_not_applicable_and_fails_the
         "tracking": {"enabled": False},
         "device": "cpu",
     }
-    ctx = ValidationContext(Experiment(parse_study(raw), progress=False))
-    original = Candidate(ctx.experiment.original_model(), "original")
+    ctx = ValidationContext(*load_study_values(parse_study(raw)))
+    original = Candidate(ctx.references.original_model(), "original")
     suite = load_suite(_suite(tmp_path, uis_budget={"max_uis": 1.0}, attacks={"quantization": {"bits": [8]}}))
     report = validate(ctx, original, suite)
     statuses = {r.name: r.status for r in report.results}

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tune_unlearn.references.attacks import quantized, withstood_steps
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 from tune_unlearn.validation import PROBES, CheckResult, ValidationContext, ValidationReport
 from tune_unlearn.validation._checks import _gap_check, auc_standard_error
 from tune_unlearn.validation._suite import ForgetQualitySpec
@@ -21,7 +21,7 @@ from ..helpers import tiny_study
 def test_the_forget_gap_is_judged_per_task_not_averaged() -> None:
     """+0.5 on one target task and −0.5 on another averaged to 0 and passed before."""
     ctx = SimpleNamespace(
-        retrains=[object()], experiment=SimpleNamespace(request=SimpleNamespace(target_tasks=("a", "b")))
+        retrains=[object()], inputs=SimpleNamespace(request=SimpleNamespace(target_tasks=("a", "b")))
     )
     metrics = {
         "score/unlearned/forget/a": 0.9,
@@ -65,14 +65,14 @@ def test_masked_collapse_needs_proven_damage_and_a_passing_static_retain() -> No
 def full_context(tmp_path_factory: pytest.TempPathFactory) -> ValidationContext:
     tmp = tmp_path_factory.mktemp("rules")
     config = tiny_study(tmp, forget={"mode": "full", "where": {"digit": 3}})
-    return ValidationContext(Experiment(config, progress=False))
+    return ValidationContext(*load_study_values(config))
 
 
 def test_shared_label_in_full_mode_is_the_held_out_class_not_the_whole_holdout(
     full_context: ValidationContext,
 ) -> None:
     probe = PROBES.get("shared_label")().build(full_context)
-    digits = full_context.experiment.data.labels["digit"][probe.samples.indices]
+    digits = full_context.inputs.data.labels["digit"][probe.samples.indices]
     assert set(digits.tolist()) == {3}
     assert torch.isin(probe.samples.indices, full_context.holdout).all()
 
@@ -80,10 +80,10 @@ def test_shared_label_in_full_mode_is_the_held_out_class_not_the_whole_holdout(
 def test_shared_attribute_follows_the_forget_sets_attribute_distribution(
     full_context: ValidationContext,
 ) -> None:
-    experiment = full_context.experiment
+    inputs = full_context.inputs
     probe = PROBES.get("shared_attribute")().build(full_context)
-    ink = experiment.data.attributes["ink"]
-    forget_share = torch.bincount(ink[experiment.request.indices], minlength=3).double()
+    ink = inputs.data.attributes["ink"]
+    forget_share = torch.bincount(ink[inputs.request.indices], minlength=3).double()
     probe_share = torch.bincount(ink[probe.samples.indices], minlength=3).double()
     assert torch.isin(probe.samples.indices, full_context.holdout).all()
     assert (probe_share / probe_share.sum() - forget_share / forget_share.sum()).abs().max() < 0.02
@@ -91,11 +91,11 @@ def test_shared_attribute_follows_the_forget_sets_attribute_distribution(
 
 
 def test_cross_task_is_holdout_only_and_not_applicable_in_full_mode(
-    full_context: ValidationContext, tiny_experiment: Experiment
+    full_context: ValidationContext, tiny_experiment: LoadedStudy
 ) -> None:
     family = PROBES.get("cross_task")()
     assert "full-mode" in (family.not_applicable(full_context) or "")
-    partial = ValidationContext(tiny_experiment)
+    partial = ValidationContext(*tiny_experiment)
     assert family.not_applicable(partial) is None
     probe = family.build(partial)
     assert torch.isin(probe.samples.indices, partial.holdout).all()
@@ -137,13 +137,13 @@ def _label_context(kinds: dict[str, str]) -> SimpleNamespace:
         "size": torch.rand(16),  # continuous: no two samples share a value
     }
     holdout = torch.arange(8, 16)
-    experiment = SimpleNamespace(
+    inputs = SimpleNamespace(
         data=SimpleNamespace(labels={n: labels[n] for n in kinds}),
         request=SimpleNamespace(target_tasks=tuple(kinds), indices=torch.arange(8)),
         problem=SimpleNamespace(tasks=tasks),
     )
     return SimpleNamespace(
-        experiment=experiment,
+        inputs=inputs,
         holdout=holdout,
         all_tasks=lambda rows: LabeledSet(rows, torch.ones(len(rows), len(kinds), dtype=torch.bool)),
     )
@@ -183,7 +183,7 @@ def test_excess_damage_is_the_ensembles_score_minus_the_candidates_per_task(
 
     suite = SuiteConfig(name="s", bootstrap=200, seed=0)
     spec = ProbeSpec(max_excess=0.05)
-    broken = full_context.experiment.original_model()
+    broken = full_context.references.original_model()
     with torch.no_grad():
         for parameter in broken.parameters():
             parameter.zero_()  # every head outputs a constant: chance level at best

@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.references.attacks import RecoveryMeasures
 from tune_unlearn.references.training import save_state_dict
 from tune_unlearn.report import study_record
 from tune_unlearn.report.outputs import write_outputs
@@ -26,7 +27,8 @@ from tune_unlearn.tracking.model_file import save_model
 from tune_unlearn.tracking.runs import Tracker
 from tune_unlearn.trial import configuration_run
 from tune_unlearn.trial.configuration_run import RunResult
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.inputs import StudyInputs
+from tune_unlearn.trial.study_references import StudyReferences
 
 #: Bumped when what finalize decides changes (2: the gate in the loop picks the recommendation),
 #: so outputs an older version wrote for the same trials are written again once.
@@ -41,28 +43,39 @@ def study_fingerprint(trials: Sequence[FrozenTrial], validation: object = None) 
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def finalize(study: optuna.Study, experiment: Experiment, tracker: Tracker | None) -> StudySummary:
+def finalize(
+    study: optuna.Study,
+    inputs: StudyInputs,
+    references: StudyReferences,
+    tracker: Tracker | None,
+    *,
+    recovery: RecoveryMeasures | None = None,
+) -> StudySummary:
     """Every output of a finished study: validation, files, candidate, the MLflow parent run.
 
     With a validation suite the gate is in the loop: front trials are validated in the
     recommendation rule's order until one passes (every front trial with ``validation.trials:
-    pareto``), and the recommendation is the first that passed (:func:`gated_recommendation`)."""
-    config = experiment.config
+    pareto``), and the recommendation is the first that passed (:func:`gated_recommendation`).
+    ``recovery``: the study's recovery attacks (the trials'), for the re-run models' metrics."""
+    config = inputs.config
     output = config.output_dir()
     summary = summarise(study, config)
     models: dict[int, RunResult] = {}
     if config.validation.suite is not None and summary.ranked:
-        models = validate_trials(experiment, study, summary, output, config.validation.suite)
+        models = validate_trials(
+            inputs, references, study, summary, output, config.validation.suite, recovery
+        )
         summary = summarise(study, config)
     write_outputs(summary, output)
-    candidate = write_models(experiment, summary, output, models)
+    candidate = write_models(inputs, references, summary, output, models, recovery)
     # For optuna-dashboard, which shows study attributes: the analysed state of the study.
     study.set_user_attr(study_record.PARETO_TRIALS, [t.number for t in summary.front])
     study.set_user_attr(
         study_record.RECOMMENDED_TRIAL, summary.recommended.number if summary.recommended else None
     )
     if tracker is not None:
-        publish(tracker, summary, output, candidate, experiment)
+        example = inputs.data.inputs[inputs.val[:4].to(inputs.device)]
+        publish(tracker, summary, output, candidate, example)
         tracker.finish_study()
     return summary
 
@@ -73,16 +86,18 @@ def save_run(result: RunResult, path: Path, trial: int | None = None) -> None:
 
 
 def write_models(
-    experiment: Experiment,
+    inputs: StudyInputs,
+    references: StudyReferences,
     summary: StudySummary,
     output: Path,
     validated: dict[int, RunResult] | None = None,
+    recovery: RecoveryMeasures | None = None,
 ) -> MultiTaskModel | None:
     """The references, and the recommended configuration's model re-run from its seed (the
     very model the validation suite judged, when it did)."""
     models = output / "models"
     models.mkdir(parents=True, exist_ok=True)
-    for kind, reference in experiment.references.items():
+    for kind, reference in references.by_kind().items():
         save_state_dict(reference.state_dict, models / f"{kind}.pt")
     trial = summary.recommended
     if trial is None:  # no candidate: an earlier one of this study must not stay as if it were
@@ -91,17 +106,20 @@ def write_models(
         return None
     result = (validated or {}).get(trial.number)  # the very model the suite judged
     if result is None:
-        result = configuration_run.run(experiment, trial.params, seed=int(TrialRecord.of(trial).seed or 0))
+        seed = int(TrialRecord.of(trial).seed or 0)
+        result = configuration_run.run(inputs, references, trial.params, seed=seed, recovery=recovery)
     save_run(result, models / "candidate.pt", trial=trial.number)
     return result.model
 
 
 def validate_trials(
-    experiment: Experiment,
+    inputs: StudyInputs,
+    references: StudyReferences,
     study: optuna.Study,
     summary: StudySummary,
     output: Path,
     suite_path: Path,
+    recovery: RecoveryMeasures | None = None,
 ) -> dict[int, RunResult]:
     """Run the study file's suite on front trials in the rule's order until one passes (on
     every front trial with ``validation.trials: pareto``); reports go to ``validation/`` and
@@ -109,9 +127,9 @@ def validate_trials(
     suite of the same name keeps its verdict. Returns the models it judged, by trial."""
     from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate, write_reports
 
-    settings = experiment.config.validation
+    settings = inputs.config.validation
     suite = load_suite(suite_path)
-    context = ValidationContext(experiment)
+    context = ValidationContext(inputs, references, recovery)
     rest = [t for t in summary.front if all(t.number != r.number for r in summary.ranked)]
     trials = summary.ranked + (rest if settings.trials == "pareto" else [])
     verdicts = dict(StudyRecord.of(study).verdicts)
@@ -121,7 +139,7 @@ def validate_trials(
         if known is None or known.suite != suite.name:
             record = TrialRecord.of(trial)
             seed = int(record.seed or 0)
-            result = configuration_run.run(experiment, trial.params, seed=seed)
+            result = configuration_run.run(inputs, references, trial.params, seed=seed, recovery=recovery)
             model = result.model
             metrics = {k: v for k, v in record.metrics.items() if v is not None}
             report = validate(

@@ -25,8 +25,9 @@ from tune_unlearn.study.optuna_adapter import set_dashboard_constraints
 from tune_unlearn.tracking.runs import Tracker
 from tune_unlearn.trial import configuration_run
 from tune_unlearn.trial.configuration_run import RunResult
-from tune_unlearn.trial.experiment import Experiment
-from tune_unlearn.trial.guard import CollapseDetected
+from tune_unlearn.trial.guard import CollapseDetected, study_guard
+from tune_unlearn.trial.inputs import StudyInputs, build_method
+from tune_unlearn.trial.study_references import StudyReferences
 
 
 def storage_url(config: StudyConfig, override: str | None = None) -> str:
@@ -210,10 +211,15 @@ class QuietDivergence(logging.Filter):
 class Objective:
     """One trial: suggest, unlearn, measure, record (storage and tracking), return the values."""
 
-    def __init__(self, experiment: Experiment, tracker: Tracker | None = None) -> None:
-        self.experiment = experiment
-        self.config = experiment.config
-        self.tracker = tracker
+    def __init__(
+        self, inputs: StudyInputs, references: StudyReferences, tracker: Tracker | None = None
+    ) -> None:
+        self.inputs, self.references, self.tracker = inputs, references, tracker
+        self.config = inputs.config
+        # Both serve every trial of this process (threads of n_jobs too): the guard is
+        # stateless, and the recovery attacks compute the retrains' side once.
+        self.guard = study_guard(inputs, references)
+        self.recovery = configuration_run.recovery_measures(inputs, references)
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         started = time.perf_counter()
@@ -228,12 +234,17 @@ class Objective:
             tracking_seconds += time.perf_counter() - tracking_started
             if run_id is not None:  # None: the tracker was lost
                 trial.set_user_attr(record.MLFLOW_RUN, run_id)
-        guard = self.experiment.guard
         every = self.config.collapse_guard.every
         unlearning_started = time.perf_counter()
         try:
             result = configuration_run.run(
-                self.experiment, params, seed=seed, monitor=guard, monitor_every=every
+                self.inputs,
+                self.references,
+                params,
+                seed=seed,
+                recovery=self.recovery,
+                monitor=self.guard,
+                monitor_every=every,
             )
         except DivergenceError as error:
             trial.set_user_attr(record.FAIL_REASON, str(error))
@@ -258,7 +269,7 @@ class Objective:
             run_id,
             "complete",
             metrics={**result.metrics, **result.diagnostics},
-            curves=result.log.curves(self.experiment.task_names),
+            curves=result.log.curves(self.inputs.task_names),
             tags={
                 "feasible": str(
                     all(c.violation(result.metrics[c.metric]) <= 0 for c in self.config.constraints)
@@ -292,7 +303,7 @@ class Objective:
     ) -> None:
         """Why the guard stopped the trial, and the compute it saved (the remaining steps at the
         rate the trial ran so far)."""
-        steps = self.experiment.build_method(params).steps
+        steps = build_method(self.inputs, params).steps
         trial.set_user_attr(record.PRUNED_REASON, str(collapse))
         trial.set_user_attr(record.PRUNED_AT_STEP, collapse.step)
         trial.set_user_attr(record.STEPS_SAVED, steps - collapse.step)

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 import yaml
+from torch import Tensor
 
 from tune_unlearn._version import __version__
 from tune_unlearn.config.storages import redact, redact_tree
@@ -28,9 +30,6 @@ from tune_unlearn.tracking.runs import (
     resolve_tracking_uri,
     study_tags,
 )
-from tune_unlearn.trial.experiment import Experiment
-
-#: The study attribute holding its MLflow parent run.
 
 _ARTIFACTS = (
     "study.resolved.yaml",
@@ -78,11 +77,13 @@ def parent_closed_on_error(tracker: Tracker | None) -> Iterator[None]:
         raise
 
 
-def record_study(study: optuna.Study, experiment: Experiment, tracker: Tracker | None, url: str) -> None:
-    """Store what ``report`` needs with the study, and open (or join) its MLflow parent run:
-    a process joins the parent run while it is still open (a worker beside others, or a rerun
-    after an interrupt or a crash), else opens a new one."""
-    config = experiment.config
+def record_study(
+    study: optuna.Study, config: StudyConfig, device: torch.device, tracker: Tracker | None, url: str
+) -> None:
+    """Store what ``report`` needs with the study (``config``: the study file as it runs, rate
+    scales resolved), and open (or join) its MLflow parent run: a process joins the parent run
+    while it is still open (a worker beside others, or a rerun after an interrupt or a crash),
+    else opens a new one."""
     resolved = redact_tree(config.model_dump(mode="json"))
     study.set_user_attr(study_record.PACKAGE_VERSION, __version__)
     study.set_user_attr(study_record.STUDY_FILE, resolved)
@@ -95,7 +96,7 @@ def record_study(study: optuna.Study, experiment: Experiment, tracker: Tracker |
     if parent is not None and tracker.is_open(parent):
         tracker.attach(parent)
         return
-    tags = study_tags(config, url, experiment.device.type)
+    tags = study_tags(config, url, device.type)
     run_id = tracker.start_study(config.name, tags, _flatten(resolved))
     if run_id is not None:
         study.set_user_attr(study_record.PARENT_RUN, run_id)
@@ -144,9 +145,10 @@ def publish(
     summary: StudySummary,
     output: Path,
     candidate: MultiTaskModel | None,
-    experiment: Experiment,
+    example: Tensor,
 ) -> None:
-    """Parent-run artifacts, summary metrics, the candidate model, and the final tags."""
+    """Parent-run artifacts, summary metrics, the candidate model (``example``: a few inputs,
+    for its signature), and the final tags."""
     tracker.log_artifacts(output / name for name in _ARTIFACTS)
     validation = output / "validation"
     if validation.is_dir():
@@ -154,7 +156,6 @@ def publish(
     tracker.log_artifacts([output / "models" / "candidate.json"], "models")
     tracker.log_summary(*summary_metrics(summary))
     if candidate is not None:
-        example = experiment.data.inputs[experiment.splits["val"][:4].to(experiment.device)]
         tracker.log_model(candidate, example)
     tracker.tag_runs(
         {

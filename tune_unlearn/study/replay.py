@@ -18,7 +18,8 @@ from tune_unlearn.report.summary import StudySummary, summarise
 from tune_unlearn.study.finalize import save_run
 from tune_unlearn.study.objective import open_storage, refuse_old_metrics, storage_url
 from tune_unlearn.trial import configuration_run
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.inputs import load_inputs
+from tune_unlearn.trial.study_references import load_study_references
 
 
 def load_summary(config: StudyConfig, storage: str | None = None) -> StudySummary:
@@ -49,7 +50,9 @@ def apply_configuration(
         raise UsageError(f"{config.method.name} has no hyperparameter {', '.join(sorted(unknown))}")
     check_writable(save.resolve().parent)
     with reading_input():
-        experiment = Experiment(config, progress=False, trust_pickle=trust_pickle)
-    result = configuration_run.run(experiment, params, seed=seed)
+        inputs = load_inputs(config, trust_pickle=trust_pickle)
+        references = load_study_references(inputs, progress=False)
+    recovery = configuration_run.recovery_measures(inputs, references)
+    result = configuration_run.run(inputs, references, params, seed=seed, recovery=recovery)
     save_run(result, save)
     return result.metrics

@@ -3,9 +3,10 @@
 Every process that joins a study — a plain ``run``, a second ``run`` on the same output folder,
 a ``worker`` on another machine — does the same thing:
 
-1. checks that its output folder can be written, builds the :class:`Experiment` (references from
-   the cache), and under the study's lock creates or loads the study, takes a sampler stream
-   (distinct seeds per joining process) and opens or joins the MLflow parent run;
+1. checks that its output folder can be written, loads the study's fixed inputs and reference
+   models as values (:mod:`tune_unlearn.trial.inputs`, references from the cache), and under
+   the study's lock creates or loads the study, takes a sampler stream (distinct seeds per
+   joining process) and opens or joins the MLflow parent run;
 2. claims trials until the budget is spent (:func:`tune_unlearn.study.distributed.claim_trial`):
    ``n_trials`` trials that count, where an interrupted or abandoned trial is replaced by its
    retry; a rerun therefore *resumes* to the budget, and ``add_trials`` raises it;
@@ -24,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -64,7 +65,8 @@ from tune_unlearn.tracking.runs import (
     check_reachable,
     resolve_tracking_uri,
 )
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.inputs import StudyInputs, load_inputs
+from tune_unlearn.trial.study_references import StudyReferences, load_study_references
 
 
 class TrackingLost(RuntimeError):
@@ -163,27 +165,24 @@ def _join(
     if settings.enabled and settings.required:  # a server that is down: fail before anything heavy
         check_reachable(resolve_tracking_uri(config, tracking_uri))
     with reading_input():  # the data, the request, the references: a bad one is exit 2
-        experiment = Experiment(
-            config,
-            progress=progress,
-            tracking_uri=tracking_uri,
-            trust_pickle=trust_pickle,
-            method=method_class,
+        inputs = load_inputs(
+            config, method=method_class, tracking_uri=tracking_uri, trust_pickle=trust_pickle
         )
+        references = load_study_references(inputs, progress=progress)
     url = storage_url(config, storage)
     with budget_lock(url, config.name):
         with reading_input():  # a study of that name with other objectives, or recorded by < 0.2
             study = create_or_load(config, open_storage(url))
-        _resolve_rate_scales(study, experiment)
-        enqueue_warm_start(study, experiment.config, warm)
+        inputs = _resolve_rate_scales(study, inputs, references)
+        enqueue_warm_start(study, inputs.config, warm)
         stream = StudyRecord.of(study).sampler_streams
         study.set_user_attr(study_record.SAMPLER_STREAMS, stream + 1)
         study.sampler = sampler if sampler is not None else make_sampler(config.sampler, stream)
         budget = _budget(study, config, n_trials, add_trials)
         tracker = open_tracker(config, tracking_uri)
-        record_study(study, experiment, tracker, url)
+        record_study(study, inputs.config, inputs.device, tracker, url)
     quiet_trial_logs()
-    session = _Session(study, experiment, tracker, url, budget, progress)
+    session = _Session(study, Objective(inputs, references, tracker), url, budget, progress)
     try:
         with parent_closed_on_error(tracker):
             try:
@@ -195,23 +194,23 @@ def _join(
     finally:
         _close_stale_runs(session)
     complete = not live_trials(study)
-    return StudyRun(study, summary, output, experiment.trained_references, done, finalized, budget, complete)
+    return StudyRun(study, summary, output, list(references.trained), done, finalized, budget, complete)
 
 
-def _resolve_rate_scales(study: optuna.Study, experiment: Experiment) -> None:
+def _resolve_rate_scales(
+    study: optuna.Study, inputs: StudyInputs, references: StudyReferences
+) -> StudyInputs:
     """Put a search space written relative to the original's gradient scales in absolute
     rates: the scales the study file gives, else those the study stored (a worker, a rerun),
     else measured now, on the original, and stored, so every process searches one space."""
-    section = experiment.config.method
+    section = inputs.config.method
     if not section.scaled():
-        return
+        return inputs
     scales = section.rate_scales or StudyRecord.of(study).rate_scales
     if not scales:
-        scales = measure_rate_scales(
-            experiment.original_model(), experiment.setup, experiment.config.problem.seed
-        )
+        scales = measure_rate_scales(references.original_model(), inputs.setup, inputs.config.problem.seed)
         study.set_user_attr(study_record.RATE_SCALES, scales)
-    experiment.config = with_rate_scales(experiment.config, scales)
+    return replace(inputs, config=with_rate_scales(inputs.config, scales))
 
 
 def _budget(study: optuna.Study, config: StudyConfig, n_trials: int | None, add_trials: int | None) -> int:
@@ -232,16 +231,15 @@ class _Session:
     def __init__(
         self,
         study: optuna.Study,
-        experiment: Experiment,
-        tracker: Tracker | None,
+        objective: Objective,
         url: str,
         budget: int,
         progress: bool,
     ) -> None:
-        self.study, self.experiment, self.tracker, self.url = study, experiment, tracker, url
-        self.config = experiment.config
+        self.study, self.objective, self.url = study, objective, url
+        self.tracker: Tracker | None = objective.tracker
+        self.config = objective.inputs.config
         self.budget, self.progress = budget, progress
-        self.objective = Objective(experiment, tracker)
         self.in_flight: dict[int, optuna.Trial] = {}
         self.stop = threading.Event()
         self.done = 0
@@ -379,7 +377,10 @@ def _finish(session: _Session) -> tuple[StudySummary, bool]:
         fingerprint = study_fingerprint(trials, config.validation)
         written = (config.output_dir() / "pareto.json").exists()
         if not unfinished and (StudyRecord.of(study).finalized != fingerprint or not written):
-            summary = finalize(study, session.experiment, session.tracker)
+            objective = session.objective
+            summary = finalize(
+                study, objective.inputs, objective.references, session.tracker, recovery=objective.recovery
+            )
             study.set_user_attr(study_record.FINALIZED, fingerprint)
             return summary, True
     if session.tracker is not None and not unfinished:

@@ -42,7 +42,7 @@ from tune_unlearn.study.objective import storage_url
 from tune_unlearn.study.publish import publish_group
 from tune_unlearn.study.runner import run_study
 from tune_unlearn.tracking.runs import resolve_tracking_uri
-from tune_unlearn.trial.experiment import stream_instances
+from tune_unlearn.trial.inputs import stream_instances
 
 #: The tag naming a stream on its MLflow run (a rerun finds and reuses the run).
 STREAM_TAG = "tune_unlearn.study.stream"

@@ -1,6 +1,8 @@
-"""Running one configuration on an :class:`~tune_unlearn.trial.experiment.Experiment`: unlearn a
-fresh copy of the original, time the unlearning phase, count its compute, and measure every
-metric. What varies per trial lives here; what is fixed across trials, in the experiment."""
+"""Running one configuration on a study's fixed inputs and references: unlearn a fresh copy of
+the original, time the unlearning phase, count its compute, and measure every metric. What
+varies per trial lives here; what is fixed across trials, in the two values it is given
+(:class:`~tune_unlearn.trial.inputs.StudyInputs`,
+:class:`~tune_unlearn.trial.study_references.StudyReferences`)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,14 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from tune_unlearn.methods import StepLog, StepMonitor
 from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.references.attacks import AttackGround, RecoveryMeasures
 from tune_unlearn.report.trial_record import ROBUSTNESS_COST
 from tune_unlearn.scoring.evaluation import PerSample
 from tune_unlearn.scoring.forget_score import logit_confidence
@@ -25,9 +28,8 @@ from tune_unlearn.scoring.metrics import (
     parameter_shift,
     trainable_vector,
 )
-
-if TYPE_CHECKING:
-    from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.inputs import StudyInputs, build_method, evaluate_scored, score
+from tune_unlearn.trial.study_references import StudyReferences
 
 
 @dataclass
@@ -67,62 +69,70 @@ class PhaseTimer:
 
 
 def run(
-    experiment: Experiment,
+    inputs: StudyInputs,
+    references: StudyReferences,
     params: Mapping[str, Any],
     *,
     seed: int,
+    recovery: RecoveryMeasures | None = None,
     monitor: StepMonitor | None = None,
     monitor_every: int = 0,
 ) -> RunResult:
-    """Unlearn a copy of the original with ``params`` (plus the fixed ones) and measure it."""
-    method = experiment.build_method(params)
-    model = experiment.original_model()  # a fresh copy
-    with PhaseTimer(experiment.device) as timer:
-        log = method.unlearn(model, experiment.setup, seed=seed, monitor=monitor, monitor_every=monitor_every)
+    """Unlearn a copy of the original with ``params`` (plus the fixed ones) and measure it.
+    ``recovery``: the study's recovery attacks, for the recovery metrics it names, shared by its
+    runs so that the retrains' side is computed once (without it, a new one where needed)."""
+    method = build_method(inputs, params)
+    model = references.original_model()  # a fresh copy
+    with PhaseTimer(inputs.device) as timer:
+        log = method.unlearn(model, inputs.setup, seed=seed, monitor=monitor, monitor_every=monitor_every)
     evaluation_started = time.perf_counter()
-    runs = experiment.config.evaluation.forget_score_runs
-    reruns = rerun_results(experiment, params, seed, runs - 1) if runs >= 2 else None
-    recovery, attack_gradients = experiment.recovery.measure(
-        model, sorted(experiment.config.named_metrics & RECOVERY_METRICS)
-    )
+    runs = inputs.config.evaluation.forget_score_runs
+    reruns = rerun_results(inputs, references, params, seed, runs - 1) if runs >= 2 else None
+    named = sorted(inputs.config.named_metrics & RECOVERY_METRICS)
+    if named and recovery is None:
+        recovery = recovery_measures(inputs, references)
+    recovery_values, attack_gradients = recovery.measure(model, named) if recovery is not None else ({}, 0)
     metrics = measure(
-        experiment,
+        inputs,
+        references,
         model,
         gpu_seconds=timer.seconds,
-        compute_cost=log.sample_gradients / experiment.retrain_sample_gradients,
+        compute_cost=log.sample_gradients / inputs.retrain_sample_gradients,
         seed=seed,
         reruns=reruns,
-        recovery=recovery,
+        recovery=recovery_values,
     )
-    if recovery:
-        metrics[ROBUSTNESS_COST] = attack_gradients / experiment.retrain_sample_gradients
+    if recovery_values:
+        metrics[ROBUSTNESS_COST] = attack_gradients / inputs.retrain_sample_gradients
     # measure() ends in a device-to-host copy, so wall time covers its device work too.
     evaluation_seconds = time.perf_counter() - evaluation_started
-    diagnostics = {**log.summary(experiment.task_names), "seconds/evaluation": evaluation_seconds}
+    diagnostics = {**log.summary(inputs.task_names), "seconds/evaluation": evaluation_seconds}
     return RunResult(model, metrics, log, method.get_params(), seed, diagnostics)
 
 
-def rerun_results(experiment: Experiment, params: Mapping[str, Any], seed: int, runs: int) -> list[PerSample]:
+def rerun_results(
+    inputs: StudyInputs, references: StudyReferences, params: Mapping[str, Any], seed: int, runs: int
+) -> list[PerSample]:
     """The same configuration unlearned again with seeds ``seed + 1 … seed + runs``."""
     results = []
     for k in range(1, runs + 1):
-        model = experiment.original_model()
-        experiment.build_method(params).unlearn(model, experiment.setup, seed=seed + k)
-        results.append(experiment.evaluate(model))
+        model = references.original_model()
+        build_method(inputs, params).unlearn(model, inputs.setup, seed=seed + k)
+        results.append(evaluate_scored(inputs, model))
     return results
 
 
 def forget_confidences(
-    experiment: Experiment, unlearned: list[PerSample]
+    inputs: StudyInputs, references: StudyReferences, unlearned: list[PerSample]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per target task: logit-scaled confidences on the forget set, ``[N, n]`` of the
     unlearned runs and ``[K, n]`` of the retrain ensemble."""
-    forget = experiment.sets["forget"].indices
+    forget = inputs.sets.forget.indices
     out = {}
-    for task in experiment.problem.tasks:
-        if task.name not in experiment.request.target_tasks:
+    for task in inputs.problem.tasks:
+        if task.name not in inputs.request.target_tasks:
             continue
-        column = experiment.task_names.index(task.name)
+        column = inputs.task_names.index(task.name)
 
         kind = "classification" if task.categorical else "regression"
 
@@ -130,12 +140,13 @@ def forget_confidences(
             rows = [r.loss[r.positions(forget), column].numpy() for r in results]
             return logit_confidence(np.stack(rows), kind)
 
-        out[task.name] = (matrix(unlearned), matrix(experiment.retrain_results))
+        out[task.name] = (matrix(unlearned), matrix(list(references.retrain_results)))
     return out
 
 
 def measure(
-    experiment: Experiment,
+    inputs: StudyInputs,
+    references: StudyReferences,
     model: MultiTaskModel,
     *,
     gpu_seconds: float = math.nan,
@@ -146,27 +157,28 @@ def measure(
 ) -> dict[str, float]:
     """Every metric of ``model``; with ``reruns`` (the same configuration, other seeds) also
     ``forget_score``; ``recovery``: the recovery metrics measured on it (else NaN)."""
-    per_sample = experiment.evaluate(model)
+    per_sample = evaluate_scored(inputs, model)
     confidences = (
-        forget_confidences(experiment, [per_sample, *reruns])
-        if reruns is not None and experiment.retrain_results
+        forget_confidences(inputs, references, [per_sample, *reruns])
+        if reruns is not None and references.retrain_results
         else None
     )
-    scores = {**experiment.reference_scores, **experiment.score("unlearned", per_sample)}
-    target = experiment.request.target_columns(experiment.task_names)
-    forget_positions = per_sample.positions(experiment.sets["forget"].indices)
-    val_positions = per_sample.positions(experiment.nonmembers.indices)
-    shift = parameter_shift(trainable_vector(model), experiment.original_vector)
+    scores = {**references.scores, **score(inputs, "unlearned", per_sample)}
+    sets = inputs.sets
+    target = inputs.request.target_columns(inputs.task_names)
+    forget_positions = per_sample.positions(sets.forget.indices)
+    val_positions = per_sample.positions(sets.nonmembers.indices)
+    shift = parameter_shift(trainable_vector(model), references.original_vector)
     ctx = MetricContext(
         scores=scores,
-        tasks=tuple(experiment.task_names),
-        target_tasks=experiment.request.target_tasks,
-        mode=experiment.request.mode,
-        has_retrain="retrain" in experiment.references,
-        retrain_members=len(experiment.retrain_members),
-        forget_size=len(experiment.sets["forget"]),
-        val_size=len(experiment.sets["val"]),
-        peers_size=len(experiment.sets["peers"]) if "peers" in experiment.sets else 0,
+        tasks=tuple(inputs.task_names),
+        target_tasks=inputs.request.target_tasks,
+        mode=inputs.request.mode,
+        has_retrain=references.has_retrain,
+        retrain_members=len(references.retrain_members),
+        forget_size=len(sets.forget),
+        val_size=len(sets.val),
+        peers_size=0 if sets.peers is None else len(sets.peers),
         shift=float(shift),
         forget_losses=per_sample.loss[forget_positions][:, target].sum(dim=1).numpy(),
         val_losses=per_sample.loss[val_positions][:, target].sum(dim=1).numpy(),
@@ -174,7 +186,36 @@ def measure(
         compute_cost=compute_cost,
         seed=seed,
         forget_confidences=confidences,
-        forget_score_rule=experiment.config.evaluation.forget_score_rule,
+        forget_score_rule=inputs.config.evaluation.forget_score_rule,
         **(recovery or {}),
     )
     return {**compute_metrics(ctx), **scores}
+
+
+def attack_ground(
+    inputs: StudyInputs,
+    references: StudyReferences,
+    original: MultiTaskModel | None = None,
+    retrains: list[MultiTaskModel] | None = None,
+) -> AttackGround:
+    """What the recovery attacks read; the models built from the references unless given."""
+    return AttackGround(
+        data=inputs.data,
+        tasks=inputs.problem.tasks,
+        target_columns=inputs.request.target_columns(inputs.task_names),
+        forget=inputs.sets.forget,
+        retain=inputs.sets.retain,
+        recipe_lr=inputs.problem.recipe().lr,
+        batch_size=inputs.config.evaluation.batch_size,
+        original=references.original_model() if original is None else original,
+        retrains=tuple(references.retrain_models() if retrains is None else retrains),
+    )
+
+
+def recovery_measures(inputs: StudyInputs, references: StudyReferences) -> RecoveryMeasures:
+    """The recovery metrics of a study's trials (``relearn_recovery``,
+    ``quantization_recovery``): one per process, so the retrains' side is computed once."""
+    evaluation = inputs.config.evaluation
+    return RecoveryMeasures(
+        lambda: attack_ground(inputs, references), evaluation.relearning, evaluation.quantization
+    )

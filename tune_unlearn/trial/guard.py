@@ -14,6 +14,8 @@ from torch import Tensor
 
 from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Task
 from tune_unlearn.scoring.metrics import score_ratios
+from tune_unlearn.trial.inputs import StudyInputs
+from tune_unlearn.trial.study_references import StudyReferences
 
 
 class CollapseDetected(Exception):
@@ -76,3 +78,20 @@ class CollapseGuard:
         utility = self.utility(model)  # the one host sync, every `every` steps
         if utility < self.floor:
             raise CollapseDetected(step, utility, self.floor)
+
+
+def study_guard(inputs: StudyInputs, references: StudyReferences) -> CollapseGuard | None:
+    """The guard the study file asks for (``collapse_guard``), on its seeded ``val`` sample and
+    scored against the original; ``None`` when it is off."""
+    settings = inputs.config.collapse_guard
+    if not settings.enabled:
+        return None
+    return CollapseGuard.on_sample(
+        references.original_model(),
+        inputs.data,
+        inputs.val,
+        inputs.problem.tasks,
+        floor=settings.floor,
+        size=settings.sample_size,
+        seed=inputs.config.problem.seed,
+    )

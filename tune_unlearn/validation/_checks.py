@@ -196,7 +196,7 @@ def _excess_churn(ctx: ValidationContext, probe: Probe, model: MultiTaskModel) -
     """Share of judged labels whose prediction changed from the original's, beyond the retrain
     ensemble's mean churn."""
     indices, mask = probe.samples.indices, probe.samples.mask
-    tasks = ctx.experiment.problem.tasks
+    tasks = ctx.inputs.problem.tasks
     original = ctx.predictions(ctx.original, indices)
 
     def churn(other: MultiTaskModel) -> float:
@@ -232,7 +232,7 @@ def forget_quality_checks(
 def _gap_check(ctx: ValidationContext, metrics: Mapping[str, float], spec: ForgetQualitySpec) -> CheckResult:
     has_retrain = bool(ctx.retrains)
     per_task: dict[str, dict[str, float]] = {}
-    for task in ctx.experiment.request.target_tasks:
+    for task in ctx.inputs.request.target_tasks:
         unlearned = metrics[f"score/unlearned/forget/{task}"]
         reference = (
             metrics[f"score/retrain/forget/{task}"]
@@ -294,8 +294,8 @@ def _mia_check(
         return CheckResult(name, "error", "membership inference could not be computed")
     reference = float(np.mean(members)) if members else 0.5
     spread = float(np.std(members, ddof=1)) if len(members) > 1 else 0.0
-    experiment = ctx.experiment
-    se = auc_standard_error(auc, len(experiment.sets["forget"]), len(experiment.nonmembers))
+    sets = ctx.inputs.sets
+    se = auc_standard_error(auc, len(sets.forget), len(sets.nonmembers))
     band = prediction_band(spread, len(members), se**2, confidence)
     beyond = abs(auc - reference) - band
     against = (
@@ -327,18 +327,18 @@ def forget_score_check(ctx: ValidationContext, candidate: Candidate, spec: Forge
         raise ValueError("forget_score reruns the candidate's configuration: its params and seed are needed")
     if not members:
         raise ValueError("forget_score needs the retrain ensemble")
-    rule = ctx.experiment.config.evaluation.forget_score_rule
+    rule = ctx.inputs.config.evaluation.forget_score_rule
     floor = resolution(runs, members, rule=rule)
     if floor >= threshold:
         raise ValueError(
             f"{runs} runs against {members} retrains cannot show a score below {floor:.3f}, so they "
             f"cannot fail min_forget_score {threshold:g}: raise forget_score_runs or references.retrain.seeds"
         )
-    experiment = ctx.experiment
-    reruns = configuration_run.rerun_results(experiment, candidate.params, candidate.seed, runs - 1)
-    score = configuration_run.measure(experiment, candidate.model, seed=candidate.seed, reruns=reruns)[
-        "forget_score"
-    ]
+    inputs, references = ctx.inputs, ctx.references
+    reruns = configuration_run.rerun_results(inputs, references, candidate.params, candidate.seed, runs - 1)
+    score = configuration_run.measure(
+        inputs, references, candidate.model, seed=candidate.seed, reruns=reruns
+    )["forget_score"]
     return CheckResult(
         name,
         "pass" if score >= threshold else "fail",
@@ -385,12 +385,10 @@ def robustness_check(ctx: ValidationContext, candidate: Candidate, spec: Robustn
     """Rerun the configuration with other seeds and each searched learning rate (every
     hyperparameter the method declares with ``rate=True``) perturbed up and down; fail when
     forget efficacy or retained utility spreads more than allowed."""
-    from tune_unlearn.methods import METHODS
-
     if candidate.params is None or candidate.seed is None:
         raise ValueError("robustness needs the candidate's configuration (params and seed)")
     params, seed = dict(candidate.params), candidate.seed
-    declared = METHODS.get(ctx.experiment.config.method.name).constraints()
+    declared = ctx.inputs.method_class.constraints()
     rates = [key for key in params if key in declared and declared[key].rate]
     variants = [(params, seed + k) for k in range(1, spec.seeds + 1)]
     for lr in rates:
@@ -398,7 +396,9 @@ def robustness_check(ctx: ValidationContext, candidate: Candidate, spec: Robustn
             variants.append(({**params, lr: params[lr] * factor}, seed))
     outcomes = {"forget_efficacy": [], "retained_utility": []}  # type: dict[str, list[float]]
     for variant_params, variant_seed in variants:
-        metrics = configuration_run.run(ctx.experiment, variant_params, seed=variant_seed).metrics
+        metrics = configuration_run.run(
+            ctx.inputs, ctx.references, variant_params, seed=variant_seed, recovery=ctx.recovery
+        ).metrics
         for key in outcomes:
             outcomes[key].append(metrics[key])
     for key in outcomes:

@@ -1,4 +1,5 @@
-"""What validators see: the study's experiment plus the ``holdout`` split, which only they read."""
+"""What validators see: the study's fixed inputs and references, plus the ``holdout`` split,
+which only they read."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from torch import Tensor
 
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.problems.forget import LabeledSet
-from tune_unlearn.references.attacks import QuantizationAttack, RelearningAttack
+from tune_unlearn.references.attacks import QuantizationAttack, RecoveryMeasures, RelearningAttack
 from tune_unlearn.scoring.evaluation import PerSample, evaluate
 from tune_unlearn.trial import configuration_run
-from tune_unlearn.trial.experiment import Experiment
+from tune_unlearn.trial.inputs import StudyInputs
+from tune_unlearn.trial.study_references import StudyReferences
 
 AttackT = TypeVar("AttackT", RelearningAttack, QuantizationAttack)
 
@@ -32,19 +34,25 @@ class Probe:
 
 
 class ValidationContext:
-    """The experiment, the holdout indices, and the reference models' per-sample results."""
+    """The study's inputs and references, the holdout indices, and the reference models'
+    per-sample results. ``recovery``: the study's recovery attacks, for the trials that checks
+    re-run (a new one when not given)."""
 
-    def __init__(self, experiment: Experiment) -> None:
-        self.experiment = experiment
-        config = experiment.config
-        self.holdout: Tensor = experiment.problem.split(len(experiment.data), config.problem.seed)["holdout"]
-        self.original = experiment.original_model()
+    def __init__(
+        self, inputs: StudyInputs, references: StudyReferences, recovery: RecoveryMeasures | None = None
+    ) -> None:
+        self.inputs, self.references = inputs, references
+        self.recovery = (
+            recovery if recovery is not None else configuration_run.recovery_measures(inputs, references)
+        )
+        self.holdout: Tensor = inputs.problem.split(len(inputs.data), inputs.config.problem.seed)["holdout"]
+        self.original = references.original_model()
         #: The retrain ensemble (empty without a retrain reference); probes compare with its mean.
-        self.retrains = [experiment.model_from(r.state_dict) for r in experiment.retrain_members]
+        self.retrains = references.retrain_models()
 
     @property
     def task_names(self) -> list[str]:
-        return self.experiment.task_names
+        return self.inputs.task_names
 
     def all_tasks(self, indices: Tensor) -> LabeledSet:
         return LabeledSet(indices, torch.ones(len(indices), len(self.task_names), dtype=torch.bool))
@@ -52,18 +60,11 @@ class ValidationContext:
     @cached_property
     def rows(self) -> Tensor:
         """Every sample a probe may use: holdout, and the train rows (forget and retain)."""
-        rows: Tensor = torch.cat([self.holdout, self.experiment.splits["train"]]).unique()
+        rows: Tensor = torch.cat([self.holdout, self.inputs.train]).unique()
         return rows
 
     def per_sample(self, model: MultiTaskModel) -> PerSample:
-        experiment = self.experiment
-        return evaluate(
-            model,
-            experiment.data,
-            self.rows,
-            experiment.problem.tasks,
-            experiment.config.evaluation.batch_size,
-        )
+        return self.per_sample_of(model, self.rows)
 
     def attack(self, kind: type[AttackT], spec: Any) -> AttackT:
         """The ``kind`` attack of ``spec`` on this study, built once: its retrains' side is
@@ -71,15 +72,18 @@ class ValidationContext:
         attacks: dict[tuple[type, str], Any] = self.__dict__.setdefault("_attacks", {})
         key = (kind, spec.model_dump_json())
         if key not in attacks:
-            attacks[key] = kind(self.experiment.attack_ground(self.original, self.retrains), spec)
+            ground = configuration_run.attack_ground(
+                self.inputs, self.references, self.original, self.retrains
+            )
+            attacks[key] = kind(ground, spec)
         attack: AttackT = attacks[key]
         return attack
 
     def per_sample_of(self, model: MultiTaskModel, indices: Tensor) -> PerSample:
         """``model``'s per-sample results on ``indices`` only."""
-        experiment = self.experiment
+        inputs = self.inputs
         return evaluate(
-            model, experiment.data, indices, experiment.problem.tasks, experiment.config.evaluation.batch_size
+            model, inputs.data, indices, inputs.problem.tasks, inputs.config.evaluation.batch_size
         )
 
     @cached_property
@@ -91,7 +95,8 @@ class ValidationContext:
         cache: dict[int, list[dict[str, float]]] = self.__dict__.setdefault("_member_metrics", {})
         if seed not in cache:
             cache[seed] = [
-                configuration_run.measure(self.experiment, model, seed=seed) for model in self.retrains
+                configuration_run.measure(self.inputs, self.references, model, seed=seed)
+                for model in self.retrains
             ]
         return cache[seed]
 
@@ -114,8 +119,8 @@ class ValidationContext:
 
     def _row_batches(self, indices: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
         """``(rows, inputs)`` at ``indices``, in evaluation-sized batches on the device."""
-        data = self.experiment.data
-        size = data.evaluation_batch(self.experiment.config.evaluation.batch_size)
+        data = self.inputs.data
+        size = data.evaluation_batch(self.inputs.config.evaluation.batch_size)
         yield from data.input_batches(indices.to(data.device), size)
 
     @torch.no_grad()
@@ -130,12 +135,12 @@ class ValidationContext:
         """``[n, T]`` what the model predicts per task (:meth:`Task.summary`: the class, the
         value, or a dense task's per-sample score)."""
         chunks = []
-        labels = self.experiment.data.labels
+        labels = self.inputs.data.labels
         with torch.no_grad():
             for rows, inputs in self._row_batches(indices):
                 outputs = model(inputs)
                 columns = [
-                    t.summary(outputs[t.name], labels[t.name][rows]) for t in self.experiment.problem.tasks
+                    t.summary(outputs[t.name], labels[t.name][rows]) for t in self.inputs.problem.tasks
                 ]
                 chunks.append(torch.stack(columns, dim=1))
         return torch.cat(chunks).cpu()

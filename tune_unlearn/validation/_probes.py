@@ -64,7 +64,7 @@ class DependentNeighbors(ProbeFamily):
     parameters: ClassVar[dict[str, Param]] = {"k": Param(5, ge=1, doc="neighbours per forget instance")}
 
     def build(self, ctx: ValidationContext) -> Probe:
-        request = ctx.experiment.request
+        request = ctx.inputs.request
         neighbours = _nearest(ctx, request.indices, ctx.holdout, int(self.params["k"]))
         return Probe(self.name, ctx.all_tasks(neighbours))
 
@@ -86,10 +86,10 @@ class SharedLabel(ProbeFamily):
     def _label_tasks(ctx: ValidationContext) -> list[str]:
         """The classification target tasks: a regression label is a continuous value that no
         other sample shares, so it cannot define a group."""
-        request = ctx.experiment.request
+        request = ctx.inputs.request
         return [
             t.name
-            for t in ctx.experiment.problem.tasks
+            for t in ctx.inputs.problem.tasks
             if t.name in request.target_tasks and t.kind == "classification"
         ]
 
@@ -102,7 +102,7 @@ class SharedLabel(ProbeFamily):
         return None
 
     def build(self, ctx: ValidationContext) -> Probe:
-        data, request = ctx.experiment.data, ctx.experiment.request
+        data, request = ctx.inputs.data, ctx.inputs.request
         targets = self._label_tasks(ctx)
         columns = [data.labels[t].cpu() for t in targets]
         forget = torch.stack([c[request.indices] for c in columns], dim=1)
@@ -129,13 +129,13 @@ class SharedAttribute(ProbeFamily):
     }
 
     def not_applicable(self, ctx: ValidationContext) -> str | None:
-        problem = ctx.experiment.problem
+        problem = ctx.inputs.problem
         if not problem.attributes:
             return f"problem {type(problem).__name__} declares no attributes"
         return None
 
     def build(self, ctx: ValidationContext) -> Probe:
-        problem, data, request = ctx.experiment.problem, ctx.experiment.data, ctx.experiment.request
+        problem, data, request = ctx.inputs.problem, ctx.inputs.data, ctx.inputs.request
         attribute = str(self.params["attribute"] or problem.attributes[0])
         if attribute not in data.attributes:
             raise ValueError(f"no attribute {attribute!r}; valid: {', '.join(problem.attributes)}")
@@ -164,12 +164,12 @@ class CrossTask(ProbeFamily):
     parameters: ClassVar[dict[str, Param]] = {"k": Param(5, ge=1, doc="neighbours per forget instance")}
 
     def not_applicable(self, ctx: ValidationContext) -> str | None:
-        if ctx.experiment.request.mode != "partial":
+        if ctx.inputs.request.mode != "partial":
             return "a full-mode request keeps no task of the forget instances"
         return None
 
     def build(self, ctx: ValidationContext) -> Probe:
-        request = ctx.experiment.request
+        request = ctx.inputs.request
         kept = ~request.target_columns(ctx.task_names)
         neighbours = _nearest(ctx, request.indices, ctx.holdout, int(self.params["k"]))
         return Probe(self.name, LabeledSet(neighbours, kept.expand(len(neighbours), -1).clone()))
@@ -205,7 +205,7 @@ class StaticRetain(ProbeFamily):
     }
 
     def build(self, ctx: ValidationContext) -> Probe:
-        retain = ctx.experiment.sets["retain"]
+        retain = ctx.inputs.sets.retain
         generator = torch.Generator().manual_seed(int(self.params["seed"]))
         chosen = torch.randperm(len(retain), generator=generator)[: int(self.params["size"])].sort().values
         return Probe(self.name, LabeledSet(retain.indices[chosen], retain.mask[chosen]))

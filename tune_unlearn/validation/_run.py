@@ -74,14 +74,14 @@ class ValidationReport:
 
 def validate(ctx: ValidationContext, candidate: Candidate, suite: SuiteConfig) -> ValidationReport:
     unlearned = ctx.per_sample(candidate.model)
-    measured = configuration_run.measure(ctx.experiment, candidate.model, seed=suite.seed)
+    measured = configuration_run.measure(ctx.inputs, ctx.references, candidate.model, seed=suite.seed)
     metrics = {**candidate.metrics, **{k: v for k, v in measured.items() if k != "gpu_seconds"}}
     results: list[CheckResult] = []
     for family, spec in suite.probes.items():
         check = functools.partial(probe_check, ctx, family, spec, suite, candidate.model, unlearned)
         results += guarded([f"probe/{family}"], functools.partial(_as_list, check))
     results += run_checks(CheckInput(ctx, candidate, suite, metrics))
-    mode, reference_cost = reference_mode(ctx.experiment.config.references)
+    mode, reference_cost = reference_mode(ctx.inputs.config.references)
     cost = candidate.metrics.get("compute_cost")
     return ValidationReport(
         suite.name,

@@ -1,5 +1,7 @@
 """Planted faults: models whose verdict is known by construction, to measure how often a suite
-catches a fault (``benchmarks/gate_power.py``) and to test that it names one.
+catches a fault (``benchmarks/gate_power.py``) and to test that it names one. Fault injection
+for tests and benchmarks, beside the plugin contract tests (:mod:`tune_unlearn.testing`), not
+part of the validators it measures.
 
 :class:`RetainMemorised` makes a masked collapse out of any damaged model: it answers the
 retain *training* inputs from a memory and everything else with the damaged model, so a check
@@ -11,17 +13,14 @@ from its retain set to the neighbours too well for an unlearning run to do it on
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from tune_unlearn.problems import Batch, MultiTaskModel, masked_task_losses
 from tune_unlearn.problems.forget import LabeledSet
-
-if TYPE_CHECKING:
-    from tune_unlearn.trial.experiment import Experiment
-    from tune_unlearn.validation._context import ValidationContext
+from tune_unlearn.trial.inputs import StudyInputs
+from tune_unlearn.validation import ValidationContext
 
 
 class RetainMemorised(MultiTaskModel):
@@ -67,7 +66,7 @@ class RetainMemorised(MultiTaskModel):
 
 
 def finetuned(
-    e: Experiment,
+    inputs: StudyInputs,
     model: MultiTaskModel,
     labeled: LabeledSet,
     steps: int,
@@ -80,12 +79,12 @@ def finetuned(
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    tasks = e.problem.tasks
+    tasks, data = inputs.problem.tasks, inputs.data
 
     def batch(source: LabeledSet) -> Batch:
         pick = torch.randint(len(source), (32,), generator=generator)
         rows = source.indices[pick]
-        return Batch(e.data.inputs[rows], {k: v[rows] for k, v in e.data.labels.items()}, source.mask[pick])
+        return Batch(data.inputs[rows], {k: v[rows] for k, v in data.labels.items()}, source.mask[pick])
 
     for _ in range(steps):
         b = batch(labeled)
@@ -101,10 +100,10 @@ def finetuned(
     return model
 
 
-def val_neighbours(e: Experiment, ctx: ValidationContext, k: int = 5) -> LabeledSet:
+def val_neighbours(ctx: ValidationContext, k: int = 5) -> LabeledSet:
     """The ``k`` nearest ``val`` samples of each forget instance (on the original's features),
     every task judged: knowledge next to the forgotten data that no probe reads."""
-    val = e.splits["val"]
-    distances = torch.cdist(ctx.features(e.request.indices), ctx.features(val))
+    val = ctx.inputs.val
+    distances = torch.cdist(ctx.features(ctx.inputs.request.indices), ctx.features(val))
     rows = val[distances.topk(k, dim=1, largest=False).indices.flatten().unique()]
-    return LabeledSet(rows, torch.ones(len(rows), len(e.task_names), dtype=torch.bool))
+    return ctx.all_tasks(rows)

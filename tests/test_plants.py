@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tune_unlearn.plants import RetainMemorised
 from tune_unlearn.problems import MultiTaskModel
-from tune_unlearn.validation.plants import RetainMemorised
 
 
 def model(seed: int) -> MultiTaskModel:
