@@ -65,6 +65,22 @@ TINY = {
         ["--seeds", "0", "--trials", "2", "--threads", "1"],
         ["quickstart.yaml: the recommendation passes release whenever a front trial does in"],
     ),
+    "request_stream.py": (
+        ["--trials", "1", "--digits", "3", "5", "--threads", "1"],
+        ["2 requests in", "In retrain units: unlearning"],
+    ),
+    "reference_spread.py": (
+        ["--recipes", "constant:1", "--seeds", "1", "--threads", "1"],
+        ["| constant:1 ("],
+    ),
+    "shapes_interference.py": (
+        ["--samples", "400", "--correlations", "0.0", "--ascent-lrs", "0.01"],
+        ["correlation 0.0: references ready in", "forget efficacy"],
+    ),
+    "unlearn_vs_retrain.py": (
+        ["--samples", "400", "--trials", "1"],
+        ["shapes 400 samples; retrain reference:", "the retrain's own retained utility"],
+    ),
     "default_spaces.py": (
         [
             *("--problems", "digits", "--methods", "graddiff", "--variants", "relative", "bounded"),
