@@ -33,13 +33,22 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--earlier-trials",
+        type=int,
+        default=None,
+        help="the earlier quickstart study's (default: its file's)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     quickstart = quickstart_search()
     tmp = Path(tempfile.mkdtemp())
     started = time.perf_counter()
-    earlier = parse_study({**quickstart, "output": str(tmp / "earlier"), "tracking": {"enabled": False}})
+    earlier_raw = {**quickstart, "output": str(tmp / "earlier"), "tracking": {"enabled": False}}
+    if args.earlier_trials is not None:
+        earlier_raw["n_trials"] = args.earlier_trials
+    earlier = parse_study(earlier_raw)
     run_study(earlier, progress=False)
     storage = f"sqlite:///{tmp / 'earlier' / 'study.db'}"
     second = {

@@ -74,11 +74,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
+    parser.add_argument("--cache", help="reference cache (default: the user's); warmed before the timing")
     args = parser.parse_args()
     raw = quickstart_search()
     with tempfile.TemporaryDirectory() as tmp:
         raw.update(n_trials=args.trials, tracking={"enabled": False}, constraints=[])
-        raw.update(references={"cache_dir": f"{tmp}/cache"})
+        if args.cache:
+            raw.update(references={"cache_dir": args.cache})
         raw["method"]["fixed"].update(retain_lr=0.1, projection_strength=0.5, subspace_rank=4)
         raw["method"]["search"] = {"ascent_lr": {"type": "categorical", "choices": [0.002]}}
         rates = {}

@@ -1,5 +1,5 @@
-"""The benchmarks this round added or changed run at a tiny size, so that none rots unseen
-(the recorded figures come from their full-size runs, in benchmarks/RESULTS.md)."""
+"""Every benchmark runs at a tiny size, so that none rots unseen (the recorded figures come
+from their full-size runs, in benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -81,6 +81,22 @@ TINY = {
         ["--samples", "400", "--trials", "1"],
         ["shapes 400 samples; retrain reference:", "the retrain's own retained utility"],
     ),
+    "paper_claims.py": (
+        [
+            *("--problem", "digits", "--modes", "partial", "--methods", "graddiff"),
+            *("--seeds", "1", "--trials", "1", "--threads", "1"),
+        ],
+        ["Per seed, the trial of highest forget efficacy", "- graddiff:"],
+    ),
+    "framework_overhead.py": (
+        ["--samples", "400", "--trials", "1", "--steps", "2"],
+        ["unlearning:", "framework overhead:"],
+    ),
+    "workers_throughput.py": (["--trials", "2"], ["2 worker(s): 2 trials in", "ratio two/one:"]),
+    "warm_start.py": (
+        ["--trials", "2", "--earlier-trials", "2", "--top", "1", "--seeds", "0", "--threads", "1"],
+        ["| cold |", "| warm |"],
+    ),
     "default_spaces.py": (
         [
             *("--problems", "digits", "--methods", "graddiff", "--variants", "relative", "bounded"),
@@ -112,3 +128,9 @@ def test_the_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path, cache: P
     assert done.returncode == 0, done.stderr[-2000:]
     for line in expected:
         assert line in done.stdout, done.stdout
+
+
+def test_every_benchmark_has_a_tiny_run() -> None:
+    """A new script in benchmarks/ needs its tiny run here (its private helpers excepted)."""
+    scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(TINY)
