@@ -191,6 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config.references, None if config.requests is None else len(config.requests)
             )
             print(f"reference mode: {mode}, {per_request:.3g} retrain(s) per request")
+            from tune_unlearn.report.request_cost import mode_options
+
+            print("reference modes for this request (retrains per request; * this study's):")
+            for line in mode_options(config):
+                print(f"  {line}")
             if "relearn_recovery" in config.named_metrics:
                 from tune_unlearn.references.attacks import relearning_budget
 

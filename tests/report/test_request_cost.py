@@ -46,3 +46,33 @@ def test_the_recovery_attacks_of_the_search_are_counted(tmp_path: Path) -> None:
     assert attacks > 0
     report = (run.output / "report.md").read_text()
     assert f"| recovery attacks in the search (their `robustness_cost`) | {attacks:.3f} |" in report
+
+
+def test_check_states_every_reference_mode_s_cost_and_refuses_reference_free_for_a_whole_group(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tiny study forgets every 3 (a whole group): reference-free is refused there, with why;
+    on a random half of the 3s it costs nothing. The study's own mode is marked."""
+    from tune_unlearn.cli import main
+
+    from ..helpers import write_study
+
+    whole = tiny_study(tmp_path, references={"retrain": {"seeds": 3}, "cache_dir": str(tmp_path / "c")})
+    assert main(["check", str(write_study(tmp_path, whole, "whole.yaml"))]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert "* ensemble (K = 3): 3; judges every check" in lines
+    assert (
+        "bank (K = 3, shared by n requests known together): 3 / n, 0.3 at n = 10; judges every check" in lines
+    )
+    assert any(line.startswith("reference-free: refused: forget removes a whole group") for line in lines)
+
+    half = tiny_study(
+        tmp_path,
+        forget={"mode": "full", "where": {"digit": 3}, "fraction": 0.5},
+        references={"retrain": False, "cache_dir": str(tmp_path / "c")},
+    )
+    assert main(["check", str(write_study(tmp_path, half, "half.yaml"))]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert "ensemble (K = 5): 5; judges every check" in lines  # not this study's: unmarked
+    free = next(line for line in lines if "reference-free:" in line)
+    assert free.startswith("* reference-free: 0;") and "not applicable" in free

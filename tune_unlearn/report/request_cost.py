@@ -13,7 +13,12 @@ from statistics import median
 
 from optuna.trial import FrozenTrial, TrialState
 
-from tune_unlearn.config.study_config import ReferencesConfig
+from tune_unlearn.config.study_config import (
+    DEFAULT_RETRAIN_SEEDS,
+    ReferencesConfig,
+    StudyConfig,
+    whole_group_removed,
+)
 from tune_unlearn.report.trial_record import PRUNED_AT_STEP, ROBUSTNESS_COST, TrialRecord
 
 
@@ -50,6 +55,34 @@ def reference_mode(references: ReferencesConfig, stream_requests: int | None = N
     if references.retrain is False:
         return "reference-free", 0.0
     return "given retrain model (its training not counted)", 0.0
+
+
+def mode_options(config: StudyConfig) -> list[str]:
+    """What each reference mode would cost this request (references per request, in retrains)
+    and what it can judge, the study's own mode marked: ``check`` prints them before anything
+    trains. Reference-free is refused for a request that removes a whole group."""
+    ensemble = config.references.ensemble()
+    k = ensemble.seeds if ensemble is not None else DEFAULT_RETRAIN_SEEDS
+    chosen, _ = reference_mode(config.references, None if config.requests is None else len(config.requests))
+    requests = config.requests if config.requests is not None else [config.forget]
+    whole = [n for n, r in enumerate(requests) if whole_group_removed(r.model_dump())]
+    if whole:
+        at = f"requests.{whole[0]}" if config.requests is not None else "forget"
+        free = f"refused: {at} removes a whole group, which only a model that never saw it can judge"
+    else:
+        free = (
+            "0; the attacks and the retrain-only checks are not applicable (a suite that demands them fails)"
+        )
+    options = [
+        (chosen.startswith("ensemble"), f"ensemble (K = {k}): {k:g}; judges every check"),
+        (
+            chosen.startswith("bank"),
+            f"bank (K = {k}, shared by n requests known together): {k:g} / n, {k / 10:.2g} at n = 10; "
+            "judges every check",
+        ),
+        (chosen == "reference-free", f"reference-free: {free}"),
+    ]
+    return [f"{'*' if mine else ' '} {text}" for mine, text in options]
 
 
 def request_cost(references: ReferencesConfig, trials: list[FrozenTrial], steps: int | None) -> RequestCost:
