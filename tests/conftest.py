@@ -21,5 +21,5 @@ def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_experiment(session_tmp: Path) -> LoadedStudy:
+def tiny_values(session_tmp: Path) -> LoadedStudy:
     return load_study_values(tiny_study(session_tmp))

@@ -295,15 +295,15 @@ def test_the_same_file_and_seed_sample_and_recommend_the_same_on_a_busy_or_idle_
     assert seconds[0] != seconds[1]  # the measurement is still reported, and it did differ
 
 
-def test_compute_cost_counts_sample_gradients_against_one_retrain(tiny_experiment: LoadedStudy) -> None:
+def test_compute_cost_counts_sample_gradients_against_one_retrain(tiny_values: LoadedStudy) -> None:
     """graddiff computes one forget and one retain gradient per step: ``steps × (B_f + B_r)``
     sample-gradients, over ``epochs × |retain|`` for a retrain."""
     from tune_unlearn.trial import configuration_run
 
-    result = configuration_run.run(*tiny_experiment, {"ascent_lr": 1e-3, "retain_lr": 1e-2}, seed=0)
+    result = configuration_run.run(*tiny_values, {"ascent_lr": 1e-3, "retain_lr": 1e-2}, seed=0)
     steps, batch = 6, 16
-    recipe = tiny_experiment.inputs.problem.recipe()
-    expected = steps * (batch + batch) / (recipe.epochs * len(tiny_experiment.inputs.sets.retain))
+    recipe = tiny_values.inputs.problem.recipe()
+    expected = steps * (batch + batch) / (recipe.epochs * len(tiny_values.inputs.sets.retain))
     assert result.metrics["compute_cost"] == pytest.approx(expected)
     assert result.log.sample_gradients == steps * 2 * batch
 

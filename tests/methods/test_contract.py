@@ -45,13 +45,13 @@ def test_hyperparameters_are_keyword_arguments_with_defaults_that_round_trip(nam
 
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_unlearning_moves_the_model_and_is_deterministic_under_a_seed(
-    tiny_experiment: LoadedStudy, name: str
+    tiny_values: LoadedStudy, name: str
 ) -> None:
     method = METHODS.get(name)(steps=4, batch_size=8)
-    first, second = original_model(tiny_experiment), original_model(tiny_experiment)
+    first, second = original_model(tiny_values), original_model(tiny_values)
     before = [p.detach().clone() for p in first.parameters()]
-    log = method.unlearn(first, tiny_experiment.inputs.setup, seed=5)
-    method.unlearn(second, tiny_experiment.inputs.setup, seed=5)
+    log = method.unlearn(first, tiny_values.inputs.setup, seed=5)
+    method.unlearn(second, tiny_values.inputs.setup, seed=5)
     assert log.steps_run == 4
     assert any(not torch.equal(a, b) for a, b in zip(before, first.parameters(), strict=True))
     for a, b in zip(first.parameters(), second.parameters(), strict=True):
@@ -63,31 +63,31 @@ def test_unlearning_moves_the_model_and_is_deterministic_under_a_seed(
         assert bool(torch.isfinite(log.retain_loss[:4]).all())
 
 
-def test_a_huge_ascent_rate_raises_divergence_when_steps_are_unbounded(tiny_experiment: LoadedStudy) -> None:
-    model = original_model(tiny_experiment)
+def test_a_huge_ascent_rate_raises_divergence_when_steps_are_unbounded(tiny_values: LoadedStudy) -> None:
+    model = original_model(tiny_values)
     with pytest.raises(DivergenceError, match="diverged"):
         GradientAscent(steps=40, ascent_lr=1e6, max_step=1e12).unlearn(
-            model, tiny_experiment.inputs.setup, seed=0
+            model, tiny_values.inputs.setup, seed=0
         )
 
 
 @pytest.mark.parametrize("name", ["gradient_ascent", "interference_aware", "npo"])
 def test_the_step_bound_caps_each_update_at_max_step_of_the_parameter_norm(
-    tiny_experiment: LoadedStudy, name: str
+    tiny_values: LoadedStudy, name: str
 ) -> None:
     cls = METHODS.get(name)
     huge = {key: 1e6 for key, param in cls.constraints().items() if param.rate}
-    model = original_model(tiny_experiment)
+    model = original_model(tiny_values)
 
     def flat() -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
     for _ in range(3):  # each step is taken from where the last one ended
         before = flat()
-        cls(steps=1, max_step=0.02, **huge).unlearn(model, tiny_experiment.inputs.setup, seed=0)
+        cls(steps=1, max_step=0.02, **huge).unlearn(model, tiny_values.inputs.setup, seed=0)
         moved = (flat() - before).norm() / before.norm()
         assert moved == pytest.approx(0.02, rel=1e-3)  # asked far more: scaled down to the bound
-    log = cls(steps=40, **huge).unlearn(model, tiny_experiment.inputs.setup, seed=0)
+    log = cls(steps=40, **huge).unlearn(model, tiny_values.inputs.setup, seed=0)
     assert bool(torch.isfinite(log.forget_loss).all())
 
 

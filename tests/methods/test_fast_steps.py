@@ -48,9 +48,9 @@ def close(a: Tensor, b: Tensor, tolerance: float = 1e-4) -> bool:
 
 
 def test_gram_basis_spans_the_same_space_as_the_svd_on_real_per_sample_gradients(
-    tiny_experiment: LoadedStudy,
+    tiny_values: LoadedStudy,
 ) -> None:
-    grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
+    grads = step_gradients(tiny_values, original_model(tiny_values))
     columns = grads.per_sample_retain().T
     assert close(projector(orthonormal_basis(columns)), projector(svd_basis(columns)))
 
@@ -74,8 +74,8 @@ def test_task_subspace_is_each_tasks_exact_top_singular_directions() -> None:
     assert close(projector(task_subspace_basis(samples, rank)), projector(expected))
 
 
-def test_batched_per_task_gradients_equal_one_backward_per_task(tiny_experiment: LoadedStudy) -> None:
-    grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
+def test_batched_per_task_gradients_equal_one_backward_per_task(tiny_values: LoadedStudy) -> None:
+    grads = step_gradients(tiny_values, original_model(tiny_values))
     losses = grads._retain_graph[1]
     params = grads.layout.params
     looped = torch.stack(
@@ -95,9 +95,9 @@ def _reference_instance(grads_forget_rows: Tensor, retain_rows: Tensor, strength
 
 @pytest.mark.parametrize("strength", [1.0, 0.4])
 def test_instance_orthogonalization_equals_projecting_each_per_sample_gradient(
-    tiny_experiment: LoadedStudy, strength: float
+    tiny_values: LoadedStudy, strength: float
 ) -> None:
-    grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
+    grads = step_gradients(tiny_values, original_model(tiny_values))
     n = grads.layout.num_shared
     u = InstanceOrthogonalization(projection_strength=strength).forget_direction(grads, step=0)
     expected = _reference_instance(grads.per_sample_forget(), grads.per_sample_retain(), strength)
@@ -105,8 +105,8 @@ def test_instance_orthogonalization_equals_projecting_each_per_sample_gradient(
     assert torch.equal(u[n:], grads.forget[n:])
 
 
-def test_interference_aware_equals_the_per_sample_reference(tiny_experiment: LoadedStudy) -> None:
-    grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
+def test_interference_aware_equals_the_per_sample_reference(tiny_values: LoadedStudy) -> None:
+    grads = step_gradients(tiny_values, original_model(tiny_values))
     n = grads.layout.num_shared
     method = InterferenceAware(projection_strength=0.8, subspace_rank=3)
     u = method.forget_direction(grads, step=0)
@@ -115,9 +115,9 @@ def test_interference_aware_equals_the_per_sample_reference(tiny_experiment: Loa
     assert close(u[:n], expected)
 
 
-def test_a_refresh_step_reuses_the_per_task_per_sample_gradients(tiny_experiment: LoadedStudy) -> None:
-    grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
-    fresh = step_gradients(tiny_experiment, original_model(tiny_experiment)).per_sample_retain()
+def test_a_refresh_step_reuses_the_per_task_per_sample_gradients(tiny_values: LoadedStudy) -> None:
+    grads = step_gradients(tiny_values, original_model(tiny_values))
+    fresh = step_gradients(tiny_values, original_model(tiny_values)).per_sample_retain()
     _ = grads.per_sample_retain_by_task
     assert close(grads.per_sample_retain(), fresh, 1e-5)
 
@@ -125,20 +125,20 @@ def test_a_refresh_step_reuses_the_per_task_per_sample_gradients(tiny_experiment
 # -- the representation-level approximate form ---------------------------------------------------
 
 
-def test_pulling_back_the_unprojected_representation_gradient_gives_g_f(tiny_experiment: LoadedStudy) -> None:
-    grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
+def test_pulling_back_the_unprojected_representation_gradient_gives_g_f(tiny_values: LoadedStudy) -> None:
+    grads = step_gradients(tiny_values, original_model(tiny_values))
     n = grads.layout.num_shared
     assert close(grads.shared_forget_pullback(grads.forget_at_representation), grads.forget[:n], 1e-5)
 
 
 def test_representation_task_projection_applies_its_coefficients_to_the_parameter_gradients(
-    tiny_experiment: LoadedStudy,
+    tiny_values: LoadedStudy,
 ) -> None:
     # seed 6: a batch whose forget gradient conflicts with three tasks' at the representation
-    grads = step_gradients(tiny_experiment, original_model(tiny_experiment), seed=6)
+    grads = step_gradients(tiny_values, original_model(tiny_values), seed=6)
     n = grads.layout.num_shared
     method = TaskProjection(projection_space="representation")
-    method.prepare(grads.layout, tiny_experiment.inputs.setup, seed=3)
+    method.prepare(grads.layout, tiny_values.inputs.setup, seed=3)
     u = method.forget_direction(grads, step=0)
     at_z = grads.retain_at_representation_by_task.sum(dim=1)
     c = pcgrad_coefficients(grads.forget_at_representation.sum(dim=0), at_z, method.task_order_, 1.0)
@@ -151,9 +151,9 @@ def test_representation_task_projection_applies_its_coefficients_to_the_paramete
 
 
 def test_representation_subspace_projection_removes_the_subspace_before_the_pullback(
-    tiny_experiment: LoadedStudy,
+    tiny_values: LoadedStudy,
 ) -> None:
-    grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
+    grads = step_gradients(tiny_values, original_model(tiny_values))
     method = SubspaceProjection(projection_space="representation", subspace_rank=2)
     u = method.forget_direction(grads, step=0)
     basis = method.basis_
@@ -165,9 +165,9 @@ def test_representation_subspace_projection_removes_the_subspace_before_the_pull
 
 @pytest.mark.parametrize("name", ["subspace_projection", "instance_orthogonalization", "interference_aware"])
 def test_representation_form_changes_the_direction_and_is_cheaper_in_kind(
-    tiny_experiment: LoadedStudy, name: str
+    tiny_values: LoadedStudy, name: str
 ) -> None:
-    grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
+    grads = step_gradients(tiny_values, original_model(tiny_values))
     u = METHODS.get(name)(projection_space="representation").forget_direction(grads, step=0)
     n = grads.layout.num_shared
     assert not close(u[:n], grads.forget[:n], 1e-3)

@@ -31,11 +31,11 @@ class GradDiffAsALoss(LossMethod):
 
 
 def test_a_loss_defined_method_and_a_direction_defined_one_take_the_same_step(
-    tiny_experiment: LoadedStudy,
+    tiny_values: LoadedStudy,
 ) -> None:
-    as_direction, as_loss = original_model(tiny_experiment), original_model(tiny_experiment)
-    GradDiff(steps=3, batch_size=8).unlearn(as_direction, tiny_experiment.inputs.setup, seed=2)
-    log = GradDiffAsALoss(steps=3, batch_size=8).unlearn(as_loss, tiny_experiment.inputs.setup, seed=2)
+    as_direction, as_loss = original_model(tiny_values), original_model(tiny_values)
+    GradDiff(steps=3, batch_size=8).unlearn(as_direction, tiny_values.inputs.setup, seed=2)
+    log = GradDiffAsALoss(steps=3, batch_size=8).unlearn(as_loss, tiny_values.inputs.setup, seed=2)
     for a, b in zip(as_direction.parameters(), as_loss.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert log.sample_gradients == 3 * (8 + 8)  # one backward over both batches per step
@@ -43,47 +43,45 @@ def test_a_loss_defined_method_and_a_direction_defined_one_take_the_same_step(
 
 
 def test_random_labels_lower_the_forget_score_and_l1_sparsity_shrinks_the_weights(
-    tiny_experiment: LoadedStudy,
+    tiny_values: LoadedStudy,
 ) -> None:
-    relabelled = original_model(tiny_experiment)
+    relabelled = original_model(tiny_values)
     RandomLabel(steps=40, batch_size=16, lr=0.1, forget_weight=2.0).unlearn(
-        relabelled, tiny_experiment.inputs.setup, seed=0
+        relabelled, tiny_values.inputs.setup, seed=0
     )
-    metrics = configuration_run.measure(*tiny_experiment, relabelled)
+    metrics = configuration_run.measure(*tiny_values, relabelled)
     assert metrics["score/unlearned/forget/digit"] < metrics["score/original/forget/digit"] - 0.2
 
     def l1(model: torch.nn.Module) -> float:
         return float(sum(p.detach().abs().sum() for p in model.parameters()))
 
-    plain, sparse = original_model(tiny_experiment), original_model(tiny_experiment)
-    L1Sparse(steps=10, batch_size=16, lr=0.05, l1_weight=0.0).unlearn(
-        plain, tiny_experiment.inputs.setup, seed=0
-    )
+    plain, sparse = original_model(tiny_values), original_model(tiny_values)
+    L1Sparse(steps=10, batch_size=16, lr=0.05, l1_weight=0.0).unlearn(plain, tiny_values.inputs.setup, seed=0)
     L1Sparse(steps=10, batch_size=16, lr=0.05, l1_weight=1e-2).unlearn(
-        sparse, tiny_experiment.inputs.setup, seed=0
+        sparse, tiny_values.inputs.setup, seed=0
     )
     assert l1(sparse) < l1(plain)
 
 
-def test_a_random_label_is_never_the_true_one(tiny_experiment: LoadedStudy) -> None:
+def test_a_random_label_is_never_the_true_one(tiny_values: LoadedStudy) -> None:
     """With the retain term gone, the loss is the random-label loss alone; its labels are
     checked by recomputing them from the same generator state."""
     method = RandomLabel(steps=1, batch_size=64, forget_weight=1.0)
-    method.prepare(None, tiny_experiment.inputs.setup, seed=0)  # type: ignore[arg-type]
+    method.prepare(None, tiny_values.inputs.setup, seed=0)  # type: ignore[arg-type]
     state = method.generator_.get_state()
-    labels = tiny_experiment.inputs.data.labels["digit"][tiny_experiment.inputs.setup.forget.indices[:64]]
+    labels = tiny_values.inputs.data.labels["digit"][tiny_values.inputs.setup.forget.indices[:64]]
     offset = torch.randint(1, 10, labels.shape, generator=torch.Generator().set_state(state))
     assert bool(((labels + offset) % 10 != labels).all())
 
 
 def test_npo_lowers_the_forget_score(
-    tiny_experiment: LoadedStudy,
+    tiny_values: LoadedStudy,
 ) -> None:
     from tune_unlearn.methods import NegativePreference
 
-    model = original_model(tiny_experiment)
+    model = original_model(tiny_values)
     NegativePreference(steps=40, batch_size=16, lr=0.1, beta=0.5, forget_weight=2.0).unlearn(
-        model, tiny_experiment.inputs.setup, seed=0
+        model, tiny_values.inputs.setup, seed=0
     )
-    metrics = configuration_run.measure(*tiny_experiment, model)
+    metrics = configuration_run.measure(*tiny_values, model)
     assert metrics["score/unlearned/forget/digit"] < metrics["score/original/forget/digit"] - 0.2

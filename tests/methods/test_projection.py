@@ -31,11 +31,11 @@ def test_pcgrad_removes_exactly_the_conflicting_component_of_one_task() -> None:
     assert torch.equal(untouched, u)
 
 
-def test_task_projection_applies_pcgrad_to_the_real_shared_gradients(tiny_experiment: LoadedStudy) -> None:
-    model = original_model(tiny_experiment)
-    grads = step_gradients(tiny_experiment, model)
+def test_task_projection_applies_pcgrad_to_the_real_shared_gradients(tiny_values: LoadedStudy) -> None:
+    model = original_model(tiny_values)
+    grads = step_gradients(tiny_values, model)
     method = TaskProjection(projection_strength=1.0)
-    method.prepare(grads.layout, tiny_experiment.inputs.setup, seed=0)
+    method.prepare(grads.layout, tiny_values.inputs.setup, seed=0)
     u = method.forget_direction(grads, step=0)
     n = grads.layout.num_shared
     shared_tasks = grads.retain_by_task[:, :n]
@@ -46,14 +46,14 @@ def test_task_projection_applies_pcgrad_to_the_real_shared_gradients(tiny_experi
     assert float(u[:n] @ shared_tasks[last]) <= 1e-6 * float(shared_tasks[last].norm() * u[:n].norm())
 
 
-def test_subspace_projection_leaves_u_orthogonal_to_its_basis(tiny_experiment: LoadedStudy) -> None:
-    model = original_model(tiny_experiment)
-    grads = step_gradients(tiny_experiment, model)
+def test_subspace_projection_leaves_u_orthogonal_to_its_basis(tiny_values: LoadedStudy) -> None:
+    model = original_model(tiny_values)
+    grads = step_gradients(tiny_values, model)
     method = SubspaceProjection(projection_strength=1.0, subspace_rank=3)
     u = method.forget_direction(grads, step=0)
     n = grads.layout.num_shared
     basis = method.basis_
-    assert basis.shape[0] == n and basis.shape[1] <= 3 * len(tiny_experiment.inputs.task_names)
+    assert basis.shape[0] == n and basis.shape[1] <= 3 * len(tiny_values.inputs.task_names)
     gram = basis.T @ basis  # orthonormal columns, and zero columns for absent directions
     rank = int(gram.diagonal().round().sum())
     assert rank >= 3
@@ -79,10 +79,10 @@ def test_the_basis_spans_exactly_the_columns_even_with_repeated_samples() -> Non
 
 
 def test_instance_orthogonalization_leaves_every_projected_sample_orthogonal(
-    tiny_experiment: LoadedStudy,
+    tiny_values: LoadedStudy,
 ) -> None:
-    model = original_model(tiny_experiment)
-    grads = step_gradients(tiny_experiment, model)
+    model = original_model(tiny_values)
+    grads = step_gradients(tiny_values, model)
     retain_basis = orthonormal_basis(grads.per_sample_retain().T)
     projected = project_out(grads.per_sample_forget(), retain_basis, 1.0)
     scale = float(grads.per_sample_forget().norm())
@@ -92,8 +92,8 @@ def test_instance_orthogonalization_leaves_every_projected_sample_orthogonal(
     assert torch.allclose(u[:n], projected.mean(dim=0), atol=1e-6)
 
 
-def test_per_sample_gradients_average_to_the_batch_gradient(tiny_experiment: LoadedStudy) -> None:
-    grads = step_gradients(tiny_experiment, original_model(tiny_experiment))
+def test_per_sample_gradients_average_to_the_batch_gradient(tiny_values: LoadedStudy) -> None:
+    grads = step_gradients(tiny_values, original_model(tiny_values))
     n = grads.layout.num_shared
     assert torch.allclose(grads.per_sample_forget().mean(dim=0), grads.forget[:n], atol=1e-6)
     by_task = grads.per_sample_retain_by_task
@@ -104,22 +104,20 @@ def test_per_sample_gradients_average_to_the_batch_gradient(tiny_experiment: Loa
     "name", ["task_projection", "subspace_projection", "instance_orthogonalization", "interference_aware"]
 )
 @pytest.mark.parametrize("space", ["parameters", "representation"])
-def test_zero_projection_strength_equals_graddiff(
-    tiny_experiment: LoadedStudy, name: str, space: str
-) -> None:
+def test_zero_projection_strength_equals_graddiff(tiny_values: LoadedStudy, name: str, space: str) -> None:
     hyper = {"steps": 5, "batch_size": 8, "ascent_lr": 0.02, "retain_lr": 0.05}
-    reference = original_model(tiny_experiment)
-    GradDiff(**hyper).unlearn(reference, tiny_experiment.inputs.setup, seed=11)
-    projected = original_model(tiny_experiment)
+    reference = original_model(tiny_values)
+    GradDiff(**hyper).unlearn(reference, tiny_values.inputs.setup, seed=11)
+    projected = original_model(tiny_values)
     METHODS.get(name)(**hyper, projection_strength=0.0, projection_space=space).unlearn(
-        projected, tiny_experiment.inputs.setup, seed=11
+        projected, tiny_values.inputs.setup, seed=11
     )
     for a, b in zip(reference.parameters(), projected.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     # and a non-zero strength does change the update
-    other = original_model(tiny_experiment)
+    other = original_model(tiny_values)
     METHODS.get(name)(**hyper, projection_strength=1.0, projection_space=space).unlearn(
-        other, tiny_experiment.inputs.setup, seed=11
+        other, tiny_values.inputs.setup, seed=11
     )
     assert any(
         not torch.allclose(a, b, atol=1e-5)

@@ -275,21 +275,21 @@ CASES: dict[str, tuple[UnlearningMethod, Callable[..., Tensor]]] = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_the_first_step_is_the_published_update(tiny_experiment: LoadedStudy, name: str) -> None:
+def test_the_first_step_is_the_published_update(tiny_values: LoadedStudy, name: str) -> None:
     method, reference_loss = CASES[name]
     # The published step is the one the step bound leaves alone (docs/reference.md).
     method = dataclasses.replace(method, max_step=1e9)
-    unlearned = original_model(tiny_experiment)
-    method.unlearn(unlearned, tiny_experiment.inputs.setup, seed=SEED)
+    unlearned = original_model(tiny_values)
+    method.unlearn(unlearned, tiny_values.inputs.setup, seed=SEED)
 
-    by_hand = original_model(tiny_experiment)
+    by_hand = original_model(tiny_values)
     by_hand.eval()
-    forget, retain = first_batches(tiny_experiment, method)
-    loss = reference_loss(method, tiny_experiment, by_hand, forget, retain)
+    forget, retain = first_batches(tiny_values, method)
+    loss = reference_loss(method, tiny_values, by_hand, forget, retain)
     params = list(by_hand.parameters())
     found = torch.autograd.grad(loss, params, allow_unused=True)  # heads the loss never reads
     grads = [torch.zeros_like(p) if g is None else g for g, p in zip(found, params, strict=True)]
-    mask = salun_mask(tiny_experiment) if name == "salun" else [torch.ones_like(g) for g in grads]
+    mask = salun_mask(tiny_values) if name == "salun" else [torch.ones_like(g) for g in grads]
     lr = getattr(method, "lr", 1.0)  # direction methods: the rates are in the loss
     with torch.no_grad():
         for parameter, gradient, keep in zip(by_hand.parameters(), grads, mask, strict=True):
@@ -298,7 +298,7 @@ def test_the_first_step_is_the_published_update(tiny_experiment: LoadedStudy, na
     for expected, actual, before in zip(
         by_hand.parameters(),
         unlearned.parameters(),
-        original_model(tiny_experiment).parameters(),
+        original_model(tiny_values).parameters(),
         strict=True,
     ):
         assert torch.allclose(actual, expected, atol=1e-6, rtol=1e-5), name
@@ -308,7 +308,7 @@ def test_the_first_step_is_the_published_update(tiny_experiment: LoadedStudy, na
         frozen = [~keep.bool() for keep in mask]
         assert any(bool(f.any()) for f in frozen)
         for actual, before, f in zip(
-            unlearned.parameters(), original_model(tiny_experiment).parameters(), frozen, strict=True
+            unlearned.parameters(), original_model(tiny_values).parameters(), frozen, strict=True
         ):
             assert torch.equal(actual[f], before[f])
 
@@ -329,11 +329,11 @@ def test_salun_keeps_exactly_the_fraction_where_most_gradients_are_zero() -> Non
     assert torch.equal(mask, SalUn.saliency_mask(magnitude, 0.15))
 
 
-def test_salun_mask_on_a_model_with_unreached_heads(tiny_experiment: LoadedStudy) -> None:
+def test_salun_mask_on_a_model_with_unreached_heads(tiny_values: LoadedStudy) -> None:
     method = SalUn(steps=1, batch_size=BATCH, lr=0.2, saliency_fraction=0.95)
-    model = original_model(tiny_experiment)
+    model = original_model(tiny_values)
     layout = ParameterLayout(model)
-    method.prepare(layout, tiny_experiment.inputs.setup, seed=SEED)
-    magnitude = method.forget_gradient(layout, tiny_experiment.inputs.setup).abs()
+    method.prepare(layout, tiny_values.inputs.setup, seed=SEED)
+    magnitude = method.forget_gradient(layout, tiny_values.inputs.setup).abs()
     assert float((magnitude == 0).float().mean()) > 0.05  # the other heads: exact zeros
     assert int(method.mask_.sum()) == round(0.95 * magnitude.numel())

@@ -28,17 +28,17 @@ def _flat(model: torch.nn.Module) -> torch.Tensor:
 
 @pytest.mark.parametrize("relative", [1e-4, 1e-3])
 def test_a_relative_rate_moves_the_weights_by_that_share_on_the_first_step(
-    tiny_experiment: LoadedStudy, relative: float
+    tiny_values: LoadedStudy, relative: float
 ) -> None:
-    model = tiny_experiment.references.original_model()
-    scales = _rate_scales(tiny_experiment)
+    model = tiny_values.references.original_model()
+    scales = _rate_scales(tiny_values)
     for method in (
         GradientAscent(steps=1, batch_size=64, ascent_lr=relative * scales["forget_gradient"]),
         Finetune(steps=1, batch_size=64, retain_lr=relative * scales["retain_gradient"]),
     ):
-        model = tiny_experiment.references.original_model()
+        model = tiny_values.references.original_model()
         before = _flat(model)
-        method.unlearn(model, tiny_experiment.inputs.setup, seed=0)
+        method.unlearn(model, tiny_values.inputs.setup, seed=0)
         moved = float((_flat(model) - before).norm() / before.norm())
         # another batch than the measured ones: its gradient norm differs by its sampling noise
         assert relative / 2 < moved < relative * 2, type(method).__name__

@@ -131,7 +131,7 @@ def test_correlation_ties_a_scenes_objects_and_light_to_its_room() -> None:
 
 
 @pytest.fixture(scope="module")
-def scenes_experiment(tmp_path_factory: pytest.TempPathFactory) -> LoadedStudy:
+def scenes_values(tmp_path_factory: pytest.TempPathFactory) -> LoadedStudy:
     folder = tmp_path_factory.mktemp("scenes")
     raw = {
         "name": "scenes_test",
@@ -150,41 +150,41 @@ def _batch_norms(model: nn.Module) -> list[nn.BatchNorm2d]:
     return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
-def test_references_train_batch_norm_statistics(scenes_experiment: LoadedStudy) -> None:
-    norms = _batch_norms(scenes_experiment.references.original_model())
+def test_references_train_batch_norm_statistics(scenes_values: LoadedStudy) -> None:
+    norms = _batch_norms(scenes_values.references.original_model())
     assert norms and all(int(n.num_batches_tracked) > 0 for n in norms)
     assert any(not torch.equal(n.running_mean, torch.zeros_like(n.running_mean)) for n in norms)
 
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_unlearns_on_scenes_with_batch_norm_statistics_frozen(
-    scenes_experiment: LoadedStudy, name: str
+    scenes_values: LoadedStudy, name: str
 ) -> None:
     method = METHODS.get(name)(steps=2, batch_size=4)
     first, second = (
-        scenes_experiment.references.original_model(),
-        scenes_experiment.references.original_model(),
+        scenes_values.references.original_model(),
+        scenes_values.references.original_model(),
     )
     statistics = [(n.running_mean.clone(), n.running_var.clone()) for n in _batch_norms(first)]
     before = [p.detach().clone() for p in first.parameters()]
-    method.unlearn(first, scenes_experiment.inputs.setup, seed=3)
-    method.unlearn(second, scenes_experiment.inputs.setup, seed=3)
+    method.unlearn(first, scenes_values.inputs.setup, seed=3)
+    method.unlearn(second, scenes_values.inputs.setup, seed=3)
     assert any(not torch.equal(a, b) for a, b in zip(before, first.parameters(), strict=True))
     assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))
     for (mean, var), norm in zip(statistics, _batch_norms(first), strict=True):
         assert torch.equal(mean, norm.running_mean) and torch.equal(var, norm.running_var)
 
 
-def test_per_sample_gradients_under_batch_norm_are_each_samples_own(scenes_experiment: LoadedStudy) -> None:
+def test_per_sample_gradients_under_batch_norm_are_each_samples_own(scenes_values: LoadedStudy) -> None:
     """In eval mode batch norm is a fixed affine map per channel, so a sample's gradient under
     ``vmap`` equals the gradient of that sample alone, with no coupling to the batch."""
-    model = scenes_experiment.references.original_model()
-    grads = step_gradients(scenes_experiment, model, batch=3)
+    model = scenes_values.references.original_model()
+    grads = step_gradients(scenes_values, model, batch=3)
     per_sample = grads.per_sample_forget()
     batch = grads.forget_batch
     assert batch is not None
     shared = [p for _, p in model.backbone.named_parameters()]
-    task = scenes_experiment.inputs.problem.task("segmentation")
+    task = scenes_values.inputs.problem.task("segmentation")
     model.eval()
     for row in range(3):
         output = model(batch.inputs[row : row + 1])["segmentation"]
@@ -249,9 +249,9 @@ def test_the_tiny_scenes_study_runs_as_written_and_the_gate_judges_its_candidate
     assert {"probe/dependent_neighbors", "forget_quality/gap", "attack/relearn_forget"} <= set(statuses)
 
 
-def test_a_trial_reports_the_dense_tasks_figures_beside_their_scores(scenes_experiment: LoadedStudy) -> None:
-    model = scenes_experiment.references.original_model()
-    metrics = score(scenes_experiment.inputs, "unlearned", evaluate_scored(scenes_experiment.inputs, model))
+def test_a_trial_reports_the_dense_tasks_figures_beside_their_scores(scenes_values: LoadedStudy) -> None:
+    model = scenes_values.references.original_model()
+    metrics = score(scenes_values.inputs, "unlearned", evaluate_scored(scenes_values.inputs, model))
     for figure in (
         "segmentation/pixel_accuracy",
         "depth/abs_rel",
@@ -263,9 +263,9 @@ def test_a_trial_reports_the_dense_tasks_figures_beside_their_scores(scenes_expe
     # partial mode: the forget set's depth labels do not count, so it reports no depth figure
     assert "reported/unlearned/forget/depth/abs_rel" not in metrics
     # the reported figure is the mean of the per-sample one over the set, by the task's own rule
-    forget = scenes_experiment.inputs.sets.forget
-    data = scenes_experiment.inputs.data
-    task = scenes_experiment.inputs.problem.task("segmentation")
+    forget = scenes_values.inputs.sets.forget
+    data = scenes_values.inputs.data
+    task = scenes_values.inputs.problem.task("segmentation")
     with torch.no_grad():
         rows = forget.indices[forget.mask[:, 0]]
         pixel = task.reported_scores(

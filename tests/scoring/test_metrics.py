@@ -170,16 +170,16 @@ def test_mia_auc_separable_and_indistinguishable() -> None:
     assert METRICS.get("mia_auc")().objective(0.7) == pytest.approx(0.2)
 
 
-def test_uis_and_scores_from_a_real_model(tiny_experiment: LoadedStudy) -> None:
-    original = tiny_experiment.references.original_model()
-    unchanged = configuration_run.measure(*tiny_experiment, original)
+def test_uis_and_scores_from_a_real_model(tiny_values: LoadedStudy) -> None:
+    original = tiny_values.references.original_model()
+    unchanged = configuration_run.measure(*tiny_values, original)
     assert unchanged["uis"] == pytest.approx(0.0, abs=1e-7)
     assert unchanged["retained_utility"] == pytest.approx(1.0)
-    for key, value in tiny_experiment.references.scores.items():
+    for key, value in tiny_values.references.scores.items():
         if key.startswith("score/original/"):
             assert unchanged[key.replace("/original/", "/unlearned/")] == pytest.approx(value)
-    doubled = tiny_experiment.references.model_from({k: 2 * v for k, v in original.state_dict().items()})
-    assert configuration_run.measure(*tiny_experiment, doubled)["uis"] == pytest.approx(1.0, rel=1e-5)
+    doubled = tiny_values.references.model_from({k: 2 * v for k, v in original.state_dict().items()})
+    assert configuration_run.measure(*tiny_values, doubled)["uis"] == pytest.approx(1.0, rel=1e-5)
 
 
 def test_uis_leaves_buffers_out() -> None:
@@ -191,27 +191,27 @@ def test_uis_leaves_buffers_out() -> None:
     assert len(vector) < sum(v.numel() for v in model.state_dict().values())
 
 
-def test_the_ensemble_mean_and_spread_are_recorded(tiny_experiment: LoadedStudy) -> None:
-    members = tiny_experiment.references.retrain_results
+def test_the_ensemble_mean_and_spread_are_recorded(tiny_values: LoadedStudy) -> None:
+    members = tiny_values.references.retrain_results
     assert len(members) == 5  # the default ensemble
-    scores = [score(tiny_experiment.inputs, "retrain", r)["score/retrain/val/parity"] for r in members]
-    recorded = tiny_experiment.references.scores
+    scores = [score(tiny_values.inputs, "retrain", r)["score/retrain/val/parity"] for r in members]
+    recorded = tiny_values.references.scores
     assert recorded["score/retrain/val/parity"] == pytest.approx(np.mean(scores))
     assert recorded["spread/retrain/val/parity"] == pytest.approx(np.std(scores, ddof=1))
 
 
-def test_every_metric_recomputes_from_the_flat_scores(tiny_experiment: LoadedStudy) -> None:
-    result = configuration_run.run(*tiny_experiment, {"ascent_lr": 0.01, "retain_lr": 0.05}, seed=3)
+def test_every_metric_recomputes_from_the_flat_scores(tiny_values: LoadedStudy) -> None:
+    result = configuration_run.run(*tiny_values, {"ascent_lr": 0.01, "retain_lr": 0.05}, seed=3)
     scores = {k: v for k, v in result.metrics.items() if k.startswith("score/")}
     spreads = {k: v for k, v in result.metrics.items() if k.startswith("spread/")}
     ctx = MetricContext(
         scores={**scores, **spreads},
-        tasks=tuple(tiny_experiment.inputs.task_names),
+        tasks=tuple(tiny_values.inputs.task_names),
         target_tasks=("digit",),
         mode="partial",
         has_retrain=True,
         retrain_members=5,
-        forget_size=len(tiny_experiment.inputs.sets.forget),
+        forget_size=len(tiny_values.inputs.sets.forget),
     )
     for name in ("forget_efficacy", "retained_utility", "impact_score"):
         assert METRICS.get(name)().compute(ctx) == pytest.approx(result.metrics[name])

@@ -91,11 +91,11 @@ def test_shared_attribute_follows_the_forget_sets_attribute_distribution(
 
 
 def test_cross_task_is_holdout_only_and_not_applicable_in_full_mode(
-    full_context: ValidationContext, tiny_experiment: LoadedStudy
+    full_context: ValidationContext, tiny_values: LoadedStudy
 ) -> None:
     family = PROBES.get("cross_task")()
     assert "full-mode" in (family.not_applicable(full_context) or "")
-    partial = ValidationContext(*tiny_experiment)
+    partial = ValidationContext(*tiny_values)
     assert family.not_applicable(partial) is None
     probe = family.build(partial)
     assert torch.isin(probe.samples.indices, partial.holdout).all()
