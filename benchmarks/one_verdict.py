@@ -44,7 +44,7 @@ def judge_front(run: Any, release: Path) -> list[dict[str, Any]]:
     for trial in sorted(summary.front, key=lambda t: t.number):
         record = TrialRecord.of(trial)
         seed = int(record.seed or 0)
-        result = configuration_run.run(*experiment, trial.params, seed=seed)
+        result = configuration_run.run(*experiment, trial.params, seed=seed, recovery=context.recovery)
         metrics = {k: v for k, v in record.metrics.items() if v is not None}
         candidate = Candidate(result.model, f"trial {trial.number}", metrics, trial.params, seed)
         report = validate(context, candidate, suite)

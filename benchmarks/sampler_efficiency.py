@@ -99,7 +99,7 @@ def cost_to_releasable(
             continue
         record = TrialRecord.of(trial)
         seed = int(record.seed or 0)
-        result = configuration_run.run(*experiment, trial.params, seed=seed)
+        result = configuration_run.run(*experiment, trial.params, seed=seed, recovery=context.recovery)
         reruns += float(result.metrics["compute_cost"])
         validated += 1
         metrics = {k: v for k, v in record.metrics.items() if v is not None}
