@@ -9,7 +9,8 @@ Samplers are the study file's names (``tpe``, ``nsga2``, ``gp``, ``random``) or 
 TPE: ``tpe-multivariate`` (one joint density over the hyperparameters instead of one per
 hyperparameter), ``tpe-startup5`` (model-based after 5 random trials instead of 10),
 ``tpe-relearn`` (the gate's relearning check as a search constraint), ``tpe-retain`` (that and
-the gate's retain-set threshold, ``retain_damage <= 0.02``).
+the gate's retain-set threshold, ``retain_damage <= 0.02``), or ``gp-retain`` (Optuna's GP
+sampler with the same two constraints).
 ``--search-steps LOW HIGH`` adds the step budget to the search (a fidelity: fewer steps cost
 less), so that ``compute_cost`` varies.
 
@@ -36,6 +37,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from _quickstart import quickstart_search
 
@@ -56,9 +58,11 @@ LEVERS = {
 #: split learns from the attack each trial now runs (its cost counted as the trials').
 #: ``tpe-retain`` adds the release gate's retain-set threshold too (``retain_damage <= 0.02``,
 #: release.yaml's ``static_retain`` max_excess), from scores every trial already computes.
-STUDY_LEVERS = {
+#: ``gp-retain`` is Optuna's GP sampler (constraint-aware too) with the same two constraints.
+STUDY_LEVERS: dict[str, dict[str, Any]] = {
     "tpe-relearn": {"constraints": ["relearn_recovery <= 0.1"]},
     "tpe-retain": {"constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"]},
+    "gp-retain": {"sampler": "gp", "constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"]},
 }
 
 
@@ -115,8 +119,8 @@ def cost_to_releasable(
 
 
 def run_sampler(raw: dict, sampler: str, seed: int, trials: int, out: Path) -> StudyRun:
-    name = "tpe" if sampler in LEVERS or sampler in STUDY_LEVERS else sampler
     extra = STUDY_LEVERS.get(sampler, {})
+    name = extra.get("sampler", "tpe") if sampler in LEVERS or sampler in STUDY_LEVERS else sampler
     config = parse_study(
         {
             **raw,
