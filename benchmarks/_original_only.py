@@ -1,6 +1,6 @@
-"""An experiment that needs only the original model (step timings, step traces): half of the
-request's group is forgotten, so that the reference-free mode may judge it and no retrain
-ensemble is trained."""
+"""A study (its inputs and references) that needs only the original model (step timings, step
+traces): half of the request's group is forgotten, so that the reference-free mode may judge it
+and no retrain ensemble is trained."""
 
 from __future__ import annotations
 
