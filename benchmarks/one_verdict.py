@@ -10,6 +10,9 @@ passes, the recommended trial (or none, with the study's reason) and the release
 The target (issue 27): the recommendation passes release whenever any front trial does.
 
     python benchmarks/one_verdict.py --study studies/quickstart.yaml --seeds 0 1 2 3 4 --threads 1
+
+``--sampler NAME`` runs the study with another sampler (its seed still the row's), to measure a
+change of the study's sampler before it ships.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ def main() -> None:
     parser.add_argument("--study", type=Path, default=ROOT / "studies" / "quickstart.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--trials", type=int, default=None, help="override the study's n_trials")
+    parser.add_argument("--sampler", default=None, help="override the study's sampler name (tpe, gp, ...)")
     parser.add_argument("--release", type=Path, default=ROOT / "validators" / "release.yaml")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
@@ -78,7 +82,11 @@ def main() -> None:
     for seed in args.seeds:
         changes: dict[str, Any] = {
             "output": str(out / f"seed{seed}"),
-            "sampler": {**raw.get("sampler", {}), "seed": seed},
+            "sampler": {
+                **raw.get("sampler", {}),
+                **({"name": args.sampler} if args.sampler else {}),
+                "seed": seed,
+            },
             "tracking": {"enabled": False},
         }
         if args.trials is not None:

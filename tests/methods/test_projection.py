@@ -12,7 +12,7 @@ from tune_unlearn.methods import (
     SubspaceProjection,
     TaskProjection,
 )
-from tune_unlearn.methods._projection import orthonormal_basis, pcgrad, project_out
+from tune_unlearn.methods._projection import orthonormal_basis, pcgrad, project_off_span, project_out
 from tune_unlearn.trial.study_references import LoadedStudy
 
 from .helpers import original_model, step_gradients
@@ -123,3 +123,23 @@ def test_zero_projection_strength_equals_graddiff(tiny_values: LoadedStudy, name
         not torch.allclose(a, b, atol=1e-5)
         for a, b in zip(reference.parameters(), other.parameters(), strict=True)
     )
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.3])
+def test_projecting_off_the_span_equals_projecting_out_its_basis(strength: float) -> None:
+    """``project_off_span`` never forms the basis; it must still remove exactly the span, for
+    repeated, zero and badly scaled columns (per-sample gradients of fitted samples are tiny)."""
+    generator = torch.Generator().manual_seed(1)
+    columns = torch.randn(400, 12, generator=generator) * torch.logspace(0, -5, 12)
+    columns[:, 3] = columns[:, 1]
+    columns[:, 7] = 0.0
+    vectors = torch.randn(5, 400, generator=generator)
+    expected = project_out(vectors.double(), orthonormal_basis(columns.double()), strength)
+    for rows in (vectors, vectors[0]):
+        got = project_off_span(rows, columns, strength)
+        assert got.dtype == rows.dtype and got.shape == rows.shape
+        want = expected if rows.dim() == 2 else expected[0]
+        assert float((got.double() - want).norm()) <= 1e-6 * float(want.norm())
+    residual = project_off_span(vectors.double(), columns.double(), 1.0)
+    assert float((residual @ columns.double()).abs().max()) < 1e-9
+    assert project_off_span(vectors, columns[:, :0], strength) is vectors

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from tune_unlearn.methods._gradients import StepGradients
 from tune_unlearn.methods._projected import ProjectedGradDiff
-from tune_unlearn.methods._projection import orthonormal_basis, project_out
+from tune_unlearn.methods._projection import project_off_span
 
 
 def orthogonalized_forget(grads: StepGradients, forget: Tensor, strength: float) -> Tensor:
@@ -18,16 +18,17 @@ def orthogonalized_forget(grads: StepGradients, forget: Tensor, strength: float)
 
     The specification projects each per-sample forget gradient and takes the mean; the projection is
     linear, so projecting the mean (``StepGradients.forget_sample_mean``) gives the same ``u``
-    without per-sample forget gradients.
+    without per-sample forget gradients. The basis is used once, so it is never formed
+    (``project_off_span``).
     """
-    return project_out(forget, orthonormal_basis(grads.per_sample_retain().T), strength)
+    return project_off_span(forget, grads.per_sample_retain().T, strength)
 
 
 def orthogonalized_at_representation(grads: StepGradients, forget: Tensor, strength: float) -> Tensor:
     """Per-sample forget gradients at the representation ``[B_f, D]``, less λ of their component
     in the span of the retain batch's per-sample ``∂L_r/∂z``."""
     retain = grads.retain_at_representation_by_task.sum(dim=0)  # [B_r, D]
-    return project_out(forget, orthonormal_basis(retain.T), strength)
+    return project_off_span(forget, retain.T, strength)
 
 
 @dataclass(kw_only=True)

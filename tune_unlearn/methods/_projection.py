@@ -80,6 +80,27 @@ def orthonormal_basis(columns: Tensor) -> Tensor:
     return _directions(wide, values, vectors).to(columns.dtype)
 
 
+def project_off_span(vectors: Tensor, columns: Tensor, strength: float) -> Tensor:
+    """``v − λ·Πv`` for a vector ``[P]`` or rows ``[N, P]``, with ``Π`` the orthogonal projector
+    onto the span of ``columns`` (``[P, m]``): ``project_out(v, orthonormal_basis(M), λ)``
+    without forming the basis.
+
+    ``Π = M V Λ⁺ Vᵀ Mᵀ`` from the eigendecomposition ``MᵀM = V Λ Vᵀ`` (directions under the rank
+    tolerance dropped, as in ``orthonormal_basis``), so ``Πv`` is two products with ``M`` and
+    one with an ``m × m`` matrix, where the basis costs a third ``[P, m] × [m, m]`` product. Both
+    products stay in float64: the coefficients ``Λ⁺VᵀMᵀv`` grow as ``1/σ`` along weak
+    directions, and only the product with ``M`` brings them back to scale.
+    """
+    if columns.shape[1] == 0:
+        return vectors
+    wide = columns.double()
+    values, eigenvectors = _top_eigenvectors(wide.T @ wide, columns.shape[1])
+    inverse = torch.where(values > 0, values.clamp(min=1e-300).reciprocal(), torch.zeros_like(values))
+    coefficients = ((vectors.double() @ wide) @ eigenvectors) * inverse @ eigenvectors.T
+    projected: Tensor = vectors - strength * (coefficients @ wide.T).to(vectors.dtype)
+    return projected
+
+
 def task_subspace_basis(per_task_samples: Tensor, rank: int) -> Tensor:
     """Task-aware subspace: the union of each task's top-``rank`` right singular vectors.
 
