@@ -10,7 +10,8 @@ TPE: ``tpe-multivariate`` (one joint density over the hyperparameters instead of
 hyperparameter), ``tpe-startup5`` (model-based after 5 random trials instead of 10),
 ``tpe-relearn`` (the gate's relearning check as a search constraint), ``tpe-retain`` (that and
 the gate's retain-set threshold, ``retain_damage <= 0.02``), or ``gp-retain`` (Optuna's GP
-sampler with the same two constraints).
+sampler with the same two constraints), or ``gp-retain-sh`` (that, with successive halving over
+the step budget).
 ``--search-steps LOW HIGH`` adds the step budget to the search (a fidelity: fewer steps cost
 less), so that ``compute_cost`` varies.
 
@@ -58,11 +59,18 @@ LEVERS = {
 #: split learns from the attack each trial now runs (its cost counted as the trials').
 #: ``tpe-retain`` adds the release gate's retain-set threshold too (``retain_damage <= 0.02``,
 #: release.yaml's ``static_retain`` max_excess), from scores every trial already computes.
-#: ``gp-retain`` is Optuna's GP sampler (constraint-aware too) with the same two constraints.
+#: ``gp-retain`` is Optuna's GP sampler (constraint-aware too) with the same two constraints;
+#: ``gp-retain-sh`` adds successive halving over the step budget (reduction 3, two rungs: on the
+#: quickstart's 60 steps, at steps 10 and 20; ``study/successive_halving.py``).
 STUDY_LEVERS: dict[str, dict[str, Any]] = {
     "tpe-relearn": {"constraints": ["relearn_recovery <= 0.1"]},
     "tpe-retain": {"constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"]},
     "gp-retain": {"sampler": "gp", "constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"]},
+    "gp-retain-sh": {
+        "sampler": "gp",
+        "constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"],
+        "successive_halving": {"reduction": 3, "rungs": 2},
+    },
 }
 
 
@@ -129,6 +137,7 @@ def run_sampler(raw: dict, sampler: str, seed: int, trials: int, out: Path) -> S
             "n_trials": trials,
             "sampler": {"name": name, "seed": seed, **LEVERS.get(sampler, {})},
             "tracking": {"enabled": False},
+            **({"successive_halving": extra["successive_halving"]} if "successive_halving" in extra else {}),
         }
     )
     return run_study(config, progress=False)

@@ -207,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"relearn_recovery: at most {trial / unit:.3g} retrain(s) of attack per trial, "
                     f"and {once / unit:.3g} once for the retrains' side"
                 )
+            if config.successive_halving is not None:
+                print(_successive_halving_line(config))
             cost = inputs.reference_plan.missing_cost()
             if cost[0]:
                 print(f"references: {cost[0]} model(s) to train, estimated {cost[1]:.0f} s on this machine")
@@ -301,6 +303,26 @@ def _redacted(error: BaseException) -> str:
     from tune_unlearn.config.storages import redact
 
     return redact(str(error))
+
+
+def _successive_halving_line(config: StudyConfig) -> str:
+    """Where ``check`` says the study's trials will be judged by successive halving."""
+    from tune_unlearn.study.successive_halving import rung_steps
+
+    halving = config.successive_halving
+    assert halving is not None
+    every, reduction = config.collapse_guard.every, halving.reduction
+    steps = config.method.fixed.get("steps")
+    if isinstance(steps, int):
+        rungs = rung_steps(steps, every, reduction, halving.rungs)
+        where = (
+            f"at steps {', '.join(map(str, rungs))} of {steps}"
+            if rungs
+            else f"at no step: no rung lies below {steps} steps on a period of {every} (collapse_guard.every)"
+        )
+    else:
+        where = f"at 1/{reduction}^k of each trial's step budget, k = {halving.rungs} … 1"
+    return f"successive halving: trials judged {where}; the best 1/{reduction} at each rung go on"
 
 
 def _set_threads(args: argparse.Namespace) -> str | None:

@@ -132,6 +132,16 @@ class CollapseGuardConfig(Strict):
     sample_size: int = Field(256, ge=8)
 
 
+class SuccessiveHalvingConfig(Strict):
+    """Judge each trial at rungs of its step budget and prune those not among the best
+    ``1/reduction`` of the trials that reached the same rung (``study/successive_halving.py``)."""
+
+    reduction: int = Field(3, ge=2)
+    #: Rungs at ``steps / reduction^k`` for ``k = rungs … 1``, rounded up to a multiple of
+    #: ``collapse_guard.every``.
+    rungs: int = Field(2, ge=1)
+
+
 class EvaluationConfig(Strict):
     """How each trial's model is measured.
 
@@ -413,6 +423,8 @@ class StudyConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     references: ReferencesConfig = Field(default_factory=ReferencesConfig)
     collapse_guard: CollapseGuardConfig = CollapseGuardConfig()
+    #: Multi-fidelity: prune trials at rungs of their step budget; off unless given.
+    successive_halving: SuccessiveHalvingConfig | None = None
     evaluation: EvaluationConfig = EvaluationConfig()
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     tracking: TrackingConfig = TrackingConfig()

@@ -16,12 +16,14 @@ from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 from tune_unlearn.config.storages import StorageUrl, redact, storage_problem, unavailable_message
 from tune_unlearn.config.study_config import SamplerConfig, SearchParam, StudyConfig
 from tune_unlearn.errors import UsageError
-from tune_unlearn.methods import DivergenceError
+from tune_unlearn.methods import DivergenceError, StepMonitor
+from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.report import trial_record as record
 from tune_unlearn.report.pareto import finite, objective_directions
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.scoring.metrics import METRICS
 from tune_unlearn.study.optuna_adapter import set_dashboard_constraints
+from tune_unlearn.study.successive_halving import RungPruned, SuccessiveHalving, rung_steps
 from tune_unlearn.tracking.runs import Tracker
 from tune_unlearn.trial import configuration_run
 from tune_unlearn.trial.configuration_run import RunResult
@@ -243,17 +245,17 @@ class Objective:
                 params,
                 seed=seed,
                 recovery=self.recovery,
-                monitor=self.guard,
+                monitor=self.monitor(trial, params),
                 monitor_every=every,
             )
         except DivergenceError as error:
             trial.set_user_attr(record.FAIL_REASON, str(error))
             self._end_run(run_id, "failed", tags={"fail_reason": str(error)})
             raise
-        except CollapseDetected as collapse:
-            self.record_pruned(trial, collapse, params, time.perf_counter() - unlearning_started)
-            self._end_run(run_id, "pruned", tags={"pruned_reason": str(collapse)})
-            raise optuna.TrialPruned(str(collapse)) from collapse
+        except (CollapseDetected, RungPruned) as stopped:
+            self.record_pruned(trial, stopped, params, time.perf_counter() - unlearning_started)
+            self._end_run(run_id, "pruned", tags={"pruned_reason": str(stopped)})
+            raise optuna.TrialPruned(str(stopped)) from stopped
         except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: retried by the next run
             reason = f"interrupted ({getattr(error, 'signal_name', 'SIGINT')}); retried"
             self._end_run(run_id, "killed", tags={"fail_reason": reason})
@@ -298,16 +300,44 @@ class Objective:
         self.tracker.end_trial(run_id, state, **kwargs)
         return time.perf_counter() - started
 
-    def record_pruned(
-        self, trial: optuna.Trial, collapse: CollapseDetected, params: Mapping[str, Any], seconds: float
-    ) -> None:
-        """Why the guard stopped the trial, and the compute it saved (the remaining steps at the
-        rate the trial ran so far)."""
+    def monitor(self, trial: optuna.Trial, params: Mapping[str, Any]) -> StepMonitor | None:
+        """What watches this trial's steps: the collapse guard, and successive halving's rungs
+        when the study asks for them (both every ``collapse_guard.every`` steps)."""
+        halving = self.config.successive_halving
+        guard = self.guard
+        if halving is None:
+            return guard
         steps = build_method(self.inputs, params).steps
-        trial.set_user_attr(record.PRUNED_REASON, str(collapse))
-        trial.set_user_attr(record.PRUNED_AT_STEP, collapse.step)
-        trial.set_user_attr(record.STEPS_SAVED, steps - collapse.step)
-        trial.set_user_attr(record.SECONDS_SAVED, seconds * (steps - collapse.step) / collapse.step)
+        judge = SuccessiveHalving(
+            trial,
+            rung_steps(steps, self.config.collapse_guard.every, halving.reduction, halving.rungs),
+            halving.reduction,
+            self.config.objectives,
+            self.config.constraints,
+            lambda model: configuration_run.measure(self.inputs, self.references, model),
+        )
+
+        def watch(step: int, model: MultiTaskModel) -> None:
+            if guard is not None:
+                guard(step, model)
+            judge(step, model)
+
+        return watch
+
+    def record_pruned(
+        self,
+        trial: optuna.Trial,
+        stopped: CollapseDetected | RungPruned,
+        params: Mapping[str, Any],
+        seconds: float,
+    ) -> None:
+        """Why the guard or successive halving stopped the trial, and the compute it saved (the
+        remaining steps at the rate the trial ran so far)."""
+        steps = build_method(self.inputs, params).steps
+        trial.set_user_attr(record.PRUNED_REASON, str(stopped))
+        trial.set_user_attr(record.PRUNED_AT_STEP, stopped.step)
+        trial.set_user_attr(record.STEPS_SAVED, steps - stopped.step)
+        trial.set_user_attr(record.SECONDS_SAVED, seconds * (steps - stopped.step) / stopped.step)
 
     def record(self, trial: optuna.Trial, result: RunResult) -> None:
         # One attribute each rather than one per key: fewer storage writes per trial.
