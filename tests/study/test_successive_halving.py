@@ -11,8 +11,9 @@ import pytest
 from tune_unlearn.config.study_config import Constraint
 from tune_unlearn.report import trial_record as record
 from tune_unlearn.report.request_cost import request_cost
+from tune_unlearn.report.trial_record import RUNG_SCORES
 from tune_unlearn.study.runner import run_study
-from tune_unlearn.study.successive_halving import RUNG_SCORES, rung_score, rung_steps, survives
+from tune_unlearn.study.successive_halving import rung_score, rung_steps, survives
 
 from ..helpers import tiny_study
 

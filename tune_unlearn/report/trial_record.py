@@ -24,6 +24,7 @@ PRUNED_REASON = "pruned_reason"  # str: what the collapse guard saw
 PRUNED_AT_STEP = "pruned_at_step"  # int
 STEPS_SAVED = "steps_saved"  # int: steps the guard spared
 SECONDS_SAVED = "seconds_saved"  # float: their estimated seconds
+RUNG_SCORES = "rung_scores"  # {rung step: [violation, distance]}: successive halving's judgements
 #: A metric key, not an attribute: the trial's recovery-attack compute in retrain units (beside
 #: ``compute_cost``, the unlearning's alone); the request's all-in cost counts both.
 ROBUSTNESS_COST = "robustness_cost"

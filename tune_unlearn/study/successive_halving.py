@@ -32,10 +32,8 @@ import optuna
 from tune_unlearn.config.study_config import Constraint
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.report.pareto import HypervolumeBox
+from tune_unlearn.report.trial_record import RUNG_SCORES
 from tune_unlearn.scoring.metrics import METRICS
-
-#: The trial attribute holding its rung scores: ``{rung step: [violation, distance]}``.
-RUNG_SCORES = "rung_scores"
 
 RungScore = tuple[float, float]
 
