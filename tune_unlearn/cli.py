@@ -322,7 +322,10 @@ def _successive_halving_line(config: StudyConfig) -> str:
         )
     else:
         where = f"at 1/{reduction}^k of each trial's step budget, k = {halving.rungs} … 1"
-    return f"successive halving: trials judged {where}; the best 1/{reduction} at each rung go on"
+    line = f"successive halving: trials judged {where}; the best 1/{reduction} at each rung go on"
+    if config.sampler.name == "gp":  # measured on the quickstart: benchmarks/RESULTS.md
+        line += " (note: the GP sampler learns nothing from a pruned trial and may propose it again)"
+    return line
 
 
 def _set_threads(args: argparse.Namespace) -> str | None:
