@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
-    from tune_unlearn.config.study_config import StudyConfig
+    from tune_unlearn.config.study_config import StudyConfig, SuccessiveHalvingConfig
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 COMMANDS = ("run", "check", "report", "apply", "gate", "worker", "compare", "list")
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"and {once / unit:.3g} once for the retrains' side"
                 )
             if config.successive_halving is not None:
-                print(_successive_halving_line(config))
+                print(_successive_halving_line(config, config.successive_halving))
             cost = inputs.reference_plan.missing_cost()
             if cost[0]:
                 print(f"references: {cost[0]} model(s) to train, estimated {cost[1]:.0f} s on this machine")
@@ -305,12 +305,10 @@ def _redacted(error: BaseException) -> str:
     return redact(str(error))
 
 
-def _successive_halving_line(config: StudyConfig) -> str:
+def _successive_halving_line(config: StudyConfig, halving: SuccessiveHalvingConfig) -> str:
     """Where ``check`` says the study's trials will be judged by successive halving."""
     from tune_unlearn.study.successive_halving import rung_steps
 
-    halving = config.successive_halving
-    assert halving is not None
     every, reduction = config.collapse_guard.every, halving.reduction
     steps = config.method.fixed.get("steps")
     if isinstance(steps, int):

@@ -23,11 +23,11 @@ from tune_unlearn.report.pareto import finite, objective_directions
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.scoring.metrics import METRICS
 from tune_unlearn.study.optuna_adapter import set_dashboard_constraints
-from tune_unlearn.study.successive_halving import RungPruned, SuccessiveHalving, rung_steps
+from tune_unlearn.study.successive_halving import SuccessiveHalving, rung_steps
 from tune_unlearn.tracking.runs import Tracker
 from tune_unlearn.trial import configuration_run
 from tune_unlearn.trial.configuration_run import RunResult
-from tune_unlearn.trial.guard import CollapseDetected, study_guard
+from tune_unlearn.trial.guard import TrialStopped, study_guard
 from tune_unlearn.trial.inputs import StudyInputs, build_method
 from tune_unlearn.trial.study_references import StudyReferences
 
@@ -252,7 +252,7 @@ class Objective:
             trial.set_user_attr(record.FAIL_REASON, str(error))
             self._end_run(run_id, "failed", tags={"fail_reason": str(error)})
             raise
-        except (CollapseDetected, RungPruned) as stopped:
+        except TrialStopped as stopped:  # the collapse guard, or successive halving
             self.record_pruned(trial, stopped, params, time.perf_counter() - unlearning_started)
             self._end_run(run_id, "pruned", tags={"pruned_reason": str(stopped)})
             raise optuna.TrialPruned(str(stopped)) from stopped
@@ -327,7 +327,7 @@ class Objective:
     def record_pruned(
         self,
         trial: optuna.Trial,
-        stopped: CollapseDetected | RungPruned,
+        stopped: TrialStopped,
         params: Mapping[str, Any],
         seconds: float,
     ) -> None:

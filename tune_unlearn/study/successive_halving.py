@@ -34,26 +34,28 @@ from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.report.pareto import HypervolumeBox
 from tune_unlearn.report.trial_record import RUNG_SCORES
 from tune_unlearn.scoring.metrics import METRICS
+from tune_unlearn.trial.guard import TrialStopped
 
 RungScore = tuple[float, float]
 
 
-class RungPruned(Exception):
+class RungPruned(TrialStopped):
     """The trial's rung score is not among the best of those that reached the rung."""
 
     def __init__(self, step: int, score: RungScore, reached: int, kept: int) -> None:
-        self.step, self.score, self.reached, self.kept = step, score, reached, kept
+        self.score, self.reached, self.kept = score, reached, kept
         super().__init__(
+            step,
             f"successive halving at step {step}: constraint violation {score[0]:.4g}, distance to "
             f"the ideal point {score[1]:.4g}, not among the best {kept} of the {reached} trials "
-            "that reached this step"
+            "that reached this step",
         )
 
 
 def rung_steps(steps: int, every: int, reduction: int, rungs: int) -> list[int]:
     """The steps a trial of ``steps`` is judged at: ``steps / reduction^k`` for ``k = rungs … 1``,
     rounded up to a multiple of ``every``, below ``steps``, without repeats."""
-    judged = {every * math.ceil(steps / reduction**k / every) for k in range(rungs, 0, -1)}
+    judged = {every * math.ceil(steps / reduction**k / every) for k in range(1, rungs + 1)}
     return sorted(s for s in judged if s < steps)
 
 
@@ -101,8 +103,8 @@ class SuccessiveHalving:
         if step not in self.steps:
             return
         score = rung_score(self.measure(model), self.objectives, self.constraints)
-        others = [
-            tuple(recorded[str(step)])
+        others: list[RungScore] = [
+            (recorded[str(step)][0], recorded[str(step)][1])
             for t in self.trial.study.get_trials(deepcopy=False)
             if t.number != self.trial.number
             and str(step) in (recorded := t.user_attrs.get(RUNG_SCORES) or {})
@@ -110,6 +112,6 @@ class SuccessiveHalving:
         scores = dict(self.trial.user_attrs.get(RUNG_SCORES) or {})
         scores[str(step)] = list(score)
         self.trial.set_user_attr(RUNG_SCORES, scores)
-        alive, reached, kept = survives(score, others, self.reduction)  # type: ignore[arg-type]
+        alive, reached, kept = survives(score, others, self.reduction)
         if not alive:
             raise RungPruned(step, score, reached, kept)

@@ -18,12 +18,21 @@ from tune_unlearn.trial.inputs import StudyInputs
 from tune_unlearn.trial.study_references import StudyReferences
 
 
-class CollapseDetected(Exception):
+class TrialStopped(Exception):
+    """A step monitor stopped the trial at ``step``: it ends as pruned, with this message as
+    its reason and the remaining steps as compute saved."""
+
+    def __init__(self, step: int, reason: str) -> None:
+        self.step = step
+        super().__init__(reason)
+
+
+class CollapseDetected(TrialStopped):
     """Retained utility on the guard's sample fell below the floor."""
 
     def __init__(self, step: int, utility: float, floor: float) -> None:
-        self.step, self.utility, self.floor = step, utility, floor
-        super().__init__(f"retained utility {utility:.3f} below the floor {floor:g} at step {step}")
+        self.utility, self.floor = utility, floor
+        super().__init__(step, f"retained utility {utility:.3f} below the floor {floor:g} at step {step}")
 
 
 class CollapseGuard:
