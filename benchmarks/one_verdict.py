@@ -73,10 +73,13 @@ def main() -> None:
     parser.add_argument("--release", type=Path, default=ROOT / "validators" / "release.yaml")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep each seed's study outputs here (DIR/seedN/trials.csv)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     raw = read_yaml(args.study)
-    out = Path(tempfile.mkdtemp())
+    out = args.keep or Path(tempfile.mkdtemp())
     results = []
     started = time.perf_counter()
     for seed in args.seeds:

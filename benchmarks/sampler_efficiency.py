@@ -164,6 +164,9 @@ def main() -> None:
     parser.add_argument(
         "--gate", type=Path, default=None, help="a suite: also the cost to a releasable model"
     )
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep each study's outputs here (DIR/SAMPLER-SEED/trials.csv)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -181,7 +184,8 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     releasable: dict[str, list[float | None]] = {}
     failures: Counter[str] = Counter()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = str(args.keep) if args.keep else scratch
         # seed by seed, every sampler within a seed: a run cut short still compares
         for seed in args.seeds:
             for sampler in args.samplers:
