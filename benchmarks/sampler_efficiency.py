@@ -11,7 +11,8 @@ hyperparameter), ``tpe-startup5`` (model-based after 5 random trials instead of 
 ``tpe-relearn`` (the gate's relearning check as a search constraint), ``tpe-retain`` (that and
 the gate's retain-set threshold, ``retain_damage <= 0.02``), or ``gp-retain`` (Optuna's GP
 sampler with the same two constraints), or ``gp-retain-sh`` (that, with successive halving over
-the step budget).
+the step budget), or ``gp-retain-infeasible`` (that, with the collapse guard ending a collapsed
+trial as complete and infeasible instead of pruned, so the GP learns the region).
 ``--search-steps LOW HIGH`` adds the step budget to the search (a fidelity: fewer steps cost
 less), so that ``compute_cost`` varies.
 
@@ -62,6 +63,8 @@ LEVERS = {
 #: ``gp-retain`` is Optuna's GP sampler (constraint-aware too) with the same two constraints;
 #: ``gp-retain-sh`` adds successive halving over the step budget (reduction 3, two rungs: on the
 #: quickstart's 60 steps, at steps 10 and 20; ``study/successive_halving.py``).
+#: ``gp-retain-infeasible`` keeps ``gp-retain`` and sets ``collapse_guard.on_collapse:
+#: infeasible``: a collapsed trial stops, is measured where it stood and completes infeasible.
 STUDY_LEVERS: dict[str, dict[str, Any]] = {
     "tpe-relearn": {"constraints": ["relearn_recovery <= 0.1"]},
     "tpe-retain": {"constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"]},
@@ -70,6 +73,11 @@ STUDY_LEVERS: dict[str, dict[str, Any]] = {
         "sampler": "gp",
         "constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"],
         "successive_halving": {"reduction": 3, "rungs": 2},
+    },
+    "gp-retain-infeasible": {
+        "sampler": "gp",
+        "constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"],
+        "collapse_guard": {"on_collapse": "infeasible"},
     },
 }
 
@@ -137,7 +145,7 @@ def run_sampler(raw: dict, sampler: str, seed: int, trials: int, out: Path) -> S
             "n_trials": trials,
             "sampler": {"name": name, "seed": seed, **LEVERS.get(sampler, {})},
             "tracking": {"enabled": False},
-            **({"successive_halving": extra["successive_halving"]} if "successive_halving" in extra else {}),
+            **{key: extra[key] for key in ("successive_halving", "collapse_guard") if key in extra},
         }
     )
     return run_study(config, progress=False)

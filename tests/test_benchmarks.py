@@ -48,10 +48,25 @@ TINY = {
     ),
     "sampler_efficiency.py": (
         [
-            *("--samplers", "random", "tpe-retain", "gp-retain-sh", "--seeds", "0", "--trials", "2"),
+            *(
+                "--samplers",
+                "random",
+                "tpe-retain",
+                "gp-retain-sh",
+                "gp-retain-infeasible",
+                "--seeds",
+                "0",
+                "--trials",
+                "2",
+            ),
             *("--threads", "1", "--gate", str(BENCHMARKS.parent / "validators" / "release.yaml")),
         ],
-        ["compute to the first trial that passes", "| tpe-retain |", "| gp-retain-sh |"],
+        [
+            "compute to the first trial that passes",
+            "| tpe-retain |",
+            "| gp-retain-sh |",
+            "| gp-retain-infeasible |",
+        ],
     ),
     "forget_score_rules.py": (["--examples", "20"], ["20 examples a case, seed 0"]),
     "collapse_guard.py": (["--trials", "1"], ["guard on: wall", "guard off: wall", "wall ratio on/off"]),

@@ -63,6 +63,29 @@ def test_unlearning_moves_the_model_and_is_deterministic_under_a_seed(
         assert bool(torch.isfinite(log.retain_loss[:4]).all())
 
 
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_a_monitor_that_returns_true_ends_the_run_there_and_keeps_it(
+    tiny_values: LoadedStudy, name: str
+) -> None:
+    """What ``collapse_guard.on_collapse: infeasible`` rests on: the log counts the steps that
+    ran and only their sample-gradients."""
+    method = METHODS.get(name)(steps=8, batch_size=8)
+    setup = tiny_values.inputs.setup
+    full = method.unlearn(original_model(tiny_values), setup, seed=5)
+    seen: list[int] = []
+
+    def stop_at_four(step: int, model: object) -> bool:
+        seen.append(step)
+        return step == 4
+
+    stopped = method.unlearn(
+        original_model(tiny_values), setup, seed=5, monitor=stop_at_four, monitor_every=2
+    )
+    assert seen == [2, 4]
+    assert (stopped.steps_run, full.steps_run) == (4, 8)
+    assert 0 < stopped.sample_gradients < full.sample_gradients
+
+
 def test_a_huge_ascent_rate_raises_divergence_when_steps_are_unbounded(tiny_values: LoadedStudy) -> None:
     model = original_model(tiny_values)
     with pytest.raises(DivergenceError, match="diverged"):

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
+import pytest
 
 from tune_unlearn.study.runner import run_study
 
@@ -36,3 +38,42 @@ def test_without_the_guard_the_same_configuration_runs_to_the_end(tmp_path: Path
     (trial,) = run.study.trials
     assert trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     assert "pruned_reason" not in trial.user_attrs
+
+
+def test_on_collapse_infeasible_measures_the_collapsed_model_and_marks_it_infeasible(tmp_path: Path) -> None:
+    """The trial a collapse stops completes, measured as it stood, with the ``collapse_guard``
+    constraint violated, so that a sampler reading constraints learns the region; a trial that
+    did not collapse carries the same constraint, met."""
+    guard = {"enabled": True, "floor": 0.8, "every": 5, "sample_size": 64, "on_collapse": "infeasible"}
+    method = {**COLLAPSING, "search": {"ascent_lr": {"type": "categorical", "choices": [0.5, 1e-6]}}}
+    config = tiny_study(tmp_path, method=method, n_trials=4, collapse_guard=guard)
+    run = run_study(config, progress=False)
+    trials = run.study.trials
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    collapsed = [t for t in trials if t.params["ascent_lr"] == 0.5]
+    mild = [t for t in trials if t.params["ascent_lr"] == 1e-6]
+    assert collapsed and mild
+    for trial in collapsed:
+        step = trial.user_attrs["collapsed_at_step"]
+        assert step % 5 == 0 and step < 40
+        assert "below the floor 0.8" in trial.user_attrs["collapsed"]
+        assert "pruned_reason" not in trial.user_attrs
+        assert trial.user_attrs["steps_saved"] == 40 - step
+        (violation,) = trial.constraints.values()
+        assert violation > 0  # floor − the guard's utility where it stopped
+        assert trial.user_attrs["feasible"] is False
+        # charged for the steps it ran, not the budget
+        ran = trial.user_attrs["metrics"]["compute_cost"]
+        full = mild[0].user_attrs["metrics"]["compute_cost"]
+        assert ran == pytest.approx(full * step / 40, rel=1e-6)
+    for trial in mild:
+        assert "collapsed" not in trial.user_attrs
+        (violation,) = trial.constraints.values()
+        assert violation <= 0
+    document = json.loads((run.output / "pareto.json").read_text())
+    assert document["constraints"] == ["collapse_guard"]
+    assert document["collapse_guard"]["collapsed_infeasible"] == len(collapsed)
+    entries = {e["number"]: e for e in document["trials"]}
+    assert all(entries[t.number]["feasible"] is False for t in collapsed)
+    assert all(not entries[t.number]["pareto"] for t in collapsed)
+    assert "stopped by the collapse guard and measured" in (run.output / "report.md").read_text()

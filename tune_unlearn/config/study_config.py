@@ -124,12 +124,23 @@ class SamplerConfig(Strict):
 
 
 class CollapseGuardConfig(Strict):
-    """Prune a trial once retained utility on a ``val`` sample falls below ``floor``."""
+    """Stop a trial once retained utility on a ``val`` sample falls below ``floor``."""
 
     enabled: bool = True
     floor: float = Field(0.5, gt=0.0, le=1.0)
     every: int = Field(10, ge=1)
     sample_size: int = Field(256, ge=8)
+    #: What a collapsed trial becomes. ``prune``: it ends pruned, and no sampler learns from it
+    #: (the GP may propose the region again). ``infeasible``: it stops where it collapsed, is
+    #: measured there and completes with the ``collapse_guard`` constraint violated (``floor −``
+    #: the guard's utility, on every complete trial), so samplers that read constraints (GP,
+    #: TPE, NSGA-II) learn to avoid the region.
+    on_collapse: Literal["prune", "infeasible"] = "prune"
+
+    @property
+    def constrains(self) -> bool:
+        """Whether every complete trial carries the ``collapse_guard`` constraint."""
+        return self.enabled and self.on_collapse == "infeasible"
 
 
 class SuccessiveHalvingConfig(Strict):

@@ -26,8 +26,10 @@ from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 from tune_unlearn.problems import Batch, MultiTaskData, MultiTaskModel, Task
 from tune_unlearn.problems.forget import LabeledSet
 
-#: Called as ``monitor(step, model)`` every ``monitor_every`` steps; may raise to stop early.
-StepMonitor = Callable[[int, MultiTaskModel], None]
+#: Called as ``monitor(step, model)`` every ``monitor_every`` steps. Raising stops the run and
+#: loses it (the trial ends pruned); returning ``True`` ends it there and keeps it: the model as it
+#: stands is the run's result, and the log counts the steps that ran.
+StepMonitor = Callable[[int, MultiTaskModel], bool | None]
 
 
 class DivergenceError(RuntimeError):
@@ -234,8 +236,8 @@ class UnlearningMethod(ABC):
             # divergence rather than being judged as a collapse.
             if (step + 1) % self.check_every == 0 or done or monitoring:
                 self._check_finite(log, layout, step)
-            if monitoring and monitor is not None:
-                monitor(step + 1, model)
+            if monitoring and monitor is not None and monitor(step + 1, model):
+                break
         return log
 
     def step_delta(self, grads: StepGradients, step: int, log: StepLog) -> Tensor:

@@ -189,12 +189,21 @@ def render_report(summary: StudySummary) -> str:
         seconds = sum(TrialRecord.of(t).seconds_saved for t in pruned)
         out += [f"- {len(pruned)} pruned by the collapse guard, saving {steps} steps (~{seconds:.1f} s):"]
         out += [f"  - trial {t.number}: {TrialRecord.of(t).pruned_reason or 'pruned'}" for t in pruned]
+    collapsed = [t for t in summary.complete if TrialRecord.of(t).collapsed]
+    if collapsed:
+        steps = sum(TrialRecord.of(t).steps_saved for t in collapsed)
+        out += [
+            f"- {len(collapsed)} stopped by the collapse guard and measured where they stood "
+            f"(complete, infeasible on `collapse_guard`, so the sampler learns the region), "
+            f"saving {steps} steps:"
+        ]
+        out += [f"  - trial {t.number}: {TrialRecord.of(t).collapsed}" for t in collapsed]
     if failed:
         out += [f"- {len(failed)} failed:"]
         out += [
             f"  - trial {t.number}: {TrialRecord.of(t).fail_reason or 'an error (see the log)'}"
             for t in failed
         ]
-    if not pruned and not failed:
+    if not pruned and not failed and not collapsed:
         out += ["None."]
     return "\n".join(out) + "\n"

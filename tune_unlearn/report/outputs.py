@@ -32,13 +32,19 @@ from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.scoring.metrics import METRICS
 
 
+def constraint_names(config: StudyConfig) -> list[str]:
+    """The constraints every complete trial carries, in their stored order: the study file's,
+    then ``collapse_guard`` with ``on_collapse: infeasible``."""
+    guard = ["collapse_guard"] if config.collapse_guard.constrains else []
+    return [str(c) for c in config.constraints] + guard
+
+
 def constraint_values(config: StudyConfig, trial: FrozenTrial) -> dict[str, float]:
-    """The trial's constraint violations by the study file's names (stored as a list, in the
-    file's order: the form optuna-dashboard reads)."""
+    """The trial's constraint violations by name (stored as a list, in :func:`constraint_names`'
+    order: the form optuna-dashboard reads)."""
     stored = trial.constraints
-    return {
-        str(c): stored.get(str(i), stored.get(str(c), math.nan)) for i, c in enumerate(config.constraints)
-    }
+    names = constraint_names(config)
+    return {name: stored.get(str(i), stored.get(name, math.nan)) for i, name in enumerate(names)}
 
 
 def _trial_entry(summary: StudySummary, trial: FrozenTrial) -> dict[str, Any]:
@@ -89,7 +95,7 @@ def pareto_document(summary: StudySummary) -> dict[str, Any]:
                 config.objectives, objective_directions(config.objectives), strict=True
             )
         ],
-        "constraints": [str(c) for c in config.constraints],
+        "constraints": constraint_names(config),
         "counts": {
             **{s: states.get(s, 0) for s in ("complete", "fail", "pruned", "running")},
             "feasible": len(summary.feasible),
@@ -108,11 +114,14 @@ def pareto_document(summary: StudySummary) -> dict[str, Any]:
 
 def _guard_summary(summary: StudySummary) -> dict[str, Any]:
     pruned = [t for t in summary.trials if t.state == TrialState.PRUNED]
+    collapsed = [t for t in summary.complete if TrialRecord.of(t).collapsed]
+    stopped = pruned + collapsed
     return {
         **summary.config.collapse_guard.model_dump(mode="json"),
         "pruned": len(pruned),
-        "steps_saved": sum(TrialRecord.of(t).steps_saved for t in pruned),
-        "seconds_saved": sum(TrialRecord.of(t).seconds_saved for t in pruned),
+        "collapsed_infeasible": len(collapsed),
+        "steps_saved": sum(TrialRecord.of(t).steps_saved for t in stopped),
+        "seconds_saved": sum(TrialRecord.of(t).seconds_saved for t in stopped),
     }
 
 

@@ -22,6 +22,10 @@ MLFLOW_RUN = "mlflow_run_id"  # str: the trial's MLflow run
 FAIL_REASON = "fail_reason"  # str: why it failed (divergence, interrupt, dead worker, error)
 PRUNED_REASON = "pruned_reason"  # str: what the collapse guard saw
 PRUNED_AT_STEP = "pruned_at_step"  # int
+#: str: what the collapse guard saw, on a complete trial it stopped and had measured where it
+#: stood (``collapse_guard.on_collapse: infeasible``)
+COLLAPSED = "collapsed"
+COLLAPSED_AT_STEP = "collapsed_at_step"  # int
 STEPS_SAVED = "steps_saved"  # int: steps the guard spared
 SECONDS_SAVED = "seconds_saved"  # float: their estimated seconds
 RUNG_SCORES = "rung_scores"  # {rung step: [violation, distance]}: successive halving's judgements
@@ -44,6 +48,7 @@ class TrialRecord:
     mlflow_run_id: str | None
     fail_reason: str | None
     pruned_reason: str | None
+    collapsed: str | None
     steps_saved: int
     seconds_saved: float
     retry_of: int | None
@@ -61,6 +66,7 @@ class TrialRecord:
             mlflow_run_id=attrs.get(MLFLOW_RUN),
             fail_reason=attrs.get(FAIL_REASON),
             pruned_reason=attrs.get(PRUNED_REASON),
+            collapsed=attrs.get(COLLAPSED),
             steps_saved=int(attrs.get(STEPS_SAVED, 0)),
             seconds_saved=float(attrs.get(SECONDS_SAVED, 0.0)),
             retry_of=int(retry) if retry is not None else None,
@@ -68,8 +74,9 @@ class TrialRecord:
 
     @property
     def reason(self) -> str | None:
-        """Why the trial did not complete, if it did not."""
-        return self.fail_reason or self.pruned_reason
+        """Why the trial did not complete, if it did not; for a complete trial the collapse
+        guard stopped and had measured where it stood, what the guard saw."""
+        return self.fail_reason or self.pruned_reason or self.collapsed
 
     def metric(self, name: str) -> float | None:
         value = self.metrics.get(name)

@@ -27,7 +27,7 @@ from tune_unlearn.study.successive_halving import SuccessiveHalving, rung_steps
 from tune_unlearn.tracking.runs import Tracker
 from tune_unlearn.trial import configuration_run
 from tune_unlearn.trial.configuration_run import RunResult
-from tune_unlearn.trial.guard import TrialStopped, study_guard
+from tune_unlearn.trial.guard import CollapseDetected, TrialStopped, study_guard
 from tune_unlearn.trial.inputs import StudyInputs, build_method
 from tune_unlearn.trial.study_references import StudyReferences
 
@@ -237,6 +237,7 @@ class Objective:
             if run_id is not None:  # None: the tracker was lost
                 trial.set_user_attr(record.MLFLOW_RUN, run_id)
         every = self.config.collapse_guard.every
+        collapsed: list[CollapseDetected] = []  # filled when a collapse ends the run as infeasible
         unlearning_started = time.perf_counter()
         try:
             result = configuration_run.run(
@@ -245,7 +246,7 @@ class Objective:
                 params,
                 seed=seed,
                 recovery=self.recovery,
-                monitor=self.monitor(trial, params),
+                monitor=self.monitor(trial, params, collapsed),
                 monitor_every=every,
             )
         except DivergenceError as error:
@@ -253,7 +254,8 @@ class Objective:
             self._end_run(run_id, "failed", tags={"fail_reason": str(error)})
             raise
         except TrialStopped as stopped:  # the collapse guard, or successive halving
-            self.record_pruned(trial, stopped, params, time.perf_counter() - unlearning_started)
+            seconds = time.perf_counter() - unlearning_started
+            self.record_stopped(trial, stopped, params, seconds, record.PRUNED_REASON, record.PRUNED_AT_STEP)
             self._end_run(run_id, "pruned", tags={"pruned_reason": str(stopped)})
             raise optuna.TrialPruned(str(stopped)) from stopped
         except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: retried by the next run
@@ -263,8 +265,13 @@ class Objective:
         except BaseException as error:  # a bug: the run says so, then it propagates
             self._end_run(run_id, "failed", tags={"fail_reason": f"{type(error).__name__}: {error}"})
             raise
+        collapse = collapsed[0] if collapsed else None
+        if collapse is not None:
+            seconds = result.metrics["gpu_seconds"]
+            self.record_stopped(trial, collapse, params, seconds, record.COLLAPSED, record.COLLAPSED_AT_STEP)
         storage_started = time.perf_counter()
-        self.record(trial, result)
+        violations = self.violations(result, collapse)
+        self.record(trial, result, violations)
         storage_seconds = time.perf_counter() - storage_started
         values = [METRICS.get(name)().objective(result.metrics[name]) for name in self.config.objectives]
         tracking_seconds += self._end_run(
@@ -272,11 +279,7 @@ class Objective:
             "complete",
             metrics={**result.metrics, **result.diagnostics},
             curves=result.log.curves(self.inputs.task_names),
-            tags={
-                "feasible": str(
-                    all(c.violation(result.metrics[c.metric]) <= 0 for c in self.config.constraints)
-                )
-            },
+            tags={"feasible": str(all(v <= 0 for v in violations))},
         )
         # Where the trial's wall time went (the framework overhead is all but `unlearning`).
         # Optuna's own final write (the values) comes after and is not in `storage`.
@@ -300,50 +303,78 @@ class Objective:
         self.tracker.end_trial(run_id, state, **kwargs)
         return time.perf_counter() - started
 
-    def monitor(self, trial: optuna.Trial, params: Mapping[str, Any]) -> StepMonitor | None:
+    def monitor(
+        self, trial: optuna.Trial, params: Mapping[str, Any], collapsed: list[CollapseDetected]
+    ) -> StepMonitor | None:
         """What watches this trial's steps: the collapse guard, and successive halving's rungs
-        when the study asks for them (both every ``collapse_guard.every`` steps)."""
+        when the study asks for them (both every ``collapse_guard.every`` steps). With
+        ``on_collapse: infeasible`` a collapse ends the run where it stands and is appended to
+        ``collapsed``, instead of raising (which prunes the trial)."""
         halving = self.config.successive_halving
         guard = self.guard
-        if halving is None:
+        keep_collapsed = self.config.collapse_guard.constrains
+        if halving is None and not keep_collapsed:
             return guard
-        steps = build_method(self.inputs, params).steps
-        judge = SuccessiveHalving(
-            trial,
-            rung_steps(steps, self.config.collapse_guard.every, halving.reduction, halving.rungs),
-            halving.reduction,
-            self.config.objectives,
-            self.config.constraints,
-            lambda model: configuration_run.measure(self.inputs, self.references, model),
-        )
+        judge = None
+        if halving is not None:
+            steps = build_method(self.inputs, params).steps
+            judge = SuccessiveHalving(
+                trial,
+                rung_steps(steps, self.config.collapse_guard.every, halving.reduction, halving.rungs),
+                halving.reduction,
+                self.config.objectives,
+                self.config.constraints,
+                lambda model: configuration_run.measure(self.inputs, self.references, model),
+            )
 
-        def watch(step: int, model: MultiTaskModel) -> None:
+        def watch(step: int, model: MultiTaskModel) -> bool:
             if guard is not None:
-                guard(step, model)
-            judge(step, model)
+                try:
+                    guard(step, model)
+                except CollapseDetected as collapse:
+                    if not keep_collapsed:
+                        raise
+                    collapsed.append(collapse)
+                    return True  # measured as it stands, and infeasible
+            if judge is not None:
+                judge(step, model)
+            return False
 
         return watch
 
-    def record_pruned(
+    def record_stopped(
         self,
         trial: optuna.Trial,
         stopped: TrialStopped,
         params: Mapping[str, Any],
         seconds: float,
+        reason_key: str,
+        step_key: str,
     ) -> None:
-        """Why the guard or successive halving stopped the trial, and the compute it saved (the
+        """Why the guard or successive halving stopped the trial (under ``reason_key`` and
+        ``step_key``: pruned, or collapsed and measured), and the compute it saved (the
         remaining steps at the rate the trial ran so far)."""
         steps = build_method(self.inputs, params).steps
-        trial.set_user_attr(record.PRUNED_REASON, str(stopped))
-        trial.set_user_attr(record.PRUNED_AT_STEP, stopped.step)
+        trial.set_user_attr(reason_key, str(stopped))
+        trial.set_user_attr(step_key, stopped.step)
         trial.set_user_attr(record.STEPS_SAVED, steps - stopped.step)
         trial.set_user_attr(record.SECONDS_SAVED, seconds * (steps - stopped.step) / stopped.step)
 
-    def record(self, trial: optuna.Trial, result: RunResult) -> None:
+    def violations(self, result: RunResult, collapse: CollapseDetected | None) -> list[float]:
+        """The study file's constraints, in its order, then (with ``on_collapse: infeasible``)
+        the ``collapse_guard`` constraint: ``floor −`` the guard's utility where it stopped the
+        run, or on the finished model."""
+        violations = [c.violation(result.metrics[c.metric]) for c in self.config.constraints]
+        settings = self.config.collapse_guard
+        if settings.constrains and self.guard is not None:
+            utility = collapse.utility if collapse is not None else self.guard.utility(result.model)
+            violations.append(settings.floor - utility)
+        return violations
+
+    def record(self, trial: optuna.Trial, result: RunResult, violations: list[float]) -> None:
         # One attribute each rather than one per key: fewer storage writes per trial.
         trial.set_user_attr(record.METRICS, {k: finite(v) for k, v in result.metrics.items()})
         trial.set_user_attr(record.DIAGNOSTICS, {k: finite(v) for k, v in result.diagnostics.items()})
-        violations = [c.violation(result.metrics[c.metric]) for c in self.config.constraints]
         if violations:
             # The list form: what optuna-dashboard plots feasibility from, and Optuna reads too.
             set_dashboard_constraints(trial, violations)
