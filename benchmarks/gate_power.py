@@ -111,8 +111,8 @@ PROBLEMS: dict[str, dict[str, Any]] = {
     "digits": {
         "problem": {"name": "digits", "seed": 0},
         "class_request": {"mode": "partial", "target_tasks": ["digit"], "where": {"digit": 3}},
-        "class_task": "digit",
-        "class_value": 3,
+        # the relearnable plant: (head, its output layer or "" for the head itself, class index)
+        "suppress": ("digit", "", 3),
         "random_request": {"mode": "full", "where": {"ink": 1}, "fraction": 0.3},
         "under_forgetting": {"ascent_lr": 1e-5, "retain_lr": 0.01},
         "over_forgetting": {"ascent_lr": 0.02, "retain_lr": 0.05, "steps": 200},
@@ -122,8 +122,7 @@ PROBLEMS: dict[str, dict[str, Any]] = {
     "shapes": {
         "problem": {"name": "shapes", "params": {"num_samples": 8000, "epochs": 30}, "seed": 0},
         "class_request": {"mode": "partial", "target_tasks": ["shape"], "where": {"shape": 0}},
-        "class_task": "shape",
-        "class_value": 0,
+        "suppress": ("shape", "", 0),
         "random_request": {"mode": "full", "where": {"colour": 0}, "fraction": 0.3},
         # GradDiff (plain SGD) on the CNN collapses at any retain rate that moves it and diverges
         # at any ascent rate that over-forgets (RESULTS.md), so both plants are Adam runs: too
@@ -135,6 +134,22 @@ PROBLEMS: dict[str, dict[str, Any]] = {
         # annealed CNN ends at rates near zero, and 1e-4 cost it 0.02-0.10 on `val` (RESULTS.md).
         # At 1e-5 it loses what the held-out retrain loses, to within 0.006 (plain SGD at the
         # recipe's rate is no mild step: the `size` regression's gradients wreck the CNN).
+        "mild_finetune": {"steps": 10, "lr": 1e-5},
+    },
+    # The dense problem (ResNet encoder with batch norm, per-pixel decoders), at half the
+    # default size so that a retrain takes about a minute on one core. The class request
+    # forgets the segmentation labels of every scene with a ball (partial mode: depth and
+    # normals stay learned), as studies/scenes_partial.yaml; the random one, full mode, 30% of
+    # the bedrooms. The plants are the shapes recipes (Adam; batch norm in train mode, as a user
+    # fine-tunes), the relearnable one the ball class's bias in the segmentation decoder's last
+    # layer pushed down.
+    "scenes": {
+        "problem": {"name": "scenes", "params": {"num_samples": 1000}, "seed": 0},
+        "class_request": {"mode": "partial", "target_tasks": ["segmentation"], "where": {"has_ball": 1}},
+        "suppress": ("segmentation", "project", 3),
+        "random_request": {"mode": "full", "where": {"room": 0}, "fraction": 0.3},
+        "under_forgetting": {"steps": 10, "lr": 1e-4},
+        "over_forgetting": {"steps": 30, "lr": 1e-3, "ascend_forget": True},
         "mild_finetune": {"steps": 10, "lr": 1e-5},
     },
 }
@@ -322,9 +337,11 @@ def models(
         with contextlib.suppress(DivergenceError):
             out["over_forgetting"] = planted(e, spec["over_forgetting"], original, seed)
     if request == "class":
+        head, layer, value = spec["suppress"]
         suppressed = copy.deepcopy(original)
+        output = suppressed.heads[head]
         with torch.no_grad():
-            suppressed.heads[spec["class_task"]].bias[spec["class_value"]] -= 16.0 + seed
+            (getattr(output, layer) if layer else output).bias[value] -= 16.0 + seed
         out["relearnable"] = suppressed
         if "quantization_fragile" in spec and "quantization_fragile" in kinds:
             with contextlib.suppress(DivergenceError):
@@ -350,6 +367,9 @@ def main() -> None:
     )
     parser.add_argument("--problem", choices=sorted(PROBLEMS), default="digits")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument(
+        "--samples", type=int, default=None, help="the problem's num_samples (default: the table's)"
+    )
     parser.add_argument(
         "--first-seed", type=int, default=0, help="seeds first-seed … seeds − 1 (to finish a run in parts)"
     )
@@ -395,6 +415,9 @@ def main() -> None:
     started = time.perf_counter()
     for request in [] if args.rows else args.requests:
         raw = study(args.problem, request, cache, tmp / request)
+        if args.samples is not None:
+            problem = raw["problem"]
+            raw["problem"] = {**problem, "params": {**problem.get("params", {}), "num_samples": args.samples}}
         e = load_study_values(parse_study(raw))
         ctx = ValidationContext(*e)
         contexts = {"ensemble": ctx}
