@@ -354,6 +354,7 @@ def _stop_on_sigterm() -> None:
 
 def _run(config: StudyConfig, args: argparse.Namespace) -> int:
     from tune_unlearn.report.outputs import pareto_table
+    from tune_unlearn.report.study_record import StudyRecord
     from tune_unlearn.study.runner import run_study
 
     if config.requests is not None:
@@ -368,6 +369,9 @@ def _run(config: StudyConfig, args: argparse.Namespace) -> int:
     result = run_study(config, add_trials=args.add_trials, **_run_options(args))
     print(pareto_table(result.summary))
     ran = f"ran {result.trials_run} trial(s) of a budget of {result.budget}"
+    releasable = StudyRecord.of(result.study).releasable_trial
+    if releasable is not None:
+        ran += f"; stopped at trial {releasable}, the first the validation suite passed"
     print(f"{ran}; outputs: {result.output}")
     return EXIT_OK
 

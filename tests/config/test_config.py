@@ -225,3 +225,17 @@ def test_a_study_naming_a_missing_or_broken_suite_exits_2_with_nothing_written(
     assert main(["check", str(path)]) == 2
     assert main([str(path)]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_stopping_at_a_releasable_trial_needs_a_suite() -> None:
+    raw = {
+        "name": "s",
+        "problem": {"name": "digits"},
+        "forget": {"mode": "full", "where": {"digit": 3}},
+        "method": {"name": "graddiff"},
+        "validation": {"stop_at_releasable": True},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_study(raw)
+    by_path = {i.path: i.message for i in info.value.issues}
+    assert "validation" in by_path and "name a suite file" in by_path["validation"]

@@ -379,6 +379,18 @@ class ValidationConfig(Strict):
 
     suite: Path | None = None
     trials: Literal["recommended", "pareto"] = "recommended"
+    #: Judge each feasible trial with the suite as it finishes, and end the search at the first
+    #: that passes; the recommendation is then the rule's first among the trials that passed.
+    #: Costs a validation per feasible trial, and saves the rest of the budget.
+    stop_at_releasable: bool = False
+
+    @model_validator(mode="after")
+    def _stop_needs_a_suite(self) -> ValidationConfig:
+        if self.stop_at_releasable and self.suite is None:
+            raise ValueError(
+                "stop_at_releasable judges trials with the gate: name a suite file (validation.suite)"
+            )
+        return self
 
 
 class WarmStartConfig(Strict):

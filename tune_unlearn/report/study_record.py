@@ -28,6 +28,8 @@ SAMPLER_STREAMS = "sampler_streams"  # int: processes that joined (each its own 
 BUDGET = "n_trials_budget"  # int: the largest trial budget any process asked for
 RATE_SCALES = "rate_scales"  # {scale: float}: the gradient scales relative rates resolve with
 WARM_START = "warm_start"  # {…}: the warm start's source and configurations (also a trial attr)
+#: int: the first trial the suite passed as it finished (``validation.stop_at_releasable``)
+RELEASABLE_TRIAL = "releasable_trial"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class StudyRecord:
     verdicts: Mapping[int, Verdict]
     pareto_trials: list[int]
     recommended_trial: int | None
+    releasable_trial: int | None
     rate_scales: Mapping[Scale, float] | None
     budget: int
     sampler_streams: int
@@ -71,6 +74,7 @@ class StudyRecord:
     def of(cls, study: optuna.Study) -> StudyRecord:
         attrs: Mapping[str, Any] = study.user_attrs
         parent, recommended = attrs.get(PARENT_RUN), attrs.get(RECOMMENDED_TRIAL)
+        releasable = attrs.get(RELEASABLE_TRIAL)
         return cls(
             parent_run=None if parent is None else str(parent),
             tracking_uri=attrs.get(TRACKING_URI),
@@ -78,6 +82,7 @@ class StudyRecord:
             verdicts={int(k): Verdict.of(v) for k, v in dict(attrs.get(VALIDATION, {})).items()},
             pareto_trials=[int(n) for n in attrs.get(PARETO_TRIALS, [])],
             recommended_trial=None if recommended is None else int(recommended),
+            releasable_trial=None if releasable is None else int(releasable),
             rate_scales=attrs.get(RATE_SCALES),
             budget=int(attrs.get(BUDGET, 0)),
             sampler_streams=int(attrs.get(SAMPLER_STREAMS, 0)),

@@ -67,13 +67,21 @@ def summarise(study: optuna.Study, config: StudyConfig) -> StudySummary:
     front = front_trials(trials, dirs)
     box = HypervolumeBox.for_study(config.objectives, trials)
     volume = box.hypervolume([t.values for t in front]) if front else 0.0  # type: ignore[arg-type]
-    eligible, floor_note = above_collapse_floor(front, config.collapse_guard.floor)
+    record = StudyRecord.of(study)
+    validation = record.verdicts
+    stop_note = None
+    if config.validation.stop_at_releasable:
+        # Every trial the rule could pick was judged as it finished: pick among those that passed.
+        passed = [t for t in trials if (v := validation.get(t.number)) is not None and v.passed]
+        eligible, floor_note = above_collapse_floor(front_trials(passed, dirs), config.collapse_guard.floor)
+        stop_note = stopped_search_note(trials, validation, record.releasable_trial)
+    else:
+        eligible, floor_note = above_collapse_floor(front, config.collapse_guard.floor)
     ranked = rank(eligible, dirs, config.recommend, config.objectives, box)
-    validation = StudyRecord.of(study).verdicts
     recommended, gate_note = gated_recommendation(
         ranked, validation, gated=config.validation.suite is not None
     )
-    notes = [n for n in (floor_note, gate_note) if n]
+    notes = [n for n in (stop_note, floor_note, gate_note) if n]
     return StudySummary(
         config=config,
         trials=trials,
@@ -86,6 +94,25 @@ def summarise(study: optuna.Study, config: StudyConfig) -> StudySummary:
         history=hypervolume_history(trials, box, dirs),
         importances=param_importances(study, config.objectives, trials),
         validation=validation,
+    )
+
+
+def stopped_search_note(
+    trials: list[FrozenTrial], verdicts: Mapping[int, Verdict], releasable: int | None
+) -> str:
+    """``validation.stop_at_releasable``: where the search ended, and the trials judged before."""
+    failed = [
+        f"trial {n} ({', '.join(v.failed) or v.verdict})" for n, v in sorted(verdicts.items()) if not v.passed
+    ]
+    before = f"; judged and refused: {'; '.join(failed)}" if failed else ""
+    if releasable is None:
+        return (
+            f"no configuration is recommended: no trial judged as it finished passes the validation "
+            f"suite (validation.stop_at_releasable), in {len(trials)} trials{before}"
+        )
+    return (
+        f"the search stopped at trial {releasable}, the first to pass the validation suite as it "
+        f"finished (validation.stop_at_releasable), after {len(trials)} trials{before}"
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -29,6 +30,9 @@ from tune_unlearn.trial import configuration_run
 from tune_unlearn.trial.configuration_run import RunResult
 from tune_unlearn.trial.inputs import StudyInputs
 from tune_unlearn.trial.study_references import StudyReferences
+
+if TYPE_CHECKING:
+    from tune_unlearn.validation import SuiteConfig, ValidationContext
 
 #: Bumped when what finalize decides changes (2: the gate in the loop picks the recommendation),
 #: so outputs an older version wrote for the same trials are written again once.
@@ -112,6 +116,39 @@ def write_models(
     return result.model
 
 
+def judge_trial(
+    inputs: StudyInputs,
+    references: StudyReferences,
+    context: ValidationContext,
+    suite: SuiteConfig,
+    trial: FrozenTrial,
+    output: Path,
+    recovery: RecoveryMeasures | None = None,
+) -> tuple[Verdict, RunResult]:
+    """Re-run one trial's configuration with its seed and judge the model with ``suite``;
+    the reports go to ``validation/trial_N.{json,xml,md}``."""
+    from tune_unlearn.validation import Candidate, validate, write_reports
+
+    record = TrialRecord.of(trial)
+    seed = int(record.seed or 0)
+    result = configuration_run.run(inputs, references, trial.params, seed=seed, recovery=recovery)
+    metrics = {k: v for k, v in record.metrics.items() if v is not None}
+    report = validate(
+        context, Candidate(result.model, f"trial {trial.number}", metrics, trial.params, seed), suite
+    )
+    stem = output / "validation" / f"trial_{trial.number}"
+    write_reports(report, stem.with_suffix(".json"), stem.with_suffix(".xml"), stem.with_suffix(".md"))
+    verdict = Verdict(
+        suite=suite.name,
+        verdict=report.verdict,
+        passed=report.passed,
+        # not applicable (skipped) checks neither pass nor fail, unless the suite demands what
+        # the reference mode cannot judge (fail closed)
+        failed=[r.name for r in report.judged if not r.passed] + [r.name for r in report.unjudged],
+    )
+    return verdict, result
+
+
 def validate_trials(
     inputs: StudyInputs,
     references: StudyReferences,
@@ -125,7 +162,7 @@ def validate_trials(
     every front trial with ``validation.trials: pareto``); reports go to ``validation/`` and
     the verdicts into the storage, so ``report`` shows them too. A trial already judged by a
     suite of the same name keeps its verdict. Returns the models it judged, by trial."""
-    from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate, write_reports
+    from tune_unlearn.validation import ValidationContext, load_suite
 
     settings = inputs.config.validation
     suite = load_suite(suite_path)
@@ -137,28 +174,10 @@ def validate_trials(
     for trial in trials:
         known = verdicts.get(trial.number)
         if known is None or known.suite != suite.name:
-            record = TrialRecord.of(trial)
-            seed = int(record.seed or 0)
-            result = configuration_run.run(inputs, references, trial.params, seed=seed, recovery=recovery)
-            model = result.model
-            metrics = {k: v for k, v in record.metrics.items() if v is not None}
-            report = validate(
-                context, Candidate(model, f"trial {trial.number}", metrics, trial.params, seed), suite
-            )
-            stem = output / "validation" / f"trial_{trial.number}"
-            write_reports(
-                report, stem.with_suffix(".json"), stem.with_suffix(".xml"), stem.with_suffix(".md")
-            )
-            known = Verdict(
-                suite=suite.name,
-                verdict=report.verdict,
-                passed=report.passed,
-                # not applicable (skipped) checks neither pass nor fail, unless the suite
-                # demands what the reference mode cannot judge (fail closed)
-                failed=[r.name for r in report.judged if not r.passed] + [r.name for r in report.unjudged],
+            known, models[trial.number] = judge_trial(
+                inputs, references, context, suite, trial, output, recovery
             )
             verdicts[trial.number] = known
-            models[trial.number] = result
             store_verdicts(study, verdicts)  # each verdict kept as soon as it is known
         if known.passed and settings.trials == "recommended":
             break

@@ -59,6 +59,7 @@ from tune_unlearn.study.objective import (
 )
 from tune_unlearn.study.optuna_adapter import fail_if_running, trial_log_name
 from tune_unlearn.study.publish import open_tracker, parent_closed_on_error, record_study
+from tune_unlearn.study.release_stop import ReleaseStop
 from tune_unlearn.study.warm_start import enqueue_warm_start, warm_configurations
 from tune_unlearn.tracking.runs import (
     Tracker,
@@ -182,7 +183,13 @@ def _join(
         tracker = open_tracker(config, tracking_uri)
         record_study(study, inputs.config, inputs.device, tracker, url)
     quiet_trial_logs()
-    session = _Session(study, Objective(inputs, references, tracker), url, budget, progress)
+    objective = Objective(inputs, references, tracker)
+    release = (
+        ReleaseStop(objective.inputs, references, output, objective.recovery)
+        if config.validation.stop_at_releasable
+        else None
+    )
+    session = _Session(study, objective, url, budget, progress, release)
     try:
         with parent_closed_on_error(tracker):
             try:
@@ -235,8 +242,11 @@ class _Session:
         url: str,
         budget: int,
         progress: bool,
+        release: ReleaseStop | None = None,
     ) -> None:
         self.study, self.objective, self.url = study, objective, url
+        #: ``validation.stop_at_releasable``: judges each finished trial, ends the search at a pass
+        self.release = release
         self.tracker: Tracker | None = objective.tracker
         self.config = objective.inputs.config
         self.budget, self.progress = budget, progress
@@ -269,6 +279,8 @@ class _Session:
         def loop() -> None:
             try:
                 while not self.stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                    if self.release is not None and self.release.found(self.study):
+                        return  # a releasable trial is known: the search is over
                     trial = claim_trial(
                         self.study, self.url, self.budget, settings.grace_period, self._on_stale
                     )
@@ -281,6 +293,8 @@ class _Session:
                         continue
                     self._run_one(trial)
                     bar.update(1)
+                    if self.release is not None and self.release.judge(self.study, trial.number):
+                        self.stop.set()  # other threads finish their trial and claim no more
                     if self.tracker is not None and self.tracker.lost and self.config.tracking.required:
                         raise TrackingLost(
                             f"the MLflow tracking server stopped answering ({self.tracker.lost}); "
