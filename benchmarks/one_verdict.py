@@ -12,7 +12,12 @@ The target (issue 27): the recommendation passes release whenever any front tria
     python benchmarks/one_verdict.py --study studies/quickstart.yaml --seeds 0 1 2 3 4 --threads 1
 
 ``--sampler NAME`` runs the study with another sampler (its seed still the row's), to measure a
-change of the study's sampler before it ships.
+change of the study's sampler before it ships. ``--stop-at-releasable`` runs it with
+``validation.stop_at_releasable`` (the search ends at the first trial its suite passes; the
+recommended trial is then judged with the release suite too, on or off the front). Every row
+gives the trials run, the verdicts the study stored, and the request's all-in cost as
+``report.md`` states it (references, trials, the candidate's re-run; validation not counted)
+plus the re-runs of the validated trials (their ``compute_cost``), in retrain units.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import torch
 
 from tune_unlearn.config.schema import read_yaml
 from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.report.request_cost import request_cost
+from tune_unlearn.report.study_record import StudyRecord
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.study.runner import run_study
 from tune_unlearn.trial import configuration_run
@@ -44,7 +51,10 @@ def judge_front(run: Any, release: Path) -> list[dict[str, Any]]:
     context = ValidationContext(*experiment)
     suite = load_suite(release)
     rows = []
-    for trial in sorted(summary.front, key=lambda t: t.number):
+    judged = {t.number: t for t in summary.front}
+    if summary.recommended is not None:  # with stop_at_releasable it may lie off the front
+        judged[summary.recommended.number] = summary.recommended
+    for trial in sorted(judged.values(), key=lambda t: t.number):
         record = TrialRecord.of(trial)
         seed = int(record.seed or 0)
         result = configuration_run.run(*experiment, trial.params, seed=seed, recovery=context.recovery)
@@ -74,6 +84,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
+        "--stop-at-releasable",
+        action="store_true",
+        help="validation.stop_at_releasable: true (needs a suite)",
+    )
+    parser.add_argument(
         "--keep", type=Path, default=None, help="keep each seed's study outputs here (DIR/seedN/trials.csv)"
     )
     args = parser.parse_args()
@@ -97,14 +112,29 @@ def main() -> None:
         suite = (raw.get("validation") or {}).get("suite")
         if suite and not Path(suite).is_absolute():  # the shipped studies name it from the root
             changes["validation"] = {**raw["validation"], "suite": str(ROOT / suite)}
+        if args.stop_at_releasable:
+            changes["validation"] = {
+                **changes.get("validation", raw.get("validation", {})),
+                "stop_at_releasable": True,
+            }
         run = run_study(parse_study({**raw, **changes}), progress=False)
         front = judge_front(run, args.release)
         recommended = run.summary.recommended
+        config, trials = run.summary.config, run.summary.trials
+        steps = config.method.fixed.get("steps")
+        cost = request_cost(config.references, trials, steps if isinstance(steps, int) else None)
+        verdicts = StudyRecord.of(run.study).verdicts
+        by_number = {t.number: t for t in trials}
+        validation = sum(TrialRecord.of(by_number[n]).metric("compute_cost") or 0.0 for n in verdicts)
         row = {
             "seed": seed,
             "front": front,
             "recommended": None if recommended is None else recommended.number,
             "note": run.summary.recommendation_note,
+            "trials": len(trials),
+            "verdicts": len(verdicts),
+            "all_in": cost.total,
+            "validation_reruns": validation,
         }
         results.append(row)
         if args.json:
@@ -113,7 +143,9 @@ def main() -> None:
         verdict = next((f["release"] for f in front if f["recommended"]), "—")
         print(
             f"seed {seed}: front {len(front)}, release passes {passing}, recommended "
-            f"{row['recommended']} ({verdict})" + (f"; note: {row['note']}" if row["note"] else ""),
+            f"{row['recommended']} ({verdict}); {row['trials']} trials, {row['verdicts']} validated, "
+            f"all-in {cost.total:.2f} retrains (+ {validation:.2f} for the validation re-runs)"
+            + (f"; note: {row['note']}" if row["note"] else ""),
             flush=True,
         )
         for f in front:
@@ -124,6 +156,10 @@ def main() -> None:
         for r in results
     )
     releasable = sum(any(f["release"] == "pass" for f in r["front"]) for r in results)
+    costs = sorted(r["all_in"] + r["validation_reruns"] for r in results)
+    print(
+        f"all-in cost with the validation re-runs, median over seeds: {costs[len(costs) // 2]:.2f} retrains"
+    )
     print(
         f"\n{args.study.name}: the recommendation passes release whenever a front trial does in "
         f"{held} of {len(results)} seeds ({releasable} with a releasable front trial); "

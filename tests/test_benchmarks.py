@@ -77,8 +77,11 @@ TINY = {
     "quickstart_vs_graddiff.py": (["--trials", "1"], ["trials per study: 1; wall: interference_aware"]),
     "tracking_overhead.py": (["--trials", "1"], ["1 trials: tracking off", "ratio on/off"]),
     "one_verdict.py": (
-        ["--seeds", "0", "--trials", "2", "--threads", "1"],
-        ["quickstart.yaml: the recommendation passes release whenever a front trial does in"],
+        ["--seeds", "0", "--trials", "2", "--threads", "1", "--stop-at-releasable"],
+        [
+            "quickstart.yaml: the recommendation passes release whenever a front trial does in",
+            "all-in cost with the validation re-runs, median over seeds",
+        ],
     ),
     "request_stream.py": (
         ["--trials", "1", "--digits", "3", "5", "--threads", "1"],
