@@ -24,7 +24,21 @@ def test_check_reports_all_errors_and_exits_2_writing_nothing(
 def test_check_accepts_the_quickstart(capsys: pytest.CaptureFixture[str]) -> None:
     quickstart = Path(__file__).parents[1] / "studies" / "quickstart.yaml"
     assert main(["check", str(quickstart)]) == 0
-    assert "OK" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OK" in out
+    assert "validation: validators/release.yaml judges each trial the rule could recommend" in out
+    assert "the search stops at the first that passes" in out
+
+
+def test_check_says_when_a_collapse_completes_infeasible(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _study(tmp_path, collapse_guard={"on_collapse": "infeasible"})
+    assert main(["check", str(path)]) == 0
+    assert (
+        "collapse guard: a collapsed trial stops, is measured and completes infeasible"
+        in capsys.readouterr().out
+    )
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -209,6 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             if config.successive_halving is not None:
                 print(_successive_halving_line(config, config.successive_halving))
+            if config.validation.suite is not None:
+                print(_validation_line(config))
+            if config.collapse_guard.constrains:
+                print(
+                    "collapse guard: a collapsed trial stops, is measured and completes infeasible "
+                    "(collapse_guard.on_collapse: infeasible)"
+                )
             cost = inputs.reference_plan.missing_cost()
             if cost[0]:
                 print(f"references: {cost[0]} model(s) to train, estimated {cost[1]:.0f} s on this machine")
@@ -303,6 +310,18 @@ def _redacted(error: BaseException) -> str:
     from tune_unlearn.config.storages import redact
 
     return redact(str(error))
+
+
+def _validation_line(config: StudyConfig) -> str:
+    """When the study's suite judges trials (``check`` prints it)."""
+    settings = config.validation
+    if settings.stop_at_releasable:
+        when = "each trial the rule could recommend as it finishes; the search stops at the first that passes"
+    elif settings.trials == "pareto":
+        when = "every front trial after the search"
+    else:
+        when = "front trials in the rule's order after the search, until one passes"
+    return f"validation: {settings.suite} judges {when}"
 
 
 def _successive_halving_line(config: StudyConfig, halving: SuccessiveHalvingConfig) -> str:
