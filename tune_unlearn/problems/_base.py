@@ -226,6 +226,14 @@ class Problem(ABC):
     def recipe(self) -> TrainRecipe:
         return TrainRecipe()
 
+    def finetune_lr(self) -> float:
+        """The Adam rate at which an attacker fine-tunes a trained model: the relearning
+        attack's default (``attacks.relearning.lr`` unset). The recipe's rate unless the problem
+        says otherwise: a rate meant for training from scratch can wreck a trained network in
+        one step (batch norm in eval mode), and an attack under which honest retrains collapse
+        cannot tell suppressed knowledge from removed."""
+        return self.recipe().lr
+
     def params(self) -> dict[str, Any]:
         """The problem's parameters, for hashing the reference cache and for logging."""
         if dataclasses.is_dataclass(self):

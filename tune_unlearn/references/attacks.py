@@ -52,7 +52,9 @@ from tune_unlearn.scoring.prediction_band import prediction_band
 class AttackGround:
     """What the attacks read about a study: its data and tasks, the request's target columns,
     the forget and retain sets, the recipe's learning rate, the evaluation batch size, the
-    original model and the retrain ensemble (empty: the attacks cannot be judged)."""
+    original model and the retrain ensemble (empty: the attacks cannot be judged). ``recipe_lr``
+    is the problem's fine-tuning rate (``Problem.finetune_lr``), the relearning attack's rate
+    when its spec sets none."""
 
     data: MultiTaskData
     tasks: tuple[Task, ...]

@@ -205,7 +205,7 @@ def attack_ground(
         target_columns=inputs.request.target_columns(inputs.task_names),
         forget=inputs.sets.forget,
         retain=inputs.sets.retain,
-        recipe_lr=inputs.problem.recipe().lr,
+        recipe_lr=inputs.problem.finetune_lr(),
         batch_size=inputs.config.evaluation.batch_size,
         original=references.original_model() if original is None else original,
         retrains=tuple(references.retrain_models() if retrains is None else retrains),
