@@ -151,3 +151,20 @@ def test_check_states_what_the_attack_costs_a_trial(
         f"relearn_recovery: at most {per_trial:.3g} retrain(s) of attack per trial, "
         f"and {once:.3g} once for the retrains' side"
     ) in capsys.readouterr().out
+
+
+def test_the_relearning_attack_fine_tunes_at_the_problem_s_rate_unless_its_spec_names_one(
+    experiment: LoadedStudy,
+) -> None:
+    """The attack's default rate is ``Problem.finetune_lr``: the recipe's for digits, a tenth
+    of the training rate for scenes (whose training rate wrecks a trained network in one step)."""
+    from tune_unlearn.problems import ScenesProblem
+
+    inputs, references = experiment
+    assert inputs.problem.finetune_lr() == inputs.problem.recipe().lr
+    ground = configuration_run.attack_ground(
+        inputs, references, original=references.original_model(), retrains=[]
+    )
+    assert ground.recipe_lr == inputs.problem.finetune_lr()
+    scenes = ScenesProblem(num_samples=20, image_size=8, channels=4)
+    assert scenes.finetune_lr() == pytest.approx(scenes.recipe().lr / 10)
