@@ -12,10 +12,11 @@ from tune_unlearn.config.schema import Strict
 class RelearningSpec(Strict):
     """Fine-tune up to ``steps`` full-batch Adam steps (``lr``: the problem's fine-tuning rate,
     ``Problem.finetune_lr``, if unset) on ``sample_size`` forget (and, separately, retain)
-    samples; compare the forget-set recovery with the first ``members`` retrains'. With ``calibrate`` (the default) the attack
-    runs the largest number of steps up to ``steps`` that the retrains withstand: at that step
-    and every earlier one, their mean recovery plus their seed band stays within ``margin``. An
-    attack that honest deletion does not withstand cannot tell suppression from removal."""
+    samples; compare the forget-set recovery with the first ``members`` retrains'. With
+    ``calibrate`` (the default) the attack runs the largest number of steps up to ``steps`` that
+    the retrains withstand: at that step and every earlier one, their mean recovery plus their
+    seed band stays within ``margin``. An attack that honest deletion does not withstand cannot
+    tell suppression from removal."""
 
     sample_size: int = Field(16, ge=1)
     steps: int = Field(10, ge=1, le=10_000)
