@@ -16,12 +16,13 @@ import threading
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tune_unlearn.references.attacks import RecoveryMeasures
 from tune_unlearn.report import study_record
 from tune_unlearn.report.pareto import is_feasible
 from tune_unlearn.report.study_record import StudyRecord, store_verdicts
+from tune_unlearn.report.summary import above_collapse_floor
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.study.finalize import judge_trial
 from tune_unlearn.trial.inputs import StudyInputs
@@ -53,20 +54,20 @@ class ReleaseStop:
         """Whether some process has already found a releasable trial."""
         return StudyRecord.of(study).releasable_trial is not None
 
-    def eligible(self, study: optuna.Study, number: int) -> bool:
-        """Complete, feasible and above the collapse floor: a trial the rule could recommend."""
-        trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
-        if trial is None or trial.state != TrialState.COMPLETE or not is_feasible(trial):
+    def eligible(self, trial: FrozenTrial) -> bool:
+        """Complete, feasible and above the collapse floor: a trial the rule could recommend
+        (the same floor rule as the recommendation's, ``above_collapse_floor``)."""
+        if trial.state != TrialState.COMPLETE or not is_feasible(trial):
             return False
-        utility = TrialRecord.of(trial).metric("retained_utility")
-        return utility is not None and utility >= self.inputs.config.collapse_guard.floor
+        kept, _ = above_collapse_floor([trial], self.inputs.config.collapse_guard.floor)
+        return bool(kept) and TrialRecord.of(trial).metric("retained_utility") is not None
 
     def judge(self, study: optuna.Study, number: int) -> bool:
         """Judge trial ``number`` if a recommendation could pick it; ``True`` when it passed
         (and the search should end). The verdict is stored with the others at once."""
-        if not self.eligible(study, number):
+        trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+        if trial is None or not self.eligible(trial):
             return False
-        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
         with self._lock:
             verdict, _ = judge_trial(
                 self.inputs, self.references, self.context, self.suite, trial, self.output, self.recovery
