@@ -260,8 +260,8 @@ def main() -> None:
             "matched_trials": chosen,
             "reductions": reductions,
         }
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
+        if args.json:  # after every mode, so that a run stopped for time keeps what it finished
+            args.json.write_text(json.dumps(report, indent=1, default=str))
 
 
 if __name__ == "__main__":
