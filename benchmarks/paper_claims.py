@@ -5,7 +5,10 @@ forgetting and utility?
 For each setting (problem × deletion mode) this runs ``compare``: every method tuned with the
 same trial budget, sampler and constraint (``forget_efficacy >= 0.9``), over ``--seeds``
 sampler seeds. Per method and seed it takes the *matched* trial: the least UIS among trials
-with forget efficacy ≥ 0.9 and retained utility ≥ ``--utility-floor``. The claim is the paired
+with forget efficacy ≥ 0.9 and retained utility ≥ ``--utility-floor``, or, with
+``--utility-floor-of-retrain F``, ≥ F × the honest retrain's own retained utility (in full mode
+a class deletion costs the retrain the forgotten class's share of ``val``: on digits its utility
+is 0.935, under an absolute 0.95 floor that no honest deletion reaches). The claim is the paired
 relative reduction ``1 − UIS(interference-aware) / UIS(baseline)`` per seed, mean and 95%
 t interval over the seeds where both methods have a matched trial; the paper reports 30.3%
 (full-task) and 52.9% (partial-task) over its baselines.
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from unlearn_vs_retrain import retrain_utility
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS
@@ -152,6 +156,16 @@ def most_forgetting(summary: StudySummary) -> str:
     return f"{efficacy:.2f}/{utility:.2f}/{uis:.3g}"
 
 
+def honest_utility(summary: StudySummary) -> float | None:
+    """The retrain ensemble's own ``retained_utility`` in ``summary``'s study (its mean scores,
+    recorded with every complete trial): what honest deletion of this request keeps."""
+    for trial in summary.complete:
+        metrics = {k: v for k, v in TrialRecord.of(trial).metrics.items() if v is not None}
+        if any(k.startswith("score/retrain/val/") for k in metrics):
+            return retrain_utility(metrics)
+    return None
+
+
 def matched_uis(summary: StudySummary, floor: float) -> tuple[float | None, dict[str, float | None]]:
     """The least UIS among trials that forget (efficacy ≥ 0.9) and keep (utility ≥ floor),
     and that trial's metrics."""
@@ -191,12 +205,27 @@ def main() -> None:
         "(for a problem whose plain-SGD steps diverge at the defaults, as the shapes CNN's do)",
     )
     parser.add_argument("--utility-floor", type=float, default=0.95)
+    parser.add_argument(
+        "--utility-floor-of-retrain",
+        type=float,
+        default=None,
+        metavar="F",
+        help="match at utility ≥ F × the honest retrain's own retained utility instead of the "
+        "absolute --utility-floor",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tune_unlearn")
     parser.add_argument("--out", type=Path, default=None, help="comparison folders (default: temporary)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+
+    def utility_floor(summary: StudySummary) -> float:
+        if args.utility_floor_of_retrain is None:
+            return float(args.utility_floor)
+        honest = honest_utility(summary)  # none without a complete trial: nothing can match then
+        return math.inf if honest is None else args.utility_floor_of_retrain * honest
+
     out = args.out or Path(tempfile.mkdtemp())
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "settings": {}}
     for mode in args.modes:
@@ -220,12 +249,19 @@ def main() -> None:
         matched: dict[str, list[float | None]] = {}
         chosen: dict[str, list[dict[str, float | None]]] = {}
         for result in board.results:
-            pairs = [matched_uis(s, args.utility_floor) for s in result.summaries]
+            pairs = [matched_uis(s, utility_floor(s)) for s in result.summaries]
             matched[result.method] = [p[0] for p in pairs]
             chosen[result.method] = [p[1] for p in pairs]
         print(f"\n## {args.problem}, {mode} mode: {studies} studies in {seconds:.0f} s")
         print(board.markdown().split("\n![")[0])
-        print(f"\nMatched UIS (efficacy ≥ 0.9, utility ≥ {args.utility_floor}), per seed; — = no such trial:")
+        honest = next((u for r in board.results for s in r.summaries if (u := honest_utility(s))), None)
+        floor_text = (
+            f"{args.utility_floor}"
+            if args.utility_floor_of_retrain is None
+            else f"{args.utility_floor_of_retrain} × the retrain's"
+        )
+        print(f"\nThe honest retrain's own retained utility: {honest:.4f}" if honest else "")
+        print(f"\nMatched UIS (efficacy ≥ 0.9, utility ≥ {floor_text}), per seed; — = no such trial:")
         for method, values in matched.items():
             cells = ", ".join("—" if v is None else f"{v:.4f}" for v in values)
             print(f"- {method}: {cells} (mean {Interval.of(values).text()})")
@@ -256,6 +292,7 @@ def main() -> None:
         report["settings"][mode] = {
             "seconds": seconds,
             "leaderboard": board.as_dict(),
+            "retrain_utility": honest,
             "matched_uis": matched,
             "matched_trials": chosen,
             "reductions": reductions,
