@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from unlearn_vs_retrain import retrain_utility
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS
@@ -156,16 +155,6 @@ def most_forgetting(summary: StudySummary) -> str:
     return f"{efficacy:.2f}/{utility:.2f}/{uis:.3g}"
 
 
-def honest_utility(summary: StudySummary) -> float | None:
-    """The retrain ensemble's own ``retained_utility`` in ``summary``'s study (its mean scores,
-    recorded with every complete trial): what honest deletion of this request keeps."""
-    for trial in summary.complete:
-        metrics = {k: v for k, v in TrialRecord.of(trial).metrics.items() if v is not None}
-        if any(k.startswith("score/retrain/val/") for k in metrics):
-            return retrain_utility(metrics)
-    return None
-
-
 def matched_uis(summary: StudySummary, floor: float) -> tuple[float | None, dict[str, float | None]]:
     """The least UIS among trials that forget (efficacy ≥ 0.9) and keep (utility ≥ floor),
     and that trial's metrics."""
@@ -223,7 +212,7 @@ def main() -> None:
     def utility_floor(summary: StudySummary) -> float:
         if args.utility_floor_of_retrain is None:
             return float(args.utility_floor)
-        honest = honest_utility(summary)  # none without a complete trial: nothing can match then
+        honest = summary.reference_retained_utility  # none before a trial completes: no match
         return math.inf if honest is None else args.utility_floor_of_retrain * honest
 
     out = args.out or Path(tempfile.mkdtemp())
@@ -254,7 +243,8 @@ def main() -> None:
             chosen[result.method] = [p[1] for p in pairs]
         print(f"\n## {args.problem}, {mode} mode: {studies} studies in {seconds:.0f} s")
         print(board.markdown().split("\n![")[0])
-        honest = next((u for r in board.results for s in r.summaries if (u := honest_utility(s))), None)
+        utilities = [s.reference_retained_utility for r in board.results for s in r.summaries]
+        honest = next((u for u in utilities if u is not None), None)
         floor_text = (
             f"{args.utility_floor}"
             if args.utility_floor_of_retrain is None

@@ -36,15 +36,6 @@ SEARCH = {
 }
 
 
-def retrain_utility(metrics: dict[str, float]) -> float:
-    """``retained_utility``'s formula (DESIGN §4) applied to the retrain instead of the candidate."""
-    ratios = []
-    for key, value in metrics.items():
-        if key.startswith(("score/retrain/val/", "score/retrain/kept/")):
-            ratios.append(value / metrics[key.replace("/retrain/", "/original/")])
-    return sum(ratios) / len(ratios)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=20000)
@@ -72,7 +63,7 @@ def main() -> None:
     trials = document["trials"]
     print(f"shapes {args.samples} samples; retrain reference: {retrain:.1f} s of training")
     print(f"trials: {document['counts']}")
-    honest = retrain_utility(trials[0]["metrics"])
+    honest = document["reference_retained_utility"]
     print(f"the retrain's own retained utility (what honest deletion costs): {honest:.4f}")
     for t in trials:
         m = t["metrics"]

@@ -36,6 +36,7 @@ def test_a_study_from_a_checkpoint_without_retrain_runs_end_to_end_reference_fre
     assert 0.0 <= metrics["forget_efficacy"] <= 1.0
     report = (run.output / "report.md").read_text()
     assert "## Reference-free metrics" in report and "in place of the retrain" in report
+    assert document["reference_retained_utility"] is None and "What honest deletion keeps" not in report
 
     study_file = tmp_path / "second.yaml"
     study_file.write_text(json.dumps(config.model_dump(mode="json")))

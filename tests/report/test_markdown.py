@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tune_unlearn.report.markdown import efficacy_conditioning
+from tune_unlearn.report.markdown import efficacy_conditioning, honest_utility_lines
 
 
 def test_a_forget_set_the_original_already_scores_inside_the_band_is_flagged() -> None:
@@ -39,3 +39,9 @@ def test_nothing_is_said_with_a_real_gap_or_without_a_retrain() -> None:
     assert (
         efficacy_conditioning({"score/original/forget/shape": None, "score/retrain/forget/shape": 0.9}) == []
     )  # type: ignore[dict-item]
+
+
+def test_the_report_says_what_honest_deletion_keeps_only_when_a_retrain_measured_it() -> None:
+    lines = honest_utility_lines(0.93514)
+    assert lines[0].startswith("What honest deletion keeps") and "**0.9351**" in lines[0]
+    assert honest_utility_lines(None) == []  # reference-free: nothing to say

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
 
+from tune_unlearn.scoring.metrics import reference_retained_utility
 from tune_unlearn.study.replay import rebuild_report
 from tune_unlearn.study.runner import run_study
 
@@ -22,6 +24,11 @@ def test_report_rebuilds_every_output_byte_for_byte_from_storage(tmp_path: Path)
     rebuild_report(config)
     for name in names:
         assert (run.output / name).read_bytes() == before[name], name
+    # what honest deletion keeps, from the retrains' recorded scores, beside the trials
+    document = json.loads(before["pareto.json"])
+    honest = document["reference_retained_utility"]
+    assert honest is not None and honest == reference_retained_utility(document["trials"][0]["metrics"])
+    assert f"**{honest:.4f}**" in before["report.md"].decode()
 
 
 def test_plots_are_real_images(tmp_path: Path) -> None:

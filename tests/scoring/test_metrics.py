@@ -12,6 +12,7 @@ from tune_unlearn.scoring.metrics import (
     compute_metrics,
     forget_band,
     mia_auc,
+    reference_retained_utility,
     score_key,
     spread_key,
     trainable_vector,
@@ -140,6 +141,15 @@ def test_retained_utility_by_hand() -> None:
     # partial: mean(0.6/0.8, 0.81/0.9, 0.5/1.0); full: the first two only
     assert metric("retained_utility", context()) == pytest.approx((0.75 + 0.9 + 0.5) / 3)
     assert metric("retained_utility", context(mode="full")) == pytest.approx((0.75 + 0.9) / 2)
+
+
+def test_what_honest_deletion_keeps_is_retained_utility_on_the_retrain_s_scores() -> None:
+    # val: 0.7/0.8 and 0.9/0.9; kept (partial mode records it): 0.95/1.0
+    scores = {**SCORES, score_key("retrain", "kept", "b"): 0.95}
+    assert reference_retained_utility(scores) == pytest.approx((0.875 + 1.0 + 0.95) / 3)
+    # the forget set's scores do not enter it; without a retrain there is none
+    assert reference_retained_utility(SCORES) == pytest.approx((0.875 + 1.0) / 2)
+    assert reference_retained_utility({k: v for k, v in SCORES.items() if "/retrain/" not in k}) is None
 
 
 def test_impact_score_by_hand_and_zero_for_a_perfect_class_deletion() -> None:

@@ -58,6 +58,19 @@ def efficacy_conditioning(metrics: Mapping[str, float | None]) -> list[str]:
     ]
 
 
+def honest_utility_lines(honest: float | None) -> list[str]:
+    """What honest deletion keeps, beside the recommendation: retained utility is measured
+    against the original, and a retrain of the request does not reach 1 either."""
+    if honest is None:
+        return []
+    return [
+        f"What honest deletion keeps: the retrain reference's own retained utility is "
+        f"**{honest:.4f}** (the same formula on its scores). A trial near it keeps what a retrain "
+        "keeps; one well above it on a request that deletes a class has not forgotten it.",
+        "",
+    ]
+
+
 def _method_steps(config: StudyConfig) -> int | None:
     """The study's step budget (fixed, or the method's default), for pruned trials' share."""
     from tune_unlearn.methods import METHODS
@@ -120,6 +133,7 @@ def render_report(summary: StudySummary) -> str:
             ),
             "",
         ]
+    out += honest_utility_lines(summary.reference_retained_utility)
     steps = config.method.fixed.get("steps")
     out += cost_lines(
         request_cost(config.references, summary.trials, steps if isinstance(steps, int) else None)

@@ -104,6 +104,8 @@ def pareto_document(summary: StudySummary) -> dict[str, Any]:
         "hypervolume": {"value": summary.hypervolume, "history": summary.history, **summary.box.as_dict()},
         "importances": summary.importances,
         "collapse_guard": _guard_summary(summary),
+        # What honest deletion keeps: read a trial's retained_utility against it, not against 1.
+        "reference_retained_utility": summary.reference_retained_utility,
         "recommended": summary.recommended.number if summary.recommended else None,
         "recommendation_note": summary.recommendation_note,
         "recommendation_rule": summary.config.recommend.model_dump(mode="json"),

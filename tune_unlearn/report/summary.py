@@ -25,6 +25,7 @@ from tune_unlearn.report.pareto import (
 )
 from tune_unlearn.report.study_record import StudyRecord, Verdict
 from tune_unlearn.report.trial_record import TrialRecord
+from tune_unlearn.scoring.metrics import reference_retained_utility
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,14 @@ class StudySummary:
     @property
     def feasible(self) -> list[FrozenTrial]:
         return [t for t in self.complete if is_feasible(t)]
+
+    @property
+    def reference_retained_utility(self) -> float | None:
+        """What honest deletion of the request keeps (``retained_utility`` of the retrain
+        reference), from the reference scores every complete trial records; ``None`` before a
+        trial completes or without a retrain reference."""
+        complete = self.complete
+        return reference_retained_utility(TrialRecord.of(complete[0]).metrics) if complete else None
 
     def is_pareto(self, trial: FrozenTrial) -> bool:
         return any(t.number == trial.number for t in self.front)

@@ -221,6 +221,25 @@ class RetainedUtility(Metric):
         return float(np.mean(ratios))
 
 
+def reference_retained_utility(scores: Mapping[str, float | None]) -> float | None:
+    """:class:`RetainedUtility`'s formula applied to the honest reference instead of the
+    unlearned model: the mean of ``R_t / O_t`` over every task's ``val`` score and, in partial
+    mode, the kept tasks' ``kept`` scores, from a trial's recorded ``score/…`` metrics. What
+    honest deletion of the request keeps, and so the most a trial can keep and still look like
+    it: a class deleted in full mode costs even the retrains that class's share of ``val``.
+    ``None`` without a retrain reference (a reference-free study scores none)."""
+    ratios = []
+    for key, value in scores.items():
+        parts = key.split("/")  # score/<model>/<set>/<task>
+        if len(parts) != 4 or parts[:2] != ["score", "retrain"] or parts[2] not in ("val", "kept"):
+            continue
+        original = scores.get(score_key("original", parts[2], parts[3]))
+        if value is None or original is None:
+            continue
+        ratios.append(_ratio(float(value), float(original)))
+    return float(np.mean(ratios)) if ratios else None
+
+
 @METRICS.add
 class UnlearningInducedShift(Metric):
     """UIS, the Unlearning-Induced Shift: ``‖θ_u − θ_o‖₂ / ‖θ_o‖₂`` over the trainable
