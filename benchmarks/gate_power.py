@@ -477,13 +477,17 @@ def main() -> None:
                     f"{', '.join(failed)}",
                     flush=True,
                 )
+    # an earlier run's rows carry their own modes and requests; the problem is not in them
+    source = f"{args.rows}" if args.rows else args.problem
+    modes = list(dict.fromkeys(r["mode"] for r in rows)) if args.rows else args.references
+    requests = list(dict.fromkeys(r["request"] for r in rows)) if args.rows else args.requests
     print(
-        f"\n{args.problem}: {len(rows)} verdicts in {time.perf_counter() - started:.0f} s with "
+        f"\n{source}: {len(rows)} verdicts in {time.perf_counter() - started:.0f} s with "
         f"{args.suite.name} (probe_rule {suite.probe_rule})"
     )
-    for mode in args.references:
+    for mode in modes:
         print(f"\nreference mode {mode}: {MODE_COST[mode]:g} retrain(s) per request")
-        print_table([r for r in rows if r["mode"] == mode], args.requests, rows, static_max)
+        print_table([r for r in rows if r["mode"] == mode], requests, rows, static_max)
 
 
 #: What each mode's references cost per request, in retrains (module docstring).
