@@ -150,6 +150,9 @@ def test_what_honest_deletion_keeps_is_retained_utility_on_the_retrain_s_scores(
     # the forget set's scores do not enter it; without a retrain there is none
     assert reference_retained_utility(SCORES) == pytest.approx((0.875 + 1.0) / 2)
     assert reference_retained_utility({k: v for k, v in SCORES.items() if "/retrain/" not in k}) is None
+    # a task the original scores 0 and the retrain does not: no finite figure, so none
+    unscored = {**SCORES, score_key("original", "val", "c"): 0.0, score_key("retrain", "val", "c"): 0.2}
+    assert reference_retained_utility(unscored) is None
 
 
 def test_impact_score_by_hand_and_zero_for_a_perfect_class_deletion() -> None:

@@ -227,7 +227,8 @@ def reference_retained_utility(scores: Mapping[str, float | None]) -> float | No
     mode, the kept tasks' ``kept`` scores, from a trial's recorded ``score/…`` metrics. What
     honest deletion of the request keeps, and so the most a trial can keep and still look like
     it: a class deleted in full mode costs even the retrains that class's share of ``val``.
-    ``None`` without a retrain reference (a reference-free study scores none)."""
+    ``None`` without a retrain reference (a reference-free study scores none), and when a task
+    the original scores 0 makes the ratio infinite: then there is no figure to read a trial by."""
     ratios = []
     for key, value in scores.items():
         parts = key.split("/")  # score/<model>/<set>/<task>
@@ -237,7 +238,8 @@ def reference_retained_utility(scores: Mapping[str, float | None]) -> float | No
         if value is None or original is None:
             continue
         ratios.append(_ratio(float(value), float(original)))
-    return float(np.mean(ratios)) if ratios else None
+    honest = float(np.mean(ratios)) if ratios else math.nan
+    return honest if math.isfinite(honest) else None
 
 
 @METRICS.add
