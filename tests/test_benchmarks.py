@@ -91,6 +91,18 @@ TINY = {
         ["--recipes", "constant:1", "--seeds", "1", "--threads", "1"],
         ["| constant:1 ("],
     ),
+    "scenes_forget_share.py": (
+        [
+            *("--samples", "120", "--image-size", "16", "--channels", "8", "--epochs", "2"),
+            *("--steps", "2", "--ratios", "1e-4", "--threads", "1"),
+        ],
+        [
+            "retain rate 0.0003 × its scale",
+            "forget scenes' pixels: floor",
+            "| retrain |",
+            "| interference_aware 0.0001 |",
+        ],
+    ),
     "shapes_interference.py": (
         ["--samples", "400", "--correlations", "0.0", "--ascent-lrs", "0.01"],
         ["correlation 0.0: references ready in", "forget efficacy"],
