@@ -13,8 +13,10 @@ for GradDiff and ``interference_aware`` at ascent rates across their default spa
 forget gradient's scale, the retain rate at the middle of its space) and for retain-only
 fine-tuning, at the scenes study's step budget. Rates are given as ratios of the scale the
 study measures on the original (``‖θ‖/‖g‖``, as the default spaces are written); ``--retain-ratio``
-sets the retain rate's (default: the middle of its space). What an honest deletion changes is the ball's
-row; what the unlearned models change is read off the other rows.
+sets the retain rate's (default: the middle of its space). It also prints where the
+``retain_probe`` scale lands (methods/_rate_scale.py), as a ratio of the retain gradient's.
+What an honest deletion changes is the ball's row; what the unlearned models change is read
+off the other rows.
 
     python benchmarks/scenes_forget_share.py [--samples 600] [--ratios 1e-5 1e-4 1e-3]
         [--retain-ratio 3e-4] [--steps 40] [--threads 2] [--cache DIR]
@@ -33,7 +35,7 @@ from torch import Tensor
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS
-from tune_unlearn.methods._rate_scale import measure_rate_scales
+from tune_unlearn.methods._rate_scale import measure_rate_scales, probe_retain_rate
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.problems._scenes import OBJECT_CLASSES, SURFACES
 from tune_unlearn.problems.forget import LabeledSet
@@ -112,6 +114,7 @@ def main() -> None:
         forget, val = sets.forget, sets.val
         original, retrain = references.original_model(), references.retrain_models()[0]
         scales = measure_rate_scales(original, inputs.setup)
+        probe = probe_retain_rate(original, inputs.setup, scales["retain_gradient"])
         base = {"original": confusion(original, study, forget), "retrain": confusion(retrain, study, forget)}
         pixels = base["original"].sum(dim=1).double()
         share = (pixels / pixels.sum()).tolist()
@@ -119,6 +122,7 @@ def main() -> None:
             f"scenes {args.samples} samples; forget set {len(forget)} scenes with a ball; {args.steps} steps;"
             f" retain rate {args.retain_ratio:g} × its scale"
         )
+        print(f"retain_probe: {probe / scales['retain_gradient']:g} × the retain gradient's scale")
         print(
             "forget scenes' pixels: " + ", ".join(f"{c} {s:.3f}" for c, s in zip(CLASSES, share, strict=True))
         )

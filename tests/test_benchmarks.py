@@ -98,6 +98,7 @@ TINY = {
         ],
         [
             "retain rate 0.0003 × its scale",
+            "retain_probe: ",
             "forget scenes' pixels: floor",
             "| retrain |",
             "| interference_aware 0.0001 |",

@@ -18,6 +18,14 @@ def _summary(entry: Any) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
+#: What each ``scale:`` of a search range is, in ``check``'s words (methods/_rate_scale.py).
+SCALE_WORDS = {
+    "forget_gradient": "the original's forget_gradient scale ‖θ‖/‖g‖",
+    "retain_gradient": "the original's retain_gradient scale ‖θ‖/‖g‖",
+    "retain_probe": "the retain_probe scale (the largest probed retain rate every task survives)",
+}
+
+
 def describe_search(space: Mapping[str, Any], indent: str = "") -> str:
     """A search space, one dimension a line: ``lr: float in [0.001, 0.5], log``."""
     lines = []
@@ -27,7 +35,7 @@ def describe_search(space: Mapping[str, Any], indent: str = "") -> str:
             lines.append(f"{indent}{name}: one of {', '.join(map(str, d.get('choices') or []))}")
             continue
         spacing = ", log" if d.get("log") else f", step {d['step']:g}" if d.get("step") else ""
-        relative = f" × the original's {d['scale']} scale ‖θ‖/‖g‖" if d.get("scale") else ""
+        relative = f" × {SCALE_WORDS.get(d['scale'], d['scale'])}" if d.get("scale") else ""
         lines.append(
             f"{indent}{name}: {d.get('type', 'float')} in [{d['low']:g}, {d['high']:g}]{relative}{spacing}"
         )

@@ -11,6 +11,7 @@ import torch
 
 from tune_unlearn.config.study_config import ConfigError, parse_study
 from tune_unlearn.methods import Finetune, GradientAscent, _rate_scale
+from tune_unlearn.scoring.evaluation import evaluate
 from tune_unlearn.study.runner import run_study
 from tune_unlearn.trial.study_references import LoadedStudy
 
@@ -62,13 +63,13 @@ def test_a_study_measures_the_scales_once_stores_them_and_searches_in_absolute_r
         tmp_path, method={"name": "graddiff", "fixed": {"steps": 4, "batch_size": 16}, "search": RELATIVE}
     )
     calls = []
-    measure = _rate_scale.measure_rate_scales
+    measure = _rate_scale.measure_scales
 
     def counted(*args: object, **kwargs: object) -> dict[str, float]:
         calls.append(1)
         return measure(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("tune_unlearn.study.runner.measure_rate_scales", counted)
+    monkeypatch.setattr("tune_unlearn.study.runner.measure_scales", counted)
     run = run_study(config, progress=False)
     scales = run.study.user_attrs["rate_scales"]
     assert len(calls) == 1 and set(scales) == {"forget_gradient", "retain_gradient"}
@@ -90,7 +91,7 @@ def test_scales_given_in_the_study_file_are_used_as_given(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("measured although the study file gives the scales")
 
-    monkeypatch.setattr("tune_unlearn.study.runner.measure_rate_scales", refuse)
+    monkeypatch.setattr("tune_unlearn.study.runner.measure_scales", refuse)
     method = {
         "name": "graddiff",
         "fixed": {"steps": 2, "batch_size": 16},
@@ -109,3 +110,73 @@ def test_a_scale_on_an_integer_or_stepped_range_is_refused_at_its_path(tmp_path:
     raw["method"]["search"] = {"ascent_lr": {"type": "float", "low": 1e-3, "high": 1e-2, "scale": "gradient"}}
     with pytest.raises(ConfigError, match=r"method\.search\.ascent_lr\.scale"):
         parse_study(raw)
+
+
+def _task_drops(experiment: LoadedStudy, rate: float, positions: torch.Tensor) -> list[float]:
+    """Per task, how far ``PROBE_STEPS`` fine-tuning steps at ``rate`` lower the mean score on the
+    retain rows at ``positions``: scored through the study's evaluation, not the probe's code."""
+    setup = experiment.inputs.setup
+    rows = setup.retain.indices[positions]
+    mask = setup.retain.mask[positions].float()
+
+    def scores(model: torch.nn.Module) -> torch.Tensor:
+        results = evaluate(model, setup.data, rows, setup.tasks, 64)  # type: ignore[arg-type]
+        return (results.correct.float() * mask).sum(dim=0) / mask.sum(dim=0).clamp(min=1.0)
+
+    original = experiment.references.original_model()
+    probed = experiment.references.original_model()
+    Finetune(retain_lr=rate, steps=_rate_scale.PROBE_STEPS, batch_size=_rate_scale.BATCH_SIZE).unlearn(
+        probed, setup, seed=0
+    )
+    return (scores(original) - scores(probed)).tolist()
+
+
+def test_the_retain_probe_is_the_last_rate_every_task_survives_before_the_first_that_fails(
+    tiny_values: LoadedStudy,
+) -> None:
+    setup = tiny_values.inputs.setup
+    retain_scale = _rate_scales(tiny_values)["retain_gradient"]
+    probe = _rate_scale.probe_retain_rate(
+        tiny_values.references.original_model(), setup, retain_scale, seed=0
+    )
+    # brute force over the grid, with the probe's seeded sample of retain rows
+    generator = torch.Generator().manual_seed(0)
+    size = min(_rate_scale.PROBE_SAMPLES, len(setup.retain))
+    positions = torch.randperm(len(setup.retain), generator=generator)[:size]
+    expected = None
+    for ratio in _rate_scale.PROBE_RATIOS:
+        drops = _task_drops(tiny_values, ratio * retain_scale, positions)
+        if max(drops) > _rate_scale.PROBE_TOLERANCE:
+            break
+        expected = ratio * retain_scale
+    assert expected is not None and probe == pytest.approx(expected)
+
+
+def test_a_model_no_probed_rate_keeps_is_refused_with_the_task_that_drops(
+    tiny_values: LoadedStudy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_rate_scale, "PROBE_TOLERANCE", -1.0)  # every rate "drops" a task
+    with pytest.raises(ValueError, match=r"within -1\.0 of the original: at the smallest .* '\w+' drops by"):
+        _rate_scale.probe_retain_rate(
+            tiny_values.references.original_model(), tiny_values.inputs.setup, 1.0, seed=0
+        )
+
+
+def test_a_study_naming_the_retain_probe_measures_it_once_and_searches_below_it(tmp_path: Path) -> None:
+    search = {
+        "ascent_lr": RELATIVE["ascent_lr"],
+        "retain_lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True, "scale": "retain_probe"},
+    }
+    config = tiny_study(
+        tmp_path, method={"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}, "search": search}
+    )
+    run = run_study(config, n_trials=2, progress=False)
+    scales = run.study.user_attrs["rate_scales"]
+    assert set(scales) == {"forget_gradient", "retain_gradient", "retain_probe"}
+    ratios = [scales["retain_probe"] / scales["retain_gradient"] / r for r in _rate_scale.PROBE_RATIOS]
+    assert any(r == pytest.approx(1.0) for r in ratios)  # a rate of the probe's grid
+    assert all(
+        0.01 * scales["retain_probe"] <= t.params["retain_lr"] <= scales["retain_probe"]
+        for t in run.study.trials
+    )
+    assert json.loads((run.output / "pareto.json").read_text())["rate_scales"] == scales

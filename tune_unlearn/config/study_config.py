@@ -263,6 +263,10 @@ class MethodConfig(Strict):
         """Whether a dimension of ``search`` is relative to a measured scale."""
         return any(dimension.scale is not None for dimension in self.search.values())
 
+    def named_scales(self) -> set[Scale]:
+        """The scales the relative dimensions of ``search`` name."""
+        return {dimension.scale for dimension in self.search.values() if dimension.scale is not None}
+
     def with_rate_scales(self, scales: Mapping[Scale, float]) -> MethodConfig:
         """This section with every relative dimension in absolute units, and the scales."""
         search = {name: dimension.absolute(scales) for name, dimension in self.search.items()}

@@ -18,7 +18,7 @@ from tune_unlearn.methods._l1_sparse import L1Sparse
 from tune_unlearn.methods._npo import NegativePreference
 from tune_unlearn.methods._projected import ProjectedGradDiff
 from tune_unlearn.methods._random_label import RandomLabel
-from tune_unlearn.methods._rate_scale import Scale, measure_rate_scales
+from tune_unlearn.methods._rate_scale import Scale, measure_rate_scales, measure_scales
 from tune_unlearn.methods._salun import SalUn
 from tune_unlearn.methods._scrub import Scrub
 from tune_unlearn.methods._simple import Finetune, GradDiff, GradientAscent
@@ -73,4 +73,5 @@ __all__ = [
     "UnlearningMethod",
     "UnlearningSetup",
     "measure_rate_scales",
+    "measure_scales",
 ]

@@ -12,23 +12,45 @@ other (benchmarks/RESULTS.md, "Why ascent diverges").
 The scale is measured once per study, before the first trial, on the original in eval mode
 (as unlearning runs), as the mean gradient norm over a few seeded forget and retain batches;
 every worker of the study uses the stored value, so all suggest from one space.
+
+A gradient scale sets how far the *weights* move, not how far each task's *output* moves: on
+scenes a retain rate in the middle of the default range moves the depth head's log-depth enough
+to fail its δ < 1.25 test on most pixels (benchmarks/RESULTS.md, "Why the default spaces do not
+transfer to scenes"). The third scale, ``retain_probe``, is measured on the outputs instead: the
+largest retain rate, on a grid of ratios of the retain gradient's scale, at which a few
+retain-only descent steps (fine-tuning's step, bounded as every method's) keep every task's
+score on a seeded retain sample within :data:`PROBE_TOLERANCE` of the original's. A range
+relative to it (``scale: retain_probe``, e.g. ``low: 0.01, high: 1``) stays below the rate at
+which the retain step alone starts to cost a task. It is measured only for a study that names
+it (the probe runs up to ``len(PROBE_RATIOS) × PROBE_STEPS`` steps), and a model on which no
+probed rate keeps every task is refused rather than given a guess.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Literal, get_args
 
 import torch
+from torch import Tensor
 
 from tune_unlearn.methods._base import UnlearningSetup
 from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
+from tune_unlearn.methods._simple import Finetune
 from tune_unlearn.problems import MultiTaskModel
 
-Scale = Literal["forget_gradient", "retain_gradient"]
+Scale = Literal["forget_gradient", "retain_gradient", "retain_probe"]
 SCALES: tuple[Scale, ...] = get_args(Scale)
 #: Batches and samples per batch behind the measured norms.
 BATCHES, BATCH_SIZE = 4, 64
+#: The retain probe: ratios of the retain gradient's scale tried (the default retain range's
+#: half-decades), descent steps at each, the largest drop of a task's mean score it allows,
+#: and the retain samples scored.
+PROBE_RATIOS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+PROBE_STEPS = 10
+PROBE_TOLERANCE = 0.02
+PROBE_SAMPLES = 256
 
 
 @torch.no_grad()
@@ -70,3 +92,64 @@ def measure_rate_scales(model: MultiTaskModel, setup: UnlearningSetup, seed: int
 def describe_scales(scales: Mapping[str, float]) -> str:
     """``forget_gradient 128.8, retain_gradient 59.65``."""
     return ", ".join(f"{name} {value:.4g}" for name, value in scales.items())
+
+
+@torch.no_grad()
+def _task_scores(model: MultiTaskModel, setup: UnlearningSetup, positions: Tensor) -> Tensor:
+    """``[T]``: each task's mean score over the retain samples at ``positions`` that label it."""
+    batch = setup.batch(setup.retain, positions)
+    outputs = model(batch.inputs)
+    columns = [
+        task.per_sample_correct(outputs[task.name], batch.labels[task.name]).float() for task in setup.tasks
+    ]
+    correct, mask = torch.stack(columns, dim=1), batch.mask.float()
+    return (correct * mask).sum(dim=0) / mask.sum(dim=0).clamp(min=1.0)
+
+
+def probe_retain_rate(
+    model: MultiTaskModel, setup: UnlearningSetup, retain_scale: float, seed: int = 0
+) -> float:
+    """The ``retain_probe`` scale. The rates ``PROBE_RATIOS × retain_scale`` are tried from the
+    smallest up: each runs :data:`PROBE_STEPS` steps of retain-only descent (``finetune`` at that
+    rate, on a fresh copy of ``model``) and passes when every task's mean score on a seeded retain
+    sample ends no more than :data:`PROBE_TOLERANCE` below ``model``'s. The scale is the last rate
+    that passes before the first that fails (a larger rate moves the outputs further). Raises
+    ``ValueError`` when the smallest already fails."""
+    was_training = model.training
+    model.eval()
+    device = setup.data.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    size = min(PROBE_SAMPLES, len(setup.retain))
+    positions = torch.randperm(len(setup.retain), generator=generator, device=device)[:size]
+    before = _task_scores(model, setup, positions)
+    safe: float | None = None
+    worst: dict[float, tuple[str, float]] = {}
+    for ratio in PROBE_RATIOS:
+        probed = copy.deepcopy(model)
+        rate = ratio * retain_scale
+        Finetune(retain_lr=rate, steps=PROBE_STEPS, batch_size=BATCH_SIZE).unlearn(probed, setup, seed=seed)
+        drop = before - _task_scores(probed, setup, positions)
+        column = int(drop.argmax())
+        worst[ratio] = (setup.tasks[column].name, float(drop[column]))
+        if worst[ratio][1] > PROBE_TOLERANCE:
+            break
+        safe = rate
+    model.train(was_training)
+    if safe is None:
+        task, drop_first = worst[PROBE_RATIOS[0]]
+        raise ValueError(
+            f"no probed retain rate keeps every task within {PROBE_TOLERANCE} of the original: at the "
+            f"smallest ({PROBE_RATIOS[0]:g} × the retain gradient's scale, {PROBE_STEPS} steps) "
+            f"'{task}' drops by {drop_first:.3f}; give the retain rate's range in absolute units"
+        )
+    return safe
+
+
+def measure_scales(
+    model: MultiTaskModel, setup: UnlearningSetup, names: set[Scale], seed: int = 0
+) -> dict[Scale, float]:
+    """The two gradient scales, and ``retain_probe`` when ``names`` holds it (it costs steps)."""
+    scales = measure_rate_scales(model, setup, seed)
+    if "retain_probe" in names:
+        scales["retain_probe"] = probe_retain_rate(model, setup, scales["retain_gradient"], seed)
+    return scales

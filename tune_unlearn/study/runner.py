@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from tune_unlearn.config.study_config import StudyConfig, with_rate_scales
 from tune_unlearn.errors import UsageError, reading_input
-from tune_unlearn.methods import DivergenceError, UnlearningMethod, measure_rate_scales
+from tune_unlearn.methods import DivergenceError, UnlearningMethod, measure_scales
 from tune_unlearn.report import study_record
 from tune_unlearn.report.outputs import check_writable
 from tune_unlearn.report.study_record import StudyRecord
@@ -214,8 +214,10 @@ def _resolve_rate_scales(
     if not section.scaled():
         return inputs
     scales = section.rate_scales or StudyRecord.of(study).rate_scales
-    if not scales:
-        scales = measure_rate_scales(references.original_model(), inputs.setup, inputs.config.problem.seed)
+    if not scales or not section.named_scales() <= scales.keys():
+        scales = measure_scales(
+            references.original_model(), inputs.setup, section.named_scales(), inputs.config.problem.seed
+        )
         study.set_user_attr(study_record.RATE_SCALES, scales)
     return replace(inputs, config=with_rate_scales(inputs.config, scales))
 
