@@ -402,6 +402,11 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=Path, default=None, help="print the tables of an earlier --json")
     args = parser.parse_args()
+    if not args.rows and args.first_seed >= args.seeds:
+        # --seeds is where the range ends, not how many: an empty range would judge nothing
+        parser.error(
+            f"--first-seed {args.first_seed} must be below --seeds {args.seeds}: seeds first-seed … seeds − 1"
+        )
     torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
     if args.probe_rule:
@@ -465,7 +470,12 @@ def main() -> None:
                         "verdict": report.verdict,
                         "failed": failed,
                         # why each check failed (its worst task, estimate, interval and band)
-                        "messages": {r.name: r.message for r in report.results if r.name in failed},
+                        # and every attack check's (the attacked scores of a plant that passes)
+                        "messages": {
+                            r.name: r.message
+                            for r in report.results
+                            if r.name in failed or r.name.startswith("attack/")
+                        },
                         "failed_without_attack_band": failed + unbanded,
                     }
                 )
