@@ -180,3 +180,21 @@ def test_a_study_naming_the_retain_probe_measures_it_once_and_searches_below_it(
         for t in run.study.trials
     )
     assert json.loads((run.output / "pareto.json").read_text())["rate_scales"] == scales
+
+
+def test_scales_the_study_file_gives_keep_their_values_when_the_probe_is_measured_beside_them(
+    tmp_path: Path,
+) -> None:
+    given = {"forget_gradient": 100.0, "retain_gradient": 50.0}
+    method = {
+        "name": "graddiff",
+        "fixed": {"steps": 2, "batch_size": 16},
+        "search": {
+            "ascent_lr": RELATIVE["ascent_lr"],
+            "retain_lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True, "scale": "retain_probe"},
+        },
+        "rate_scales": given,
+    }
+    run = run_study(tiny_study(tmp_path, method=method, n_trials=1), progress=False)
+    scales = run.study.user_attrs["rate_scales"]
+    assert {k: scales[k] for k in given} == given and scales["retain_probe"] > 0

@@ -261,7 +261,7 @@ class MethodConfig(Strict):
 
     def scaled(self) -> bool:
         """Whether a dimension of ``search`` is relative to a measured scale."""
-        return any(dimension.scale is not None for dimension in self.search.values())
+        return bool(self.named_scales())
 
     def named_scales(self) -> set[Scale]:
         """The scales the relative dimensions of ``search`` name."""
@@ -294,11 +294,11 @@ class MethodConfig(Strict):
 
 def with_rate_scales(config: StudyConfig, scales: Mapping[Scale, float] | None) -> StudyConfig:
     """``config`` with its relative search dimensions in absolute units, given the ``scales``
-    (the study file's own ``rate_scales`` first); unchanged when nothing is relative or no
-    scale is known yet."""
+    (where the study file's own ``rate_scales`` give one, theirs); unchanged when nothing is
+    relative or a scale it names is not known yet."""
     section = config.method
-    scales = section.rate_scales or scales
-    if not section.scaled() or not scales:
+    scales = {**(scales or {}), **section.rate_scales}
+    if not section.scaled() or not section.named_scales() <= scales.keys():
         return config
     return config.model_copy(update={"method": section.with_rate_scales(scales)})
 

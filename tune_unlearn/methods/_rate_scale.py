@@ -123,24 +123,22 @@ def probe_retain_rate(
     positions = torch.randperm(len(setup.retain), generator=generator, device=device)[:size]
     before = _task_scores(model, setup, positions)
     safe: float | None = None
-    worst: dict[float, tuple[str, float]] = {}
     for ratio in PROBE_RATIOS:
         probed = copy.deepcopy(model)
         rate = ratio * retain_scale
         Finetune(retain_lr=rate, steps=PROBE_STEPS, batch_size=BATCH_SIZE).unlearn(probed, setup, seed=seed)
         drop = before - _task_scores(probed, setup, positions)
         column = int(drop.argmax())
-        worst[ratio] = (setup.tasks[column].name, float(drop[column]))
-        if worst[ratio][1] > PROBE_TOLERANCE:
+        if float(drop[column]) > PROBE_TOLERANCE:
             break
         safe = rate
     model.train(was_training)
-    if safe is None:
-        task, drop_first = worst[PROBE_RATIOS[0]]
+    if safe is None:  # the loop broke at the smallest rate: its worst task is the one to name
         raise ValueError(
             f"no probed retain rate keeps every task within {PROBE_TOLERANCE} of the original: at the "
             f"smallest ({PROBE_RATIOS[0]:g} × the retain gradient's scale, {PROBE_STEPS} steps) "
-            f"'{task}' drops by {drop_first:.3f}; give the retain rate's range in absolute units"
+            f"'{setup.tasks[column].name}' drops by {float(drop[column]):.3f}; give the retain rate's "
+            "range in absolute units"
         )
     return safe
 

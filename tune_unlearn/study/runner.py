@@ -207,17 +207,20 @@ def _join(
 def _resolve_rate_scales(
     study: optuna.Study, inputs: StudyInputs, references: StudyReferences
 ) -> StudyInputs:
-    """Put a search space written relative to the original's gradient scales in absolute
-    rates: the scales the study file gives, else those the study stored (a worker, a rerun),
-    else measured now, on the original, and stored, so every process searches one space."""
+    """Put a search space written relative to the original's scales in absolute rates: the
+    scales the study file gives, else those the study stored (a worker, a rerun); a named scale
+    neither holds is measured now, on the original, and stored beside them (a given scale keeps
+    its value), so every process searches one space."""
     section = inputs.config.method
-    if not section.scaled():
+    named = section.named_scales()
+    if not named:
         return inputs
-    scales = section.rate_scales or StudyRecord.of(study).rate_scales
-    if not scales or not section.named_scales() <= scales.keys():
-        scales = measure_scales(
-            references.original_model(), inputs.setup, section.named_scales(), inputs.config.problem.seed
+    scales = dict(section.rate_scales or StudyRecord.of(study).rate_scales or {})
+    if not named <= scales.keys():
+        measured = measure_scales(
+            references.original_model(), inputs.setup, named, inputs.config.problem.seed
         )
+        scales = {**measured, **scales}
         study.set_user_attr(study_record.RATE_SCALES, scales)
     return replace(inputs, config=with_rate_scales(inputs.config, scales))
 
