@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 
+from tune_unlearn.cli import main
 from tune_unlearn.config.study_config import ConfigError, parse_study
 from tune_unlearn.methods import Finetune, GradientAscent, _rate_scale
 from tune_unlearn.scoring.evaluation import evaluate
+from tune_unlearn.study.objective import storage_url
 from tune_unlearn.study.runner import run_study
 from tune_unlearn.trial.study_references import LoadedStudy
 
-from ..helpers import tiny_study
+from ..helpers import tiny_study, write_study
 
 RELATIVE = {
     "ascent_lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True, "scale": "forget_gradient"},
@@ -198,3 +201,45 @@ def test_scales_the_study_file_gives_keep_their_values_when_the_probe_is_measure
     run = run_study(tiny_study(tmp_path, method=method, n_trials=1), progress=False)
     scales = run.study.user_attrs["rate_scales"]
     assert {k: scales[k] for k in given} == given and scales["retain_probe"] > 0
+
+
+def test_the_default_retain_range_is_the_three_decades_below_the_probe(tmp_path: Path) -> None:
+    """Where the probe passes its whole grid (the tiny digits model) the default retain range is
+    the gradient-relative one it replaced, ``[1e-5, 1e-2] × s_retain``; on every model it ends at
+    the probed rate."""
+    config = tiny_study(tmp_path, method={"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}})
+    assert config.method.search["retain_lr"].scale == "retain_probe"
+    run = run_study(config, n_trials=1, progress=False)
+    scales = run.study.user_attrs["rate_scales"]
+    space = json.loads((run.output / "pareto.json").read_text())["search"]["retain_lr"]
+    assert space["high"] == pytest.approx(scales["retain_probe"])
+    assert space["low"] == pytest.approx(1e-3 * scales["retain_probe"])
+    if scales["retain_probe"] == pytest.approx(_rate_scale.PROBE_RATIOS[-1] * scales["retain_gradient"]):
+        assert space["low"] == pytest.approx(1e-5 * scales["retain_gradient"])
+
+
+def test_a_study_resumed_on_a_default_space_that_moved_is_refused_naming_the_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A study drawn from a method's default space, resumed after the package resolves that
+    space differently (here: the stored space is the gradient-relative retain range an earlier
+    package used, four times wider at the bottom), would mix two spaces under one name: exit 2,
+    the dimension named with both ranges, no trial added. Writing the old space out resumes."""
+    method = {"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}}
+    config = tiny_study(tmp_path, method=method, n_trials=1)
+    first = run_study(config, progress=False)
+    stored = first.study.user_attrs["study_file"]
+    old = dict(
+        stored["method"]["search"]["retain_lr"], low=stored["method"]["search"]["retain_lr"]["low"] / 4
+    )
+    stored["method"]["search"]["retain_lr"] = old
+    first.study.set_user_attr("study_file", stored)
+    path = write_study(tmp_path, config)
+    assert main([str(path), "--add-trials", "1"]) == 2
+    message = capsys.readouterr().err
+    assert "default space" in message and "retain_lr: was [" in message and "method.search" in message
+    study = optuna.load_study(study_name="tiny", storage=storage_url(config))
+    assert len(study.trials) == 1
+    written_out = {**method, "search": {**stored["method"]["search"], "retain_lr": old}}
+    resumed = run_study(tiny_study(tmp_path, method=written_out), add_trials=1, progress=False)
+    assert len(resumed.study.trials) == 2

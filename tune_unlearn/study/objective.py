@@ -18,8 +18,10 @@ from tune_unlearn.config.study_config import SamplerConfig, SearchParam, StudyCo
 from tune_unlearn.errors import UsageError
 from tune_unlearn.methods import DivergenceError, StepMonitor
 from tune_unlearn.problems import MultiTaskModel
+from tune_unlearn.report import study_record
 from tune_unlearn.report import trial_record as record
 from tune_unlearn.report.pareto import finite, objective_directions
+from tune_unlearn.report.study_record import StudyRecord
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.scoring.metrics import METRICS
 from tune_unlearn.study.optuna_adapter import set_dashboard_constraints
@@ -198,6 +200,40 @@ def refuse_old_metrics(study: optuna.Study) -> None:
                 "OrthoGrad's score (now `impact_score`) and `param_shift` the parameter shift (now "
                 "`uis`); its values cannot mix with new trials: use a new study name or storage"
             )
+
+
+def refuse_changed_default_space(study: optuna.Study, config: StudyConfig) -> None:
+    """A study file that searches its method's *default* space means whatever space the package
+    defines; if that space resolves differently from the one the study's trials were drawn from
+    (a newer package moved a default range, as ``retain_lr``'s moved onto the retain probe),
+    resuming would mix two spaces under one name. Refuse, naming each dimension that changed;
+    a file that writes its space out means what it says and is not checked."""
+    stored = StudyRecord.of(study).study_file
+    if not stored or not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return
+    before = dict(stored.get("method", {}).get("search", {}))
+    now = config.model_dump(mode="json")["method"]["search"]
+    changed = [
+        f"{name}: was {_span(before.get(name))}, now {_span(now.get(name))}"
+        for name in sorted(set(before) | set(now))
+        if before.get(name) != now.get(name)
+    ]
+    if changed:
+        raise ValueError(
+            f"study {study.study_name!r} was drawn from {config.method.name}'s default space as "
+            f"tune_unlearn {study.user_attrs.get(study_record.PACKAGE_VERSION, '< 0.2')} "
+            f"resolved it, and that space has changed: {'; '.join(changed)}. To resume it, write "
+            "the old space out in method.search; otherwise use a new study name or storage"
+        )
+
+
+def _span(dimension: Mapping[str, Any] | None) -> str:
+    if dimension is None:
+        return "not searched"
+    if dimension.get("choices") is not None:
+        return f"one of {dimension['choices']}"
+    span = f"[{dimension.get('low'):.4g}, {dimension.get('high'):.4g}]"
+    return span + (" log" if dimension.get("log") else "")
 
 
 class QuietDivergence(logging.Filter):

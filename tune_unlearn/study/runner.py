@@ -55,6 +55,7 @@ from tune_unlearn.study.objective import (
     create_or_load,
     make_sampler,
     open_storage,
+    refuse_changed_default_space,
     storage_url,
 )
 from tune_unlearn.study.optuna_adapter import fail_if_running, trial_log_name
@@ -210,19 +211,24 @@ def _resolve_rate_scales(
     """Put a search space written relative to the original's scales in absolute rates: the
     scales the study file gives, else those the study stored (a worker, a rerun); a named scale
     neither holds is measured now, on the original, and stored beside them (a given scale keeps
-    its value), so every process searches one space."""
+    its value), so every process searches one space. A study resumed on a default space that
+    no longer resolves as its trials' did is refused (exit 2) before anything is stored."""
     section = inputs.config.method
     named = section.named_scales()
-    if not named:
-        return inputs
     scales = dict(section.rate_scales or StudyRecord.of(study).rate_scales or {})
-    if not named <= scales.keys():
+    known = named <= scales.keys()
+    if not known:
         measured = measure_scales(
             references.original_model(), inputs.setup, named, inputs.config.problem.seed
         )
         scales = {**measured, **scales}
+    resolved = replace(inputs, config=with_rate_scales(inputs.config, scales)) if named else inputs
+    if section.is_default_search():
+        with reading_input():
+            refuse_changed_default_space(study, resolved.config)
+    if not known:
         study.set_user_attr(study_record.RATE_SCALES, scales)
-    return replace(inputs, config=with_rate_scales(inputs.config, scales))
+    return resolved
 
 
 def _budget(study: optuna.Study, config: StudyConfig, n_trials: int | None, add_trials: int | None) -> int:
