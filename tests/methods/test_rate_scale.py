@@ -203,31 +203,18 @@ def test_scales_the_study_file_gives_keep_their_values_when_the_probe_is_measure
     assert {k: scales[k] for k in given} == given and scales["retain_probe"] > 0
 
 
-def test_the_default_retain_range_is_the_three_decades_below_the_probe(tmp_path: Path) -> None:
-    """Where the probe passes its whole grid (the tiny digits model) the default retain range is
-    the gradient-relative one it replaced, ``[1e-5, 1e-2] × s_retain``; on every model it ends at
-    the probed rate."""
-    config = tiny_study(tmp_path, method={"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}})
-    assert config.method.search["retain_lr"].scale == "retain_probe"
-    run = run_study(config, n_trials=1, progress=False)
-    scales = run.study.user_attrs["rate_scales"]
-    space = json.loads((run.output / "pareto.json").read_text())["search"]["retain_lr"]
-    assert space["high"] == pytest.approx(scales["retain_probe"])
-    assert space["low"] == pytest.approx(1e-3 * scales["retain_probe"])
-    if scales["retain_probe"] == pytest.approx(_rate_scale.PROBE_RATIOS[-1] * scales["retain_gradient"]):
-        assert space["low"] == pytest.approx(1e-5 * scales["retain_gradient"])
-
-
 def test_a_study_resumed_on_a_default_space_that_moved_is_refused_naming_the_change(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A study drawn from a method's default space, resumed after the package resolves that
-    space differently (here: the stored space is the gradient-relative retain range an earlier
-    package used, four times wider at the bottom), would mix two spaces under one name: exit 2,
+    space differently (here: the stored space's retain range reaches four times lower, as if an
+    earlier package had drawn from a wider default), would mix two spaces under one name: exit 2,
     the dimension named with both ranges, no trial added. Writing the old space out resumes."""
     method = {"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}}
     config = tiny_study(tmp_path, method=method, n_trials=1)
-    first = run_study(config, progress=False)
+    run_study(config, progress=False)
+    first = run_study(config, add_trials=1, progress=False)  # the same default space: resumes
+    assert len(first.study.trials) == 2
     stored = first.study.user_attrs["study_file"]
     old = dict(
         stored["method"]["search"]["retain_lr"], low=stored["method"]["search"]["retain_lr"]["low"] / 4
@@ -239,7 +226,7 @@ def test_a_study_resumed_on_a_default_space_that_moved_is_refused_naming_the_cha
     message = capsys.readouterr().err
     assert "default space" in message and "retain_lr: was [" in message and "method.search" in message
     study = optuna.load_study(study_name="tiny", storage=storage_url(config))
-    assert len(study.trials) == 1
+    assert len(study.trials) == 2
     written_out = {**method, "search": {**stored["method"]["search"], "retain_lr": old}}
     resumed = run_study(tiny_study(tmp_path, method=written_out), add_trials=1, progress=False)
-    assert len(resumed.study.trials) == 2
+    assert len(resumed.study.trials) == 3

@@ -119,17 +119,6 @@ DESCENT_RATES: Mapping[str, object] = MappingProxyType(
 ASCENT_RATES: Mapping[str, object] = MappingProxyType(
     {"low": 1e-6, "high": 1e-3, "log": True, "scale": "forget_gradient"}
 )
-#: The default search range of every rate that descends the retain loss alone (``retain_lr``,
-#: ``l1_sparse``'s ``lr``): the three decades below the retain rate at which the outputs start
-#: to pay for the retain step (``retain_probe``, ``methods/_rate_scale.py``). Where the probe
-#: passes its whole grid (digits: 1e-2 × the retain gradient's scale) this is
-#: :data:`DESCENT_RATES` exactly; on scenes, whose kept depth task a retain rate in the middle
-#: of that range breaks, it sits three decades lower (benchmarks/RESULTS.md, "Why the default
-#: spaces do not transfer to scenes"). The loss methods' ``lr`` keeps :data:`DESCENT_RATES`:
-#: it descends a forget term too, which the probe does not measure.
-RETAIN_RATES: Mapping[str, object] = MappingProxyType(
-    {"low": 1e-3, "high": 1.0, "log": True, "scale": "retain_probe"}
-)
 
 
 @dataclass(kw_only=True)

@@ -9,7 +9,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from tune_unlearn.hyperparameters import hyperparameter
-from tune_unlearn.methods._base import RETAIN_RATES, LossMethod
+from tune_unlearn.methods._base import DESCENT_RATES, LossMethod
 from tune_unlearn.methods._gradients import StepGradients
 
 
@@ -25,7 +25,7 @@ class L1Sparse(LossMethod):
         gt=0.0,
         doc="learning rate of the retain descent",
         rate=True,
-        search=RETAIN_RATES,
+        search=DESCENT_RATES,
     )
     l1_weight: float = hyperparameter(
         1e-4,

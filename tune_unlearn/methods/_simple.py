@@ -8,7 +8,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from tune_unlearn.hyperparameters import hyperparameter
-from tune_unlearn.methods._base import ASCENT_RATES, RETAIN_RATES, UnlearningMethod
+from tune_unlearn.methods._base import ASCENT_RATES, DESCENT_RATES, UnlearningMethod
 from tune_unlearn.methods._gradients import StepGradients
 
 
@@ -21,7 +21,7 @@ class Finetune(UnlearningMethod):
         ge=0.0,
         doc="η_r, the retain descent rate",
         rate=True,
-        search=RETAIN_RATES,
+        search=DESCENT_RATES,
     )
 
     name: ClassVar[str] = "finetune"
@@ -66,7 +66,7 @@ class GradDiff(UnlearningMethod):
         ge=0.0,
         doc="η_r, the retain descent rate",
         rate=True,
-        search=RETAIN_RATES,
+        search=DESCENT_RATES,
     )
 
     name: ClassVar[str] = "graddiff"
