@@ -15,6 +15,7 @@ and the recommended trial's UIS, recovery and whether it is within the margin.
 
     python benchmarks/robustness_fronts.py --problem digits --trials 30 --seeds 0 1 2 --threads 1
     python benchmarks/robustness_fronts.py --problem shapes --samples 4000 --trials 16 --seeds 0 1
+    python benchmarks/robustness_fronts.py --problem scenes --samples 600 --trials 12 --seeds 0 1
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from _quickstart import quickstart_search
 from _shapes_study import shapes_study
 from optuna.trial import FrozenTrial
@@ -46,6 +48,13 @@ ARMS = ("without", "objective", "constraint")
 def base_study(problem: str, samples: int, trials: int, cache: Path) -> dict[str, Any]:
     if problem == "digits":
         raw = quickstart_search()
+    elif problem == "scenes":
+        # studies/scenes_partial.yaml as written (interference_aware on its default space; the
+        # segmentation labels of every scene with a ball) at ``samples`` renders, without its
+        # budget_hours, and with the quickstart's constraint.
+        raw = yaml.safe_load((ROOT / "studies" / "scenes_partial.yaml").read_text())
+        raw["problem"] = {"name": "scenes", "params": {"num_samples": samples}, "seed": 0}
+        raw["constraints"] = ["forget_efficacy >= 0.9"]
     else:
         raw = shapes_study(
             samples,
@@ -121,8 +130,8 @@ def measure_arm(raw: dict[str, Any], arm: str, seed: int, out: Path) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--problem", choices=["digits", "shapes"], default="digits")
-    parser.add_argument("--samples", type=int, default=4000, help="shapes only")
+    parser.add_argument("--problem", choices=["digits", "shapes", "scenes"], default="digits")
+    parser.add_argument("--samples", type=int, default=4000, help="shapes and scenes")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)

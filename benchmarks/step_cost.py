@@ -2,7 +2,7 @@
 ``torch.func.vmap`` relative to a Python loop (batch 64), measured in one run.
 
     python benchmarks/step_cost.py [--problem digits|shapes|scenes] [--samples 3000] [--steps 30]
-        [--repeats 3] [--memory-batches 8 16 32 64]
+        [--repeats 3] [--memory-batches 8 16 32 64] [--memory-only]
 
 Every method runs the same number of steps on the same setup; the figure is the median over
 repeats of its unlearning seconds divided by GradDiff's. Targets (issue 7): task and subspace
@@ -142,25 +142,67 @@ def agreement(
 def per_sample_memory(experiment: LoadedStudy, batch_size: int) -> tuple[int, int]:
     """Bytes of the per-sample retain gradients by task (the tensor the projections keep),
     and the peak memory growth of computing them: CUDA's peak allocation on a GPU, else the
-    process's peak resident set (which only grows: call with increasing batch sizes)."""
+    growth of the process's resident peak over its size after a warm-up at batch 1 (the peak
+    reset first where Linux allows; elsewhere the peak only grows, hence one size a process,
+    :func:`memory_in_a_fresh_process`)."""
     import resource
 
     model = experiment.references.original_model()
     setup = experiment.inputs.setup
-    positions = (torch.arange(batch_size) % len(setup.retain)).to(setup.retain.indices.device)
-    batch = setup.batch(setup.retain, positions)
-    grads = StepGradients(ParameterLayout(model), setup.tasks, setup.target, None, batch)
+    layout = ParameterLayout(model)
+
+    def per_sample(size: int) -> torch.Tensor:
+        positions = (torch.arange(size) % len(setup.retain)).to(setup.retain.indices.device)
+        batch = setup.batch(setup.retain, positions)
+        return StepGradients(layout, setup.tasks, setup.target, None, batch).per_sample_retain_by_task
+
     if experiment.inputs.device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
-        tensor = grads.per_sample_retain_by_task
+        tensor = per_sample(batch_size)
         torch.cuda.synchronize()
         return tensor.numel() * tensor.element_size(), torch.cuda.max_memory_allocated() - start
+    per_sample(1)  # first-call workspaces and the autograd graph's fixed part, not the batch's
+    if _reset_resident_peak():  # Linux: the peak from here on, not loading's (rendering scenes)
+        before = _status_kib("VmRSS")
+        tensor = per_sample(batch_size)
+        return tensor.numel() * tensor.element_size(), (_status_kib("VmHWM") - before) * 1024
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    tensor = grads.per_sample_retain_by_task
+    tensor = per_sample(batch_size)
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # KiB on Linux
     return tensor.numel() * tensor.element_size(), grown
+
+
+def _reset_resident_peak() -> bool:
+    """Set the process's resident peak (``VmHWM``) to its current size (Linux ≥ 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+def memory_in_a_fresh_process(args: argparse.Namespace, cache: str, batch_size: int) -> tuple[int, int]:
+    """:func:`per_sample_memory` at ``batch_size`` in a process of its own (the original from
+    ``cache``), so that no earlier allocation has raised the resident peak already."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, __file__, "--problem", args.problem, "--samples", str(args.samples)]
+    command += ["--threads", str(args.threads), "--cache", cache, "--memory-child", str(batch_size)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    kept, grown = out.strip().splitlines()[-1].split()
+    return int(kept), int(grown)
 
 
 def profile(experiment: LoadedStudy, variant: str, steps: int, rows: int = 18) -> None:
@@ -193,13 +235,28 @@ def main() -> None:
         metavar="METHOD",
         help="instead: where METHOD's steps spend their time (cProfile, a warm-up run first)",
     )
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the per-sample gradients' memory at each --memory-batches size",
+    )
+    parser.add_argument("--cache", help=argparse.SUPPRESS)  # a memory child's: the parent's original
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.memory_child:
+        child = experiment_for(args.problem, args.samples, args.cache)
+        kept, grown = per_sample_memory(child, args.memory_child)
+        print(kept, grown)
+        return
     with tempfile.TemporaryDirectory() as cache:
         experiment = experiment_for(args.problem, args.samples, cache)
         if args.profile:
             profile(experiment, args.profile, args.steps)
+            return
+        if args.memory_only:
+            print_memory(args, experiment, cache)
             return
         tasks = len(experiment.inputs.task_names)
         # Repeats interleave the methods, so that a slow spell of a shared machine hits all.
@@ -241,12 +298,21 @@ def main() -> None:
             f"loop / batched {loop / batched:.1f}×, "
             f"vmap / batched {vmap / batched:.2f}×"
         )
-        for size in sorted(args.memory_batches):
+        print_memory(args, experiment, cache)
+
+
+def print_memory(args: argparse.Namespace, experiment: LoadedStudy, cache: str) -> None:
+    """Per batch size: the per-sample retain gradients kept, and the peak growth of computing
+    them (a fresh process per size on a CPU, where only the resident peak is measurable)."""
+    for size in sorted(args.memory_batches):
+        if experiment.inputs.device.type == "cuda":
             kept, peak = per_sample_memory(experiment, size)
-            print(
-                f"per-sample retain gradients by task, batch {size}: {kept / 2**20:.1f} MiB kept, "
-                f"peak growth {peak / 2**20:.1f} MiB"
-            )
+        else:
+            kept, peak = memory_in_a_fresh_process(args, cache, size)
+        print(
+            f"per-sample retain gradients by task, batch {size}: {kept / 2**20:.1f} MiB kept, "
+            f"peak growth {peak / 2**20:.1f} MiB"
+        )
 
 
 if __name__ == "__main__":
