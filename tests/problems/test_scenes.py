@@ -26,9 +26,6 @@ from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 
 from ..methods.helpers import step_gradients
 
-# One worker runs this file's tests (pytest-xdist): they share a trained scenes model (module fixtures).
-pytestmark = pytest.mark.xdist_group("test_scenes")
-
 TINY: dict[str, Any] = {"num_samples": 120, "image_size": 8, "channels": 2, "epochs": 1, "batch_size": 16}
 
 

@@ -21,9 +21,6 @@ from tune_unlearn.validation._attacks import quantization_checks, relearning_che
 
 from ..helpers import tiny_study
 
-# One worker runs this file's tests (pytest-xdist): they share calibrated attack models (module fixtures).
-pytestmark = pytest.mark.xdist_group("test_attacks")
-
 PARAMS = {"ascent_lr": 0.004, "retain_lr": 0.05}
 
 

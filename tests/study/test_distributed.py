@@ -22,9 +22,6 @@ from tune_unlearn.study.objective import open_storage
 
 from ..helpers import POSTGRES, REDIS, postgres_admin, redis_client, tiny_study
 
-# One worker runs this file's tests in turn: they share the tests' Redis database.
-pytestmark = pytest.mark.xdist_group("test_distributed")
-
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:

@@ -19,9 +19,6 @@ from tune_unlearn.trial.study_references import load_study_values
 
 from ..helpers import tiny_study
 
-# One worker runs this file's tests (pytest-xdist): they share a finished study (module fixtures).
-pytestmark = pytest.mark.xdist_group("test_finalize")
-
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory, session_tmp: Path) -> tuple[Path, optuna.Study]:

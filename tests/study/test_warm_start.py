@@ -14,9 +14,6 @@ from tune_unlearn.study.warm_start import WARM_START_ATTR
 
 from ..helpers import tiny_study, write_study
 
-# One worker runs this file's tests (pytest-xdist): they share an earlier study (module fixtures).
-pytestmark = pytest.mark.xdist_group("test_warm_start")
-
 
 @pytest.fixture(scope="module")
 def earlier(tmp_path_factory: pytest.TempPathFactory, session_tmp: Path) -> tuple[str, list[dict]]:

@@ -22,9 +22,6 @@ from tune_unlearn.tracking.runs import TrackingUnavailable
 
 from ..helpers import POSTGRES, free_port, postgres_admin, start_mlflow_server, tiny_study
 
-# One worker runs this file's tests (pytest-xdist): they share a tracking server (module fixtures).
-pytestmark = pytest.mark.xdist_group("test_tracking")
-
 # One trial each that diverges (fails), collapses (pruned by the guard), and completes.
 MIXED = {
     "name": "gradient_ascent",

@@ -16,9 +16,6 @@ from tune_unlearn.study_file import load_study
 from tune_unlearn.trial.study_references import load_study_values
 from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
 
-# One worker runs this file's tests (pytest-xdist): they share gated models (module fixtures).
-pytestmark = pytest.mark.xdist_group("test_gate")
-
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "validators" / "release.yaml"
 

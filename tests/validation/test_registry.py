@@ -11,9 +11,6 @@ from tune_unlearn.cli import main
 
 from .test_gate import RELEASE, local_copy, reference
 
-# One worker runs this file's tests (pytest-xdist): they share a registered model (module fixtures).
-pytestmark = pytest.mark.xdist_group("test_registry")
-
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -17,9 +17,6 @@ from tune_unlearn.validation._suite import ForgetQualitySpec
 
 from ..helpers import tiny_study
 
-# One worker runs this file's tests (pytest-xdist): they share judged studies (module fixtures).
-pytestmark = pytest.mark.xdist_group("test_rules")
-
 
 def test_the_forget_gap_is_judged_per_task_not_averaged() -> None:
     """+0.5 on one target task and −0.5 on another averaged to 0 and passed before."""
