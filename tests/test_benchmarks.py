@@ -112,6 +112,10 @@ TINY = {
         ["--samples", "400", "--trials", "1"],
         ["shapes 400 samples; retrain reference:", "the retrain's own retained utility"],
     ),
+    "ascent_window.py": (
+        ["--problems", "digits", "--ratios", "1e-4", "--threads", "1"],
+        ["digits (60 steps, batch 32): s_forget", "ascent 1e-04 × s_forget:", "first rate that forgets:"],
+    ),
     "paper_claims.py": (
         [
             *("--problem", "digits", "--modes", "partial", "--methods", "graddiff"),
