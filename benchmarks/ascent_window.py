@@ -27,8 +27,7 @@ import torch
 from paper_claims import setting
 
 from tune_unlearn.config.study_config import parse_study
-from tune_unlearn.methods import DivergenceError
-from tune_unlearn.methods._rate_scale import measure_rate_scales
+from tune_unlearn.methods import DivergenceError, measure_rate_scales
 from tune_unlearn.trial import configuration_run
 from tune_unlearn.trial.guard import CollapseDetected, study_guard
 from tune_unlearn.trial.study_references import load_study_values

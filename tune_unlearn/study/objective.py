@@ -205,9 +205,9 @@ def refuse_old_metrics(study: optuna.Study) -> None:
 def refuse_changed_default_space(study: optuna.Study, config: StudyConfig) -> None:
     """A study file that searches its method's *default* space means whatever space the package
     defines; if that space resolves differently from the one the study's trials were drawn from
-    (a newer package moved a default range),
-    resuming would mix two spaces under one name. Refuse, naming each dimension that changed;
-    a file that writes its space out means what it says and is not checked."""
+    (a newer package moved a default range), resuming would mix two spaces under one name.
+    Refuse, naming each dimension that changed; a file that writes its space out means what it
+    says and is not checked."""
     stored = StudyRecord.of(study).study_file
     if not stored or not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         return

@@ -209,20 +209,21 @@ def _resolve_rate_scales(
     study: optuna.Study, inputs: StudyInputs, references: StudyReferences
 ) -> StudyInputs:
     """Put a search space written relative to the original's scales in absolute rates: the
-    scales the study file gives, else those the study stored (a worker, a rerun); a named scale
-    neither holds is measured now, on the original, and stored beside them (a given scale keeps
-    its value), so every process searches one space. A study resumed on a default space that
-    no longer resolves as its trials' did is refused (exit 2) before anything is stored."""
+    scales the study file gives, and those the study stored (a worker, a rerun) for the rest; a
+    named scale neither holds is measured now, on the original, and stored beside them (a given
+    scale keeps its value), so every process searches one space and measures nothing twice. A
+    study resumed on a default space that no longer resolves as its trials' did is refused
+    (exit 2) before anything is stored."""
     section = inputs.config.method
     named = section.named_scales()
-    scales = dict(section.rate_scales or StudyRecord.of(study).rate_scales or {})
+    scales = {**(StudyRecord.of(study).rate_scales or {}), **(section.rate_scales or {})}
     known = named <= scales.keys()
     if not known:
         measured = measure_scales(
             references.original_model(), inputs.setup, named, inputs.config.problem.seed
         )
         scales = {**measured, **scales}
-    resolved = replace(inputs, config=with_rate_scales(inputs.config, scales)) if named else inputs
+    resolved = replace(inputs, config=with_rate_scales(inputs.config, scales))
     if section.is_default_search():
         with reading_input():
             refuse_changed_default_space(study, resolved.config)
