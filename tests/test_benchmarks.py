@@ -116,6 +116,10 @@ TINY = {
         ["--problems", "digits", "--ratios", "1e-4", "--threads", "1"],
         ["digits (60 steps, batch 32): s_forget", "ascent 1e-04 × s_forget:", "first rate that forgets:"],
     ),
+    "rerun_vs_retrain.py": (
+        ["--problem", "digits", "--params", '{"ascent_lr": 0.01, "retain_lr": 0.05}', "--repeats", "1"],
+        ["rate scales: forget_gradient", "metrics: forget_efficacy", "unlearning / retrain"],
+    ),
     "paper_claims.py": (
         [
             *("--problem", "digits", "--modes", "partial", "--methods", "graddiff"),
