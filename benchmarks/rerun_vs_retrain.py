@@ -57,7 +57,7 @@ def main() -> None:
         inputs, references = load_study_values(parse_study(raw))
         scales = measure_scales(
             references.original_model(), inputs.setup, {"retain_probe"}, inputs.config.problem.seed
-        )
+        ).scales
         print("rate scales:", ", ".join(f"{name} {value!r}" for name, value in scales.items()))
         seconds, metrics = [], {}
         for _ in range(args.repeats):

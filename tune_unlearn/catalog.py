@@ -23,6 +23,7 @@ SCALE_WORDS = {
     "forget_gradient": "the original's forget_gradient scale ‖θ‖/‖g‖",
     "retain_gradient": "the original's retain_gradient scale ‖θ‖/‖g‖",
     "retain_probe": "the retain_probe scale (the largest probed retain rate every task survives)",
+    "ascent_probe": "the ascent_probe scale (the largest probed ascent rate the collapse guard lets finish)",
 }
 
 

@@ -16,7 +16,7 @@ from tune_unlearn.methods import Finetune, GradientAscent, _rate_scale
 from tune_unlearn.scoring.evaluation import evaluate
 from tune_unlearn.study.objective import storage_url
 from tune_unlearn.study.runner import run_study
-from tune_unlearn.trial.study_references import LoadedStudy
+from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 
 from ..helpers import tiny_study, write_study
 
@@ -230,3 +230,99 @@ def test_a_study_resumed_on_a_default_space_that_moved_is_refused_naming_the_cha
     written_out = {**method, "search": {**stored["method"]["search"], "retain_lr": old}}
     resumed = run_study(tiny_study(tmp_path, method=written_out), add_trials=1, progress=False)
     assert len(resumed.study.trials) == 3
+
+
+#: A grid on which the tiny model's plain ascent collapses at the top (at step 10, and, at 3e-3,
+#: only after the last step) and survives below, under a strict floor and a loose step bound.
+_ASCENT_GRID = (1e-2, 3e-3, 1e-3, 3e-4)
+
+
+def _ascent_budget(experiment: LoadedStudy) -> _rate_scale.AscentProbeBudget:
+    from dataclasses import replace
+
+    from tune_unlearn.trial.guard import ascent_probe_budget
+
+    budget = ascent_probe_budget(experiment.inputs, experiment.references)
+    return replace(budget, steps=20, every=5, floor=0.9, max_step=0.05)
+
+
+def test_the_ascent_probe_is_the_largest_grid_rate_whose_plain_ascent_passes_every_guard_check(
+    tiny_values: LoadedStudy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_rate_scale, "ASCENT_PROBE_RATIOS", _ASCENT_GRID)
+    setup = tiny_values.inputs.setup
+    budget = _ascent_budget(tiny_values)
+    forget_scale = _rate_scales(tiny_values)["forget_gradient"]
+    measured = _rate_scale.ScaleMeasurement()
+    probe = _rate_scale.probe_ascent_rate(
+        tiny_values.references.original_model(), setup, forget_scale, budget, seed=0, spent=measured
+    )
+    # brute force: a run of k steps is the first k steps of a longer one (same seed, same
+    # batches), so each check is a fresh run to that step, scored by the guard's test
+    expected, spent = None, 0
+    for ratio in _ASCENT_GRID:
+        rate = ratio * forget_scale
+        failed_at = None
+        for steps in range(budget.every, budget.steps + 1, budget.every):
+            model = tiny_values.references.original_model()
+            GradientAscent(ascent_lr=rate, steps=steps, batch_size=budget.batch_size, max_step=0.05).unlearn(
+                model, setup, seed=0
+            )
+            if budget.utility(model) < budget.floor:
+                failed_at = steps
+                break
+        spent += (failed_at or budget.steps) * budget.batch_size
+        if failed_at is None:
+            expected = rate
+            break
+    assert expected is not None and expected < _ASCENT_GRID[0] * forget_scale  # the grid's top collapsed
+    assert probe == pytest.approx(expected)
+    assert measured.sample_gradients == spent
+
+
+def test_a_model_every_probed_ascent_rate_collapses_is_refused(
+    tiny_values: LoadedStudy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    monkeypatch.setattr(_rate_scale, "ASCENT_PROBE_RATIOS", _ASCENT_GRID)
+    budget = replace(_ascent_budget(tiny_values), floor=2.0)  # no model keeps twice its utility
+    with pytest.raises(
+        ValueError, match=r"collapses the model .* at every probed ascent rate, the smallest 0\.0003"
+    ):
+        _rate_scale.probe_ascent_rate(
+            tiny_values.references.original_model(), tiny_values.inputs.setup, 1.0, budget, seed=0
+        )
+
+
+def test_a_study_naming_the_ascent_probe_searches_relative_to_it_and_counts_what_it_cost(
+    tmp_path: Path,
+) -> None:
+    search = {
+        "ascent_lr": {"type": "float", "low": 0.1, "high": 3.0, "log": True, "scale": "ascent_probe"},
+        "retain_lr": RELATIVE["retain_lr"],
+    }
+    config = tiny_study(
+        tmp_path,
+        method={"name": "graddiff", "fixed": {"steps": 6, "batch_size": 16}, "search": search},
+        n_trials=2,
+    )
+    run = run_study(config, progress=False)
+    scales = run.study.user_attrs["rate_scales"]
+    assert set(scales) == {"forget_gradient", "retain_gradient", "ascent_probe"}
+    ratios = [scales["ascent_probe"] / scales["forget_gradient"] / r for r in _rate_scale.ASCENT_PROBE_RATIOS]
+    assert any(r == pytest.approx(1.0) for r in ratios)  # a rate of the probe's grid
+    for trial in run.study.trials:
+        assert 0.1 * scales["ascent_probe"] <= trial.params["ascent_lr"] <= 3.0 * scales["ascent_probe"]
+    # what measuring cost: the gradient norms' batches, then 6 ascent steps of 16 per rate tried
+    # (the tiny study's guard checks only after the last step, so every rate runs its budget)
+    tried = ratios.index(next(r for r in ratios if r == pytest.approx(1.0))) + 1
+    inputs, references = load_study_values(config)
+    norms = _rate_scale.ScaleMeasurement()
+    _rate_scale.measure_rate_scales(references.original_model(), inputs.setup, 0, norms)
+    cost = run.study.user_attrs["rate_scales_cost"]
+    assert cost == pytest.approx((norms.sample_gradients + tried * 6 * 16) / inputs.retrain_sample_gradients)
+    document = json.loads((run.output / "pareto.json").read_text())
+    assert document["rate_scales_cost"] == pytest.approx(cost)
+    report = (run.output / "report.md").read_text()
+    assert f"| measuring the rate scales (gradient norms, probes) | {cost:.3f} |" in report

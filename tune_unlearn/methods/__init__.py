@@ -18,7 +18,13 @@ from tune_unlearn.methods._l1_sparse import L1Sparse
 from tune_unlearn.methods._npo import NegativePreference
 from tune_unlearn.methods._projected import ProjectedGradDiff
 from tune_unlearn.methods._random_label import RandomLabel
-from tune_unlearn.methods._rate_scale import Scale, measure_rate_scales, measure_scales
+from tune_unlearn.methods._rate_scale import (
+    AscentProbeBudget,
+    Scale,
+    ScaleMeasurement,
+    measure_rate_scales,
+    measure_scales,
+)
 from tune_unlearn.methods._salun import SalUn
 from tune_unlearn.methods._scrub import Scrub
 from tune_unlearn.methods._simple import Finetune, GradDiff, GradientAscent
@@ -48,6 +54,7 @@ for _method in (
 
 __all__ = [
     "METHODS",
+    "AscentProbeBudget",
     "Batch",
     "DivergenceError",
     "Finetune",
@@ -64,6 +71,7 @@ __all__ = [
     "RandomLabel",
     "SalUn",
     "Scale",
+    "ScaleMeasurement",
     "Scrub",
     "StepGradients",
     "StepLog",

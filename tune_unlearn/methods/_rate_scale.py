@@ -24,23 +24,36 @@ relative to it (``scale: retain_probe``, e.g. ``low: 0.01, high: 1``) stays belo
 which the retain step alone starts to cost a task. It is measured only for a study that names
 it (the probe runs up to ``len(PROBE_RATIOS) × PROBE_STEPS`` steps), and a model on which no
 probed rate keeps every task is refused rather than given a guess.
+
+The fourth, ``ascent_probe``, does for the ascent rate what ``retain_probe`` does for the
+retain rate: in units of the forget gradient's scale, the ascent rate at which a run collapses
+sits one decade lower on scenes' ResNet than on digits' MLP and the shapes CNN, while the rate
+at which forgetting begins lies 0.3–0.6 decades below the collapse on all three
+(benchmarks/RESULTS.md, "Where forgetting begins and where the model collapses"). The scale is
+the largest ascent rate, on a grid of ratios of the forget gradient's scale tried from the top
+down, at which plain gradient ascent over the study's own step budget and batch keeps the
+collapse guard's utility at or above its floor at every check (each ``every`` steps and at the
+end). A range relative to it puts the window at one place on every model. It costs at most
+``len(ASCENT_PROBE_RATIOS) × steps`` ascent steps (the collapsing rates stop at their first
+failed check), counted in the request's all-in cost like everything else the scales spend.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-from tune_unlearn.methods._base import UnlearningSetup
+from tune_unlearn.methods._base import DivergenceError, UnlearningSetup
 from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
-from tune_unlearn.methods._simple import Finetune
+from tune_unlearn.methods._simple import Finetune, GradientAscent
 from tune_unlearn.problems import MultiTaskModel
 
-Scale = Literal["forget_gradient", "retain_gradient", "retain_probe"]
+Scale = Literal["forget_gradient", "retain_gradient", "retain_probe", "ascent_probe"]
 SCALES: tuple[Scale, ...] = get_args(Scale)
 #: Batches and samples per batch behind the measured norms.
 BATCHES, BATCH_SIZE = 4, 64
@@ -51,6 +64,32 @@ PROBE_RATIOS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 PROBE_STEPS = 10
 PROBE_TOLERANCE = 0.02
 PROBE_SAMPLES = 256
+#: The ascent probe's ratios of the forget gradient's scale, tried from the largest down: the
+#: half-decades of the default ascent range ``[1e-6, 1e-3]``.
+ASCENT_PROBE_RATIOS = (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+
+
+@dataclass
+class ScaleMeasurement:
+    """The measured scales and the sample-gradients measuring them cost (the all-in cost
+    counts them, in retrain units, as ``rate_scales_cost``)."""
+
+    scales: dict[Scale, float] = field(default_factory=dict)
+    sample_gradients: int = 0
+
+
+@dataclass(frozen=True)
+class AscentProbeBudget:
+    """What the ascent probe takes from the study: its step budget and batch, its step bound,
+    and its collapse guard's test (``utility`` of a model, its ``floor``, checked every
+    ``every`` steps)."""
+
+    steps: int
+    batch_size: int
+    max_step: float
+    every: int
+    floor: float
+    utility: Callable[[MultiTaskModel], float]
 
 
 @torch.no_grad()
@@ -58,10 +97,13 @@ def _flat_norm(layout: ParameterLayout) -> float:
     return float(torch.linalg.vector_norm(torch.cat([p.detach().reshape(-1) for p in layout.params])))
 
 
-def measure_rate_scales(model: MultiTaskModel, setup: UnlearningSetup, seed: int = 0) -> dict[Scale, float]:
+def measure_rate_scales(
+    model: MultiTaskModel, setup: UnlearningSetup, seed: int = 0, spent: ScaleMeasurement | None = None
+) -> dict[Scale, float]:
     """``{"forget_gradient": ‖θ‖/‖g_f‖, "retain_gradient": ‖θ‖/‖g_r‖}`` at ``model``: ``g_f``
     the target tasks' forget-batch gradient, ``g_r`` the retain-batch gradient over every task
-    it labels, both on all trainable parameters, mean norms over :data:`BATCHES` batches."""
+    it labels, both on all trainable parameters, mean norms over :data:`BATCHES` batches. The
+    sample-gradients are added to ``spent`` when given."""
     was_training = model.training
     model.eval()
     layout = ParameterLayout(model)
@@ -78,6 +120,8 @@ def measure_rate_scales(model: MultiTaskModel, setup: UnlearningSetup, seed: int
         grads = StepGradients(layout, setup.tasks, setup.target, *batches)
         forget_norms.append(torch.linalg.vector_norm(grads.forget))
         retain_norms.append(torch.linalg.vector_norm(grads.retain))
+        if spent is not None:
+            spent.sample_gradients += grads.sample_gradients
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     theta = _flat_norm(layout)
@@ -107,7 +151,11 @@ def _task_scores(model: MultiTaskModel, setup: UnlearningSetup, positions: Tenso
 
 
 def probe_retain_rate(
-    model: MultiTaskModel, setup: UnlearningSetup, retain_scale: float, seed: int = 0
+    model: MultiTaskModel,
+    setup: UnlearningSetup,
+    retain_scale: float,
+    seed: int = 0,
+    spent: ScaleMeasurement | None = None,
 ) -> float:
     """The ``retain_probe`` scale. The rates ``PROBE_RATIOS × retain_scale`` are tried from the
     smallest up: each runs :data:`PROBE_STEPS` steps of retain-only descent (``finetune`` at that
@@ -126,7 +174,11 @@ def probe_retain_rate(
     for ratio in PROBE_RATIOS:
         probed = copy.deepcopy(model)
         rate = ratio * retain_scale
-        Finetune(retain_lr=rate, steps=PROBE_STEPS, batch_size=BATCH_SIZE).unlearn(probed, setup, seed=seed)
+        log = Finetune(retain_lr=rate, steps=PROBE_STEPS, batch_size=BATCH_SIZE).unlearn(
+            probed, setup, seed=seed
+        )
+        if spent is not None:
+            spent.sample_gradients += log.sample_gradients
         drop = before - _task_scores(probed, setup, positions)
         column = int(drop.argmax())
         if float(drop[column]) > PROBE_TOLERANCE:
@@ -143,11 +195,77 @@ def probe_retain_rate(
     return safe
 
 
+def _ascent_survives(
+    model: MultiTaskModel, setup: UnlearningSetup, rate: float, budget: AscentProbeBudget, seed: int
+) -> tuple[bool, int]:
+    """Whether plain ascent at ``rate`` over ``budget.steps`` (one run, seeded ``seed``, as a
+    trial runs) keeps the guard's utility at or above its floor at every ``budget.every`` steps
+    and after the last, and the sample-gradients it spent. A collapse ends the run at the check
+    that finds it; a diverging run counts as collapsed, at its full budget's cost (the steps it
+    ran before are not returned)."""
+    ascent = GradientAscent(
+        ascent_lr=rate, steps=budget.steps, batch_size=budget.batch_size, max_step=budget.max_step
+    )
+
+    def collapsed(_step: int, probed: MultiTaskModel) -> bool:
+        return budget.utility(probed) < budget.floor
+
+    try:
+        log = ascent.unlearn(model, setup, seed=seed, monitor=collapsed, monitor_every=budget.every)
+    except DivergenceError:
+        return False, budget.steps * budget.batch_size
+    finished = log.steps_run == budget.steps and not collapsed(budget.steps, model)
+    return finished, log.sample_gradients
+
+
+def probe_ascent_rate(
+    model: MultiTaskModel,
+    setup: UnlearningSetup,
+    forget_scale: float,
+    budget: AscentProbeBudget,
+    seed: int = 0,
+    spent: ScaleMeasurement | None = None,
+) -> float:
+    """The ``ascent_probe`` scale: the first rate of ``ASCENT_PROBE_RATIOS × forget_scale``,
+    from the largest down, at which plain gradient ascent on a fresh copy of ``model`` survives
+    the study's budget under its collapse guard (:func:`_ascent_survives`). Raises
+    ``ValueError`` when even the smallest collapses."""
+    was_training = model.training
+    try:
+        for ratio in ASCENT_PROBE_RATIOS:
+            rate = ratio * forget_scale
+            survived, cost = _ascent_survives(copy.deepcopy(model), setup, rate, budget, seed)
+            if spent is not None:
+                spent.sample_gradients += cost
+            if survived:
+                return rate
+    finally:
+        model.train(was_training)
+    raise ValueError(
+        f"plain gradient ascent collapses the model (retained utility below {budget.floor:g}) within "
+        f"{budget.steps} steps at every probed ascent rate, the smallest {ASCENT_PROBE_RATIOS[-1]:g} × the "
+        "forget gradient's scale: give the ascent rate's range in absolute units"
+    )
+
+
 def measure_scales(
-    model: MultiTaskModel, setup: UnlearningSetup, names: set[Scale], seed: int = 0
-) -> dict[Scale, float]:
-    """The two gradient scales, and ``retain_probe`` when ``names`` holds it (it costs steps)."""
-    scales = measure_rate_scales(model, setup, seed)
+    model: MultiTaskModel,
+    setup: UnlearningSetup,
+    names: set[Scale],
+    seed: int = 0,
+    ascent: AscentProbeBudget | None = None,
+) -> ScaleMeasurement:
+    """The two gradient scales, ``retain_probe`` when ``names`` holds it and ``ascent_probe``
+    when it does (each costs steps; ``ascent`` must then be given), with what they cost."""
+    measured = ScaleMeasurement()
+    scales = measure_rate_scales(model, setup, seed, measured)
     if "retain_probe" in names:
-        scales["retain_probe"] = probe_retain_rate(model, setup, scales["retain_gradient"], seed)
-    return scales
+        scales["retain_probe"] = probe_retain_rate(model, setup, scales["retain_gradient"], seed, measured)
+    if "ascent_probe" in names:
+        if ascent is None:
+            raise ValueError("the ascent probe needs the study's step budget and collapse guard")
+        scales["ascent_probe"] = probe_ascent_rate(
+            model, setup, scales["forget_gradient"], ascent, seed, measured
+        )
+    measured.scales = scales
+    return measured

@@ -136,7 +136,12 @@ def render_report(summary: StudySummary) -> str:
     out += honest_utility_lines(summary.reference_retained_utility)
     steps = config.method.fixed.get("steps")
     out += cost_lines(
-        request_cost(config.references, summary.trials, steps if isinstance(steps, int) else None)
+        request_cost(
+            config.references,
+            summary.trials,
+            steps if isinstance(steps, int) else None,
+            summary.rate_scales_cost,
+        )
     )
     complete = [t for t in summary.trials if t.state == TrialState.COMPLETE]
     if complete:  # the reference scores are the same in every trial

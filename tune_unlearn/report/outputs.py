@@ -86,6 +86,7 @@ def pareto_document(summary: StudySummary) -> dict[str, Any]:
         # The measured gradient scales the default rate ranges are relative to (empty when
         # the space is absolute), and the space searched, in absolute units.
         "rate_scales": config.method.rate_scales,
+        "rate_scales_cost": summary.rate_scales_cost,  # retrains spent measuring them
         "search": {
             name: d.model_dump(mode="json", exclude_none=True) for name, d in config.method.search.items()
         },

@@ -2,7 +2,8 @@
 
 The unit is one retrain of the model with the problem's recipe (``epochs × |retain set|``
 sample-gradients), the unit of ``compute_cost``. A request's cost is the reference models
-trained for it plus every trial of its search plus the candidate's re-run. The original is not
+trained for it plus every trial of its search plus the candidate's re-run plus what measuring
+the rate scales of a relative search space spent (``methods/_rate_scale.py``). The original is not
 counted: it is the model being unlearned, which the user already has.
 """
 
@@ -34,10 +35,12 @@ class RequestCost:
     #: The recovery attacks that complete trials ran for ``relearn_recovery`` (their
     #: ``robustness_cost``); 0 when the study names no recovery metric.
     attacks: float = 0.0
+    #: Measuring the rate scales (the gradient norms and any probe); 0 for an absolute space.
+    scales: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.references + self.trials + self.pruned + self.candidate + self.attacks
+        return self.references + self.trials + self.pruned + self.candidate + self.attacks + self.scales
 
 
 def reference_mode(references: ReferencesConfig, stream_requests: int | None = None) -> tuple[str, float]:
@@ -85,11 +88,14 @@ def mode_options(config: StudyConfig) -> list[str]:
     return [f"{'*' if mine else ' '} {text}" for mine, text in options]
 
 
-def request_cost(references: ReferencesConfig, trials: list[FrozenTrial], steps: int | None) -> RequestCost:
+def request_cost(
+    references: ReferencesConfig, trials: list[FrozenTrial], steps: int | None, scales: float = 0.0
+) -> RequestCost:
     """Complete trials count their ``compute_cost``; a pruned one the share of ``steps`` it ran
     times the median complete trial's cost (its own count was not stored); the candidate's
     re-run costs what the recommended trial did, taken as the median here too. Failed trials
-    count nothing (most diverge in their first steps)."""
+    count nothing (most diverge in their first steps). ``scales``: the study's
+    ``rate_scales_cost``."""
     mode, reference_units = reference_mode(references)
     costs = [
         value
@@ -107,7 +113,7 @@ def request_cost(references: ReferencesConfig, trials: list[FrozenTrial], steps:
         for t in trials
         if t.state == TrialState.COMPLETE and (value := TrialRecord.of(t).metric(ROBUSTNESS_COST)) is not None
     )
-    return RequestCost(mode, reference_units, float(sum(costs)), pruned, typical, float(attacks))
+    return RequestCost(mode, reference_units, float(sum(costs)), pruned, typical, float(attacks), scales)
 
 
 def cost_lines(cost: RequestCost) -> list[str]:
@@ -126,6 +132,11 @@ def cost_lines(cost: RequestCost) -> list[str]:
         *(
             [f"| recovery attacks in the search (their `robustness_cost`) | {cost.attacks:.3f} |"]
             if cost.attacks
+            else []
+        ),
+        *(
+            [f"| measuring the rate scales (gradient norms, probes) | {cost.scales:.3f} |"]
+            if cost.scales
             else []
         ),
         f"| **total** | **{cost.total:.3f}** |",

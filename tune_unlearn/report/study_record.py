@@ -27,6 +27,7 @@ RECOMMENDED_TRIAL = "recommended_trial"  # int | None
 SAMPLER_STREAMS = "sampler_streams"  # int: processes that joined (each its own sampler stream)
 BUDGET = "n_trials_budget"  # int: the largest trial budget any process asked for
 RATE_SCALES = "rate_scales"  # {scale: float}: the gradient scales relative rates resolve with
+RATE_SCALES_COST = "rate_scales_cost"  # float: retrains spent measuring them (the all-in cost)
 WARM_START = "warm_start"  # {…}: the warm start's source and configurations (also a trial attr)
 #: int: the first trial the suite passed as it finished (``validation.stop_at_releasable``)
 RELEASABLE_TRIAL = "releasable_trial"
@@ -66,6 +67,7 @@ class StudyRecord:
     recommended_trial: int | None
     releasable_trial: int | None
     rate_scales: Mapping[Scale, float] | None
+    rate_scales_cost: float
     budget: int
     sampler_streams: int
     study_file: Mapping[str, Any] | None
@@ -84,6 +86,7 @@ class StudyRecord:
             recommended_trial=None if recommended is None else int(recommended),
             releasable_trial=None if releasable is None else int(releasable),
             rate_scales=attrs.get(RATE_SCALES),
+            rate_scales_cost=float(attrs.get(RATE_SCALES_COST, 0.0)),
             budget=int(attrs.get(BUDGET, 0)),
             sampler_streams=int(attrs.get(SAMPLER_STREAMS, 0)),
             study_file=attrs.get(STUDY_FILE),

@@ -46,6 +46,8 @@ class StudySummary:
     recommendation_note: str | None = None
     #: The front trials a recommendation may pick, in the rule's order of preference.
     ranked: list[FrozenTrial] = field(default_factory=list)
+    #: Retrains spent measuring the rate scales the search space is relative to.
+    rate_scales_cost: float = 0.0
 
     @property
     def complete(self) -> list[FrozenTrial]:
@@ -103,6 +105,7 @@ def summarise(study: optuna.Study, config: StudyConfig) -> StudySummary:
         history=hypervolume_history(trials, box, dirs),
         importances=param_importances(study, config.objectives, trials),
         validation=validation,
+        rate_scales_cost=record.rate_scales_cost,
     )
 
 

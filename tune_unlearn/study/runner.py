@@ -67,6 +67,7 @@ from tune_unlearn.tracking.runs import (
     check_reachable,
     resolve_tracking_uri,
 )
+from tune_unlearn.trial.guard import ascent_probe_budget
 from tune_unlearn.trial.inputs import StudyInputs, load_inputs
 from tune_unlearn.trial.study_references import StudyReferences, load_study_references
 
@@ -219,16 +220,19 @@ def _resolve_rate_scales(
     scales = {**(StudyRecord.of(study).rate_scales or {}), **(section.rate_scales or {})}
     known = named <= scales.keys()
     if not known:
+        ascent = ascent_probe_budget(inputs, references) if "ascent_probe" in named else None
         measured = measure_scales(
-            references.original_model(), inputs.setup, named, inputs.config.problem.seed
+            references.original_model(), inputs.setup, named, inputs.config.problem.seed, ascent
         )
-        scales = {**measured, **scales}
+        scales = {**measured.scales, **scales}
     resolved = replace(inputs, config=with_rate_scales(inputs.config, scales))
     if section.is_default_search():
         with reading_input():
             refuse_changed_default_space(study, resolved.config)
     if not known:
         study.set_user_attr(study_record.RATE_SCALES, scales)
+        spent = measured.sample_gradients / inputs.retrain_sample_gradients
+        study.set_user_attr(study_record.RATE_SCALES_COST, StudyRecord.of(study).rate_scales_cost + spent)
     return resolved
 
 

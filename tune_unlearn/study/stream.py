@@ -190,7 +190,12 @@ def run_stream(
 def _costs(number: int, request: StudyConfig, run: Any) -> dict[str, float]:
     """What the request spent on references, and its all-in cost (references amortized)."""
     steps = request.method.fixed.get("steps")
-    cost = request_cost(request.references, run.summary.trials, steps if isinstance(steps, int) else None)
+    cost = request_cost(
+        request.references,
+        run.summary.trials,
+        steps if isinstance(steps, int) else None,
+        run.summary.rate_scales_cost,
+    )
     ensemble = request.references.ensemble()
     spent = cost.references
     if ensemble is not None and ensemble.is_bank():  # trained once, with the first request

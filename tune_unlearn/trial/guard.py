@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tune_unlearn.methods import AscentProbeBudget
 from tune_unlearn.problems import MultiTaskData, MultiTaskModel, Task
 from tune_unlearn.scoring.metrics import score_ratios
-from tune_unlearn.trial.inputs import StudyInputs
+from tune_unlearn.trial.inputs import StudyInputs, build_method
 from tune_unlearn.trial.study_references import StudyReferences
 
 
@@ -103,4 +104,36 @@ def study_guard(inputs: StudyInputs, references: StudyReferences) -> CollapseGua
         floor=settings.floor,
         size=settings.sample_size,
         seed=inputs.config.problem.seed,
+    )
+
+
+def ascent_probe_budget(inputs: StudyInputs, references: StudyReferences) -> AscentProbeBudget:
+    """What the ``ascent_probe`` scale is measured with: the study's step budget, batch and step
+    bound (where the search draws the steps or the bound, its largest), and the study's guard
+    settings on its seeded ``val`` sample, used even when the study turns its guard off (the
+    probe needs a collapse test; the floor says what collapse means)."""
+    method = build_method(inputs, {})
+    search = inputs.config.method.search
+    steps, max_step = method.steps, method.max_step
+    if "steps" in search and search["steps"].high is not None:
+        steps = int(search["steps"].high)
+    if "max_step" in search and search["max_step"].high is not None:
+        max_step = float(search["max_step"].high)
+    settings = inputs.config.collapse_guard
+    guard = CollapseGuard.on_sample(
+        references.original_model(),
+        inputs.data,
+        inputs.val,
+        inputs.problem.tasks,
+        floor=settings.floor,
+        size=settings.sample_size,
+        seed=inputs.config.problem.seed,
+    )
+    return AscentProbeBudget(
+        steps=steps,
+        batch_size=method.batch_size,
+        max_step=max_step,
+        every=settings.every,
+        floor=settings.floor,
+        utility=guard.utility,
     )
