@@ -326,3 +326,35 @@ def test_a_study_naming_the_ascent_probe_searches_relative_to_it_and_counts_what
     assert document["rate_scales_cost"] == pytest.approx(cost)
     report = (run.output / "report.md").read_text()
     assert f"| measuring the rate scales (gradient norms, probes) | {cost:.3f} |" in report
+
+
+def test_a_study_drawn_before_the_ascent_range_moved_to_the_probe_is_refused_before_probing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A default-space study whose trials were drawn when the ascent range was relative to the
+    forget gradient's scale (stored: the two gradient scales, an absolute ascent range) is
+    refused on resume with exit 2, naming the dimension and its new scale, and the probe's
+    steps are not spent on it."""
+    method = {"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}}
+    config = tiny_study(tmp_path, method=method, n_trials=1)
+    first = run_study(config, progress=False)
+    scales = dict(first.study.user_attrs["rate_scales"])
+    assert "ascent_probe" in scales
+    del scales["ascent_probe"]  # as a study drawn from the former default stored them
+    first.study.set_user_attr("rate_scales", scales)
+    stored = first.study.user_attrs["study_file"]
+    former = {"low": 1e-6 * scales["forget_gradient"], "high": 1e-3 * scales["forget_gradient"], "log": True}
+    stored["method"]["search"]["ascent_lr"] = {**stored["method"]["search"]["ascent_lr"], **former}
+    first.study.set_user_attr("study_file", stored)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("measured the scales of a study that is refused")
+
+    monkeypatch.setattr("tune_unlearn.study.runner.measure_scales", refuse)
+    assert main([str(write_study(tmp_path, config)), "--add-trials", "1"]) == 2
+    message = capsys.readouterr().err
+    assert (
+        "ascent_lr: was [" in message
+        and "× the ascent_probe scale, which this study never measured" in message
+    )
+    assert len(optuna.load_study(study_name="tiny", storage=storage_url(config)).trials) == 1

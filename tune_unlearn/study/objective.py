@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import optuna
@@ -218,11 +218,36 @@ def refuse_changed_default_space(study: optuna.Study, config: StudyConfig) -> No
         for name in sorted(set(before) | set(now))
         if before.get(name) != now.get(name)
     ]
-    if changed:
+    _refuse_moved(study, config, changed)
+
+
+def refuse_default_scale_never_measured(
+    study: optuna.Study, config: StudyConfig, known: Collection[str]
+) -> None:
+    """:func:`refuse_changed_default_space` before anything is measured: a study with complete
+    trials drawn from a default space stored every scale that space named, so a default
+    dimension relative to a scale the study does not hold is one the package moved to a new
+    scale (as the ascent range moved to ``ascent_probe``). Refuse, naming it, rather than spend
+    the probe's steps on a study that will be refused anyway."""
+    stored = StudyRecord.of(study).study_file
+    if not stored or not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return
+    before = dict(stored.get("method", {}).get("search", {}))
+    moved = [
+        f"{name}: was {_span(before.get(name))}, now [{d.low:g}, {d.high:g}] × the {d.scale} scale, "
+        "which this study never measured"
+        for name, d in config.method.search.items()
+        if d.scale is not None and d.scale not in known
+    ]
+    _refuse_moved(study, config, moved)
+
+
+def _refuse_moved(study: optuna.Study, config: StudyConfig, changes: list[str]) -> None:
+    if changes:
         raise ValueError(
             f"study {study.study_name!r} was drawn from {config.method.name}'s default space as "
             f"tune_unlearn {study.user_attrs.get(study_record.PACKAGE_VERSION, '< 0.2')} "
-            f"resolved it, and that space has changed: {'; '.join(changed)}. To resume it, write "
+            f"resolved it, and that space has changed: {'; '.join(changes)}. To resume it, write "
             "the old space out in method.search; otherwise use a new study name or storage"
         )
 

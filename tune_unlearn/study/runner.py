@@ -56,6 +56,7 @@ from tune_unlearn.study.objective import (
     make_sampler,
     open_storage,
     refuse_changed_default_space,
+    refuse_default_scale_never_measured,
     storage_url,
 )
 from tune_unlearn.study.optuna_adapter import fail_if_running, trial_log_name
@@ -219,6 +220,9 @@ def _resolve_rate_scales(
     named = section.named_scales()
     scales = {**(StudyRecord.of(study).rate_scales or {}), **(section.rate_scales or {})}
     known = named <= scales.keys()
+    if not known and section.is_default_search():
+        with reading_input():
+            refuse_default_scale_never_measured(study, inputs.config, scales.keys())
     if not known:
         ascent = ascent_probe_budget(inputs, references) if "ascent_probe" in named else None
         measured = measure_scales(

@@ -93,9 +93,12 @@ class CollapseGuard:
 def study_guard(inputs: StudyInputs, references: StudyReferences) -> CollapseGuard | None:
     """The guard the study file asks for (``collapse_guard``), on its seeded ``val`` sample and
     scored against the original; ``None`` when it is off."""
+    return _guard_on_val(inputs, references) if inputs.config.collapse_guard.enabled else None
+
+
+def _guard_on_val(inputs: StudyInputs, references: StudyReferences) -> CollapseGuard:
+    """A guard with the study's ``collapse_guard`` settings, on/off aside."""
     settings = inputs.config.collapse_guard
-    if not settings.enabled:
-        return None
     return CollapseGuard.on_sample(
         references.original_model(),
         inputs.data,
@@ -120,15 +123,7 @@ def ascent_probe_budget(inputs: StudyInputs, references: StudyReferences) -> Asc
     if "max_step" in search and search["max_step"].high is not None:
         max_step = float(search["max_step"].high)
     settings = inputs.config.collapse_guard
-    guard = CollapseGuard.on_sample(
-        references.original_model(),
-        inputs.data,
-        inputs.val,
-        inputs.problem.tasks,
-        floor=settings.floor,
-        size=settings.sample_size,
-        seed=inputs.config.problem.seed,
-    )
+    guard = _guard_on_val(inputs, references)
     return AscentProbeBudget(
         steps=steps,
         batch_size=method.batch_size,
