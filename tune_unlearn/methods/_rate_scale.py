@@ -33,7 +33,8 @@ at which forgetting begins lies 0.3–0.6 decades below the collapse on all thre
 the largest ascent rate, on a grid of ratios of the forget gradient's scale tried from the top
 down, at which plain gradient ascent over the study's own step budget and batch keeps the
 collapse guard's utility at or above its floor at every check (each ``every`` steps and at the
-end). A range relative to it puts the window at one place on every model. It costs at most
+end). A range relative to it put the window at one place on the three built-in problems, and
+the default ascent range is relative to it (``ASCENT_RATES`` in ``methods/_base.py``). It costs at most
 ``len(ASCENT_PROBE_RATIOS) × steps`` ascent steps (the collapsing rates stop at their first
 failed check), counted in the request's all-in cost like everything else the scales spend.
 """
