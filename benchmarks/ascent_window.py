@@ -24,26 +24,20 @@ import tempfile
 from pathlib import Path
 
 import torch
-from paper_claims import setting
+from paper_claims import SAMPLES, one_configuration
 
-from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import DivergenceError, measure_rate_scales
 from tune_unlearn.trial import configuration_run
 from tune_unlearn.trial.guard import CollapseDetected, study_guard
-from tune_unlearn.trial.study_references import load_study_values
 
 #: The default ascent range's half-decades.
 RATIOS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
-SAMPLES = {"digits": 0, "shapes": 2000, "scenes": 600}
 FORGETS = 0.9
 
 
 def sweep(problem: str, samples: int, ratios: list[float], retain_ratio: float, cache: Path) -> None:
-    raw = setting(problem, "partial", samples, cache / "unused", cache, 1, "default")
-    fixed = {k: v for k, v in raw["method"]["fixed"].items() if k in ("steps", "batch_size")}
-    raw["method"] = {"name": "graddiff", "fixed": fixed, "search": {}}
-    experiment = load_study_values(parse_study(raw))
-    inputs, references = experiment
+    inputs, references = one_configuration(problem, samples, "graddiff", cache)
+    fixed = inputs.config.method.fixed
     scales = measure_rate_scales(references.original_model(), inputs.setup, seed=inputs.config.problem.seed)
     guard = study_guard(inputs, references)
     every = inputs.config.collapse_guard.every
@@ -98,7 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
         for problem in args.problems:
-            sweep(problem, args.samples or SAMPLES[problem], args.ratios, args.retain_ratio, cache)
+            sweep(problem, args.samples, args.ratios, args.retain_ratio, cache)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from tune_unlearn.report.leaderboard import Interval, Leaderboard, default_plot_
 from tune_unlearn.report.summary import StudySummary
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.study.compare import run_comparison
+from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 
 INTERFERENCE_AWARE = ("interference_aware", "task_projection")
 BASELINES = ("graddiff", "random_label", "l1_sparse", "salun", "scrub", "npo")
@@ -106,6 +107,20 @@ def setting(
         "device": "cpu",
         "tracking": {"enabled": False},
     }
+
+
+#: Each problem's size where a benchmark's ``--samples`` is 0 (digits has a fixed size).
+SAMPLES = {"digits": 0, "shapes": 2000, "scenes": 600}
+
+
+def one_configuration(problem: str, samples: int, method: str, cache: Path) -> LoadedStudy:
+    """The partial request of :func:`setting` with ``method`` at its step budget and batch and
+    nothing searched, loaded (references from ``cache``): for benchmarks that run chosen
+    configurations rather than a study."""
+    raw = setting(problem, "partial", samples or SAMPLES[problem], cache / "unused", cache, 1, "default")
+    fixed = {k: v for k, v in raw["method"]["fixed"].items() if k in ("steps", "batch_size")}
+    raw["method"] = {"name": method, "fixed": fixed, "search": {}}
+    return load_study_values(parse_study(raw))
 
 
 def scaled_space(method: str, fixed: dict[str, Any], scale: float) -> dict[str, Any]:

@@ -24,15 +24,11 @@ import time
 from pathlib import Path
 
 import torch
-from paper_claims import setting
+from paper_claims import SAMPLES, one_configuration
 
-from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import measure_scales
 from tune_unlearn.references.training import train_model
 from tune_unlearn.trial import configuration_run
-from tune_unlearn.trial.study_references import load_study_values
-
-SAMPLES = {"digits": 0, "shapes": 2000, "scenes": 600}
 
 
 def main() -> None:
@@ -49,12 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
-        raw = setting(
-            args.problem, "partial", args.samples or SAMPLES[args.problem], cache, cache, 1, "default"
-        )
-        fixed = {k: v for k, v in raw["method"]["fixed"].items() if k in ("steps", "batch_size")}
-        raw["method"] = {"name": args.method, "fixed": fixed, "search": {}}
-        inputs, references = load_study_values(parse_study(raw))
+        inputs, references = one_configuration(args.problem, args.samples, args.method, cache)
         scales = measure_scales(
             references.original_model(), inputs.setup, {"retain_probe"}, inputs.config.problem.seed
         ).scales
