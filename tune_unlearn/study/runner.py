@@ -219,11 +219,11 @@ def _resolve_rate_scales(
     section = inputs.config.method
     named = section.named_scales()
     scales = {**(StudyRecord.of(study).rate_scales or {}), **(section.rate_scales or {})}
-    known = named <= scales.keys()
-    if not known and section.is_default_search():
-        with reading_input():
-            refuse_default_scale_never_measured(study, inputs.config, scales.keys())
-    if not known:
+    measured = None
+    if not named <= scales.keys():
+        if section.is_default_search():
+            with reading_input():
+                refuse_default_scale_never_measured(study, inputs.config, scales.keys())
         ascent = ascent_probe_budget(inputs, references) if "ascent_probe" in named else None
         measured = measure_scales(
             references.original_model(), inputs.setup, named, inputs.config.problem.seed, ascent
@@ -233,7 +233,7 @@ def _resolve_rate_scales(
     if section.is_default_search():
         with reading_input():
             refuse_changed_default_space(study, resolved.config)
-    if not known:
+    if measured is not None:
         study.set_user_attr(study_record.RATE_SCALES, scales)
         spent = measured.sample_gradients / inputs.retrain_sample_gradients
         study.set_user_attr(study_record.RATE_SCALES_COST, StudyRecord.of(study).rate_scales_cost + spent)
