@@ -13,14 +13,17 @@ projection at most (T + 1)/2 × GradDiff + 10%, interference_aware at most 3×; 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from _original_only import original_only_experiment
 
 from tune_unlearn.methods import METHODS, ParameterLayout, StepGradients
+from tune_unlearn.methods import _gradients as gradients_module
 from tune_unlearn.trial.configuration_run import PhaseTimer
 from tune_unlearn.trial.study_references import LoadedStudy
 
@@ -31,21 +34,43 @@ REQUESTS = {
 }
 
 
+FORMS = ("representation", "matrix")
+
+
 def experiment_for(problem: str, samples: int, cache: str) -> LoadedStudy:
     return original_only_experiment("step_cost", problem, samples, cache, REQUESTS[problem])
 
 
-def variants() -> list[str]:
-    """Every method, and the projection methods again in their representation-level form."""
+def variants(experiment: LoadedStudy) -> list[str]:
+    """Every method, and the projection methods again in their representation-level form; on a
+    backbone of linear layers, the projection methods once more with the per-sample gradient
+    matrix from ``vmap`` (``@matrix``), as on any other backbone, to show what the implicit
+    form (``methods/_sample_gradients.py``) saves."""
     names = METHODS.names()
-    return names + [
-        f"{n}@representation" for n in names if "projection_space" in METHODS.get(n).hyperparameters()
-    ]
+    projected = [n for n in names if "projection_space" in METHODS.get(n).hyperparameters()]
+    linear = ParameterLayout(experiment.references.original_model()).shared_linear_layers is not None
+    matrix = [f"{n}@matrix" for n in projected if n != "task_projection"] if linear else []
+    return names + [f"{n}@representation" for n in projected] + matrix
+
+
+@contextlib.contextmanager
+def per_sample_matrix(wanted: bool) -> Iterator[None]:
+    """With ``wanted``, every layout made inside treats its backbone as not linear layers."""
+    if not wanted:
+        yield
+        return
+    original = gradients_module.shared_linear_layers
+    gradients_module.shared_linear_layers = lambda *_: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        gradients_module.shared_linear_layers = original
 
 
 def method_seconds(experiment: LoadedStudy, variant: str, steps: int) -> float:
     """Unlearning seconds of ``steps`` steps; tiny learning rates keep every method finite."""
-    name, _, space = variant.partition("@")
+    name, _, form = variant.partition("@")
+    space = "representation" if form == "representation" else ""
     cls = METHODS.get(name)
     # Every declared learning rate (ascent_lr, retain_lr, the loss-defined methods' lr): at a
     # default rate the loss-defined methods diverge at step 1 on the annealed shapes CNN.
@@ -53,8 +78,8 @@ def method_seconds(experiment: LoadedStudy, variant: str, steps: int) -> float:
     wanted = {"steps": steps, "batch_size": 64, "projection_space": space, **rates}
     method = cls(**{k: v for k, v in wanted.items() if k in cls.hyperparameters() and v != ""})
     model = experiment.references.original_model()
-    with PhaseTimer(experiment.inputs.device) as timer:  # CUDA-event time on a GPU
-        method.unlearn(model, experiment.inputs.setup, seed=0)
+    with per_sample_matrix(form == "matrix"), PhaseTimer(experiment.inputs.device) as timer:
+        method.unlearn(model, experiment.inputs.setup, seed=0)  # CUDA-event time on a GPU
     return timer.seconds
 
 
@@ -262,7 +287,7 @@ def main() -> None:
         # Repeats interleave the methods, so that a slow spell of a shared machine hits all.
         runs: dict[str, list[float]] = {}
         for _ in range(args.repeats):
-            for variant in variants():
+            for variant in variants(experiment):
                 runs.setdefault(variant, []).append(method_seconds(experiment, variant, args.steps))
         seconds = {variant: statistics.median(values) for variant, values in runs.items()}
         base = seconds["graddiff"]
@@ -276,7 +301,7 @@ def main() -> None:
             "subspace_projection": (tasks + 1) / 2 * 1.1,
             "interference_aware": 3.0,
         }
-        targets.update({f"{name}@representation": value for name, value in targets.items()})
+        targets.update({f"{name}@{form}": value for name, value in targets.items() for form in FORMS})
         for name, value in sorted(seconds.items(), key=lambda kv: kv[1]):
             target = targets.get(name)
             verdict = (

@@ -30,7 +30,7 @@ TINY = {
     ),
     "step_cost.py": (
         ["--problem", "digits", "--steps", "2", "--repeats", "1", "--memory-batches", "4", "--threads", "1"],
-        ["× graddiff", "per-sample retain gradients by task, batch 4"],
+        ["× graddiff", "interference_aware@matrix", "per-sample retain gradients by task, batch 4"],
     ),
     "gate_power.py": (
         [

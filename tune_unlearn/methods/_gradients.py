@@ -19,6 +19,12 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
+from tune_unlearn.methods._sample_gradients import (
+    DenseSampleGradients,
+    SampleGradients,
+    linear_sample_gradients,
+    shared_linear_layers,
+)
 from tune_unlearn.problems import Batch, MultiTaskModel, Task, masked_task_losses
 
 
@@ -42,6 +48,9 @@ class ParameterLayout:
         self.params: list[Tensor] = [named[n] for n in self.shared_names + self.head_names]
         self.num_shared = sum(named[n].numel() for n in self.shared_names)
         self.numels = [p.numel() for p in self.params]
+        #: The backbone's linear layers when they hold every shared parameter: per-sample
+        #: gradients then come from their inputs and output gradients, without ``vmap``.
+        self.shared_linear_layers = shared_linear_layers(model, self.shared_names)
 
     @torch.no_grad()
     def add_(self, delta: Tensor) -> None:
@@ -261,6 +270,36 @@ class StepGradients:
         else:
             grads = vmap(per_sample, in_dims=(None, None, None, None, 0))(*arguments, task_weights)
         return torch.cat([grads[n].flatten(start_dim=2) for n in self.layout.shared_names], dim=2)
+
+    def _sample_gradients(self, batch: Batch, task_weights: Tensor) -> SampleGradients:
+        """:meth:`_per_sample` as the projections use it: without the matrix when the backbone is
+        linear layers (:class:`LinearSampleGradients`), else the ``vmap`` matrix. The count of
+        sample-gradients is the same either way: the same gradients, computed another way."""
+        layers = self.layout.shared_linear_layers
+        if layers is not None:
+            implicit = linear_sample_gradients(self.layout.model, layers, batch, self.tasks, task_weights)
+            if implicit is not None:
+                self.sample_gradients += len(task_weights) * len(batch.inputs)
+                return implicit
+        return DenseSampleGradients(self._per_sample(batch, task_weights))
+
+    def retain_samples(self) -> SampleGradients:
+        """Per-sample retain gradients (all tasks summed) on the shared parameters, as the
+        projections use them (:mod:`tune_unlearn.methods._sample_gradients`)."""
+        if self.retain_batch is None:
+            raise RuntimeError("this method was given no retain batch")
+        if "retain_samples_by_task" in self.__dict__:  # a subspace refresh step paid already
+            return self.retain_samples_by_task.summed()
+        ones = torch.ones(1, len(self.tasks), device=self.target.device)
+        return self._sample_gradients(self.retain_batch, ones)
+
+    @cached_property
+    def retain_samples_by_task(self) -> SampleGradients:
+        """Per-sample retain gradients of each task (one weighting per task)."""
+        if self.retain_batch is None:
+            raise RuntimeError("this method was given no retain batch")
+        eye = torch.eye(len(self.tasks), device=self.target.device)
+        return self._sample_gradients(self.retain_batch, eye)
 
     def per_sample_forget(self) -> Tensor:
         """Per-sample forget gradients on the shared parameters, ``[B_f, P_shared]``."""

@@ -19,9 +19,10 @@ def orthogonalized_forget(grads: StepGradients, forget: Tensor, strength: float)
     The specification projects each per-sample forget gradient and takes the mean; the projection is
     linear, so projecting the mean (``StepGradients.forget_sample_mean``) gives the same ``u``
     without per-sample forget gradients. The basis is used once, so it is never formed
-    (``project_off_span``).
+    (``project_off_span``), nor, on a backbone of linear layers, the per-sample gradients
+    (``StepGradients.retain_samples``).
     """
-    return project_off_span(forget, grads.per_sample_retain().T, strength)
+    return project_off_span(forget, grads.retain_samples(), strength)
 
 
 def orthogonalized_at_representation(grads: StepGradients, forget: Tensor, strength: float) -> Tensor:

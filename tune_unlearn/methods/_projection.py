@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tune_unlearn.methods._sample_gradients import DenseSampleGradients, SampleGradients
+
 #: Directions with a singular value below this share of the largest are numerically absent.
 _RANK_TOLERANCE = 1e-6
 
@@ -80,10 +82,10 @@ def orthonormal_basis(columns: Tensor) -> Tensor:
     return _directions(wide, values, vectors).to(columns.dtype)
 
 
-def project_off_span(vectors: Tensor, columns: Tensor, strength: float) -> Tensor:
+def project_off_span(vectors: Tensor, columns: Tensor | SampleGradients, strength: float) -> Tensor:
     """``v − λ·Πv`` for a vector ``[P]`` or rows ``[N, P]``, with ``Π`` the orthogonal projector
-    onto the span of ``columns`` (``[P, m]``): ``project_out(v, orthonormal_basis(M), λ)``
-    without forming the basis.
+    onto the span of ``columns`` (``[P, m]``, or per-sample gradients held as
+    :class:`SampleGradients`): ``project_out(v, orthonormal_basis(M), λ)`` without forming the basis.
 
     ``Π = M V Λ⁺ Vᵀ Mᵀ`` from the eigendecomposition ``MᵀM = V Λ Vᵀ`` (directions under the rank
     tolerance dropped, as in ``orthonormal_basis``), so ``Πv`` is two products with ``M`` and
@@ -91,30 +93,37 @@ def project_off_span(vectors: Tensor, columns: Tensor, strength: float) -> Tenso
     products stay in float64: the coefficients ``Λ⁺VᵀMᵀv`` grow as ``1/σ`` along weak
     directions, and only the product with ``M`` brings them back to scale.
     """
-    if columns.shape[1] == 0:
+    samples = columns if isinstance(columns, SampleGradients) else DenseSampleGradients.of_columns(columns)
+    if samples.count == 0:
         return vectors
-    wide = columns.double()
-    values, eigenvectors = _top_eigenvectors(wide.T @ wide, columns.shape[1])
+    values, eigenvectors = _top_eigenvectors(samples.gram()[0], samples.count)
     inverse = torch.where(values > 0, values.clamp(min=1e-300).reciprocal(), torch.zeros_like(values))
-    coefficients = ((vectors.double() @ wide) @ eigenvectors) * inverse @ eigenvectors.T
-    projected: Tensor = vectors - strength * (coefficients @ wide.T).to(vectors.dtype)
+    rows = vectors.reshape(-1, vectors.shape[-1])
+    coefficients = (samples.inner(rows)[0] @ eigenvectors) * inverse @ eigenvectors.T
+    correction = samples.combine(coefficients.unsqueeze(0))[0].reshape(vectors.shape)
+    projected: Tensor = vectors - strength * correction.to(vectors.dtype)
     return projected
 
 
-def task_subspace_basis(per_task_samples: Tensor, rank: int) -> Tensor:
+def task_subspace_basis(per_task_samples: Tensor | SampleGradients, rank: int) -> Tensor:
     """Task-aware subspace: the union of each task's top-``rank`` right singular vectors.
 
-    ``per_task_samples`` is ``[T, B, P]`` (per-sample retain gradients of each task). The top
-    right singular vectors come exactly, for all tasks at once, from the eigenvectors of the
-    ``[T, B, B]`` Gram matrices (the specification names randomized SVD, which approximates
-    these; docs/reference.md); the union is orthonormalised. The rank is capped at the batch
-    size B: a batch spans at most B directions per task. Returns ``[P, T·rank]``; absent
-    directions are zero columns.
+    ``per_task_samples`` is ``[T, B, P]`` (per-sample retain gradients of each task, or the same
+    held as :class:`SampleGradients` with one weighting per task). The top right singular vectors
+    come exactly, for all tasks at once, from the eigenvectors of the ``[T, B, B]`` Gram matrices
+    (the specification names randomized SVD, which approximates these; docs/reference.md); the
+    union is orthonormalised. The rank is capped at the batch size B: a batch spans at most B
+    directions per task. Returns ``[P, T·rank]``; absent directions are zero columns.
     """
-    samples = per_task_samples.double()
-    count = min(rank, samples.shape[1])
-    values, vectors = _top_eigenvectors(samples @ samples.transpose(1, 2), count)
-    # [T, P, count]: Sᵀ q / √λ is the right singular vector for the left one q.
-    per_task = _directions(samples.transpose(1, 2), values, vectors)
-    union = per_task.permute(1, 0, 2).reshape(samples.shape[2], -1)
-    return orthonormal_basis(union).to(per_task_samples.dtype)
+    samples = (
+        per_task_samples
+        if isinstance(per_task_samples, SampleGradients)
+        else DenseSampleGradients(per_task_samples)
+    )
+    count = min(rank, samples.count)
+    values, vectors = _top_eigenvectors(samples.gram(), count)
+    # [T, count, P]: Sᵀ q / √λ is the right singular vector for the left one q.
+    scale = torch.where(values > 0, values.clamp(min=1e-300).rsqrt(), torch.zeros_like(values))
+    per_task = samples.combine((vectors * scale.unsqueeze(-2)).transpose(1, 2))
+    union = per_task.reshape(-1, samples.dim).T
+    return orthonormal_basis(union).to(samples.dtype)

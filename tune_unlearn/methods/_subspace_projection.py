@@ -38,7 +38,7 @@ class SubspaceProjection(ProjectedGradDiff):
     def subspace(self, grads: StepGradients, step: int) -> Tensor:
         if step % self.refresh_every == 0 or not hasattr(self, "basis_"):
             per_task = (
-                grads.per_sample_retain_by_task
+                grads.retain_samples_by_task
                 if self.projection_space == "parameters"
                 else grads.retain_at_representation_by_task
             )
