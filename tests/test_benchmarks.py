@@ -76,6 +76,14 @@ TINY = {
     ),
     "quickstart_vs_graddiff.py": (["--trials", "1"], ["trials per study: 1; wall: interference_aware"]),
     "tracking_overhead.py": (["--trials", "1"], ["1 trials: tracking off", "ratio on/off"]),
+    "head_reset.py": (
+        ["--steps", "3", "--threads", "1"],
+        [
+            "head reset: quickstart.yaml, target heads retrained 3 steps",
+            "attack/relearn_forget: ",
+            "verdict: ",
+        ],
+    ),
     "one_verdict.py": (
         ["--seeds", "0", "--trials", "2", "--threads", "1", "--stop-at-releasable"],
         [
