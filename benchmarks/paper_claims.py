@@ -57,7 +57,14 @@ IA_SEARCH = {
 
 
 def setting(
-    problem: str, mode: str, samples: int, out: Path, cache: Path, trials: int, ia_space: str
+    problem: str,
+    mode: str,
+    samples: int,
+    out: Path,
+    cache: Path,
+    trials: int,
+    ia_space: str,
+    on_collapse: str = "prune",
 ) -> dict[str, Any]:
     if problem == "digits":
         problem_section: dict[str, Any] = {"name": "digits", "seed": 0}
@@ -102,6 +109,9 @@ def setting(
         "n_trials": trials,
         "sampler": {"name": "tpe", "seed": 0},
         "constraints": ["forget_efficacy >= 0.9"],
+        # "infeasible": a trial the guard stops ends complete and infeasible, so that the sampler
+        # learns the region collapses (it learns nothing from a pruned trial)
+        **({"collapse_guard": {"on_collapse": on_collapse}} if on_collapse != "prune" else {}),
         "output": str(out),
         "references": {"cache_dir": str(cache)},
         "device": "cpu",
@@ -208,6 +218,12 @@ def main() -> None:
         help="every method on its default space with the learning rates' bounds times this "
         "(for a problem whose plain-SGD steps diverge at the defaults, as the shapes CNN's do)",
     )
+    parser.add_argument(
+        "--on-collapse",
+        choices=("prune", "infeasible"),
+        default="prune",
+        help="the collapse guard's collapse_guard.on_collapse (the study default: prune)",
+    )
     parser.add_argument("--utility-floor", type=float, default=0.95)
     parser.add_argument(
         "--utility-floor-of-retrain",
@@ -242,6 +258,7 @@ def main() -> None:
             args.cache,
             args.trials,
             args.ia_space,
+            args.on_collapse,
         )
         if args.lr_scale is None:
             comparison = run_comparison(parse_study(raw), args.methods, seeds=args.seeds, progress=False)

@@ -283,23 +283,25 @@ class StepGradients:
                 return implicit
         return DenseSampleGradients(self._per_sample(batch, task_weights))
 
+    def _retain_weightings(self, by_task: bool) -> tuple[Batch, Tensor]:
+        """The retain batch, and one task weighting per task (``by_task``) or one for their sum."""
+        if self.retain_batch is None:
+            raise RuntimeError("this method was given no retain batch")
+        count, device = len(self.tasks), self.target.device
+        weights = torch.eye(count, device=device) if by_task else torch.ones(1, count, device=device)
+        return self.retain_batch, weights
+
     def retain_samples(self) -> SampleGradients:
         """Per-sample retain gradients (all tasks summed) on the shared parameters, as the
         projections use them (:mod:`tune_unlearn.methods._sample_gradients`)."""
-        if self.retain_batch is None:
-            raise RuntimeError("this method was given no retain batch")
         if "retain_samples_by_task" in self.__dict__:  # a subspace refresh step paid already
             return self.retain_samples_by_task.summed()
-        ones = torch.ones(1, len(self.tasks), device=self.target.device)
-        return self._sample_gradients(self.retain_batch, ones)
+        return self._sample_gradients(*self._retain_weightings(by_task=False))
 
     @cached_property
     def retain_samples_by_task(self) -> SampleGradients:
         """Per-sample retain gradients of each task (one weighting per task)."""
-        if self.retain_batch is None:
-            raise RuntimeError("this method was given no retain batch")
-        eye = torch.eye(len(self.tasks), device=self.target.device)
-        return self._sample_gradients(self.retain_batch, eye)
+        return self._sample_gradients(*self._retain_weightings(by_task=True))
 
     def per_sample_forget(self) -> Tensor:
         """Per-sample forget gradients on the shared parameters, ``[B_f, P_shared]``."""
@@ -308,18 +310,12 @@ class StepGradients:
         return self._per_sample(self.forget_batch, self.target.float().unsqueeze(0))[0]
 
     def per_sample_retain(self) -> Tensor:
-        """Per-sample retain gradients (all tasks summed) on the shared parameters."""
-        if self.retain_batch is None:
-            raise RuntimeError("this method was given no retain batch")
+        """Per-sample retain gradients (all tasks summed) on the shared parameters, the matrix."""
         if "per_sample_retain_by_task" in self.__dict__:  # a subspace refresh step paid already
             return self.per_sample_retain_by_task.sum(dim=0)
-        ones = torch.ones(1, len(self.tasks), device=self.target.device)
-        return self._per_sample(self.retain_batch, ones)[0]
+        return self._per_sample(*self._retain_weightings(by_task=False))[0]
 
     @cached_property
     def per_sample_retain_by_task(self) -> Tensor:
-        """Per-sample retain gradients of each task, ``[T, B_r, P_shared]``."""
-        if self.retain_batch is None:
-            raise RuntimeError("this method was given no retain batch")
-        eye = torch.eye(len(self.tasks), device=self.target.device)
-        return self._per_sample(self.retain_batch, eye)
+        """Per-sample retain gradients of each task, ``[T, B_r, P_shared]``, the matrix."""
+        return self._per_sample(*self._retain_weightings(by_task=True))
