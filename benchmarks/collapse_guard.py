@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.study.runner import run_study
 
@@ -54,7 +56,12 @@ def run(guard: bool, trials: int, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         on = run(True, args.trials, Path(tmp) / "on")
         off = run(False, args.trials, Path(tmp) / "off")

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import optuna
+import torch
 from _shapes_study import shapes_study
 
 from tune_unlearn.config.study_config import parse_study
@@ -38,7 +39,12 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tune_unlearn")
     parser.add_argument("--retain-sample", type=int, default=2000, help="0: score the whole retain set")
     parser.add_argument("--eval-batch", type=int, default=256)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     evaluation = {"retain_sample": args.retain_sample or None, "batch_size": args.eval_batch}
     with tempfile.TemporaryDirectory() as tmp:
         raw = shapes_study(

@@ -18,6 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import torch
 from _quickstart import quickstart_search
 
 from tune_unlearn.config.study_config import parse_study
@@ -57,7 +58,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--methods", nargs="+", default=list(METHOD_NAMES))
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     raw = quickstart_search()
     print(
         "| method | space | ms/step (median) | best utility with efficacy ≥ 0.9 | its efficacy "

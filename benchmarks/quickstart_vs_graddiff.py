@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from _quickstart import quickstart_search
 
 from tune_unlearn.config.study_config import parse_study
@@ -53,7 +54,12 @@ def best_forgetting(rows: list[dict]) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     quickstart = quickstart_search()
     trials = args.trials or quickstart["n_trials"]
     graddiff = {

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.trial import configuration_run
 from tune_unlearn.trial.study_references import load_study_values
@@ -32,7 +34,12 @@ def main() -> None:
     parser.add_argument("--correlations", type=float, nargs="+", default=[0.0, 0.9])
     parser.add_argument("--ascent-lrs", type=float, nargs="+", default=[3e-5, 1e-4, 3e-4])
     parser.add_argument("--cache", type=Path, help="reference cache (default: a temporary folder)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
         for correlation in args.correlations:

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from _quickstart import quickstart_search
 
 from tune_unlearn.config.study_config import parse_study
@@ -32,7 +33,12 @@ def wall(raw: dict, out: Path, tracking: bool, trials: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     raw = quickstart_search()
     with tempfile.TemporaryDirectory() as tmp:
         wall(raw, Path(tmp) / "warm", False, 1)  # train and cache the references first

@@ -20,6 +20,7 @@ import math
 import tempfile
 from pathlib import Path
 
+import torch
 from _shapes_study import shapes_study
 
 from tune_unlearn.config.study_config import parse_study
@@ -41,7 +42,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tune_unlearn")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         raw = shapes_study(
             args.samples,

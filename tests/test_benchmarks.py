@@ -69,13 +69,19 @@ TINY = {
         ],
     ),
     "forget_score_rules.py": (["--examples", "20"], ["20 examples a case, seed 0"]),
-    "collapse_guard.py": (["--trials", "1"], ["guard on: wall", "guard off: wall", "wall ratio on/off"]),
+    "collapse_guard.py": (
+        ["--trials", "1", "--threads", "1"],
+        ["guard on: wall", "guard off: wall", "wall ratio on/off"],
+    ),
     "projection_space.py": (
-        ["--trials", "1", "--methods", "interference_aware"],
+        ["--trials", "1", "--methods", "interference_aware", "--threads", "1"],
         ["| interference_aware | parameters |", "| interference_aware | representation |"],
     ),
-    "quickstart_vs_graddiff.py": (["--trials", "1"], ["trials per study: 1; wall: interference_aware"]),
-    "tracking_overhead.py": (["--trials", "1"], ["1 trials: tracking off", "ratio on/off"]),
+    "quickstart_vs_graddiff.py": (
+        ["--trials", "1", "--threads", "1"],
+        ["trials per study: 1; wall: interference_aware"],
+    ),
+    "tracking_overhead.py": (["--trials", "1", "--threads", "1"], ["1 trials: tracking off", "ratio on/off"]),
     "head_reset.py": (
         ["--steps", "3", "--threads", "1"],
         [
@@ -113,16 +119,20 @@ TINY = {
         ],
     ),
     "shapes_interference.py": (
-        ["--samples", "400", "--correlations", "0.0", "--ascent-lrs", "0.01"],
+        ["--samples", "400", "--correlations", "0.0", "--ascent-lrs", "0.01", "--threads", "1"],
         ["correlation 0.0: references ready in", "forget efficacy"],
     ),
     "unlearn_vs_retrain.py": (
-        ["--samples", "400", "--trials", "1"],
+        ["--samples", "400", "--trials", "1", "--threads", "1"],
         ["shapes 400 samples; retrain reference:", "the retrain's own retained utility"],
     ),
     "ascent_window.py": (
         ["--problems", "digits", "--ratios", "1e-4", "--threads", "1"],
         ["digits (60 steps, batch 32): s_forget", "ascent 1e-04 × s_forget:", "first rate that forgets:"],
+    ),
+    "retain_sharpness.py": (
+        ["--problems", "digits", "--multiples", "1", "--iterations", "3", "--threads", "1"],
+        ["digits (60 steps, batch 32): s_retain", "λ_max(eval)", "| 1 | "],
     ),
     "rerun_vs_retrain.py": (
         ["--problem", "digits", "--params", '{"ascent_lr": 0.01, "retain_lr": 0.05}', "--repeats", "1"],
@@ -136,7 +146,7 @@ TINY = {
         ["Per seed, the trial of highest forget efficacy", "- graddiff:"],
     ),
     "framework_overhead.py": (
-        ["--samples", "400", "--trials", "1", "--steps", "2"],
+        ["--samples", "400", "--trials", "1", "--steps", "2", "--threads", "1"],
         ["unlearning:", "framework overhead:"],
     ),
     "workers_throughput.py": (["--trials", "2"], ["2 worker(s): 2 trials in", "ratio two/one:"]),
@@ -155,9 +165,15 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One reference cache for every run: most of them share the quickstart's references."""
-    return tmp_path_factory.mktemp("benchmark-cache")
+def cache(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """One reference cache for every run, most of which share the quickstart's references, on
+    every xdist worker (the runs spread over them): the cache's file locks train each
+    reference once. Under xdist the workers' temporary folders share this run's parent."""
+    if worker_id == "master":
+        return tmp_path_factory.mktemp("benchmark-cache")
+    shared = tmp_path_factory.getbasetemp().parent / "benchmark-cache"
+    shared.mkdir(exist_ok=True)
+    return shared
 
 
 @pytest.mark.parametrize("script", sorted(TINY))
