@@ -24,6 +24,7 @@ SCALE_WORDS = {
     "retain_gradient": "the original's retain_gradient scale ‖θ‖/‖g‖",
     "retain_probe": "the retain_probe scale (the largest probed retain rate every task survives)",
     "ascent_probe": "the ascent_probe scale (the largest probed ascent rate the collapse guard lets finish)",
+    "retain_curvature": "the retain_curvature scale (2/λ_max, the retain loss's stability limit)",
 }
 
 

@@ -13,6 +13,7 @@ import torch
 from tune_unlearn.cli import main
 from tune_unlearn.config.study_config import ConfigError, parse_study
 from tune_unlearn.methods import Finetune, GradientAscent, _rate_scale
+from tune_unlearn.problems import masked_task_losses
 from tune_unlearn.scoring.evaluation import evaluate
 from tune_unlearn.study.objective import storage_url
 from tune_unlearn.study.runner import run_study
@@ -201,6 +202,72 @@ def test_scales_the_study_file_gives_keep_their_values_when_the_probe_is_measure
     run = run_study(tiny_study(tmp_path, method=method, n_trials=1), progress=False)
     scales = run.study.user_attrs["rate_scales"]
     assert {k: scales[k] for k in given} == given and scales["retain_probe"] > 0
+
+
+def _exact_top_curvature(experiment: LoadedStudy, batch_size: int) -> float:
+    """λ_max of the summed retain loss's Hessian on the scale's seeded batch, from the whole
+    Hessian (the tiny model has 1,584 parameters) and its eigenvalues."""
+    model = experiment.references.original_model().eval()
+    setup = experiment.inputs.setup
+    generator = torch.Generator().manual_seed(0)
+    positions = torch.randint(len(setup.retain), (batch_size,), generator=generator)
+    batch = setup.batch(setup.retain, positions)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    shapes = [p.shape for n, p in model.named_parameters() if p.requires_grad]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        params, start = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            params[name] = theta[start : start + shape.numel()].reshape(shape)
+            start += shape.numel()
+        outputs = torch.func.functional_call(model, params, (batch.inputs,))
+        return masked_task_losses(outputs, batch, setup.tasks).sum()
+
+    hessian = torch.autograd.functional.hessian(loss, flat)
+    return float(torch.linalg.eigvalsh(hessian.double()).max())
+
+
+def test_the_retain_curvature_is_two_over_the_retain_losss_top_hessian_eigenvalue(
+    tiny_values: LoadedStudy,
+) -> None:
+    exact = _exact_top_curvature(tiny_values, batch_size=16)
+    spent = _rate_scale.ScaleMeasurement()
+    limit = _rate_scale.retain_stability_limit(
+        tiny_values.references.original_model(),
+        tiny_values.inputs.setup,
+        16,
+        seed=0,
+        spent=spent,
+        iterations=200,
+    )
+    assert exact > 0 and limit == pytest.approx(2.0 / exact, rel=1e-3)
+    assert spent.sample_gradients == 16 * (1 + 2 * 200)
+    # the default iterations are within 2% of it (docs/reference.md says so)
+    default = _rate_scale.retain_stability_limit(
+        tiny_values.references.original_model(), tiny_values.inputs.setup, 16, seed=0
+    )
+    assert default == pytest.approx(2.0 / exact, rel=0.02)
+
+
+def test_a_study_naming_the_retain_curvature_searches_relative_to_it_on_its_batch(tmp_path: Path) -> None:
+    search = {
+        "ascent_lr": RELATIVE["ascent_lr"],
+        "retain_lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True, "scale": "retain_curvature"},
+    }
+    config = tiny_study(
+        tmp_path, method={"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}, "search": search}
+    )
+    run = run_study(config, n_trials=2, progress=False)
+    scales = run.study.user_attrs["rate_scales"]
+    assert set(scales) == {"forget_gradient", "retain_gradient", "retain_curvature"}
+    values = load_study_values(config)
+    expected = _rate_scale.retain_stability_limit(
+        values.references.original_model(), values.inputs.setup, 16, seed=values.inputs.config.problem.seed
+    )
+    assert scales["retain_curvature"] == pytest.approx(expected)
+    assert all(0.01 * expected <= t.params["retain_lr"] <= expected * (1 + 1e-9) for t in run.study.trials)
+    assert run.study.user_attrs["rate_scales_cost"] > 0
 
 
 def test_a_study_resumed_on_a_default_space_that_moved_is_refused_naming_the_change(

@@ -37,6 +37,16 @@ end). A range relative to it put the window at one place on the three built-in p
 the default ascent range is relative to it (``ASCENT_RATES`` in ``methods/_base.py``). It costs at most
 ``len(ASCENT_PROBE_RATIOS) × steps`` ascent steps (the collapsing rates stop at their first
 failed check), counted in the request's all-in cost like everything else the scales spend.
+
+The fifth, ``retain_curvature``, is the retain loss's stability limit ``2/λ_max``: plain descent
+on a quadratic overshoots and grows along the Hessian's top eigenvector once its rate passes
+it, whatever the gradient's norm, and a converged model's small gradient makes the gradient
+scale large. On scenes' ResNet (in eval mode, as the methods step) the retain step breaks the
+kept depth task there (a drop of 0.06 at 0.3 × the limit, 0.77–0.91 at 3 ×), where the
+gradient scale puts the limit at 2.4e-4 × ``s_retain``; the shapes CNN's tasks hold to about
+3 × its limit, digits' MLP past 30 × (benchmarks/RESULTS.md, "The retain step's stability
+limit"). ``λ_max`` comes from :data:`CURVATURE_ITERATIONS` Hessian-vector products (power
+iteration) of the summed retain loss on one seeded retain batch of the study's batch size.
 """
 
 from __future__ import annotations
@@ -54,7 +64,7 @@ from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 from tune_unlearn.methods._simple import Finetune, GradientAscent
 from tune_unlearn.problems import MultiTaskModel
 
-Scale = Literal["forget_gradient", "retain_gradient", "retain_probe", "ascent_probe"]
+Scale = Literal["forget_gradient", "retain_gradient", "retain_probe", "ascent_probe", "retain_curvature"]
 SCALES: tuple[Scale, ...] = get_args(Scale)
 #: Batches and samples per batch behind the measured norms.
 BATCHES, BATCH_SIZE = 4, 64
@@ -68,6 +78,9 @@ PROBE_SAMPLES = 256
 #: The ascent probe's ratios of the forget gradient's scale, tried from the largest down: the
 #: half-decades of the default ascent range ``[1e-6, 1e-3]``.
 ASCENT_PROBE_RATIOS = (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+#: Power iterations behind ``retain_curvature``'s ``λ_max``: by 20 the Rayleigh quotient is its
+#: value after 100 to four digits on digits, shapes and scenes (benchmarks/retain_sharpness.py).
+CURVATURE_ITERATIONS = 20
 
 
 @dataclass
@@ -249,17 +262,66 @@ def probe_ascent_rate(
     )
 
 
+def retain_stability_limit(
+    model: MultiTaskModel,
+    setup: UnlearningSetup,
+    batch_size: int,
+    seed: int = 0,
+    spent: ScaleMeasurement | None = None,
+    iterations: int = CURVATURE_ITERATIONS,
+) -> float:
+    """The ``retain_curvature`` scale, ``2/λ_max``: ``λ_max`` the largest eigenvalue of the
+    Hessian of the summed retain loss (every task it labels, as the methods' retain step) on one
+    seeded retain batch of ``batch_size``, at ``model`` in eval mode, by power iteration from a
+    seeded start (the Rayleigh quotient after ``iterations`` Hessian-vector products). Each
+    product is counted as two backward passes over the batch. Raises ``ValueError`` when the
+    loss has no positive curvature (no limit to give)."""
+    was_training = model.training
+    model.eval()
+    layout = ParameterLayout(model)
+    device = setup.data.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    positions = torch.randint(len(setup.retain), (batch_size,), generator=generator, device=device)
+    grads = StepGradients(layout, setup.tasks, setup.target, None, setup.batch(setup.retain, positions))
+    gradient = torch.autograd.grad(grads.retain_task_losses.sum(), layout.params, create_graph=True)
+    vector = [torch.randn(p.shape, generator=generator, device=device) for p in layout.params]
+    eigenvalue = torch.zeros((), device=device)
+    for _ in range(iterations):
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for v in vector]))
+        vector = [v / norm for v in vector]
+        product = torch.autograd.grad(gradient, layout.params, vector, retain_graph=True)
+        eigenvalue = sum((h * v).sum() for h, v in zip(product, vector, strict=True))  # type: ignore[assignment]
+        vector = [h.detach() for h in product]
+    if spent is not None:
+        spent.sample_gradients += batch_size * (1 + 2 * iterations)
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    top = float(eigenvalue)
+    if not top > 0:
+        raise ValueError(
+            f"the retain loss has no positive curvature at the original (λ_max {top:g}): no "
+            "retain_curvature scale; give the retain rate's range in absolute units"
+        )
+    return 2.0 / top
+
+
 def measure_scales(
     model: MultiTaskModel,
     setup: UnlearningSetup,
     names: set[Scale],
     seed: int = 0,
     ascent: AscentProbeBudget | None = None,
+    retain_batch: int | None = None,
 ) -> ScaleMeasurement:
-    """The two gradient scales, ``retain_probe`` when ``names`` holds it and ``ascent_probe``
-    when it does (each costs steps; ``ascent`` must then be given), with what they cost."""
+    """The two gradient scales, ``retain_probe`` when ``names`` holds it, ``ascent_probe``
+    when it does (each costs steps; ``ascent`` must then be given) and ``retain_curvature``
+    (on a batch of ``retain_batch``, the study's; :data:`BATCH_SIZE` when not given), with
+    what they cost."""
     measured = ScaleMeasurement()
     scales = measure_rate_scales(model, setup, seed, measured)
+    if "retain_curvature" in names:
+        batch = retain_batch or BATCH_SIZE
+        scales["retain_curvature"] = retain_stability_limit(model, setup, batch, seed, measured)
     if "retain_probe" in names:
         scales["retain_probe"] = probe_retain_rate(model, setup, scales["retain_gradient"], seed, measured)
     if "ascent_probe" in names:

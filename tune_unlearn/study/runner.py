@@ -69,7 +69,7 @@ from tune_unlearn.tracking.runs import (
     resolve_tracking_uri,
 )
 from tune_unlearn.trial.guard import ascent_probe_budget
-from tune_unlearn.trial.inputs import StudyInputs, load_inputs
+from tune_unlearn.trial.inputs import StudyInputs, build_method, load_inputs
 from tune_unlearn.trial.study_references import StudyReferences, load_study_references
 
 
@@ -225,8 +225,15 @@ def _resolve_rate_scales(
             with reading_input():
                 refuse_default_scale_never_measured(study, inputs.config, scales.keys())
         ascent = ascent_probe_budget(inputs, references) if "ascent_probe" in named else None
+        # The retain loss's curvature on a batch of the size the retain step takes.
+        retain_batch = build_method(inputs, {}).batch_size if "retain_curvature" in named else None
         measured = measure_scales(
-            references.original_model(), inputs.setup, named, inputs.config.problem.seed, ascent
+            references.original_model(),
+            inputs.setup,
+            named,
+            inputs.config.problem.seed,
+            ascent,
+            retain_batch,
         )
         scales = {**measured.scales, **scales}
     resolved = replace(inputs, config=with_rate_scales(inputs.config, scales))
