@@ -65,6 +65,7 @@ def setting(
     trials: int,
     ia_space: str,
     on_collapse: str = "prune",
+    sampler: str = "tpe",
 ) -> dict[str, Any]:
     if problem == "digits":
         problem_section: dict[str, Any] = {"name": "digits", "seed": 0}
@@ -107,7 +108,7 @@ def setting(
             **({"search": IA_SEARCH} if ia_space == "quickstart" else {}),
         },
         "n_trials": trials,
-        "sampler": {"name": "tpe", "seed": 0},
+        "sampler": {"name": sampler, "seed": 0},
         "constraints": ["forget_efficacy >= 0.9"],
         # "infeasible": a trial the guard stops ends complete and infeasible, so that the sampler
         # learns the region collapses (it learns nothing from a pruned trial)
@@ -224,6 +225,9 @@ def main() -> None:
         default="prune",
         help="the collapse guard's collapse_guard.on_collapse (the study default: prune)",
     )
+    parser.add_argument(
+        "--sampler", choices=("tpe", "gp"), default="tpe", help="every study's sampler (seeded per study)"
+    )
     parser.add_argument("--utility-floor", type=float, default=0.95)
     parser.add_argument(
         "--utility-floor-of-retrain",
@@ -259,6 +263,7 @@ def main() -> None:
             args.trials,
             args.ia_space,
             args.on_collapse,
+            args.sampler,
         )
         if args.lr_scale is None:
             comparison = run_comparison(parse_study(raw), args.methods, seeds=args.seeds, progress=False)

@@ -141,7 +141,18 @@ TINY = {
     "paper_claims.py": (
         [
             *("--problem", "digits", "--modes", "partial", "--methods", "graddiff"),
-            *("--seeds", "1", "--trials", "1", "--threads", "1", "--on-collapse", "infeasible"),
+            *(
+                "--seeds",
+                "1",
+                "--trials",
+                "1",
+                "--threads",
+                "1",
+                "--on-collapse",
+                "infeasible",
+                "--sampler",
+                "gp",
+            ),
         ],
         ["Per seed, the trial of highest forget efficacy", "- graddiff:"],
     ),
