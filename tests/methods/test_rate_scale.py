@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from tune_unlearn.cli import main
-from tune_unlearn.config.study_config import ConfigError, parse_study
+from tune_unlearn.config.study_config import ConfigError, StudyConfig, parse_study
 from tune_unlearn.methods import Finetune, GradientAscent, _rate_scale
 from tune_unlearn.problems import masked_task_losses
 from tune_unlearn.scoring.evaluation import evaluate
 from tune_unlearn.study.objective import storage_url
-from tune_unlearn.study.runner import run_study
+from tune_unlearn.study.runner import StudyRun, run_study
 from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 
 from ..helpers import tiny_study, write_study
@@ -166,15 +166,20 @@ def test_a_model_no_probed_rate_keeps_is_refused_with_the_task_that_drops(
         )
 
 
-def test_a_study_naming_the_retain_probe_measures_it_once_and_searches_below_it(tmp_path: Path) -> None:
+def _retain_range_study(tmp_path: Path, scale: str) -> tuple[StudyConfig, StudyRun]:
+    """Two GradDiff trials on the tiny study with the retain rate in ``[0.01, 1] × scale``."""
     search = {
         "ascent_lr": RELATIVE["ascent_lr"],
-        "retain_lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True, "scale": "retain_probe"},
+        "retain_lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True, "scale": scale},
     }
     config = tiny_study(
         tmp_path, method={"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}, "search": search}
     )
-    run = run_study(config, n_trials=2, progress=False)
+    return config, run_study(config, n_trials=2, progress=False)
+
+
+def test_a_study_naming_the_retain_probe_measures_it_once_and_searches_below_it(tmp_path: Path) -> None:
+    _, run = _retain_range_study(tmp_path, "retain_probe")
     scales = run.study.user_attrs["rate_scales"]
     assert set(scales) == {"forget_gradient", "retain_gradient", "retain_probe"}
     ratios = [scales["retain_probe"] / scales["retain_gradient"] / r for r in _rate_scale.PROBE_RATIOS]
@@ -251,14 +256,7 @@ def test_the_retain_curvature_is_two_over_the_retain_losss_top_hessian_eigenvalu
 
 
 def test_a_study_naming_the_retain_curvature_searches_relative_to_it_on_its_batch(tmp_path: Path) -> None:
-    search = {
-        "ascent_lr": RELATIVE["ascent_lr"],
-        "retain_lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True, "scale": "retain_curvature"},
-    }
-    config = tiny_study(
-        tmp_path, method={"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}, "search": search}
-    )
-    run = run_study(config, n_trials=2, progress=False)
+    config, run = _retain_range_study(tmp_path, "retain_curvature")
     scales = run.study.user_attrs["rate_scales"]
     assert set(scales) == {"forget_gradient", "retain_gradient", "retain_curvature"}
     values = load_study_values(config)
