@@ -255,6 +255,16 @@ def test_the_retain_curvature_is_two_over_the_retain_losss_top_hessian_eigenvalu
     assert default == pytest.approx(2.0 / exact, rel=0.02)
 
 
+def test_a_retain_loss_without_positive_curvature_is_refused_not_given_an_infinite_limit(
+    tiny_values: LoadedStudy,
+) -> None:
+    # no Hessian-vector product: no curvature measured, so no limit (never 2/0)
+    with pytest.raises(ValueError, match=r"no positive curvature at the original \(λ_max 0\)"):
+        _rate_scale.retain_stability_limit(
+            tiny_values.references.original_model(), tiny_values.inputs.setup, 16, seed=0, iterations=0
+        )
+
+
 def test_a_study_naming_the_retain_curvature_searches_relative_to_it_on_its_batch(tmp_path: Path) -> None:
     config, run = _retain_range_study(tmp_path, "retain_curvature")
     scales = run.study.user_attrs["rate_scales"]
