@@ -38,6 +38,7 @@ import torch
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS
+from tune_unlearn.methods._base import DESCENT_RATES
 from tune_unlearn.report.leaderboard import Interval, Leaderboard, default_plot_objectives
 from tune_unlearn.report.summary import StudySummary
 from tune_unlearn.report.trial_record import TrialRecord
@@ -134,35 +135,56 @@ def one_configuration(problem: str, samples: int, method: str, cache: Path) -> L
     return load_study_values(parse_study(raw))
 
 
-def scaled_space(method: str, fixed: dict[str, Any], scale: float) -> dict[str, Any]:
+def scaled_space(
+    method: str,
+    fixed: dict[str, Any],
+    scale: float | None = None,
+    descent: tuple[float, float, str] | None = None,
+) -> dict[str, Any]:
     """``method``'s default search space with every learning rate's bounds (``lr``, ``*_lr``)
-    multiplied by ``scale``; a fixed hyperparameter stays out of it."""
+    multiplied by ``scale``, and with every descent rate (a dimension of the default descent
+    range, ``DESCENT_RATES``) drawn from ``descent`` = ``(low, high, scale name)`` instead; a
+    fixed hyperparameter stays out of it."""
     space = copy.deepcopy(METHODS.get(method).default_search)
     for name, spec in space.items():
-        if name == "lr" or name.endswith("_lr"):
+        if descent is not None and spec.get("scale") == DESCENT_RATES["scale"]:
+            spec.update(low=descent[0], high=descent[1], scale=descent[2])
+        if scale is not None and (name == "lr" or name.endswith("_lr")):
             spec["low"] = float(f"{float(spec['low']) * scale:.6g}")  # type: ignore[arg-type]
             spec["high"] = float(f"{float(spec['high']) * scale:.6g}")  # type: ignore[arg-type]
     return {k: v for k, v in space.items() if k not in fixed}
 
 
-def compare_scaled(raw: dict[str, Any], methods: list[str], seeds: int, scale: float) -> Leaderboard:
-    """``compare`` with every method on its scaled default space: each method is run as the
-    study file's method (the one whose space the file sets), into its own folder, and one
-    leaderboard (one shared hypervolume box) is built from all of them."""
+def compare_scaled(
+    raw: dict[str, Any],
+    methods: list[str],
+    seeds: int,
+    scale: float | None,
+    descent: tuple[float, float, str] | None = None,
+) -> Leaderboard:
+    """``compare`` with every method on its default space as :func:`scaled_space` changes it:
+    each method is run as the study file's method (the one whose space the file sets), into its
+    own folder, and one leaderboard (one shared hypervolume box) is built from all of them."""
+    tag = "-".join(
+        [
+            *([f"lr-x{scale:g}"] if scale is not None else []),
+            *([f"descent-{descent[0]:g}-{descent[1]:g}-{descent[2]}"] if descent is not None else []),
+        ]
+    )
     by_method = {}
     for method in methods:
         declared = METHODS.get(method).hyperparameters()
         fixed = {k: v for k, v in raw["method"]["fixed"].items() if k in declared}
         member = {
             **raw,
-            "name": f"{raw['name']}.lr-x{scale:g}.{method}",
-            "method": {"name": method, "fixed": fixed, "search": scaled_space(method, fixed, scale)},
-            "output": f"{raw['output']}/lr-x{scale:g}/{method}",
+            "name": f"{raw['name']}.{tag}.{method}",
+            "method": {"name": method, "fixed": fixed, "search": scaled_space(method, fixed, scale, descent)},
+            "output": f"{raw['output']}/{tag}/{method}",
         }
         comparison = run_comparison(parse_study(member), [method], seeds=seeds, progress=False)
         by_method[method] = comparison.leaderboard.results[0].summaries
     board = Leaderboard.of(by_method, raw["n_trials"])
-    board.write(Path(raw["output"]) / f"lr-x{scale:g}", default_plot_objectives(board.objectives))
+    board.write(Path(raw["output"]) / tag, default_plot_objectives(board.objectives))
     return board
 
 
@@ -220,6 +242,14 @@ def main() -> None:
         "(for a problem whose plain-SGD steps diverge at the defaults, as the shapes CNN's do)",
     )
     parser.add_argument(
+        "--descent-range",
+        nargs=3,
+        metavar=("LOW", "HIGH", "SCALE"),
+        default=None,
+        help="every method on its default space with every descent rate (retain_lr, the loss "
+        "methods' lr) drawn from [LOW, HIGH] × SCALE instead (e.g. 0.01 1 retain_curvature)",
+    )
+    parser.add_argument(
         "--on-collapse",
         choices=("prune", "infeasible"),
         default="prune",
@@ -265,11 +295,16 @@ def main() -> None:
             args.on_collapse,
             args.sampler,
         )
-        if args.lr_scale is None:
+        descent = (
+            None
+            if args.descent_range is None
+            else (float(args.descent_range[0]), float(args.descent_range[1]), args.descent_range[2])
+        )
+        if args.lr_scale is None and descent is None:
             comparison = run_comparison(parse_study(raw), args.methods, seeds=args.seeds, progress=False)
             board, studies = comparison.leaderboard, len(comparison.members)
         else:
-            board = compare_scaled(raw, args.methods, args.seeds, args.lr_scale)
+            board = compare_scaled(raw, args.methods, args.seeds, args.lr_scale, descent)
             studies = len(args.methods) * args.seeds
         seconds = time.perf_counter() - started
         matched: dict[str, list[float | None]] = {}
@@ -279,6 +314,8 @@ def main() -> None:
             matched[result.method] = [p[0] for p in pairs]
             chosen[result.method] = [p[1] for p in pairs]
         print(f"\n## {args.problem}, {mode} mode: {studies} studies in {seconds:.0f} s")
+        if descent is not None:
+            print(f"\nEvery descent rate drawn from [{descent[0]:g}, {descent[1]:g}] × {descent[2]}")
         print(board.markdown().split("\n![")[0])
         utilities = [s.reference_retained_utility for r in board.results for s in r.summaries]
         honest = next((u for u in utilities if u is not None), None)

@@ -153,8 +153,13 @@ TINY = {
                 "--sampler",
                 "gp",
             ),
+            *("--descent-range", "0.01", "1", "retain_curvature"),
         ],
-        ["Per seed, the trial of highest forget efficacy", "- graddiff:"],
+        [
+            "Per seed, the trial of highest forget efficacy",
+            "- graddiff:",
+            "Every descent rate drawn from [0.01, 1] × retain_curvature",
+        ],
     ),
     "framework_overhead.py": (
         ["--samples", "400", "--trials", "1", "--steps", "2", "--threads", "1"],
