@@ -32,13 +32,14 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS
 from tune_unlearn.methods._base import DESCENT_RATES
+from tune_unlearn.methods._rate_scale import Scale
 from tune_unlearn.report.leaderboard import Interval, Leaderboard, default_plot_objectives
 from tune_unlearn.report.summary import StudySummary
 from tune_unlearn.report.trial_record import TrialRecord
@@ -217,6 +218,20 @@ def matched_uis(summary: StudySummary, floor: float) -> tuple[float | None, dict
     return best
 
 
+def descent_range(parser: argparse.ArgumentParser, words: list[str]) -> tuple[float, float, str]:
+    """``--descent-range LOW HIGH SCALE`` checked before anything runs (exit 2 on bad input)."""
+    low, high, scale = words
+    try:
+        bounds = (float(low), float(high))
+    except ValueError:
+        parser.error(f"--descent-range: LOW and HIGH must be numbers, got {low!r} and {high!r}")
+    if not 0 < bounds[0] < bounds[1]:
+        parser.error(f"--descent-range: need 0 < LOW < HIGH, got {low} and {high}")
+    if scale not in get_args(Scale):
+        parser.error(f"--descent-range: SCALE must be one of {', '.join(get_args(Scale))}, got {scale!r}")
+    return bounds[0], bounds[1], scale
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -272,6 +287,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="comparison folders (default: temporary)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    descent = None if args.descent_range is None else descent_range(parser, args.descent_range)
     torch.set_num_threads(args.threads)
 
     def utility_floor(summary: StudySummary) -> float:
@@ -294,11 +310,6 @@ def main() -> None:
             args.ia_space,
             args.on_collapse,
             args.sampler,
-        )
-        descent = (
-            None
-            if args.descent_range is None
-            else (float(args.descent_range[0]), float(args.descent_range[1]), args.descent_range[2])
         )
         if args.lr_scale is None and descent is None:
             comparison = run_comparison(parse_study(raw), args.methods, seeds=args.seeds, progress=False)
