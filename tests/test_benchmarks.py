@@ -3,11 +3,14 @@ from their full-size runs, in benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -82,6 +85,15 @@ TINY = {
         ["trials per study: 1; wall: interference_aware"],
     ),
     "tracking_overhead.py": (["--trials", "1", "--threads", "1"], ["1 trials: tracking off", "ratio on/off"]),
+    "feature_erasure.py": (
+        ["--threads", "1"],
+        [
+            "feature erasure: quickstart.yaml, the forget set's indicator erased at input",
+            "erased direction's share of the variance",
+            "attack/relearn_forget: ",
+            "verdict: ",
+        ],
+    ),
     "head_reset.py": (
         ["--steps", "3", "--threads", "1"],
         [
@@ -213,3 +225,41 @@ def test_every_benchmark_has_a_tiny_run() -> None:
     """A new script in benchmarks/ needs its tiny run here (its private helpers excepted)."""
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
     assert scripts == set(TINY)
+
+
+def _benchmark_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_erasure_matches_a_hand_worked_case() -> None:
+    """x's first coordinate is the concept, its second uncorrelated noise: Σ = diag(1/4, 1),
+    σ = (1/4, 0), so M = e₁e₁ᵀ and the samples outside the concept (mean 0) anchor it; the
+    erasure zeroes the first coordinate and leaves the second."""
+    erasure = _benchmark_module("feature_erasure").erasure
+    x = torch.tensor([[0.0, -1.0], [0.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+    z = torch.tensor([False, False, True, True])
+    m, anchor = erasure(x, z)
+    assert torch.allclose(m, torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(anchor, torch.zeros(2, dtype=torch.float64))
+    erased = x.double() - (x.double() - anchor) @ m.T
+    assert torch.allclose(erased, torch.tensor([[0.0, -1.0], [0.0, 1.0], [0.0, -1.0], [0.0, 1.0]]).double())
+
+
+def test_the_erased_activations_do_not_covary_with_the_concept() -> None:
+    """On correlated activations the erased ones have zero covariance with the concept, the
+    samples outside it keep their mean, and only one direction moves (M has rank 1)."""
+    erasure = _benchmark_module("feature_erasure").erasure
+    generator = torch.Generator().manual_seed(0)
+    z = torch.rand(400, generator=generator) < 0.3
+    mixing = torch.randn(5, 5, generator=generator)
+    x = torch.randn(400, 5, generator=generator) @ mixing + 2.0 * z.double().unsqueeze(1).float() @ mixing[:1]
+    m, anchor = erasure(x, z)
+    erased = x.double() - (x.double() - anchor) @ m.T
+    concept = z.double() - z.double().mean()
+    assert torch.linalg.vector_norm((erased - erased.mean(0)).T @ concept) < 1e-9
+    assert torch.allclose(erased[~z].mean(0), x[~z].double().mean(0), atol=1e-9)
+    assert torch.linalg.matrix_rank(m) == 1
