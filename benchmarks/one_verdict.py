@@ -18,6 +18,12 @@ recommended trial is then judged with the release suite too, on or off the front
 gives the trials run, the verdicts the study stored, and the request's all-in cost as
 ``report.md`` states it (references, trials, the candidate's re-run; validation not counted)
 plus the re-runs of the validated trials (their ``compute_cost``), in retrain units.
+
+``--reuse-study-verdicts`` takes a front trial's release verdict from the study's own stored
+verdict when the study validated it with the release suite file itself (the same re-run from
+the trial's seed and the same gate code, so the same input gives the same verdict): on a study
+whose suite is the release suite and whose front nothing passes, it halves the run. Front trials
+the study did not validate are re-run and gated as without it.
 """
 
 from __future__ import annotations
@@ -44,9 +50,13 @@ from tune_unlearn.validation import Candidate, ValidationContext, load_suite, va
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def judge_front(run: Any, release: Path) -> list[dict[str, Any]]:
-    """Every front trial re-run from its seed and gated with ``release``."""
+def judge_front(run: Any, release: Path, reuse: bool = False) -> list[dict[str, Any]]:
+    """Every front trial re-run from its seed and gated with ``release`` (with ``reuse``, the
+    study's own verdict where it judged the trial with that very suite file)."""
     summary = run.summary
+    suite_file = summary.config.validation.suite
+    same_suite = suite_file is not None and Path(suite_file).resolve() == release.resolve()
+    stored = StudyRecord.of(run.study).verdicts if reuse and same_suite else {}
     experiment = load_study_values(summary.config)
     context = ValidationContext(*experiment)
     suite = load_suite(release)
@@ -55,6 +65,18 @@ def judge_front(run: Any, release: Path) -> list[dict[str, Any]]:
     if summary.recommended is not None:  # with stop_at_releasable it may lie off the front
         judged[summary.recommended.number] = summary.recommended
     for trial in sorted(judged.values(), key=lambda t: t.number):
+        if trial.number in stored:
+            verdict = stored[trial.number]
+            rows.append(
+                {
+                    "trial": trial.number,
+                    "recommended": summary.is_recommended(trial),
+                    "release": verdict.verdict,
+                    "failed": verdict.failed,
+                    "from": "study",
+                }
+            )
+            continue
         record = TrialRecord.of(trial)
         seed = int(record.seed or 0)
         result = configuration_run.run(*experiment, trial.params, seed=seed, recovery=context.recovery)
@@ -67,6 +89,7 @@ def judge_front(run: Any, release: Path) -> list[dict[str, Any]]:
                 "recommended": summary.is_recommended(trial),
                 "release": report.verdict,
                 "failed": [r.name for r in report.judged if not r.passed],
+                "from": "re-run",
             }
         )
     return rows
@@ -87,6 +110,11 @@ def main() -> None:
         "--stop-at-releasable",
         action="store_true",
         help="validation.stop_at_releasable: true (needs a suite)",
+    )
+    parser.add_argument(
+        "--reuse-study-verdicts",
+        action="store_true",
+        help="take a front trial's verdict from the study where it validated it with the release suite",
     )
     parser.add_argument(
         "--keep", type=Path, default=None, help="keep each seed's study outputs here (DIR/seedN/trials.csv)"
@@ -118,7 +146,7 @@ def main() -> None:
                 "stop_at_releasable": True,
             }
         run = run_study(parse_study({**raw, **changes}), progress=False)
-        front = judge_front(run, args.release)
+        front = judge_front(run, args.release, args.reuse_study_verdicts)
         recommended = run.summary.recommended
         config, trials = run.summary.config, run.summary.trials
         steps = config.method.fixed.get("steps")
@@ -149,7 +177,9 @@ def main() -> None:
             flush=True,
         )
         for f in front:
-            print(f"    trial {f['trial']}: {f['release']} {', '.join(f['failed'])}", flush=True)
+            print(
+                f"    trial {f['trial']} ({f['from']}): {f['release']} {', '.join(f['failed'])}", flush=True
+            )
     held = sum(
         any(f["release"] == "pass" for f in r["front"])
         <= any(f["recommended"] and f["release"] == "pass" for f in r["front"])

@@ -103,7 +103,7 @@ TINY = {
         ],
     ),
     "one_verdict.py": (
-        ["--seeds", "0", "--trials", "2", "--threads", "1", "--stop-at-releasable"],
+        ["--seeds", "0", "--trials", "2", "--threads", "1", "--stop-at-releasable", "--reuse-study-verdicts"],
         [
             "quickstart.yaml: the recommendation passes release whenever a front trial does in",
             "all-in cost with the validation re-runs, median over seeds",
