@@ -19,8 +19,17 @@ average. It is folded into the layer (``W ← W(I − M)``, ``b ← b + W M a`` 
 architecture and the attack fine-tunes every weight as it would any model. The study's release
 suite then judges the candidate through the gate's code and each check's verdict is printed.
 
+``--train STEPS`` trains the erasure in instead of folding it in: the whole model, from the
+original, takes ``STEPS`` Adam steps (the problem's fine-tuning rate, the relearning attack's)
+on the retain set's task losses plus ``--penalty`` times the squared covariance between the
+forget set's indicator and the activations at each site (its input and output alike, divided
+by their variance), on a batch drawn from the pool. With ``--conditional`` the indicator is
+first residualised on the kept categorical tasks' one-hot labels over the pool (least squares),
+so that what the forget set shares with a kept label (shapes' circles are mostly red) is not
+erased with it. The steps, counted in samples, are printed in retrain units.
+
     python benchmarks/feature_erasure.py --study STUDY.yaml [--sites input output] \
-        [--suite SUITE.yaml] --threads 1
+        [--train STEPS --penalty P [--conditional]] [--suite SUITE.yaml] --threads 1
 """
 
 from __future__ import annotations
@@ -34,12 +43,12 @@ from torch import Tensor, nn
 from tune_unlearn.config.schema import read_yaml
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods._base import UnlearningSetup
-from tune_unlearn.problems import MultiTaskModel
-from tune_unlearn.trial.study_references import load_study_values
+from tune_unlearn.problems import MultiTaskModel, masked_task_losses
+from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-SITES = ("input", "output")
+SITES = ("input", "output", "features")
 #: Eigenvalues of the covariance below this share of the largest are treated as zero (dead
 #: ReLU units give exactly zero variance).
 RANK_TOLERANCE = 1e-7
@@ -86,10 +95,7 @@ def erase(model: MultiTaskModel, setup: UnlearningSetup, sites: tuple[str, ...])
     """Erase the forget set's indicator at each site of the backbone's last ``nn.Linear``, in
     place (input first: the output is then measured on the erased layer). Returns one line per
     site: the share of the site's variance the erased direction carried."""
-    layers = [m for m in model.backbone.modules() if isinstance(m, nn.Linear)]
-    if not layers:
-        raise ValueError("the backbone has no nn.Linear layer to erase at")
-    layer = layers[-1]
+    layer = _last_linear(model)
     model.eval()
     rows = torch.cat([setup.forget.indices, setup.retain.indices]).unique()
     in_forget = torch.isin(rows, setup.forget.indices)
@@ -118,6 +124,89 @@ def erase(model: MultiTaskModel, setup: UnlearningSetup, sites: tuple[str, ...])
     return lines
 
 
+def _last_linear(model: MultiTaskModel) -> nn.Linear:
+    layers = [m for m in model.backbone.modules() if isinstance(m, nn.Linear)]
+    if not layers:
+        raise ValueError("the backbone has no nn.Linear layer to erase at")
+    return layers[-1]
+
+
+def pool_concept(setup: UnlearningSetup, conditional: bool) -> tuple[Tensor, Tensor]:
+    """``(rows, concept)``: the pool's train rows and, per row, the forget set's indicator
+    (centred), residualised on the kept categorical tasks' one-hot labels when ``conditional``."""
+    rows = torch.cat([setup.forget.indices, setup.retain.indices]).unique()
+    concept = torch.isin(rows, setup.forget.indices).double()
+    columns = [torch.ones(len(rows), 1, dtype=torch.float64, device=rows.device)]
+    if conditional:
+        for task, target in zip(setup.tasks, setup.target.tolist(), strict=True):
+            if task.categorical and not target:
+                labels = setup.data.labels[task.name][rows].long()
+                columns.append(torch.nn.functional.one_hot(labels, task.num_classes).double())
+    design = torch.cat(columns, dim=1)
+    fitted = design @ torch.linalg.lstsq(design, concept.unsqueeze(1)).solution
+    return rows, concept - fitted.squeeze(1)
+
+
+def train_erasure(
+    experiment: LoadedStudy, sites: tuple[str, ...], steps: int, penalty: float, conditional: bool
+) -> tuple[MultiTaskModel, list[str]]:
+    """The original after ``steps`` Adam steps on the retain losses plus the covariance penalty
+    (module docstring), and a line per 50 steps of what the penalty and losses read."""
+    setup = experiment.inputs.setup
+    model = experiment.references.original_model().eval()
+    layer = _last_linear(model)
+    rows, concept = pool_concept(setup, conditional)
+    concept = concept.float()
+    captured: dict[str, Tensor] = {}
+
+    def keep(_module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+        captured["input"], captured["output"] = args[0], output
+
+    def keep_features(_module: nn.Module, _args: tuple[Tensor, ...], output: Tensor) -> None:
+        captured["features"] = output
+
+    handles = [layer.register_forward_hook(keep), model.backbone.register_forward_hook(keep_features)]
+    optimiser = torch.optim.Adam(model.parameters(), lr=experiment.inputs.problem.finetune_lr())
+    device = rows.device
+    generator = torch.Generator(device=device).manual_seed(0)
+    batch_size, lines, spent = 128, [], 0
+    try:
+        for step in range(steps):
+            retain_positions = torch.randint(
+                len(setup.retain), (batch_size,), generator=generator, device=device
+            )
+            retain = setup.batch(setup.retain, retain_positions)
+            task_loss = masked_task_losses(model(retain.inputs), retain, setup.tasks).sum()
+            drawn = torch.randint(len(rows), (2 * batch_size,), generator=generator, device=device)
+            model(setup.data.inputs[rows[drawn]])
+            z = concept[drawn] - concept[drawn].mean()
+            erasure_loss = torch.zeros((), device=device)
+            for site in sites:
+                x = captured[site].flatten(1)
+                centred = x - x.mean(dim=0)
+                covariance = centred.T @ z / len(z)
+                erasure_loss = erasure_loss + covariance.pow(2).sum() / (
+                    centred.pow(2).mean(dim=0).sum() * z.pow(2).mean()
+                ).clamp(min=1e-12)
+            loss = task_loss + penalty * erasure_loss
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            spent += 3 * batch_size
+            if step % 50 == 0 or step == steps - 1:
+                lines.append(
+                    f"step {step}: retain losses {float(task_loss.detach()):.4f}, "
+                    f"squared correlation {float(erasure_loss.detach()):.5f}"
+                )
+    finally:
+        for handle in handles:
+            handle.remove()
+    recipe = experiment.inputs.problem.recipe()
+    retrain = recipe.steps(len(rows)) * recipe.batch_size
+    lines.append(f"spent {spent} sample-gradients ({spent / retrain:.2f} × a retrain's {retrain})")
+    return model.eval(), lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,15 +214,32 @@ def main() -> None:
     parser.add_argument("--study", type=Path, default=ROOT / "studies" / "quickstart.yaml")
     parser.add_argument("--suite", type=Path, default=ROOT / "validators" / "release.yaml")
     parser.add_argument("--sites", nargs="+", choices=SITES, default=["input"])
+    parser.add_argument("--train", type=int, default=0, help="train the erasure in over this many steps")
+    parser.add_argument("--penalty", type=float, default=10.0)
+    parser.add_argument("--conditional", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if "features" in args.sites and not args.train:
+        parser.error(
+            "--sites features (the backbone's output, after its activation) needs --train: "
+            "only a linear layer's input or output can be folded into its weights"
+        )
     torch.set_num_threads(args.threads)
     experiment = load_study_values(parse_study(read_yaml(args.study)))
-    model = experiment.references.original_model()
-    lines = erase(model, experiment.inputs.setup, tuple(args.sites))
+    if args.train:
+        model, lines = train_erasure(
+            experiment, tuple(args.sites), args.train, args.penalty, args.conditional
+        )
+    else:
+        model = experiment.references.original_model()
+        lines = erase(model, experiment.inputs.setup, tuple(args.sites))
     context = ValidationContext(*experiment)
     report = validate(context, Candidate(model, "feature erasure", params=None), load_suite(args.suite))
-    print(f"feature erasure: {args.study.name}, the forget set's indicator erased at {', '.join(args.sites)}")
+    how = f"trained in over {args.train} steps, penalty {args.penalty:g}" if args.train else "folded in"
+    print(
+        f"feature erasure: {args.study.name}, the forget set's indicator erased at {', '.join(args.sites)}"
+        f" ({how}{', conditional on the kept labels' if args.conditional else ''})"
+    )
     for line in lines:
         print(f"  {line}")
     for result in report.results:

@@ -263,3 +263,28 @@ def test_the_erased_activations_do_not_covary_with_the_concept() -> None:
     assert torch.linalg.vector_norm((erased - erased.mean(0)).T @ concept) < 1e-9
     assert torch.allclose(erased[~z].mean(0), x[~z].double().mean(0), atol=1e-9)
     assert torch.linalg.matrix_rank(m) == 1
+
+
+def test_the_trained_erasure_runs_at_a_tiny_size(tmp_path: Path, cache: Path) -> None:
+    """The ``--train`` path of feature_erasure.py (the tiny run above folds the erasure in)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "feature_erasure.py"),
+            *("--sites", "input", "features", "--train", "2", "--penalty", "10", "--conditional"),
+            *("--threads", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"TUNE_UNLEARN_CACHE": str(cache), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in (
+        "trained in over 2 steps, penalty 10, conditional on the kept labels",
+        "step 1: ",
+        "verdict: ",
+    ):
+        assert line in done.stdout, done.stdout
