@@ -14,11 +14,11 @@ from statistics import median
 
 from optuna.trial import FrozenTrial, TrialState
 
+from tune_unlearn.config.study_checks import whole_group_removed
 from tune_unlearn.config.study_config import (
     DEFAULT_RETRAIN_SEEDS,
     ReferencesConfig,
     StudyConfig,
-    whole_group_removed,
 )
 from tune_unlearn.report.trial_record import PRUNED_AT_STEP, ROBUSTNESS_COST, TrialRecord
 
