@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -245,6 +246,19 @@ def main() -> None:
     for result in report.results:
         print(f"  {result.name}: {result.status}: {result.message}")
     print(f"verdict: {report.verdict}")
+    print_relearning_curves(report.results)
+
+
+def print_relearning_curves(results: list[Any]) -> None:
+    """The forget-set score after each step of the relearning attack on the forget sample, the
+    candidate's and each retrain's: how many steps apart the two come back."""
+    for result in results:
+        if result.name == "attack/relearn_forget" and "candidate_curve" in result.details:
+            candidate = result.details["candidate_curve"]
+            print("relearning curve (forget-set score after each attack step, 0 = before):")
+            print("  candidate: " + " ".join(f"{v:.3f}" for v in candidate))
+            for number, curve in enumerate(result.details.get("retrain_curves", [])):
+                print(f"  retrain {number}: " + " ".join(f"{v:.3f}" for v in curve))
 
 
 if __name__ == "__main__":

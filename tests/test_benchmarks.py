@@ -92,6 +92,8 @@ TINY = {
             "erased direction's share of the variance",
             "attack/relearn_forget: ",
             "verdict: ",
+            "relearning curve (forget-set score after each attack step, 0 = before):",
+            "  retrain 0: ",
         ],
     ),
     "head_reset.py": (
