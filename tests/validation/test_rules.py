@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from tune_unlearn.references.attacks import quantized, withstood_steps
+from tune_unlearn.references.attacks import comeback_step, quantized, withstood_steps
 from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 from tune_unlearn.validation import PROBES, CheckResult, ValidationContext, ValidationReport
+from tune_unlearn.validation._attacks import comeback_line
 from tune_unlearn.validation._checks import _gap_check, auc_standard_error
 from tune_unlearn.validation._suite import ForgetQualitySpec
 
@@ -214,3 +215,28 @@ def test_the_relearning_attack_runs_the_most_steps_the_retrains_withstand() -> N
     assert withstood_steps([[0.0, 0.5, 0.9]] * 5, margin=0.1) == 1
     # recovery is measured from each retrain's own score before the attack
     assert withstood_steps([[0.4, 0.45, 0.48]] * 5, margin=0.1) == 2
+
+
+def test_a_model_comes_back_at_the_first_step_its_score_rises_past_the_margin() -> None:
+    """From its own score before the attack: 0.2 → 0.35 is 0.15 up, past 0.1 at step 2."""
+    assert comeback_step([0.2, 0.25, 0.35, 0.9], margin=0.1) == 2
+    assert comeback_step([0.0, 0.1, 0.1], margin=0.1) is None  # exactly the margin is not past it
+    assert comeback_step([0.0], margin=0.1) is None
+
+
+def test_a_failed_relearning_check_says_how_many_steps_apart_the_candidate_and_the_retrains_come_back() -> (
+    None
+):
+    """The shapes control of benchmarks/RESULTS.md ("Closed-form erasure"): the fine-tuned
+    original back at step 3, the retrains at 7, 7, 10, 10 and one not within 10."""
+    candidate = [0.0, 0.0, 0.0, 0.932, 0.945, 0.945, 0.945, 0.966, 0.991, 1.0, 1.0]
+    retrains = [
+        [0.0] * 10 + [0.164],
+        [0.0] * 11,
+        [0.0] * 7 + [0.229, 0.925, 0.952, 1.0],
+        [0.0] * 9 + [0.005, 0.913],
+        [0.0] * 7 + [0.226, 0.442, 0.729, 0.866],
+    ]
+    assert comeback_line(candidate, retrains, 0.1) == (
+        "it comes back (score up more than 0.1) at step 3; the retrains at 7, 7, 10, 10, not within 10"
+    )

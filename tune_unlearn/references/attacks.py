@@ -127,6 +127,16 @@ def withstood_steps(honest_curves: Sequence[Sequence[float]], margin: float) -> 
     return max(withstood, 1)
 
 
+def comeback_step(curve: Sequence[float], margin: float) -> int | None:
+    """The first attack step at which a model's forget-set score stands more than ``margin``
+    above its own score before the attack (``curve[0]``); ``None`` when it never does within
+    the curve."""
+    for step in range(1, len(curve)):
+        if curve[step] - curve[0] > margin:
+            return step
+    return None
+
+
 def quantized(model: MultiTaskModel, bits: int) -> MultiTaskModel:
     """A copy with every floating parameter rounded to a symmetric per-tensor ``bits``-bit grid
     (simulated: the values are rounded, the storage stays float)."""

@@ -17,6 +17,7 @@ from tune_unlearn.references.attacks import (
     Outcome,
     QuantizationAttack,
     RelearningAttack,
+    comeback_step,
 )
 from tune_unlearn.validation._checks import CheckResult
 from tune_unlearn.validation._context import ValidationContext
@@ -35,6 +36,20 @@ def _check(outcome: Outcome, margin: float, message: str, judged: str) -> CheckR
     )
 
 
+def comeback_line(candidate: list[float], retrains: list[list[float]], margin: float) -> str:
+    """How many attack steps the candidate and each retrain take to come back (their score up
+    by more than ``margin`` from before the attack): a failed check says how far from a
+    retrain's the candidate is, not only that it is."""
+
+    def when(curve: list[float]) -> str:
+        step = comeback_step(curve, margin)
+        return f"step {step}" if step is not None else f"not within {len(curve) - 1}"
+
+    steps = sorted((comeback_step(c, margin) for c in retrains), key=lambda s: (s is None, s or 0))
+    listed = ", ".join(f"{s}" if s is not None else f"not within {len(retrains[0]) - 1}" for s in steps)
+    return f"it comes back (score up more than {margin:g}) at {when(candidate)}; the retrains at {listed}"
+
+
 def relearning_checks(
     ctx: ValidationContext, model: MultiTaskModel, spec: RelearningSpec
 ) -> list[CheckResult]:
@@ -46,13 +61,19 @@ def relearning_checks(
             f" (calibrated: the retrains withstand {steps} of {spec.steps})" if spec.calibrate else ""
         )
         variant = outcome.name.removeprefix("attack/relearn_")
+        candidate, retrains = outcome.details.get("candidate_curve"), outcome.details.get("retrain_curves")
+        comeback = (
+            f"; {comeback_line(candidate, retrains, spec.margin)}"
+            if isinstance(candidate, list) and isinstance(retrains, list) and candidate and retrains
+            else ""
+        )
         results.append(
             _check(
                 outcome,
                 spec.margin,
                 f"after {steps} steps{calibration} on {outcome.details['sample_size']} {variant} "
                 f"samples the forget-set score is {outcome.candidate:.4f}; the retrains' "
-                f"{np.mean(outcome.honest):.4f}",
+                f"{np.mean(outcome.honest):.4f}{comeback}",
                 "forget-set score after the attack − the retrains' mean − their seed band ≤ margin",
             )
         )
