@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+#: The command line's exit codes: 0 success, 1 a check failed, 2 usage or configuration error
+#: (nothing written), 3 a run failed, 130 interrupted (finished trials kept).
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
 
 class Interrupted(KeyboardInterrupt):
     """The process was asked to stop (Ctrl-C, SIGTERM): trials in flight are failed with this
