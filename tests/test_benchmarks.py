@@ -206,14 +206,12 @@ def cache(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     return shared
 
 
-@pytest.mark.parametrize("script", sorted(TINY))
-def test_the_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path, cache: Path) -> None:
-    arguments, expected = TINY[script]
+def _runs_and_prints(script: str, arguments: list[str], expected: list[str], cwd: Path, cache: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *arguments],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=cwd,
         env={"TUNE_UNLEARN_CACHE": str(cache), "PATH": "/usr/bin:/bin"},
         timeout=300,
         check=False,
@@ -221,6 +219,12 @@ def test_the_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path, cache: P
     assert done.returncode == 0, done.stderr[-2000:]
     for line in expected:
         assert line in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_the_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path, cache: Path) -> None:
+    arguments, expected = TINY[script]
+    _runs_and_prints(script, arguments, expected, tmp_path, cache)
 
 
 def test_every_benchmark_has_a_tiny_run() -> None:
@@ -269,24 +273,13 @@ def test_the_erased_activations_do_not_covary_with_the_concept() -> None:
 
 def test_the_trained_erasure_runs_at_a_tiny_size(tmp_path: Path, cache: Path) -> None:
     """The ``--train`` path of feature_erasure.py (the tiny run above folds the erasure in)."""
-    done = subprocess.run(
+    _runs_and_prints(
+        "feature_erasure.py",
         [
-            sys.executable,
-            str(BENCHMARKS / "feature_erasure.py"),
             *("--sites", "input", "features", "--train", "2", "--penalty", "10", "--conditional"),
             *("--threads", "1"),
         ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"TUNE_UNLEARN_CACHE": str(cache), "PATH": "/usr/bin:/bin"},
-        timeout=300,
-        check=False,
+        ["trained in over 2 steps, penalty 10, conditional on the kept labels", "step 1: ", "verdict: "],
+        tmp_path,
+        cache,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    for line in (
-        "trained in over 2 steps, penalty 10, conditional on the kept labels",
-        "step 1: ",
-        "verdict: ",
-    ):
-        assert line in done.stdout, done.stdout
