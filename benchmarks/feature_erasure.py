@@ -148,13 +148,55 @@ def pool_concept(setup: UnlearningSetup, conditional: bool) -> tuple[Tensor, Ten
     return rows, concept - fitted.squeeze(1)
 
 
+@torch.no_grad()
+def shrink_and_perturb(model: MultiTaskModel, shrink: float, noise: float, seed: int = 0) -> None:
+    """Every parameter tensor ``θ ← shrink·θ + noise·rms(θ)·ε``, ε standard normal (Ash and
+    Adams 2020's shrink-and-perturb, with the noise relative to each tensor's size)."""
+    generator = torch.Generator().manual_seed(seed)
+    for parameter in model.parameters():
+        rms = parameter.pow(2).mean().sqrt()
+        draw = torch.randn(parameter.shape, generator=generator).to(parameter.device)
+        parameter.mul_(shrink).add_(noise * rms * draw)
+
+
+def squared_correlation(
+    model: MultiTaskModel,
+    setup: UnlearningSetup,
+    rows: Tensor,
+    concept: Tensor,
+    sites: tuple[str, ...],
+    captured: dict[str, Tensor],
+) -> Tensor:
+    """The penalty: summed over the sites, the squared covariance between the (centred) concept
+    and the activations on ``rows``, over the activations' total variance and the concept's."""
+    model(setup.data.inputs[rows])
+    z = concept - concept.mean()
+    total = torch.zeros((), device=rows.device)
+    for site in sites:
+        x = captured[site].flatten(1)
+        centred = x - x.mean(dim=0)
+        covariance = centred.T @ z / len(z)
+        total = total + covariance.pow(2).sum() / (centred.pow(2).mean(dim=0).sum() * z.pow(2).mean()).clamp(
+            min=1e-12
+        )
+    return total
+
+
 def train_erasure(
-    experiment: LoadedStudy, sites: tuple[str, ...], steps: int, penalty: float, conditional: bool
+    experiment: LoadedStudy,
+    sites: tuple[str, ...],
+    steps: int,
+    penalty: float,
+    conditional: bool,
+    perturb: tuple[float, float] | None = None,
 ) -> tuple[MultiTaskModel, list[str]]:
-    """The original after ``steps`` Adam steps on the retain losses plus the covariance penalty
-    (module docstring), and a line per 50 steps of what the penalty and losses read."""
+    """The original (shrunk and perturbed first when ``perturb`` gives ``(shrink, noise)``)
+    after ``steps`` Adam steps on the retain losses plus the covariance penalty (module
+    docstring), and a line per 50 steps of what the penalty and losses read."""
     setup = experiment.inputs.setup
     model = experiment.references.original_model().eval()
+    if perturb is not None:
+        shrink_and_perturb(model, *perturb)
     layer = _last_linear(model)
     rows, concept = pool_concept(setup, conditional)
     concept = concept.float()
@@ -178,23 +220,24 @@ def train_erasure(
             )
             retain = setup.batch(setup.retain, retain_positions)
             task_loss = masked_task_losses(model(retain.inputs), retain, setup.tasks).sum()
+            logged = step % 50 == 0 or step == steps - 1
             drawn = torch.randint(len(rows), (2 * batch_size,), generator=generator, device=device)
-            model(setup.data.inputs[rows[drawn]])
-            z = concept[drawn] - concept[drawn].mean()
-            erasure_loss = torch.zeros((), device=device)
-            for site in sites:
-                x = captured[site].flatten(1)
-                centred = x - x.mean(dim=0)
-                covariance = centred.T @ z / len(z)
-                erasure_loss = erasure_loss + covariance.pow(2).sum() / (
-                    centred.pow(2).mean(dim=0).sum() * z.pow(2).mean()
-                ).clamp(min=1e-12)
-            loss = task_loss + penalty * erasure_loss
+            if penalty > 0:  # the pool batch is part of the step: counted
+                erasure_loss = squared_correlation(model, setup, rows[drawn], concept[drawn], sites, captured)
+                spent += 2 * batch_size
+            elif logged:  # only read, for the log: not part of the step, not counted
+                with torch.no_grad():
+                    erasure_loss = squared_correlation(
+                        model, setup, rows[drawn], concept[drawn], sites, captured
+                    )
+            else:
+                erasure_loss = torch.zeros((), device=device)
+            loss = task_loss + penalty * erasure_loss if penalty > 0 else task_loss
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            spent += 3 * batch_size
-            if step % 50 == 0 or step == steps - 1:
+            spent += batch_size
+            if logged:
                 lines.append(
                     f"step {step}: retain losses {float(task_loss.detach()):.4f}, "
                     f"squared correlation {float(erasure_loss.detach()):.5f}"
@@ -218,6 +261,14 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=0, help="train the erasure in over this many steps")
     parser.add_argument("--penalty", type=float, default=10.0)
     parser.add_argument("--conditional", action="store_true")
+    parser.add_argument(
+        "--shrink-perturb",
+        type=float,
+        nargs=2,
+        metavar=("SHRINK", "NOISE"),
+        default=None,
+        help="with --train: shrink every weight by SHRINK and add NOISE × its tensor's rms of noise first",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if "features" in args.sites and not args.train:
@@ -225,11 +276,18 @@ def main() -> None:
             "--sites features (the backbone's output, after its activation) needs --train: "
             "only a linear layer's input or output can be folded into its weights"
         )
+    if args.shrink_perturb is not None and not args.train:
+        parser.error("--shrink-perturb needs --train (the perturbed model is then trained)")
     torch.set_num_threads(args.threads)
     experiment = load_study_values(parse_study(read_yaml(args.study)))
     if args.train:
         model, lines = train_erasure(
-            experiment, tuple(args.sites), args.train, args.penalty, args.conditional
+            experiment,
+            tuple(args.sites),
+            args.train,
+            args.penalty,
+            args.conditional,
+            None if args.shrink_perturb is None else tuple(args.shrink_perturb),
         )
     else:
         model = experiment.references.original_model()
@@ -237,6 +295,8 @@ def main() -> None:
     context = ValidationContext(*experiment)
     report = validate(context, Candidate(model, "feature erasure", params=None), load_suite(args.suite))
     how = f"trained in over {args.train} steps, penalty {args.penalty:g}" if args.train else "folded in"
+    if args.shrink_perturb:
+        how += ", after shrink {:g} and perturb {:g}".format(*args.shrink_perturb)
     print(
         f"feature erasure: {args.study.name}, the forget set's indicator erased at {', '.join(args.sites)}"
         f" ({how}{', conditional on the kept labels' if args.conditional else ''})"

@@ -277,9 +277,13 @@ def test_the_trained_erasure_runs_at_a_tiny_size(tmp_path: Path, cache: Path) ->
         "feature_erasure.py",
         [
             *("--sites", "input", "features", "--train", "2", "--penalty", "10", "--conditional"),
-            *("--threads", "1"),
+            *("--shrink-perturb", "0.5", "0.1", "--threads", "1"),
         ],
-        ["trained in over 2 steps, penalty 10, conditional on the kept labels", "step 1: ", "verdict: "],
+        [
+            "trained in over 2 steps, penalty 10, after shrink 0.5 and perturb 0.1, conditional on the kept",
+            "step 1: ",
+            "verdict: ",
+        ],
         tmp_path,
         cache,
     )
