@@ -24,9 +24,11 @@ from tune_unlearn.methods import (
     RandomLabel,
     SalUn,
     Scrub,
+    ShrinkPerturb,
     UnlearningMethod,
 )
 from tune_unlearn.methods._gradients import ParameterLayout
+from tune_unlearn.methods._shrink_perturb import shrink_and_perturb
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.trial.study_references import LoadedStudy
 
@@ -337,3 +339,41 @@ def test_salun_mask_on_a_model_with_unreached_heads(tiny_values: LoadedStudy) ->
     magnitude = method.forget_gradient(layout, tiny_values.inputs.setup).abs()
     assert float((magnitude == 0).float().mean()) > 0.05  # the other heads: exact zeros
     assert int(method.mask_.sum()) == round(0.95 * magnitude.numel())
+
+
+def test_shrink_perturb_shrinks_then_takes_adams_first_step_on_the_retain_loss(
+    tiny_values: LoadedStudy,
+) -> None:
+    """Without noise the weights are halved; Adam's first step is then ``−η·g/(|g| + ε)`` per
+    weight (the bias-corrected moments are ``g`` and ``g²``), ``g`` the retain loss's gradient
+    at the halved weights, on the batch the step loop draws."""
+    method = ShrinkPerturb(steps=1, batch_size=BATCH, shrink=0.5, noise=0.0, retain_lr=0.01)
+    unlearned = original_model(tiny_values)
+    method.unlearn(unlearned, tiny_values.inputs.setup, seed=SEED)
+
+    by_hand = original_model(tiny_values)
+    by_hand.eval()
+    with torch.no_grad():
+        for parameter in by_hand.parameters():
+            parameter.mul_(0.5)
+    forget, retain = first_batches(tiny_values, method)
+    assert forget is None and retain is not None
+    params = list(by_hand.parameters())
+    found = torch.autograd.grad(retain_loss(by_hand, tiny_values, retain), params, allow_unused=True)
+    with torch.no_grad():
+        for parameter, gradient in zip(params, found, strict=True):
+            if gradient is not None:
+                parameter.sub_(0.01 * gradient / (gradient.abs() + 1e-8))
+    for expected, actual in zip(by_hand.parameters(), unlearned.parameters(), strict=True):
+        assert torch.allclose(actual, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_shrink_and_perturb_adds_noise_in_units_of_each_tensors_rms(tiny_values: LoadedStudy) -> None:
+    """``θ ← λθ + σ·rms(θ)·ε``: the noise drawn, tensor by tensor in order, from the generator."""
+    model, reference = original_model(tiny_values), original_model(tiny_values)
+    shrink_and_perturb(ParameterLayout(model), 0.7, 0.2, torch.Generator().manual_seed(11))
+    draws = torch.Generator().manual_seed(11)
+    for after, before in zip(model.parameters(), reference.parameters(), strict=True):
+        rms = before.detach().pow(2).mean().sqrt()
+        expected = 0.7 * before.detach() + 0.2 * rms * torch.randn(before.shape, generator=draws)
+        assert torch.allclose(after.detach(), expected, atol=1e-6)

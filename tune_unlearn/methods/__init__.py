@@ -27,6 +27,7 @@ from tune_unlearn.methods._rate_scale import (
 )
 from tune_unlearn.methods._salun import SalUn
 from tune_unlearn.methods._scrub import Scrub
+from tune_unlearn.methods._shrink_perturb import ShrinkPerturb
 from tune_unlearn.methods._simple import Finetune, GradDiff, GradientAscent
 from tune_unlearn.methods._subspace_projection import SubspaceProjection
 from tune_unlearn.methods._task_projection import TaskProjection
@@ -49,6 +50,7 @@ for _method in (
     NegativePreference,
     SalUn,
     Scrub,
+    ShrinkPerturb,
 ):
     METHODS.add(_method)
 
@@ -73,6 +75,7 @@ __all__ = [
     "Scale",
     "ScaleMeasurement",
     "Scrub",
+    "ShrinkPerturb",
     "StepGradients",
     "StepLog",
     "StepMonitor",
