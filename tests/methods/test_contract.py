@@ -81,7 +81,7 @@ def test_a_monitor_that_returns_true_ends_the_run_there_and_keeps_it(
     stopped = method.unlearn(
         original_model(tiny_values), setup, seed=5, monitor=stop_at_four, monitor_every=2
     )
-    assert seen == [2, 4]
+    assert seen == [s for s in (2, 4) if s >= method.monitor_from * 8]  # [4] from half the budget
     assert (stopped.steps_run, full.steps_run) == (4, 8)
     assert 0 < stopped.sample_gradients < full.sample_gradients
 
@@ -154,3 +154,22 @@ def test_a_hyperparameter_declares_its_default_search_once() -> None:
     ]
     with pytest.raises(AssertionError, match="does not fit its declaration"):
         fits()
+
+
+@pytest.mark.parametrize(("name", "expected"), [("finetune", [1, 2, 3]), ("shrink_perturb", [2, 3])])
+def test_the_monitor_looks_from_the_share_of_the_budget_the_method_declares(
+    tiny_values: LoadedStudy, name: str, expected: list[int]
+) -> None:
+    """``monitor_from`` 0.5 (shrink_perturb, which starts below the guard's floor by design):
+    of 4 steps the monitor sees 2 and 3, never 1; never the last step, whose run is finished."""
+    seen: list[int] = []
+
+    def record(step: int, _model: object) -> bool:
+        seen.append(step)
+        return False
+
+    method = METHODS.get(name)(steps=4, batch_size=8)
+    method.unlearn(
+        original_model(tiny_values), tiny_values.inputs.setup, seed=0, monitor=record, monitor_every=1
+    )
+    assert seen == expected

@@ -150,6 +150,9 @@ class UnlearningMethod(ABC):
     uses_retain: ClassVar[bool] = True
     #: Host synchronisations for the divergence check happen only this often.
     check_every: ClassVar[int] = 10
+    #: The share of the step budget before which the monitor (the collapse guard) does not
+    #: look: a method that starts below the guard's floor by design and repairs later sets it.
+    monitor_from: ClassVar[float] = 0.0
 
     def __post_init__(self) -> None:
         """Every hyperparameter checked against its declaration: a method cannot be built with
@@ -237,7 +240,11 @@ class UnlearningMethod(ABC):
             done = step + 1 == self.steps
             # Not after the last step: stopping then would save nothing and lose a finished trial.
             monitoring = (
-                monitor is not None and monitor_every > 0 and (step + 1) % monitor_every == 0 and not done
+                monitor is not None
+                and monitor_every > 0
+                and (step + 1) % monitor_every == 0
+                and step + 1 >= self.monitor_from * self.steps
+                and not done
             )
             # Check for divergence before the monitor looks, so NaN weights fail the trial as
             # divergence rather than being judged as a collapse.
