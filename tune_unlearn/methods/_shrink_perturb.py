@@ -3,11 +3,12 @@ retain set alone with Adam (Ash and Adams, "On Warm-Starting Neural Network Trai
 2020, whose shrink-and-perturb is used here as an unlearning step).
 
 Why it exists: on the shapes requests every model derived from the original by gradient steps,
-fine-tuning included (two retrains' worth of it), reads the forgotten circles back from the
-backbone within three steps of the release gate's relearning attack, where the retrains need
-seven or more (benchmarks/RESULTS.md, "Closed-form erasure of the forgotten circles"). Shrinking
-the weights and adding noise loosens what the original encoded; the repair on the retain set
-rebuilds what the retain set teaches, and only that, as a retrain learns it.
+fine-tuning included (200 Adam steps, 0.7 of a retrain), reads the forgotten circles back from
+the backbone under the release gate's relearning attack before the retrains do (the fine-tuned
+model at the attack's third step, the retrains at the seventh or later; benchmarks/RESULTS.md,
+"Closed-form erasure of the forgotten circles"). Shrinking the weights and adding noise loosens
+what the original encoded; the repair on the retain set rebuilds what the retain set teaches,
+and only that, as a retrain learns it.
 """
 
 from __future__ import annotations
