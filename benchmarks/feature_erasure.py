@@ -44,6 +44,8 @@ from torch import Tensor, nn
 from tune_unlearn.config.schema import read_yaml
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods._base import UnlearningSetup
+from tune_unlearn.methods._gradients import ParameterLayout
+from tune_unlearn.methods._shrink_perturb import shrink_and_perturb
 from tune_unlearn.problems import MultiTaskModel, masked_task_losses
 from tune_unlearn.trial.study_references import LoadedStudy, load_study_values
 from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
@@ -148,17 +150,6 @@ def pool_concept(setup: UnlearningSetup, conditional: bool) -> tuple[Tensor, Ten
     return rows, concept - fitted.squeeze(1)
 
 
-@torch.no_grad()
-def shrink_and_perturb(model: MultiTaskModel, shrink: float, noise: float, seed: int = 0) -> None:
-    """Every parameter tensor ``θ ← shrink·θ + noise·rms(θ)·ε``, ε standard normal (Ash and
-    Adams 2020's shrink-and-perturb, with the noise relative to each tensor's size)."""
-    generator = torch.Generator().manual_seed(seed)
-    for parameter in model.parameters():
-        rms = parameter.pow(2).mean().sqrt()
-        draw = torch.randn(parameter.shape, generator=generator).to(parameter.device)
-        parameter.mul_(shrink).add_(noise * rms * draw)
-
-
 def squared_correlation(
     model: MultiTaskModel,
     setup: UnlearningSetup,
@@ -196,7 +187,7 @@ def train_erasure(
     setup = experiment.inputs.setup
     model = experiment.references.original_model().eval()
     if perturb is not None:
-        shrink_and_perturb(model, *perturb)
+        shrink_and_perturb(ParameterLayout(model), *perturb, torch.Generator().manual_seed(0))
     layer = _last_linear(model)
     rows, concept = pool_concept(setup, conditional)
     concept = concept.float()

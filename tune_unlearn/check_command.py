@@ -13,23 +13,15 @@ from pathlib import Path
 
 from tune_unlearn.catalog import describe_search
 from tune_unlearn.config.study_config import StudyConfig, SuccessiveHalvingConfig
-from tune_unlearn.errors import EXIT_CONFIG, EXIT_OK, UsageError
+from tune_unlearn.errors import EXIT_CONFIG, EXIT_OK
 from tune_unlearn.references.attacks import relearning_budget
 from tune_unlearn.references.reference_models import ReferenceBudgetError
 from tune_unlearn.report.request_cost import mode_options, reference_mode
-from tune_unlearn.study.objective import probe_storage
+from tune_unlearn.study.objective import probe_storages
 from tune_unlearn.study.stream import request_indices
 from tune_unlearn.study.successive_halving import rung_steps
 from tune_unlearn.study.warm_start import warm_configurations
 from tune_unlearn.trial.inputs import load_inputs
-
-
-def probe_storages(config: StudyConfig, override: str | None = None) -> None:
-    """Connect to the study's storage servers, writing nothing: a missing database or a dead
-    server is found by ``check`` and before a run trains anything, not by the run."""
-    for url in (override or config.storage, config.warm_start.storage if config.warm_start else None):
-        if url:
-            probe_storage(url)
 
 
 def validation_line(config: StudyConfig) -> str:
@@ -104,10 +96,7 @@ def check_study(config: StudyConfig, study: Path) -> int:
     except ReferenceBudgetError as error:
         print(f"{study}: references.retrain.seeds: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    except (LookupError, ValueError) as error:
-        print(f"{study}: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    except UsageError as error:  # a warm start that cannot be read
+    except (LookupError, ValueError) as error:  # UsageError too (a warm start that cannot be read)
         print(f"{study}: {error}", file=sys.stderr)
         return EXIT_CONFIG
     if warm:

@@ -187,7 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    from tune_unlearn.check_command import probe_storages
     from tune_unlearn.errors import OutputNotWritable, UsageError
     from tune_unlearn.study.runner import TrackingLost, TrialError
 
@@ -204,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.study} is a request stream: `run` runs it; each request is a study of its own "
                 "under <output>/stream/request-<i> for the other commands"
             )
+        from tune_unlearn.study.objective import probe_storages
+
         probe_storages(config, getattr(args, "storage", None))  # before references train
         if args.command == "worker":
             return _worker(config, args)

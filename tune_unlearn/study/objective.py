@@ -68,6 +68,14 @@ def open_storage(url: str) -> BaseStorage:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
+def probe_storages(config: StudyConfig, override: str | None = None) -> None:
+    """Connect to the study's storage servers, writing nothing: a missing database or a dead
+    server is found by ``check`` and before a run trains anything, not by the run."""
+    for url in (override or config.storage, config.warm_start.storage if config.warm_start else None):
+        if url:
+            probe_storage(url)
+
+
 def probe_storage(url: str) -> None:
     """Connect to a storage server and let go, writing nothing (``check`` does this): raises
     :class:`UsageError` with :func:`unavailable_message` when it cannot be opened."""
