@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -27,8 +28,9 @@ from tune_unlearn.methods import (
     ShrinkPerturb,
     UnlearningMethod,
 )
+from tune_unlearn.methods._base import StepLog
 from tune_unlearn.methods._gradients import ParameterLayout
-from tune_unlearn.methods._shrink_perturb import shrink_and_perturb
+from tune_unlearn.methods._shrink_perturb import SCHEDULES, scheduled_rate, shrink_and_perturb
 from tune_unlearn.problems import MultiTaskModel
 from tune_unlearn.trial.study_references import LoadedStudy
 
@@ -377,3 +379,24 @@ def test_shrink_and_perturb_adds_noise_in_units_of_each_tensors_rms(tiny_values:
         rms = before.detach().pow(2).mean().sqrt()
         expected = 0.7 * before.detach() + 0.2 * rms * torch.randn(before.shape, generator=draws)
         assert torch.allclose(after.detach(), expected, atol=1e-6)
+
+
+def test_shrink_perturb_cosine_schedule_scales_adams_step_by_the_hand_worked_factor() -> None:
+    """Cosine: ``η·½(1 + cos(π·s/S))``: 1, 0.8536, 0.5, 0.1464 of η over four steps; the Adam
+    direction itself is the constant schedule's, step by step on the same gradients."""
+    assert scheduled_rate(0.01, "constant", 3, 4) == 0.01
+    factors = [scheduled_rate(1.0, "cosine", s, 4) for s in range(4)]
+    assert factors == pytest.approx([1.0, 0.853553, 0.5, 0.146447], abs=1e-6)
+    gradients = [torch.tensor([0.3, -2.0, 1e-3]), torch.tensor([-0.1, -1.0, 4.0])] * 2
+    deltas = {}
+    for schedule in SCHEDULES:
+        method = ShrinkPerturb(steps=4, batch_size=BATCH, retain_lr=0.01, schedule=schedule)
+        method.first_moment_, method.second_moment_ = torch.zeros(3), torch.zeros(3)
+        log = StepLog.empty(4, 1, torch.device("cpu"))
+        deltas[schedule] = [
+            method.step_delta(SimpleNamespace(retain=g, retain_losses=torch.ones(1)), s, log)  # type: ignore[arg-type]
+            for s, g in enumerate(gradients)
+        ]
+    for step, factor in enumerate(factors):
+        assert torch.allclose(deltas["cosine"][step], factor * deltas["constant"][step])
+    assert torch.allclose(deltas["constant"][0], -0.01 * torch.sign(gradients[0]), atol=1e-6)

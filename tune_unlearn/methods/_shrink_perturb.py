@@ -13,6 +13,7 @@ and only that, as a retrain learns it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,6 +26,17 @@ from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 
 #: Adam's moment decays and its denominator's guard, as ``torch.optim.Adam``'s defaults.
 BETAS, EPSILON = (0.9, 0.999), 1e-8
+#: How the repair's rate moves over its steps.
+SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_rate(rate: float, schedule: str, step: int, steps: int) -> float:
+    """The rate at ``step`` (0-based) of ``steps``: ``rate`` throughout, or under cosine
+    ``rate·½(1 + cos(π·step/steps))``, which starts at ``rate`` and would reach 0 one step after
+    the last."""
+    if schedule == "constant":
+        return rate
+    return rate * 0.5 * (1.0 + math.cos(math.pi * step / steps))
 
 
 @torch.no_grad()
@@ -75,6 +87,14 @@ class ShrinkPerturb(UnlearningMethod):
         rate=True,
         search={"low": 3e-4, "high": 1e-2, "log": True},
     )
+    steps: int = hyperparameter(100, ge=1, doc="repair steps on the retain set")
+    batch_size: int = hyperparameter(128, ge=1, doc="retain samples per repair step")
+    schedule: str = hyperparameter(
+        "cosine",
+        choices=SCHEDULES,
+        doc="how η moves over the steps: constant, or cosine (from η at the first step to 0 "
+        "after the last, as the retrains' own recipe anneals)",
+    )
     max_step: float = hyperparameter(
         1.0,
         gt=0.0,
@@ -109,4 +129,5 @@ class ShrinkPerturb(UnlearningMethod):
         second.mul_(BETAS[1]).addcmul_(gradient, gradient, value=1.0 - BETAS[1])
         corrected_first = first / (1.0 - BETAS[0] ** (step + 1))
         corrected_second = second / (1.0 - BETAS[1] ** (step + 1))
-        return -self.retain_lr * corrected_first / (corrected_second.sqrt() + EPSILON)
+        rate = scheduled_rate(self.retain_lr, self.schedule, step, self.steps)
+        return -rate * corrected_first / (corrected_second.sqrt() + EPSILON)
