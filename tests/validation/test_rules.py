@@ -240,3 +240,8 @@ def test_a_failed_relearning_check_says_how_many_steps_apart_the_candidate_and_t
     assert comeback_line(candidate, retrains, 0.1) == (
         "it comes back (score up more than 0.1) at step 3; the retrains at 7, 7, 10, 10, not within 10"
     )
+    # a candidate that never rises past the margin is said so, not "at not within 10"
+    assert comeback_line([0.0] * 11, retrains, 0.1) == (
+        "it does not come back (score up more than 0.1) within 10 steps; "
+        "the retrains at 7, 7, 10, 10, not within 10"
+    )

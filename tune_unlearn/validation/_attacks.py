@@ -41,13 +41,17 @@ def comeback_line(candidate: list[float], retrains: list[list[float]], margin: f
     by more than ``margin`` from before the attack): a failed check says how far from a
     retrain's the candidate is, not only that it is."""
 
-    def when(curve: list[float]) -> str:
-        step = comeback_step(curve, margin)
-        return f"step {step}" if step is not None else f"not within {len(curve) - 1}"
-
+    rise = f"(score up more than {margin:g})"
+    step = comeback_step(candidate, margin)
+    # a check can fail on the score's excess while the candidate never rises past the margin
+    first = (
+        f"it comes back {rise} at step {step}"
+        if step is not None
+        else f"it does not come back {rise} within {len(candidate) - 1} steps"
+    )
     steps = sorted((comeback_step(c, margin) for c in retrains), key=lambda s: (s is None, s or 0))
     listed = ", ".join(f"{s}" if s is not None else f"not within {len(retrains[0]) - 1}" for s in steps)
-    return f"it comes back (score up more than {margin:g}) at {when(candidate)}; the retrains at {listed}"
+    return f"{first}; the retrains at {listed}"
 
 
 def relearning_checks(
