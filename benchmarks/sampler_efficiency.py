@@ -13,6 +13,9 @@ the gate's retain-set threshold, ``retain_damage <= 0.02``), or ``gp-retain`` (O
 sampler with the same two constraints), or ``gp-retain-sh`` (that, with successive halving over
 the step budget), or ``gp-retain-infeasible`` (that, with the collapse guard ending a collapsed
 trial as complete and infeasible instead of pruned, so the GP learns the region).
+``--study-file FILE`` measures another study instead of the quickstart: its problem, request,
+method, space, objectives, constraints and collapse guard (its sampler, validation and output
+are the benchmark's; a lever's constraints are added to the file's, once each).
 ``--search-steps LOW HIGH`` adds the step budget to the search (a fidelity: fewer steps cost
 less), so that ``compute_cost`` varies.
 
@@ -41,6 +44,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
 from _quickstart import quickstart_search
 
 from tune_unlearn.config.study_config import parse_study
@@ -134,13 +138,21 @@ def cost_to_releasable(
     return None, spent(len(trials) - 1) if trials else 0.0, validated
 
 
+def study_file_search(path: Path) -> dict[str, Any]:
+    """A study file as this benchmark runs it: without what each sampler run sets itself."""
+    raw: dict[str, Any] = yaml.safe_load(path.read_text())
+    for key in ("sampler", "validation", "output", "tracking", "n_trials"):
+        raw.pop(key, None)
+    return raw
+
+
 def run_sampler(raw: dict, sampler: str, seed: int, trials: int, out: Path) -> StudyRun:
     extra = STUDY_LEVERS.get(sampler, {})
     name = extra.get("sampler", "tpe") if sampler in LEVERS or sampler in STUDY_LEVERS else sampler
     config = parse_study(
         {
             **raw,
-            "constraints": [*raw.get("constraints", []), *extra.get("constraints", [])],
+            "constraints": list(dict.fromkeys([*raw.get("constraints", []), *extra.get("constraints", [])])),
             "output": str(out),
             "n_trials": trials,
             "sampler": {"name": name, "seed": seed, **LEVERS.get(sampler, {})},
@@ -170,6 +182,9 @@ def main() -> None:
         "(correlation 0.9, 4,000 samples), forgetting half the circles from the shape head",
     )
     parser.add_argument(
+        "--study-file", type=Path, default=None, help="measure this study file instead (see above)"
+    )
+    parser.add_argument(
         "--gate", type=Path, default=None, help="a suite: also the cost to a releasable model"
     )
     parser.add_argument(
@@ -179,7 +194,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    raw = quickstart_search()
+    raw = quickstart_search() if args.study_file is None else study_file_search(args.study_file)
     if args.study == "shapes-tied":
         raw["name"] = "shapes_tied"
         raw["problem"] = {"name": "shapes", "params": {"num_samples": 4000, "correlation": 0.9}, "seed": 0}
