@@ -11,7 +11,8 @@ hyperparameter), ``tpe-startup5`` (model-based after 5 random trials instead of 
 ``tpe-relearn`` (the gate's relearning check as a search constraint), ``tpe-retain`` (that and
 the gate's retain-set threshold, ``retain_damage <= 0.02``), or ``gp-retain`` (Optuna's GP
 sampler with the same two constraints), or ``gp-retain-sh`` (that, with successive halving over
-the step budget), or ``gp-retain-infeasible`` (that, with the collapse guard ending a collapsed
+the step budget), or ``gp-retain-startup5`` (that, modelling after 5 random trials instead of
+10), or ``gp-retain-infeasible`` (that, with the collapse guard ending a collapsed
 trial as complete and infeasible instead of pruned, so the GP learns the region).
 ``--study-file FILE`` measures another study instead of the quickstart: its problem, request,
 method, space, objectives, constraints and collapse guard (its sampler, validation and output
@@ -67,6 +68,7 @@ LEVERS = {
 #: ``gp-retain`` is Optuna's GP sampler (constraint-aware too) with the same two constraints;
 #: ``gp-retain-sh`` adds successive halving over the step budget (reduction 3, two rungs: on the
 #: quickstart's 60 steps, at steps 10 and 20; ``study/successive_halving.py``).
+#: ``gp-retain-startup5`` is ``gp-retain`` modelling after 5 random trials instead of Optuna's 10.
 #: ``gp-retain-infeasible`` keeps ``gp-retain`` and sets ``collapse_guard.on_collapse:
 #: infeasible``: a collapsed trial stops, is measured where it stood and completes infeasible.
 STUDY_LEVERS: dict[str, dict[str, Any]] = {
@@ -77,6 +79,11 @@ STUDY_LEVERS: dict[str, dict[str, Any]] = {
         "sampler": "gp",
         "constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"],
         "successive_halving": {"reduction": 3, "rungs": 2},
+    },
+    "gp-retain-startup5": {
+        "sampler": "gp",
+        "sampler_options": {"n_startup_trials": 5},
+        "constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"],
     },
     "gp-retain-infeasible": {
         "sampler": "gp",
@@ -155,7 +162,12 @@ def run_sampler(raw: dict, sampler: str, seed: int, trials: int, out: Path) -> S
             "constraints": list(dict.fromkeys([*raw.get("constraints", []), *extra.get("constraints", [])])),
             "output": str(out),
             "n_trials": trials,
-            "sampler": {"name": name, "seed": seed, **LEVERS.get(sampler, {})},
+            "sampler": {
+                "name": name,
+                "seed": seed,
+                **LEVERS.get(sampler, {}),
+                **extra.get("sampler_options", {}),
+            },
             "tracking": {"enabled": False},
             **{key: extra[key] for key in ("successive_halving", "collapse_guard") if key in extra},
         }
