@@ -39,7 +39,7 @@ import torch
 
 from tune_unlearn.config.schema import read_yaml
 from tune_unlearn.config.study_config import parse_study
-from tune_unlearn.report.request_cost import request_cost
+from tune_unlearn.report.request_cost import request_cost, step_budget
 from tune_unlearn.report.study_record import StudyRecord
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.study.runner import run_study
@@ -149,8 +149,7 @@ def main() -> None:
         front = judge_front(run, args.release, args.reuse_study_verdicts)
         recommended = run.summary.recommended
         config, trials = run.summary.config, run.summary.trials
-        steps = config.method.fixed.get("steps")
-        cost = request_cost(config.references, trials, steps if isinstance(steps, int) else None)
+        cost = request_cost(config.references, trials, step_budget(config))
         verdicts = StudyRecord.of(run.study).verdicts
         by_number = {t.number: t for t in trials}
         validation = sum(TrialRecord.of(by_number[n]).metric("compute_cost") or 0.0 for n in verdicts)

@@ -100,7 +100,7 @@ def cost_to_releasable(
     validated)``, in retrain units; see the module docstring. ``failures`` counts the checks
     that failed the trials judged on the way."""
     from tune_unlearn.references.attacks import RelearningAttack
-    from tune_unlearn.report.request_cost import request_cost
+    from tune_unlearn.report.request_cost import request_cost, step_budget
     from tune_unlearn.report.trial_record import TrialRecord
     from tune_unlearn.trial import configuration_run
     from tune_unlearn.validation import Candidate, ValidationContext, load_suite, validate
@@ -111,14 +111,12 @@ def cost_to_releasable(
     context = ValidationContext(*experiment)
     feasible = {t.number for t in run.summary.feasible}
     trials = sorted(run.summary.trials, key=lambda t: t.number)
-    steps = config.method.fixed.get("steps")
+    steps = step_budget(config)
     reruns = 0.0
     validated = 0
 
     def spent(upto: int) -> float:
-        search = request_cost(
-            config.references, trials[: upto + 1], steps if isinstance(steps, int) else None
-        )
+        search = request_cost(config.references, trials[: upto + 1], steps)
         attacks = 0.0
         if suite.attacks is not None and suite.attacks.relearning is not None:
             attack = context.attack(RelearningAttack, suite.attacks.relearning)

@@ -16,7 +16,7 @@ from tune_unlearn.config.study_config import StudyConfig, SuccessiveHalvingConfi
 from tune_unlearn.errors import EXIT_CONFIG, EXIT_OK
 from tune_unlearn.references.attacks import relearning_budget
 from tune_unlearn.references.reference_models import ReferenceBudgetError
-from tune_unlearn.report.request_cost import mode_options, reference_mode
+from tune_unlearn.report.request_cost import mode_options, reference_mode, step_budget
 from tune_unlearn.study.objective import probe_storages
 from tune_unlearn.study.stream import request_indices
 from tune_unlearn.study.successive_halving import rung_steps
@@ -40,8 +40,8 @@ def successive_halving_line(config: StudyConfig, halving: SuccessiveHalvingConfi
     """Where ``check`` says the study's trials will be judged by successive halving."""
 
     every, reduction = config.collapse_guard.every, halving.reduction
-    steps = config.method.fixed.get("steps")
-    if isinstance(steps, int):
+    steps = step_budget(config)
+    if steps is not None:
         rungs = rung_steps(steps, every, reduction, halving.rungs)
         where = (
             f"at steps {', '.join(map(str, rungs))} of {steps}"

@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
 
+from tune_unlearn.report.request_cost import request_cost, step_budget
+from tune_unlearn.report.trial_record import METRICS, PRUNED_AT_STEP
 from tune_unlearn.study.runner import run_study
 
 from ..helpers import tiny_study
@@ -76,3 +80,37 @@ def test_check_states_every_reference_mode_s_cost_and_refuses_reference_free_for
     assert "ensemble (K = 5): 5; judges every check" in lines  # not this study's: unmarked
     free = next(line for line in lines if "reference-free:" in line)
     assert free.startswith("* reference-free: 0;") and "not applicable" in free
+
+
+def test_a_pruned_trial_counts_its_share_of_the_budget_it_ran_under(tmp_path: Path) -> None:
+    """Its share of the file's steps, of the method's default where the file leaves them out
+    (shrink_perturb: 100), or of its own where the search draws them; times the median complete
+    trial's cost (here 0.4)."""
+    complete = [
+        create_trial(state=TrialState.COMPLETE, value=1.0, user_attrs={METRICS: {"compute_cost": c}})
+        for c in (0.2, 0.4, 0.6)
+    ]
+    at_step_50 = create_trial(state=TrialState.PRUNED, user_attrs={PRUNED_AT_STEP: 50})
+    fixed = tiny_study(tmp_path)  # steps: 6, fixed in the file
+    assert step_budget(fixed) == 6
+    assert request_cost(
+        fixed.references, [*complete, at_step_50], step_budget(fixed)
+    ).pruned == pytest.approx(0.4)
+    default = tiny_study(tmp_path, method={"name": "shrink_perturb"})
+    assert step_budget(default) == 100
+    cost = request_cost(default.references, [*complete, at_step_50], step_budget(default))
+    assert cost.pruned == pytest.approx(0.2)
+    searched = tiny_study(
+        tmp_path,
+        method={"name": "shrink_perturb", "search": {"steps": {"type": "int", "low": 10, "high": 200}}},
+    )
+    assert step_budget(searched) is None
+    own = create_trial(
+        state=TrialState.PRUNED,
+        params={"steps": 200},
+        distributions={"steps": IntDistribution(10, 200)},
+        user_attrs={PRUNED_AT_STEP: 50},
+    )
+    assert request_cost(searched.references, [*complete, own], step_budget(searched)).pruned == pytest.approx(
+        0.1
+    )

@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
-from tune_unlearn.report.request_cost import cost_lines, request_cost
+from tune_unlearn.report.request_cost import cost_lines, request_cost, step_budget
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.scoring.metrics import reference_free_reference
 
 if TYPE_CHECKING:
-    from tune_unlearn.config.study_config import StudyConfig
     from tune_unlearn.report.summary import StudySummary
 
 _RULES = {
@@ -71,20 +70,6 @@ def honest_utility_lines(honest: float | None) -> list[str]:
     ]
 
 
-def _method_steps(config: StudyConfig) -> int | None:
-    """The study's step budget (fixed, or the method's default), for pruned trials' share."""
-    from tune_unlearn.methods import METHODS
-
-    fixed = config.method.fixed.get("steps")
-    if isinstance(fixed, int):
-        return fixed
-    try:
-        steps = METHODS.get(config.method.name)().steps
-    except Exception:  # a method that needs arguments: no estimate, pruned trials count 0
-        return None
-    return steps if isinstance(steps, int) else None
-
-
 def _number(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else "—" if value is None else str(value)
 
@@ -134,14 +119,8 @@ def render_report(summary: StudySummary) -> str:
             "",
         ]
     out += honest_utility_lines(summary.reference_retained_utility)
-    steps = config.method.fixed.get("steps")
     out += cost_lines(
-        request_cost(
-            config.references,
-            summary.trials,
-            steps if isinstance(steps, int) else None,
-            summary.rate_scales_cost,
-        )
+        request_cost(config.references, summary.trials, step_budget(config), summary.rate_scales_cost)
     )
     complete = [t for t in summary.trials if t.state == TrialState.COMPLETE]
     if complete:  # the reference scores are the same in every trial

@@ -88,11 +88,23 @@ def mode_options(config: StudyConfig) -> list[str]:
     return [f"{'*' if mine else ' '} {text}" for mine, text in options]
 
 
+def step_budget(config: StudyConfig) -> int | None:
+    """A trial's step budget where the study does not search it: the file's ``fixed`` value,
+    else the method's default (a study that leaves ``steps`` out still runs that many)."""
+    from tune_unlearn.methods import METHODS
+
+    fixed = config.method.fixed.get("steps")
+    if fixed is None and "steps" not in config.method.search:
+        fixed = METHODS.get(config.method.name).hyperparameters().get("steps")
+    return fixed if isinstance(fixed, int) else None
+
+
 def request_cost(
     references: ReferencesConfig, trials: list[FrozenTrial], steps: int | None, scales: float = 0.0
 ) -> RequestCost:
-    """Complete trials count their ``compute_cost``; a pruned one the share of ``steps`` it ran
-    times the median complete trial's cost (its own count was not stored); the candidate's
+    """Complete trials count their ``compute_cost``; a pruned one the share of its step budget
+    it ran (``steps``, :func:`step_budget`, or the trial's own where the search draws it) times
+    the median complete trial's cost (its own count was not stored); the candidate's
     re-run costs what the recommended trial did, taken as the median here too. Failed trials
     count nothing (most diverge in their first steps). ``scales``: the study's
     ``rate_scales_cost``."""
@@ -104,9 +116,9 @@ def request_cost(
     ]
     typical = median(costs) if costs else 0.0
     pruned = sum(
-        typical * min(float(t.user_attrs.get(PRUNED_AT_STEP, 0)) / steps, 1.0)
+        typical * min(float(t.user_attrs.get(PRUNED_AT_STEP, 0)) / budget, 1.0)
         for t in trials
-        if t.state == TrialState.PRUNED and steps
+        if t.state == TrialState.PRUNED and (budget := t.params.get("steps", steps))
     )
     attacks = sum(
         value

@@ -34,7 +34,7 @@ import torch
 from tune_unlearn.config.study_config import StudyConfig, parse_study
 from tune_unlearn.errors import UsageError
 from tune_unlearn.references.training import model_from_state
-from tune_unlearn.report.request_cost import request_cost
+from tune_unlearn.report.request_cost import request_cost, step_budget
 from tune_unlearn.report.study_record import StudyRecord
 from tune_unlearn.report.trial_record import TrialRecord
 from tune_unlearn.scoring.metrics import parameter_shift, trainable_vector
@@ -189,12 +189,8 @@ def run_stream(
 
 def _costs(number: int, request: StudyConfig, run: Any) -> dict[str, float]:
     """What the request spent on references, and its all-in cost (references amortized)."""
-    steps = request.method.fixed.get("steps")
     cost = request_cost(
-        request.references,
-        run.summary.trials,
-        steps if isinstance(steps, int) else None,
-        run.summary.rate_scales_cost,
+        request.references, run.summary.trials, step_budget(request), run.summary.rate_scales_cost
     )
     ensemble = request.references.ensemble()
     spent = cost.references
