@@ -45,9 +45,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
 from _quickstart import quickstart_search
 
+from tune_unlearn.config.schema import read_yaml
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.study.runner import StudyRun, run_study
 from tune_unlearn.trial.study_references import load_study_values
@@ -145,7 +145,7 @@ def cost_to_releasable(
 
 def study_file_search(path: Path) -> dict[str, Any]:
     """A study file as this benchmark runs it: without what each sampler run sets itself."""
-    raw: dict[str, Any] = yaml.safe_load(path.read_text())
+    raw: dict[str, Any] = read_yaml(path)  # the project's bounded reader, its errors
     for key in ("sampler", "validation", "output", "tracking", "n_trials"):
         raw.pop(key, None)
     return raw
