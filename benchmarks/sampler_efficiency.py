@@ -12,8 +12,10 @@ hyperparameter), ``tpe-startup5`` (model-based after 5 random trials instead of 
 the gate's retain-set threshold, ``retain_damage <= 0.02``), or ``gp-retain`` (Optuna's GP
 sampler with the same two constraints), or ``gp-retain-sh`` (that, with successive halving over
 the step budget), or ``gp-retain-startup5`` (that, modelling after 5 random trials instead of
-10), or ``gp-retain-infeasible`` (that, with the collapse guard ending a collapsed
-trial as complete and infeasible instead of pruned, so the GP learns the region).
+10), or ``gp-retain-defaults`` (that, running the method's defaults as the first trial,
+``sampler.start_at_defaults``), or ``gp-retain-infeasible`` (that, with the collapse guard
+ending a collapsed trial as complete and infeasible instead of pruned, so the GP learns the
+region).
 ``--study-file FILE`` measures another study instead of the quickstart: its problem, request,
 method, space, objectives, constraints and collapse guard (its sampler, validation and output
 are the benchmark's; a lever's constraints are added to the file's, once each).
@@ -69,6 +71,7 @@ LEVERS = {
 #: ``gp-retain-sh`` adds successive halving over the step budget (reduction 3, two rungs: on the
 #: quickstart's 60 steps, at steps 10 and 20; ``study/successive_halving.py``).
 #: ``gp-retain-startup5`` is ``gp-retain`` modelling after 5 random trials instead of Optuna's 10.
+#: ``gp-retain-defaults`` is ``gp-retain`` with the method's defaults as its first trial.
 #: ``gp-retain-infeasible`` keeps ``gp-retain`` and sets ``collapse_guard.on_collapse:
 #: infeasible``: a collapsed trial stops, is measured where it stood and completes infeasible.
 STUDY_LEVERS: dict[str, dict[str, Any]] = {
@@ -83,6 +86,11 @@ STUDY_LEVERS: dict[str, dict[str, Any]] = {
     "gp-retain-startup5": {
         "sampler": "gp",
         "sampler_options": {"n_startup_trials": 5},
+        "constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"],
+    },
+    "gp-retain-defaults": {
+        "sampler": "gp",
+        "sampler_options": {"start_at_defaults": True},
         "constraints": ["relearn_recovery <= 0.1", "retain_damage <= 0.02"],
     },
     "gp-retain-infeasible": {

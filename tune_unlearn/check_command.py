@@ -14,9 +14,11 @@ from pathlib import Path
 from tune_unlearn.catalog import describe_search
 from tune_unlearn.config.study_config import StudyConfig, SuccessiveHalvingConfig
 from tune_unlearn.errors import EXIT_CONFIG, EXIT_OK
+from tune_unlearn.methods import UnlearningMethod
 from tune_unlearn.references.attacks import relearning_budget
 from tune_unlearn.references.reference_models import ReferenceBudgetError
 from tune_unlearn.report.request_cost import mode_options, reference_mode, step_budget
+from tune_unlearn.study.default_start import default_start
 from tune_unlearn.study.objective import probe_storages
 from tune_unlearn.study.stream import request_indices
 from tune_unlearn.study.successive_halving import rung_steps
@@ -101,6 +103,8 @@ def check_study(config: StudyConfig, study: Path) -> int:
         return EXIT_CONFIG
     if warm:
         print(f"warm start: {len(warm)} configuration(s) of {config.warm_start.study!r} run first")  # type: ignore[union-attr]
+    if config.sampler.start_at_defaults:
+        print(f"first trial: the method's defaults, {default_start_line(config, inputs.method_class)}")
     print(
         f"{study}: OK ({config.method.name} on {config.problem.name or config.problem.factory}, "
         f"{len(config.method.search)} searched hyperparameters, {config.n_trials} trials)"
@@ -109,3 +113,15 @@ def check_study(config: StudyConfig, study: Path) -> int:
     print(f"search space ({given}):")
     print(describe_search(config.method.search, indent="  ") or "  (nothing searched)")
     return EXIT_OK
+
+
+def default_start_line(config: StudyConfig, method_class: type[UnlearningMethod]) -> str:
+    """What ``sampler.start_at_defaults`` runs first; a range relative to a scale not measured
+    yet is judged when the study resolves it."""
+    space = config.method.search
+    if any(dimension.scale is not None for dimension in space.values()):
+        return (
+            "each resolved with its relative range on the original before the first trial (a "
+            "default outside its range is replaced by the range's centre)"
+        )
+    return default_start(method_class, space).describe()

@@ -70,6 +70,27 @@ class SearchParam(Strict):
         assert self.low is not None and self.high is not None  # a float range
         return self.model_copy(update={"low": self.low * factor, "high": self.high * factor, "scale": None})
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this dimension can suggest (an absolute range's bounds
+        included)."""
+        if self.type == "categorical":
+            return value in (self.choices or [])
+        assert self.low is not None and self.high is not None
+        if not self.low <= value <= self.high:
+            return False
+        return self.step is None or math.isclose((value - self.low) / self.step % 1, 0, abs_tol=1e-9)
+
+    def centre(self) -> Any:
+        """The middle of the range (geometric on a log scale), on its ``step`` grid and an
+        integer for ``int``; a categorical dimension's first choice."""
+        if self.type == "categorical":
+            return (self.choices or [None])[0]
+        assert self.low is not None and self.high is not None
+        middle = math.sqrt(self.low * self.high) if self.log else (self.low + self.high) / 2
+        if self.step is not None:
+            middle = self.low + round((middle - self.low) / self.step) * self.step
+        return round(middle) if self.type == "int" else middle
+
     @model_validator(mode="after")
     def _consistent(self) -> SearchParam:
         if self.scale is not None and (self.type != "float" or self.step is not None):
@@ -111,6 +132,9 @@ class SamplerConfig(Strict):
     #: TPE only: one joint density over the hyperparameters (Optuna's ``multivariate``), which
     #: can follow couplings such as the ratio of ascent to retain rate.
     multivariate: bool = False
+    #: Run the method's own defaults first (``study/default_start.py``): one enqueued trial, so
+    #: a study whose method ships a releasable default finds it at the price of one trial.
+    start_at_defaults: bool = False
 
     @model_validator(mode="after")
     def _multivariate_is_tpe(self) -> SamplerConfig:

@@ -29,6 +29,9 @@ BUDGET = "n_trials_budget"  # int: the largest trial budget any process asked fo
 RATE_SCALES = "rate_scales"  # {scale: float}: the gradient scales relative rates resolve with
 RATE_SCALES_COST = "rate_scales_cost"  # float: retrains spent measuring them (the all-in cost)
 WARM_START = "warm_start"  # {…}: the warm start's source and configurations (also a trial attr)
+#: {"params", "replaced"}: the method's defaults run first (``sampler.start_at_defaults``; also a
+#: trial attr, ``True``, on the enqueued trial)
+DEFAULT_START = "default_start"
 #: int: the first trial the suite passed as it finished (``validation.stop_at_releasable``)
 RELEASABLE_TRIAL = "releasable_trial"
 

@@ -40,6 +40,7 @@ from tune_unlearn.report.outputs import check_writable
 from tune_unlearn.report.study_record import StudyRecord
 from tune_unlearn.report.summary import StudySummary, summarise
 from tune_unlearn.report.trial_record import TrialRecord
+from tune_unlearn.study.default_start import default_start, enqueue_default_start
 from tune_unlearn.study.distributed import (
     Heartbeat,
     budget_lock,
@@ -177,8 +178,12 @@ def _join(
     with budget_lock(url, config.name):
         with reading_input():  # a study of that name with other objectives, or recorded by < 0.2
             study = create_or_load(config, open_storage(url))
+        fresh = not study.get_trials(deepcopy=False)
         inputs = _resolve_rate_scales(study, inputs, references)
         enqueue_warm_start(study, inputs.config, warm)
+        if fresh:  # the defaults after a warm start's configurations, once, in a new study only
+            start = default_start(inputs.method_class, inputs.config.method.search)
+            enqueue_default_start(study, inputs.config, start)
         stream = StudyRecord.of(study).sampler_streams
         study.set_user_attr(study_record.SAMPLER_STREAMS, stream + 1)
         study.sampler = sampler if sampler is not None else make_sampler(config.sampler, stream)

@@ -79,18 +79,11 @@ def _best_first(
     chosen = []
     for i in order:
         params = dict(front[i].params)
-        if all(_inside(space[name], value) for name, value in params.items()):
+        if all(space[name].contains(value) for name, value in params.items()):
             chosen.append(params)
         if len(chosen) == top:
             break
     return chosen
-
-
-def _inside(dimension: SearchParam, value: Any) -> bool:
-    if dimension.type == "categorical":
-        return value in (dimension.choices or [])
-    assert dimension.low is not None and dimension.high is not None
-    return bool(dimension.low <= value <= dimension.high)
 
 
 def enqueue_warm_start(study: optuna.Study, config: StudyConfig, configurations: list[dict[str, Any]]) -> int:
