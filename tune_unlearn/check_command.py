@@ -38,21 +38,39 @@ def validation_line(config: StudyConfig) -> str:
     return f"validation: {settings.suite} judges {when}"
 
 
-def successive_halving_line(config: StudyConfig, halving: SuccessiveHalvingConfig) -> str:
+def successive_halving_line(
+    config: StudyConfig, halving: SuccessiveHalvingConfig, method_class: type[UnlearningMethod]
+) -> str:
     """Where ``check`` says the study's trials will be judged by successive halving."""
 
     every, reduction = config.collapse_guard.every, halving.reduction
     steps = step_budget(config)
+    dropped = ""
     if steps is not None:
-        rungs = rung_steps(steps, every, reduction, halving.rungs)
-        where = (
-            f"at steps {', '.join(map(str, rungs))} of {steps}"
-            if rungs
-            else f"at no step: no rung lies below {steps} steps on a period of {every} (collapse_guard.every)"
-        )
+        first = method_class.first_monitored_step(steps)
+        rungs = rung_steps(steps, every, reduction, halving.rungs, first)
+        before = sorted(set(rung_steps(steps, every, reduction, halving.rungs)) - set(rungs))
+        if rungs:
+            where = f"at steps {', '.join(map(str, rungs))} of {steps}"
+        elif before:
+            where = "at no step"
+        else:
+            where = (
+                f"at no step: no rung lies below {steps} steps on a period of {every} (collapse_guard.every)"
+            )
+        if before:
+            dropped = (
+                f" (step(s) {', '.join(map(str, before))} dropped: {config.method.name} is not judged "
+                f"before step {first}, its monitor_from {method_class.monitor_from:g} of the budget)"
+            )
     else:
         where = f"at 1/{reduction}^k of each trial's step budget, k = {halving.rungs} … 1"
-    line = f"successive halving: trials judged {where}; the best 1/{reduction} at each rung go on"
+        if method_class.monitor_from > 0:
+            dropped = (
+                f" (none before {method_class.monitor_from:g} of the budget: {config.method.name}'s "
+                "monitor_from)"
+            )
+    line = f"successive halving: trials judged {where}{dropped}; the best 1/{reduction} at each rung go on"
     if config.sampler.name == "gp":  # measured on the quickstart: benchmarks/RESULTS.md
         line += " (note: the GP sampler learns nothing from a pruned trial and may propose it again)"
     return line
@@ -79,7 +97,7 @@ def check_study(config: StudyConfig, study: Path) -> int:
                 f"and {once / unit:.3g} once for the retrains' side"
             )
         if config.successive_halving is not None:
-            print(successive_halving_line(config, config.successive_halving))
+            print(successive_halving_line(config, config.successive_halving, inputs.method_class))
         if config.validation.suite is not None:
             print(validation_line(config))
         if config.collapse_guard.constrains:

@@ -24,6 +24,9 @@ def test_rungs_sit_at_the_budget_divided_by_powers_of_the_reduction_on_the_monit
     assert rung_steps(100, every=1, reduction=2, rungs=1) == [50]
     assert rung_steps(10, every=10, reduction=3, rungs=2) == []  # no rung below the budget
     assert rung_steps(12, every=4, reduction=3, rungs=3) == [4]  # 0.4, 1.3, 4 → one rung
+    # a method not monitored before step 50 (shrink_perturb's monitor_from 0.5 of 100 steps)
+    assert rung_steps(100, every=10, reduction=2, rungs=2, first=50) == [50]  # 30 dropped
+    assert rung_steps(100, every=5, reduction=3, rungs=3, first=50) == []
 
 
 def test_the_rung_score_is_the_violation_then_the_distance_to_the_ideal_point() -> None:
@@ -105,6 +108,27 @@ def test_check_says_where_the_rungs_are(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert main(["check", str(write_study(tmp_path, config))]) == 0
     assert "successive halving: trials judged at steps 10, 20 of 60; the best 1/3" in capsys.readouterr().out
+
+
+def test_check_names_the_rungs_a_repairing_method_is_not_judged_at(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """shrink_perturb's models are judged from half its budget on (``monitor_from``): a rung
+    before that is never reached, and check says so rather than list it."""
+    from tune_unlearn.cli import main
+
+    from ..helpers import write_study
+
+    config = tiny_study(
+        tmp_path,
+        method={"name": "shrink_perturb", "fixed": {"steps": 100, "batch_size": 16}},
+        successive_halving={"reduction": 2, "rungs": 2},
+    )
+    assert main(["check", str(write_study(tmp_path, config))]) == 0
+    assert (
+        "successive halving: trials judged at steps 50 of 100 (step(s) 30 dropped: shrink_perturb is "
+        "not judged before step 50, its monitor_from 0.5 of the budget); the best 1/2"
+    ) in capsys.readouterr().out
 
 
 def test_a_bad_successive_halving_section_is_refused_with_its_path(tmp_path: Path) -> None:

@@ -154,6 +154,12 @@ class UnlearningMethod(ABC):
     #: look: a method that starts below the guard's floor by design and repairs later sets it.
     monitor_from: ClassVar[float] = 0.0
 
+    @classmethod
+    def first_monitored_step(cls, steps: int) -> int:
+        """The first step (1-based) of ``steps`` at which the monitor may look: the collapse
+        guard, and successive halving's rungs, which ride on the same callback."""
+        return math.ceil(cls.monitor_from * steps)
+
     def __post_init__(self) -> None:
         """Every hyperparameter checked against its declaration: a method cannot be built with
         ``refresh_every=0`` or ``projection_strength=5``."""
@@ -243,7 +249,7 @@ class UnlearningMethod(ABC):
                 monitor is not None
                 and monitor_every > 0
                 and (step + 1) % monitor_every == 0
-                and step + 1 >= self.monitor_from * self.steps
+                and step + 1 >= self.first_monitored_step(self.steps)
                 and not done
             )
             # Check for divergence before the monitor looks, so NaN weights fail the trial as

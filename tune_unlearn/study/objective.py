@@ -387,9 +387,11 @@ class Objective:
         judge = None
         if halving is not None:
             steps = build_method(self.inputs, params).steps
+            first = self.inputs.method_class.first_monitored_step(steps)
+            every = self.config.collapse_guard.every
             judge = SuccessiveHalving(
                 trial,
-                rung_steps(steps, self.config.collapse_guard.every, halving.reduction, halving.rungs),
+                rung_steps(steps, every, halving.reduction, halving.rungs, first),
                 halving.reduction,
                 self.config.objectives,
                 self.config.constraints,

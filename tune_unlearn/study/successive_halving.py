@@ -4,7 +4,9 @@ Optuna's pruners judge one intermediate value of a single-objective study, so a 
 several objectives has none; this is ours. A trial is judged at **rungs**: after
 ``steps / η^k`` of its own step budget (``k = rungs … 1``, ``η`` the ``reduction``), each
 rounded up to a multiple of the collapse guard's ``every`` (the step loop's monitoring period)
-and kept only below ``steps``. At a rung the model is measured as a finished trial is, less
+and kept only below ``steps`` and from the method's first monitored step on (a method whose
+``monitor_from`` is above 0 is not judged while it repairs; ``check`` names the dropped
+rungs). At a rung the model is measured as a finished trial is, less
 what a rung cannot have (the recovery attacks and the costs), and scored by
 
 1. its total constraint violation, ``Σ max(0, violation)`` over the constraints whose metric
@@ -52,11 +54,14 @@ class RungPruned(TrialStopped):
         )
 
 
-def rung_steps(steps: int, every: int, reduction: int, rungs: int) -> list[int]:
+def rung_steps(steps: int, every: int, reduction: int, rungs: int, first: int = 0) -> list[int]:
     """The steps a trial of ``steps`` is judged at: ``steps / reduction^k`` for ``k = rungs … 1``,
-    rounded up to a multiple of ``every``, below ``steps``, without repeats."""
+    rounded up to a multiple of ``every``, below ``steps``, without repeats, and not before
+    ``first``, the method's first monitored step (:meth:`UnlearningMethod.first_monitored_step`:
+    a method that starts below the collapse guard's floor by design is not judged while it
+    repairs, by the guard or by a rung)."""
     judged = {every * math.ceil(steps / reduction**k / every) for k in range(1, rungs + 1)}
-    return sorted(s for s in judged if s < steps)
+    return sorted(s for s in judged if first <= s < steps)
 
 
 def rung_score(
