@@ -78,7 +78,10 @@ class SearchParam(Strict):
         assert self.low is not None and self.high is not None
         if not self.low <= value <= self.high:
             return False
-        return self.step is None or math.isclose((value - self.low) / self.step % 1, 0, abs_tol=1e-9)
+        if self.step is None:
+            return True
+        steps = (value - self.low) / self.step  # a whole number on the grid, up to rounding
+        return math.isclose(steps, round(steps), abs_tol=1e-9)
 
     def centre(self) -> Any:
         """The middle of the range (geometric on a log scale), on its ``step`` grid and an

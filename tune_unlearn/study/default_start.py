@@ -23,8 +23,7 @@ from typing import Any
 
 import optuna
 
-from tune_unlearn.config.study_config import SearchParam, StudyConfig
-from tune_unlearn.hyperparameters import declared_fields
+from tune_unlearn.config.study_config import SearchParam
 from tune_unlearn.methods import UnlearningMethod
 from tune_unlearn.report import study_record
 
@@ -48,11 +47,11 @@ class DefaultStart:
 def default_start(method_class: type[UnlearningMethod], space: Mapping[str, SearchParam]) -> DefaultStart:
     """The method's default for every searched hyperparameter, or the range's centre where the
     range does not contain it. ``space`` is in absolute units (relative ranges resolved)."""
-    declared = declared_fields(method_class)
+    defaults = method_class.hyperparameters()
     params: dict[str, Any] = {}
     replaced = []
     for name, dimension in space.items():
-        default = declared[name].default
+        default = defaults[name]
         if dimension.contains(default):
             params[name] = default
         else:
@@ -61,10 +60,10 @@ def default_start(method_class: type[UnlearningMethod], space: Mapping[str, Sear
     return DefaultStart(params, tuple(replaced))
 
 
-def enqueue_default_start(study: optuna.Study, config: StudyConfig, start: DefaultStart) -> bool:
+def enqueue_default_start(study: optuna.Study, start: DefaultStart) -> bool:
     """Enqueue ``start`` in a study created by this process (the caller says so: a rerun or a
     second worker finds it recorded, or a study begun without it); whether it was enqueued."""
-    if not config.sampler.start_at_defaults or DEFAULT_START_ATTR in study.user_attrs:
+    if DEFAULT_START_ATTR in study.user_attrs:
         return False
     study.enqueue_trial(start.params, user_attrs={DEFAULT_START_ATTR: True})
     study.set_user_attr(DEFAULT_START_ATTR, {"params": start.params, "replaced": list(start.replaced)})

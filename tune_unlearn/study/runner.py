@@ -181,9 +181,8 @@ def _join(
         fresh = not study.get_trials(deepcopy=False)
         inputs = _resolve_rate_scales(study, inputs, references)
         enqueue_warm_start(study, inputs.config, warm)
-        if fresh:  # the defaults after a warm start's configurations, once, in a new study only
-            start = default_start(inputs.method_class, inputs.config.method.search)
-            enqueue_default_start(study, inputs.config, start)
+        if fresh and config.sampler.start_at_defaults:  # after a warm start's, in a new study only
+            enqueue_default_start(study, default_start(inputs.method_class, inputs.config.method.search))
         stream = StudyRecord.of(study).sampler_streams
         study.set_user_attr(study_record.SAMPLER_STREAMS, stream + 1)
         study.sampler = sampler if sampler is not None else make_sampler(config.sampler, stream)
