@@ -26,7 +26,6 @@ forgets its segmentation labels, full deletes it; ``--samples`` sets its size as
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import tempfile
@@ -38,7 +37,7 @@ import torch
 
 from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS
-from tune_unlearn.methods._base import DESCENT_RATES
+from tune_unlearn.methods._base import ADAM_RATES, DESCENT_RATES
 from tune_unlearn.methods._rate_scale import Scale
 from tune_unlearn.report.leaderboard import Interval, Leaderboard, default_plot_objectives
 from tune_unlearn.report.summary import StudySummary
@@ -143,17 +142,20 @@ def scaled_space(
     descent: tuple[float, float, str] | None = None,
 ) -> dict[str, Any]:
     """``method``'s default search space with every learning rate's bounds (``lr``, ``*_lr``)
-    multiplied by ``scale``, and with every descent rate (a dimension of the default descent
+    multiplied by ``scale``, with every descent rate (a dimension of the default descent
     range, ``DESCENT_RATES``) drawn from ``descent`` = ``(low, high, scale name)`` instead; a
-    fixed hyperparameter stays out of it."""
-    space = copy.deepcopy(METHODS.get(method).default_search)
+    fixed hyperparameter stays out of it. With ``optimizer: adam`` fixed, the default space
+    under it (every rate absolute, ``ADAM_RATES``), unchanged: no scale to multiply."""
+    space = METHODS.get(method).default_space(fixed)
+    if fixed.get("optimizer") == "adam":
+        return space
     for name, spec in space.items():
         if descent is not None and spec.get("scale") == DESCENT_RATES["scale"]:
             spec.update(low=descent[0], high=descent[1], scale=descent[2])
         if scale is not None and (name == "lr" or name.endswith("_lr")):
             spec["low"] = float(f"{float(spec['low']) * scale:.6g}")  # type: ignore[arg-type]
             spec["high"] = float(f"{float(spec['high']) * scale:.6g}")  # type: ignore[arg-type]
-    return {k: v for k, v in space.items() if k not in fixed}
+    return space
 
 
 def compare_scaled(
@@ -162,6 +164,7 @@ def compare_scaled(
     seeds: int,
     scale: float | None,
     descent: tuple[float, float, str] | None = None,
+    optimizer: str | None = None,
 ) -> Leaderboard:
     """``compare`` with every method on its default space as :func:`scaled_space` changes it:
     each method is run as the study file's method (the one whose space the file sets), into its
@@ -170,16 +173,20 @@ def compare_scaled(
         [
             *([f"lr-x{scale:g}"] if scale is not None else []),
             *([f"descent-{descent[0]:g}-{descent[1]:g}-{descent[2]}"] if descent is not None else []),
+            *([f"optimizer-{optimizer}"] if optimizer is not None else []),
         ]
     )
     by_method = {}
     for method in methods:
         declared = METHODS.get(method).hyperparameters()
         fixed = {k: v for k, v in raw["method"]["fixed"].items() if k in declared}
+        if optimizer is not None:
+            fixed["optimizer"] = optimizer
+        search = scaled_space(method, fixed, scale, descent)
         member = {
             **raw,
             "name": f"{raw['name']}.{tag}.{method}",
-            "method": {"name": method, "fixed": fixed, "search": scaled_space(method, fixed, scale, descent)},
+            "method": {"name": method, "fixed": fixed, "search": search},
             "output": f"{raw['output']}/{tag}/{method}",
         }
         comparison = run_comparison(parse_study(member), [method], seeds=seeds, progress=False)
@@ -265,6 +272,14 @@ def main() -> None:
         "methods' lr) drawn from [LOW, HIGH] × SCALE instead (e.g. 0.01 1 retain_curvature)",
     )
     parser.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default=None,
+        help="every method with this optimizer fixed, on its default space under it (adam: every "
+        f"rate from the absolute range [{ADAM_RATES['low']:g}, {ADAM_RATES['high']:g}], a per-weight "
+        "step size)",
+    )
+    parser.add_argument(
         "--on-collapse",
         choices=("prune", "infeasible"),
         default="prune",
@@ -288,6 +303,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     descent = None if args.descent_range is None else descent_range(parser, args.descent_range)
+    if args.optimizer == "adam" and (descent is not None or args.lr_scale is not None):
+        parser.error("--optimizer adam draws absolute rates: --lr-scale and --descent-range do not apply")
     torch.set_num_threads(args.threads)
 
     def utility_floor(summary: StudySummary) -> float:
@@ -311,11 +328,11 @@ def main() -> None:
             args.on_collapse,
             args.sampler,
         )
-        if args.lr_scale is None and descent is None:
+        if args.lr_scale is None and descent is None and args.optimizer is None:
             comparison = run_comparison(parse_study(raw), args.methods, seeds=args.seeds, progress=False)
             board, studies = comparison.leaderboard, len(comparison.members)
         else:
-            board = compare_scaled(raw, args.methods, args.seeds, args.lr_scale, descent)
+            board = compare_scaled(raw, args.methods, args.seeds, args.lr_scale, descent, args.optimizer)
             studies = len(args.methods) * args.seeds
         seconds = time.perf_counter() - started
         matched: dict[str, list[float | None]] = {}
@@ -327,6 +344,8 @@ def main() -> None:
         print(f"\n## {args.problem}, {mode} mode: {studies} studies in {seconds:.0f} s")
         if descent is not None:
             print(f"\nEvery descent rate drawn from [{descent[0]:g}, {descent[1]:g}] × {descent[2]}")
+        if args.optimizer is not None:
+            print(f"\nEvery method with optimizer {args.optimizer}")
         print(board.markdown().split("\n![")[0])
         utilities = [s.reference_retained_utility for r in board.results for s in r.summaries]
         honest = next((u for u in utilities if u is not None), None)

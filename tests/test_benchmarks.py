@@ -302,3 +302,14 @@ def test_sampler_efficiency_measures_a_study_file(tmp_path: Path, cache: Path) -
         tmp_path,
         cache,
     )
+
+
+def test_the_claims_adam_lever_draws_absolute_rates_and_keeps_the_other_dimensions() -> None:
+    scaled_space = _benchmark_module("paper_claims").scaled_space
+    adam = scaled_space("task_projection", {"steps": 60, "optimizer": "adam"})
+    sgd = scaled_space("task_projection", {"steps": 60})
+    assert sgd["retain_lr"]["scale"] == "retain_gradient" and sgd["ascent_lr"]["scale"] == "ascent_probe"
+    for name in ("ascent_lr", "retain_lr"):
+        assert adam[name] == {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}
+    assert adam["projection_strength"] == sgd["projection_strength"]
+    assert "steps" not in adam and "optimizer" not in adam

@@ -55,7 +55,7 @@ def test_every_problem_is_reported_at_once_with_its_dotted_path() -> None:
     text = str(info.value)
     assert "did you mean 'forget_efficacy'?" in text
     assert "(got 12)" in text and "(got 'colour')" in text
-    assert "valid: steps, batch_size, max_step, ascent_lr" in text
+    assert "valid: steps, batch_size, max_step, optimizer, ascent_lr" in text
 
 
 def test_unknown_names_list_the_valid_ones() -> None:
@@ -239,3 +239,29 @@ def test_stopping_at_a_releasable_trial_needs_a_suite() -> None:
         parse_study(raw)
     by_path = {i.path: i.message for i in info.value.issues}
     assert "validation" in by_path and "name a suite file" in by_path["validation"]
+
+
+def test_adam_makes_the_default_rates_absolute_and_refuses_a_gradient_relative_rate() -> None:
+    """``optimizer: adam`` fixed: the default space's rates become Adam's absolute range, its
+    other dimensions unchanged; an explicit rate relative to a gradient scale is refused at its
+    path, since a per-weight step size times a gradient scale means nothing."""
+    raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    raw["method"] = {"name": "graddiff", "fixed": {"steps": 20}}
+    sgd = parse_study(raw).method.search
+    raw["method"]["fixed"]["optimizer"] = "adam"
+    adam = parse_study(raw).method.search
+    assert sgd["retain_lr"].scale == "retain_gradient" and sgd["ascent_lr"].scale == "ascent_probe"
+    for name in ("ascent_lr", "retain_lr"):
+        assert (adam[name].low, adam[name].high, adam[name].log, adam[name].scale) == (1e-5, 1e-2, True, None)
+    raw["method"] = {"name": "npo", "fixed": {"optimizer": "adam"}}
+    npo = parse_study(raw).method.search
+    assert npo["lr"].scale is None and npo["beta"].low == 0.01  # beta is no rate: unchanged
+    raw["method"]["search"] = {
+        "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True, "scale": "retain_gradient"}
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_study(raw)
+    issues = {issue.path: issue.message for issue in info.value.issues}
+    assert "per-weight step size" in issues["method.search.lr.scale"]
+    raw["method"]["fixed"] = {}  # under sgd the same dimension is the method's own default kind
+    assert parse_study(raw).method.search["lr"].scale == "retain_gradient"

@@ -391,7 +391,6 @@ def test_shrink_perturb_cosine_schedule_scales_adams_step_by_the_hand_worked_fac
     deltas = {}
     for schedule in SCHEDULES:
         method = ShrinkPerturb(steps=4, batch_size=BATCH, retain_lr=0.01, schedule=schedule)
-        method.first_moment_, method.second_moment_ = torch.zeros(3), torch.zeros(3)
         log = StepLog.empty(4, 1, torch.device("cpu"))
         deltas[schedule] = [
             method.step_delta(SimpleNamespace(retain=g, retain_losses=torch.ones(1)), s, log)  # type: ignore[arg-type]

@@ -192,6 +192,7 @@ def semantic_issues(raw: Mapping[str, Any]) -> Iterator[ConfigIssue]:
         declared = METHODS.get(method_name).constraints()
         yield from _type_issues(method_raw, declared)
         yield from _value_issues(METHODS.get(method_name), method_raw, declared)
+        yield from _adam_scale_issues(method_raw, declared)
         both = set(_mapping(method_raw, "fixed")) & set(_mapping(method_raw, "search"))
         for key in sorted(both):
             yield ConfigIssue(f"method.search.{key}", "is also fixed; give it in one place only")
@@ -232,6 +233,26 @@ def _type_issues(method_raw: Mapping[str, Any], declared: Mapping[str, Param]) -
         if key in declared and isinstance(dimension, Mapping):
             for sub, message in search_range_problems(declared[key], dimension):
                 yield ConfigIssue(f"method.search.{key}.{sub}", message)
+
+
+def _adam_scale_issues(method_raw: Mapping[str, Any], declared: Mapping[str, Param]) -> Iterator[ConfigIssue]:
+    """A rate relative to a gradient scale under ``optimizer: adam``: the scales size a plain
+    gradient step, while Adam's rate is a per-weight step size, so the product means nothing."""
+    if _mapping(method_raw, "fixed").get("optimizer") != "adam":
+        return
+    for key, dimension in _mapping(method_raw, "search").items():
+        if (
+            key in declared
+            and declared[key].rate
+            and isinstance(dimension, Mapping)
+            and dimension.get("scale")
+        ):
+            yield ConfigIssue(
+                f"method.search.{key}.scale",
+                "under optimizer adam a rate is a per-weight step size: give absolute bounds "
+                "(leave the dimension out for the default, [1e-05, 0.01])",
+                dimension.get("scale"),
+            )
 
 
 def _value_issues(

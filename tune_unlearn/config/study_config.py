@@ -309,8 +309,9 @@ def with_rate_scales(config: StudyConfig, scales: Mapping[Scale, float] | None) 
 
 
 def _default_space(method: str, fixed: Mapping[str, Any]) -> dict[str, Any]:
-    """The method's default search space, less the hyperparameters the file fixes."""
-    return {k: v for k, v in METHODS.get(method).default_search.items() if k not in fixed}
+    """The method's default search space, less the hyperparameters the file fixes (and its
+    rates absolute where the file fixes ``optimizer: adam``)."""
+    return METHODS.get(method).default_space(fixed)
 
 
 #: Retrain ensemble size when the study file says ``retrain: true``: five digits retrains cost

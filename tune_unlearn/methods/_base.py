@@ -6,6 +6,8 @@ against :meth:`UnlearningMethod.hyperparameters` and a configuration round-trips
 
 Per step: ``θ ← θ + η_a·u − η_r·g_r``, where ``u`` is :meth:`forget_direction` (the method's
 projection of ``g_f`` on the shared parameters; heads of target tasks take the raw ``g_f``).
+With ``optimizer: adam`` each of ``u`` and ``g_r`` passes through its own Adam moments first
+(``methods/_adam.py``), so that ``η_a`` and ``η_r`` are per-weight step sizes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import Tensor
 
 from tune_unlearn.hyperparameters import DerivedSearch, Param, declared_fields, hyperparameter, problems
+from tune_unlearn.methods._adam import OPTIMIZERS, AdamMoments
 from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 from tune_unlearn.problems import Batch, MultiTaskData, MultiTaskModel, Task
 from tune_unlearn.problems.forget import LabeledSet
@@ -127,6 +130,12 @@ ASCENT_RATES: Mapping[str, object] = MappingProxyType(
     {"low": 0.3, "high": 30.0, "log": True, "scale": "ascent_probe"}
 )
 
+#: Every rate's default range under ``optimizer: adam`` (``methods/_adam.py``) on a method whose
+#: steps are otherwise plain gradient descent: Adam's rate is a per-weight step size, which does
+#: not scale with the gradient, so its range is absolute, three decades from a step that moves
+#: nothing within a budget to one that moves every weight by 0.4 over 40 steps.
+ADAM_RATES: Mapping[str, object] = MappingProxyType({"low": 1e-5, "high": 1e-2, "log": True})
+
 
 @dataclass(kw_only=True)
 class UnlearningMethod(ABC):
@@ -139,6 +148,13 @@ class UnlearningMethod(ABC):
         gt=0.0,
         doc="the longest update of one step, as a fraction of the parameter norm ‖θ‖ (a trust "
         "ratio): a longer update is scaled down to it, its direction kept",
+    )
+    optimizer: str = hyperparameter(
+        "sgd",
+        choices=OPTIMIZERS,
+        doc="how each direction becomes a step: sgd, the rate times the direction; adam, the "
+        "rate times Adam's per-weight normalisation of it (its own moments per direction: "
+        "forget, retain, a loss method's loss), so a rate is a per-weight step size",
     )
 
     name: ClassVar[str] = ""
@@ -171,6 +187,21 @@ class UnlearningMethod(ABC):
     def hyperparameters(cls) -> dict[str, Any]:
         """Every hyperparameter with its default."""
         return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def default_space(cls, fixed: Mapping[str, Any]) -> dict[str, dict[str, object]]:
+        """The default search space less the hyperparameters ``fixed`` fixes. A fixed
+        ``optimizer`` other than the method's own default changes what its rates mean: under
+        ``adam``, on a method whose default is ``sgd``, every searched rate takes
+        :data:`ADAM_RATES` instead of its range relative to a gradient scale."""
+        space = {k: dict(v) for k, v in cls.default_search.items() if k not in fixed}
+        optimizer = fixed.get("optimizer", cls.hyperparameters().get("optimizer"))
+        if optimizer == "adam" and cls.hyperparameters().get("optimizer") != "adam":
+            declared = cls.constraints()
+            for name in space:
+                if declared[name].rate:
+                    space[name] = {"type": "float", **ADAM_RATES}
+        return space
 
     @classmethod
     def constraints(cls) -> dict[str, Param]:
@@ -222,6 +253,7 @@ class UnlearningMethod(ABC):
         device = setup.data.device
         layout = ParameterLayout(model)
         generator = torch.Generator(device=device).manual_seed(seed)
+        self.moments_: dict[str, AdamMoments] = {}  # a run's own Adam state, none carried over
         self.prepare(layout, setup, seed)
         log = StepLog.empty(self.steps, len(setup.tasks), device)
         # Eval mode: normalisation layers keep the original's statistics and per-sample
@@ -260,25 +292,36 @@ class UnlearningMethod(ABC):
                 break
         return log
 
+    def stepped(self, stream: str, direction: Tensor, step: int) -> Tensor:
+        """``direction`` as the optimizer steps along it: itself under ``sgd``; under ``adam``
+        its normalisation by the moments of ``stream`` (one set per stream and run)."""
+        if self.optimizer == "sgd":
+            return direction
+        moments: dict[str, AdamMoments] = self.__dict__.setdefault("moments_", {})
+        if stream not in moments:
+            moments[stream] = AdamMoments(direction.numel(), direction.device)
+        return moments[stream].direction(direction, step)
+
     def step_delta(self, grads: StepGradients, step: int, log: StepLog) -> Tensor:
         """This step's parameter update (flat, added to θ), logging the diagnostics on the
         device. Direction-defined methods keep this: ``η_a·u − η_r·g_r``, ``u`` from
-        :meth:`forget_direction`. Loss-defined methods (:class:`LossMethod`) override it with
-        ``−∇`` of their loss; the step loop calls this one hook for both kinds."""
+        :meth:`forget_direction` (each through :meth:`stepped`). Loss-defined methods
+        (:class:`LossMethod`) override it with ``−∇`` of their loss; the step loop calls this
+        one hook for both kinds."""
         ascent_lr, retain_lr = self.learning_rates
         layout = grads.layout
         n_shared = layout.num_shared
         delta = torch.zeros(sum(layout.numels), device=grads.target.device)
         if grads.forget_batch is not None:
             direction = self.forget_direction(grads, step)
-            delta.add_(direction, alpha=ascent_lr)
+            delta.add_(self.stepped("forget", direction, step), alpha=ascent_lr)
             log.forget_loss[step] = grads.forget_loss
             g_f = grads.forget[:n_shared]
             log.norm_ratio[step] = direction[:n_shared].norm() / g_f.norm().clamp(min=1e-12)
             if "retain_by_task" in grads.__dict__:
                 log.conflict[step] = (grads.retain_by_task[:, :n_shared] @ g_f > 0).float()
         if grads.retain_batch is not None:
-            delta.sub_(grads.retain, alpha=retain_lr)
+            delta.sub_(self.stepped("retain", grads.retain, step), alpha=retain_lr)
             log.retain_loss[step] = grads.retain_losses
         return delta
 
@@ -339,7 +382,8 @@ class LossMethod(UnlearningMethod):
             log.forget_loss[step] = grads.forget_loss
         if grads.retain_batch is not None:
             log.retain_loss[step] = grads.retain_losses
-        return grads.gradient_of(loss, self.loss_rows(grads)).mul_(-self.learning_rate)
+        gradient = grads.gradient_of(loss, self.loss_rows(grads))
+        return self.stepped("loss", gradient, step).mul(-self.learning_rate)
 
 
 @dataclass(kw_only=True)

@@ -24,8 +24,6 @@ from tune_unlearn.hyperparameters import hyperparameter
 from tune_unlearn.methods._base import StepLog, UnlearningMethod, UnlearningSetup
 from tune_unlearn.methods._gradients import ParameterLayout, StepGradients
 
-#: Adam's moment decays and its denominator's guard, as ``torch.optim.Adam``'s defaults.
-BETAS, EPSILON = (0.9, 0.999), 1e-8
 #: How the repair's rate moves over its steps.
 SCHEDULES = ("constant", "cosine")
 
@@ -61,7 +59,7 @@ class ShrinkPerturb(UnlearningMethod):
     Deviations from the published method: Ash and Adams shrink and perturb before training on
     new data; here the "new data" is the retain set, the forget set is never used, and the
     noise is scaled by each tensor's RMS instead of drawn at a fixed scale. The step is Adam's,
-    where every other method here steps by plain gradient descent: a shrunken network must be
+    where every other method here steps by plain gradient descent unless told otherwise: a shrunken network must be
     repaired from a loss an order of magnitude above the original's, which Adam's per-weight
     steps do in tens of steps. The step bound ``max_step`` still applies; its default here is
     loose (Adam bounds each weight's step by about ``η`` already).
@@ -101,6 +99,9 @@ class ShrinkPerturb(UnlearningMethod):
         doc="the longest update of one step, as a fraction of ‖θ‖ (loose by default: Adam bounds "
         "each weight's step by about its rate)",
     )
+    optimizer: str = hyperparameter(
+        "adam", choices=("adam",), doc="the repair's steps are Adam's (the only choice here)"
+    )
 
     name: ClassVar[str] = "shrink_perturb"
     uses_forget: ClassVar[bool] = False
@@ -113,21 +114,12 @@ class ShrinkPerturb(UnlearningMethod):
     def prepare(self, layout: ParameterLayout, setup: UnlearningSetup, seed: int) -> None:
         generator = torch.Generator(device=setup.data.device).manual_seed(seed + 2)
         shrink_and_perturb(layout, self.shrink, self.noise, generator)
-        size = sum(layout.numels)
-        self.first_moment_ = torch.zeros(size, device=setup.data.device)
-        self.second_moment_ = torch.zeros(size, device=setup.data.device)
 
     def forget_direction(self, grads: StepGradients, step: int) -> Tensor:
         raise RuntimeError("shrink_perturb takes no forget direction")
 
     def step_delta(self, grads: StepGradients, step: int, log: StepLog) -> Tensor:
         """Adam's update of the retain gradient (the moments live on the device: no sync)."""
-        gradient = grads.retain
         log.retain_loss[step] = grads.retain_losses
-        first, second = self.first_moment_, self.second_moment_
-        first.mul_(BETAS[0]).add_(gradient, alpha=1.0 - BETAS[0])
-        second.mul_(BETAS[1]).addcmul_(gradient, gradient, value=1.0 - BETAS[1])
-        corrected_first = first / (1.0 - BETAS[0] ** (step + 1))
-        corrected_second = second / (1.0 - BETAS[1] ** (step + 1))
         rate = scheduled_rate(self.retain_lr, self.schedule, step, self.steps)
-        return -rate * corrected_first / (corrected_second.sqrt() + EPSILON)
+        return -rate * self.stepped("retain", grads.retain, step)
