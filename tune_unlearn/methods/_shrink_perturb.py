@@ -58,11 +58,11 @@ class ShrinkPerturb(UnlearningMethod):
 
     Deviations from the published method: Ash and Adams shrink and perturb before training on
     new data; here the "new data" is the retain set, the forget set is never used, and the
-    noise is scaled by each tensor's RMS instead of drawn at a fixed scale. The step is Adam's,
-    where every other method here steps by plain gradient descent unless told otherwise: a shrunken network must be
-    repaired from a loss an order of magnitude above the original's, which Adam's per-weight
-    steps do in tens of steps. The step bound ``max_step`` still applies; its default here is
-    loose (Adam bounds each weight's step by about ``η`` already).
+    noise is scaled by each tensor's RMS instead of drawn at a fixed scale. The step is Adam's
+    (every other method's is plain gradient descent unless its ``optimizer`` is ``adam``): a
+    shrunken network must be repaired from a loss an order of magnitude above the original's,
+    which Adam's per-weight steps do in tens of steps. The step bound ``max_step`` still
+    applies; its default here is loose (Adam bounds each weight's step by about ``η`` already).
     """
 
     shrink: float = hyperparameter(
