@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,11 @@ def test_list_shows_every_method_with_its_default_search_space(capsys: pytest.Ca
         assert f"\n  {name}: " in out
     methods_section = out.split("\n\n")[0]
     assert methods_section.count("default search:") == len(names)
+    # Adam's absolute rates, for each method whose rates are otherwise relative (not shrink_perturb's)
+    graddiff = methods_section.split("\n  graddiff: ")[1].split("\n  gradient_ascent: ")[0]
+    assert "with optimizer: adam, instead:\n      ascent_lr: float in [1e-05, 0.01], log" in graddiff
+    shrink = re.split(r"\n  (?=\S)", methods_section.split("\n  shrink_perturb: ")[1])[0]
+    assert "retain_lr: float in [0.0003, 0.01], log" in shrink and "with optimizer: adam" not in shrink
 
 
 def _study_text(tmp_path: Path, extra: str = "", **changes: object) -> Path:

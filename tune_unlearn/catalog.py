@@ -55,6 +55,10 @@ def render_catalog() -> str:
         ]
         if method.default_search:
             lines += ["    default search:", describe_search(method.default_search, indent="      ")]
+        under_adam = method.default_space({"optimizer": "adam"})
+        changed = {k: v for k, v in under_adam.items() if v != method.default_search.get(k)}
+        if changed:
+            lines += ["    with optimizer: adam, instead:", describe_search(changed, indent="      ")]
     lines.append("problems:")
     lines += [f"  {name}: {_summary(PROBLEMS.get(name))}" for name in PROBLEMS]
     lines.append("metrics:")
