@@ -383,7 +383,7 @@ class LossMethod(UnlearningMethod):
         if grads.retain_batch is not None:
             log.retain_loss[step] = grads.retain_losses
         gradient = grads.gradient_of(loss, self.loss_rows(grads))
-        return self.stepped("loss", gradient, step).mul(-self.learning_rate)
+        return self.stepped("loss", gradient, step).mul_(-self.learning_rate)
 
 
 @dataclass(kw_only=True)
