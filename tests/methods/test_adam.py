@@ -105,7 +105,7 @@ def test_a_run_starts_from_fresh_moments(tiny_values: LoadedStudy, optimizer: st
         assert torch.equal(a, b)
 
 
-def test_adam_and_sgd_differ_and_sgd_is_the_default() -> None:
+def test_sgd_is_the_default_and_an_unknown_optimizer_is_refused() -> None:
     assert GradDiff().optimizer == "sgd"
     with pytest.raises(ValueError, match="optimizer"):
         dataclasses.replace(GradDiff(), optimizer="rmsprop")

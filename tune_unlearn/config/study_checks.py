@@ -19,7 +19,7 @@ from tune_unlearn.config.problem_config import ProblemConfig
 from tune_unlearn.config.schema import ConfigIssue
 from tune_unlearn.config.storages import redact, storage_problem, tracking_problem
 from tune_unlearn.hyperparameters import Param, search_range_problems
-from tune_unlearn.methods import METHODS
+from tune_unlearn.methods import ADAM_RATES, METHODS
 from tune_unlearn.problems import Problem, as_problem, problem_factory
 from tune_unlearn.problems.forget import read_index_file
 from tune_unlearn.registry import UnknownNameError
@@ -250,7 +250,7 @@ def _adam_scale_issues(method_raw: Mapping[str, Any], declared: Mapping[str, Par
             yield ConfigIssue(
                 f"method.search.{key}.scale",
                 "under optimizer adam a rate is a per-weight step size: give absolute bounds "
-                "(leave the dimension out for the default, [1e-05, 0.01])",
+                f"(leave the dimension out for the default, [{ADAM_RATES['low']:g}, {ADAM_RATES['high']:g}])",
                 dimension.get("scale"),
             )
 

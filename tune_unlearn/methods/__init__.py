@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tune_unlearn.methods._base import (
+    ADAM_RATES,
     DivergenceError,
     ForgetRetainLoss,
     LossMethod,
@@ -55,6 +56,7 @@ for _method in (
     METHODS.add(_method)
 
 __all__ = [
+    "ADAM_RATES",
     "METHODS",
     "AscentProbeBudget",
     "Batch",

@@ -195,8 +195,8 @@ class UnlearningMethod(ABC):
         ``adam``, on a method whose default is ``sgd``, every searched rate takes
         :data:`ADAM_RATES` instead of its range relative to a gradient scale."""
         space = {k: dict(v) for k, v in cls.default_search.items() if k not in fixed}
-        optimizer = fixed.get("optimizer", cls.hyperparameters().get("optimizer"))
-        if optimizer == "adam" and cls.hyperparameters().get("optimizer") != "adam":
+        own = cls.hyperparameters()["optimizer"]
+        if fixed.get("optimizer", own) == "adam" != own:
             declared = cls.constraints()
             for name in space:
                 if declared[name].rate:
