@@ -183,7 +183,8 @@ def study(problem: str, request: str, cache: Path, out: Path) -> dict[str, Any]:
         "name": f"power-{problem}-{request}",
         "problem": spec["problem"],
         "forget": spec[f"{request}_request"],
-        "method": {"name": "graddiff", "fixed": {"steps": 60, "batch_size": 32}},
+        # The plants' recipes are plain-step rates: sgd named, as the default space takes Adam.
+        "method": {"name": "graddiff", "fixed": {"steps": 60, "batch_size": 32, "optimizer": "sgd"}},
         "references": {"cache_dir": str(cache), "retrain": {"seeds": 5}},
         "output": str(out),
         "device": "cpu",

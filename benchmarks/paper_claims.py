@@ -277,7 +277,10 @@ def main() -> None:
         default=None,
         help="every method with this optimizer fixed, on its default space under it (adam: every "
         f"rate from the absolute range [{ADAM_RATES['low']:g}, {ADAM_RATES['high']:g}], a per-weight "
-        "step size)",
+        "step size; sgd: plain steps, rates relative to the original's scales). Without it, each "
+        "study's own: Adam on a default space, plain steps on a written one (--ia-space "
+        "quickstart, --lr-scale, --descent-range); before 2026-12-07 every default space took "
+        "plain steps, so recorded runs before then reproduce with --optimizer sgd",
     )
     parser.add_argument(
         "--on-collapse",

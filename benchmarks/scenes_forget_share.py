@@ -85,7 +85,8 @@ def study_values(args: argparse.Namespace, cache: Path) -> LoadedStudy:
         "name": "scenes_forget_share",
         "problem": {"name": "scenes", "params": params},
         "forget": {"mode": "partial", "target_tasks": ["segmentation"], "where": {"has_ball": 1}},
-        "method": {"name": "graddiff", "fixed": {"steps": args.steps, "batch_size": 16}},
+        # Its rates are shares of plain-step scales: sgd named, as the default space takes Adam.
+        "method": {"name": "graddiff", "fixed": {"steps": args.steps, "batch_size": 16, "optimizer": "sgd"}},
         "references": {"cache_dir": str(cache), "retrain": {"seeds": 2}},
         "tracking": {"enabled": False},
         "collapse_guard": {"enabled": False},

@@ -55,7 +55,8 @@ def main() -> None:
                     "where": {"shape": 0},
                     "fraction": 0.5,
                 },
-                "method": {"name": "graddiff", "fixed": {"steps": 80, "batch_size": 64}},
+                # Its rates are plain-step rates: sgd named, as the default space takes Adam.
+                "method": {"name": "graddiff", "fixed": {"steps": 80, "batch_size": 64, "optimizer": "sgd"}},
                 "references": {"cache_dir": str(cache)},
                 "tracking": {"enabled": False},
                 "collapse_guard": {"enabled": False},

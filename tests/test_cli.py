@@ -29,6 +29,16 @@ def test_check_accepts_the_quickstart(capsys: pytest.CaptureFixture[str]) -> Non
     assert "OK" in out
     assert "validation: validators/release.yaml judges each trial the rule could recommend" in out
     assert "the search stops at the first that passes" in out
+    assert "search space (the study file's; sgd steps):" in out  # its written rates are plain-step rates
+
+
+def test_check_shows_the_default_space_under_adam_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _study(tmp_path, method={"name": "npo", "fixed": {"steps": 4}})
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "search space (the method's default; adam steps):\n  lr: float in [1e-05, 0.01], log" in out
 
 
 def test_check_says_when_a_collapse_completes_infeasible(
@@ -136,12 +146,17 @@ def test_list_shows_every_method_with_its_default_search_space(capsys: pytest.Ca
     for name in ("random_label", "l1_sparse", "salun", "scrub", "npo"):
         assert f"\n  {name}: " in out
     methods_section = out.split("\n\n")[0]
-    assert methods_section.count("default search:") == len(names)
-    # Adam's absolute rates, for each method whose rates are otherwise relative (not shrink_perturb's)
+    assert len(re.findall(r"\n    default search[ (:]", methods_section)) == len(names)
+    # A study's default space steps with Adam at absolute rates; plain steps keep the relative ones
     graddiff = methods_section.split("\n  graddiff: ")[1].split("\n  gradient_ascent: ")[0]
-    assert "with optimizer: adam, instead:\n      ascent_lr: float in [1e-05, 0.01], log" in graddiff
+    assert "default search (optimizer: adam):\n      ascent_lr: float in [1e-05, 0.01], log" in graddiff
+    assert (
+        "with optimizer: sgd (or a rate the file fixes), instead:\n      ascent_lr: float in [0.3, 30]"
+        in graddiff
+    )
     shrink = re.split(r"\n  (?=\S)", methods_section.split("\n  shrink_perturb: ")[1])[0]
-    assert "retain_lr: float in [0.0003, 0.01], log" in shrink and "with optimizer: adam" not in shrink
+    assert "default search:\n" in shrink and "retain_lr: float in [0.0003, 0.01], log" in shrink
+    assert "optimizer: sgd" not in shrink  # its own steps are Adam's: nothing else to show
 
 
 def _study_text(tmp_path: Path, extra: str = "", **changes: object) -> Path:

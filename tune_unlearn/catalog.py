@@ -53,12 +53,17 @@ def render_catalog() -> str:
         lines += [
             f"      {key}={param.default}: {param.describe()}" for key, param in method.constraints().items()
         ]
+        study_fixed = method.study_fixed({})
         if method.default_search:
-            lines += ["    default search:", describe_search(method.default_search, indent="      ")]
-        under_adam = method.default_space({"optimizer": "adam"})
-        changed = {k: v for k, v in under_adam.items() if v != method.default_search.get(k)}
-        if changed:
-            lines += ["    with optimizer: adam, instead:", describe_search(changed, indent="      ")]
+            steps = f" (optimizer: {study_fixed['optimizer']})" if "optimizer" in study_fixed else ""
+            space = method.default_space(study_fixed)
+            lines += [f"    default search{steps}:", describe_search(space, indent="      ")]
+            plain = {k: v for k, v in method.default_search.items() if v != space.get(k)}
+            if plain:
+                lines += [
+                    "    with optimizer: sgd (or a rate the file fixes), instead:",
+                    describe_search(plain, indent="      "),
+                ]
     lines.append("problems:")
     lines += [f"  {name}: {_summary(PROBLEMS.get(name))}" for name in PROBLEMS]
     lines.append("metrics:")

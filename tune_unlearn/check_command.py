@@ -128,7 +128,8 @@ def check_study(config: StudyConfig, study: Path) -> int:
         f"{len(config.method.search)} searched hyperparameters, {config.n_trials} trials)"
     )
     given = "the method's default" if config.method.is_default_search() else "the study file's"
-    print(f"search space ({given}):")
+    steps = config.method.fixed.get("optimizer", inputs.method_class.hyperparameters()["optimizer"])
+    print(f"search space ({given}; {steps} steps):")
     print(describe_search(config.method.search, indent="  ") or "  (nothing searched)")
     return EXIT_OK
 
@@ -142,4 +143,4 @@ def default_start_line(config: StudyConfig, method_class: type[UnlearningMethod]
             "each resolved with its relative range on the original before the first trial (a "
             "default outside its range is replaced by the range's centre)"
         )
-    return default_start(method_class, space).describe()
+    return default_start(method_class, space, config.method.fixed).describe()

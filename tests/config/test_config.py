@@ -246,7 +246,7 @@ def test_adam_makes_the_default_rates_absolute_and_refuses_a_gradient_relative_r
     other dimensions unchanged; an explicit rate relative to a gradient scale is refused at its
     path, since a per-weight step size times a gradient scale means nothing."""
     raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
-    raw["method"] = {"name": "graddiff", "fixed": {"steps": 20}}
+    raw["method"] = {"name": "graddiff", "fixed": {"steps": 20, "optimizer": "sgd"}}
     sgd = parse_study(raw).method.search
     raw["method"]["fixed"]["optimizer"] = "adam"
     adam = parse_study(raw).method.search
@@ -263,5 +263,27 @@ def test_adam_makes_the_default_rates_absolute_and_refuses_a_gradient_relative_r
         parse_study(raw)
     issues = {issue.path: issue.message for issue in info.value.issues}
     assert "per-weight step size" in issues["method.search.lr.scale"]
-    raw["method"]["fixed"] = {}  # under sgd the same dimension is the method's own default kind
+    raw["method"]["fixed"] = {}  # a written space keeps plain steps: the dimension is their kind
     assert parse_study(raw).method.search["lr"].scale == "retain_gradient"
+
+
+def test_the_default_space_steps_with_adam_unless_the_file_names_an_optimizer_or_a_rate() -> None:
+    """A file that leaves the space to the method searches it with Adam steps, fixed so the
+    resolved file says so; naming ``optimizer: sgd``, fixing a rate (a number written for plain
+    steps) or writing the space out keeps plain steps and their relative rates, as before."""
+    raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    raw["method"] = {"name": "interference_aware", "fixed": {"steps": 20}}
+    method = parse_study(raw).method
+    assert method.fixed == {"steps": 20, "optimizer": "adam"} and method.is_default_search()
+    assert {(d.low, d.high, d.scale) for n, d in method.search.items() if n.endswith("_lr")} == {
+        (1e-5, 1e-2, None)
+    }
+    assert method.search["projection_strength"].high == 1.0  # no rate: unchanged
+    raw["method"]["fixed"] = {"steps": 20, "optimizer": "sgd"}
+    plain = parse_study(raw).method
+    assert plain.fixed["optimizer"] == "sgd" and plain.search["retain_lr"].scale == "retain_gradient"
+    raw["method"]["fixed"] = {"steps": 20, "ascent_lr": 0.01}
+    fixed_rate = parse_study(raw).method
+    assert "optimizer" not in fixed_rate.fixed and fixed_rate.search["retain_lr"].scale == "retain_gradient"
+    raw["method"] = {"name": "shrink_perturb"}  # its own steps are Adam's already: nothing added
+    assert "optimizer" not in parse_study(raw).method.fixed

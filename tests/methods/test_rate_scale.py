@@ -410,7 +410,7 @@ def test_a_study_drawn_before_the_ascent_range_moved_to_the_probe_is_refused_bef
     forget gradient's scale (stored: the two gradient scales, an absolute ascent range) is
     refused on resume with exit 2, naming the dimension and its new scale, and the probe's
     steps are not spent on it."""
-    method = {"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}}
+    method = {"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16, "optimizer": "sgd"}}
     config = tiny_study(tmp_path, method=method, n_trials=1)
     first = run_study(config, progress=False)
     scales = dict(first.study.user_attrs["rate_scales"])
@@ -433,3 +433,27 @@ def test_a_study_drawn_before_the_ascent_range_moved_to_the_probe_is_refused_bef
         and "× the ascent_probe scale, which this study never measured" in message
     )
     assert len(optuna.load_study(study_name="tiny", storage=storage_url(config)).trials) == 1
+
+
+def test_a_study_drawn_from_the_plain_step_default_space_is_refused_under_the_adam_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A default-space study whose trials were drawn with plain steps (as every default-space
+    study before the Adam default was: its file names no optimizer) resumed now would draw
+    Adam's absolute rates under the same name: exit 2, each rate named with both ranges, no
+    trial added; naming ``optimizer: sgd`` resumes it on the space it was drawn from."""
+    plain = {"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16, "optimizer": "sgd"}}
+    first = run_study(tiny_study(tmp_path, method=plain, n_trials=1), progress=False)
+    stored = first.study.user_attrs["study_file"]
+    del stored["method"]["fixed"]["optimizer"]  # as the package before the Adam default stored it
+    first.study.set_user_attr("study_file", stored)
+    unnamed = tiny_study(tmp_path, method={"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}})
+    assert unnamed.method.fixed["optimizer"] == "adam"
+    assert main([str(write_study(tmp_path, unnamed)), "--add-trials", "1"]) == 2
+    message = capsys.readouterr().err
+    assert (
+        "ascent_lr: was [" in message and "retain_lr: was [" in message and "now [1e-05, 0.01] log" in message
+    )
+    assert len(optuna.load_study(study_name="tiny", storage=storage_url(unnamed)).trials) == 1
+    resumed = run_study(tiny_study(tmp_path, method=plain), add_trials=1, progress=False)
+    assert len(resumed.study.trials) == 2

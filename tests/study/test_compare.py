@@ -48,7 +48,9 @@ def test_compare_runs_each_method_and_seed_at_one_budget_and_resumes(
             assert len(member.trials) == 2
             resolved = member.user_attrs["study_file"]
             assert resolved["method"]["name"] == method and resolved["sampler"]["seed"] == seed
-            assert resolved["method"]["fixed"] == {"steps": 6, "batch_size": 16}
+            # The file's written space keeps plain steps; a default space steps with Adam.
+            steps = {} if method == "graddiff" else {"optimizer": "adam"}
+            assert resolved["method"]["fixed"] == {"steps": 6, "batch_size": 16, **steps}
             spaces[method] = resolved["method"]["search"]
     # graddiff is the file's method: the file's space; the others run their default spaces.
     assert spaces["graddiff"]["ascent_lr"]["high"] == 1e-2  # the tiny study's, not the default 0.1

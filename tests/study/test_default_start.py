@@ -32,6 +32,24 @@ def test_the_defaults_inside_their_ranges_and_the_centre_of_a_range_that_exclude
     assert "retain_lr, noise, schedule: the range's centre" in start.describe()
 
 
+def test_a_rate_default_for_plain_steps_is_not_the_first_trial_of_a_study_stepping_with_adam() -> None:
+    """graddiff's default rates are plain-step rates: under ``optimizer: adam`` (the default
+    space's) the same numbers are per-weight step sizes (0.01 is Adam's most aggressive), so
+    each rate starts at the range's centre, and says why; under its own steps they stand."""
+    space = {
+        "ascent_lr": SearchParam(type="float", low=1e-5, high=1e-2, log=True),  # holds 0.01
+        "retain_lr": SearchParam(type="float", low=1e-5, high=1e-2, log=True),
+    }
+    graddiff = METHODS.get("graddiff")
+    under_adam = default_start(graddiff, space, {"optimizer": "adam"})
+    assert all(math.isclose(v, math.sqrt(1e-7)) for v in under_adam.params.values())
+    assert under_adam.other_steps == ("ascent_lr", "retain_lr") == under_adam.replaced
+    assert "not this study's optimizer" in under_adam.describe()
+    plain = default_start(graddiff, space, {"optimizer": "sgd"})
+    assert plain.params["ascent_lr"] == 0.01 and plain.replaced == ("retain_lr",) and not plain.other_steps
+    assert "the default lies outside it" in plain.describe()
+
+
 def test_a_range_contains_only_what_it_can_suggest() -> None:
     grid = SearchParam(type="float", low=0.0, high=1.0, step=0.25)
     assert grid.contains(0.75) and not grid.contains(0.7) and not grid.contains(1.25)

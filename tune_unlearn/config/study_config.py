@@ -254,8 +254,9 @@ class ForgetConfig(Strict):
 
 class MethodConfig(Strict):
     """The method, its fixed hyperparameters and its search space. Without ``search`` the
-    method's own default space is searched (less what ``fixed`` gives); ``search: {}`` searches
-    nothing."""
+    method's own default space is searched (less what ``fixed`` gives), with Adam steps where
+    ``fixed`` names no ``optimizer`` and no rate (``UnlearningMethod.study_fixed``); ``search:
+    {}`` searches nothing."""
 
     name: str
     fixed: dict[str, Any] = Field(default_factory=dict)
@@ -283,7 +284,11 @@ class MethodConfig(Strict):
         if not isinstance(raw, Mapping) or "search" in raw or raw.get("name") not in METHODS:
             return raw
         given = raw.get("fixed")
-        return {**raw, "search": _default_space(raw["name"], given if isinstance(given, Mapping) else {})}
+        if given is not None and not isinstance(given, Mapping):
+            return raw  # the field's own validation names the problem
+        # The default space steps with Adam unless the file says otherwise (study_fixed).
+        fixed = METHODS.get(raw["name"]).study_fixed(given or {})
+        return {**raw, "fixed": fixed, "search": _default_space(raw["name"], fixed)}
 
     @field_validator("name")
     @classmethod

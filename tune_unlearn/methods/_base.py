@@ -189,6 +189,21 @@ class UnlearningMethod(ABC):
         return {f.name: f.default for f in dataclasses.fields(cls)}
 
     @classmethod
+    def study_fixed(cls, fixed: Mapping[str, Any]) -> dict[str, Any]:
+        """``fixed`` as a study that searches the method's default space runs it: with
+        ``optimizer: adam`` added where the method's own steps are plain gradient descent,
+        because only Adam's absolute rates (:data:`ADAM_RATES`) reach the matched region on
+        every built-in problem (benchmarks/RESULTS.md, "Adam steps on the default spaces").
+        Unchanged where the file names an ``optimizer`` (its choice stands) or fixes a rate: a
+        rate written as a number was written for plain steps, and keeps that meaning."""
+        declared = cls.constraints()
+        rates = [name for name, param in declared.items() if param.rate]
+        own = declared["optimizer"].default
+        if own == "adam" or "optimizer" in fixed or not rates or any(name in fixed for name in rates):
+            return dict(fixed)
+        return {**fixed, "optimizer": "adam"}
+
+    @classmethod
     def default_space(cls, fixed: Mapping[str, Any]) -> dict[str, dict[str, object]]:
         """The default search space less the hyperparameters ``fixed`` fixes. A fixed
         ``optimizer`` other than the method's own default changes what its rates mean: under

@@ -10,7 +10,11 @@ sampler's own draw.
 The enqueued configuration covers the searched hyperparameters only (the study file's fixed
 ones stay fixed). A default the searched range does not contain (a study file's own bounds, or a
 relative range resolved on this model) is replaced by the range's centre, geometric on a log
-scale, and the replacement is recorded: the trial stays inside the space the file states.
+scale, and the replacement is recorded: the trial stays inside the space the file states. So is
+a rate's default where the study steps with another optimizer than the method's own: a default
+rate is a step size for the method's own steps (a plain-step rate on every gradient method but
+``shrink_perturb``), and under Adam the same number is a per-weight step size, so it is not the
+method's best guess there even where the range holds it.
 Like a warm start it is enqueued once, when the study is created, counts toward the budget
 like any trial, and the sampler learns from its result.
 """
@@ -37,27 +41,46 @@ class DefaultStart:
 
     params: dict[str, Any]
     replaced: tuple[str, ...]
+    #: The replaced rates whose default is a step size for another optimizer than the study's.
+    other_steps: tuple[str, ...] = ()
 
     def describe(self) -> str:
         values = ", ".join(f"{name}={_short(value)}" for name, value in self.params.items())
-        note = f" ({', '.join(self.replaced)}: the range's centre, the default lies outside it)"
-        return values + (note if self.replaced else "")
+        outside = [name for name in self.replaced if name not in self.other_steps]
+        notes = [f"{', '.join(outside)}: the range's centre, the default lies outside it"] if outside else []
+        if self.other_steps:
+            notes.append(
+                f"{', '.join(self.other_steps)}: the range's centre, the default is a rate for the "
+                "method's own steps, not this study's optimizer"
+            )
+        return values + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def default_start(method_class: type[UnlearningMethod], space: Mapping[str, SearchParam]) -> DefaultStart:
+def default_start(
+    method_class: type[UnlearningMethod],
+    space: Mapping[str, SearchParam],
+    fixed: Mapping[str, Any] | None = None,
+) -> DefaultStart:
     """The method's default for every searched hyperparameter, or the range's centre where the
-    range does not contain it. ``space`` is in absolute units (relative ranges resolved)."""
+    range does not contain it, or where it is a rate and ``fixed`` (the study's fixed values)
+    names another optimizer than the method's own. ``space`` is in absolute units (relative
+    ranges resolved)."""
     defaults = method_class.hyperparameters()
+    declared = method_class.constraints()
+    steps_differ = (fixed or {}).get("optimizer", defaults["optimizer"]) != defaults["optimizer"]
     params: dict[str, Any] = {}
-    replaced = []
+    replaced, other_steps = [], []
     for name, dimension in space.items():
         default = defaults[name]
-        if dimension.contains(default):
+        foreign = steps_differ and declared[name].rate
+        if dimension.contains(default) and not foreign:
             params[name] = default
         else:
             params[name] = dimension.centre()
             replaced.append(name)
-    return DefaultStart(params, tuple(replaced))
+            if foreign:
+                other_steps.append(name)
+    return DefaultStart(params, tuple(replaced), tuple(other_steps))
 
 
 def enqueue_default_start(study: optuna.Study, start: DefaultStart) -> bool:

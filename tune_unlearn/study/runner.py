@@ -182,7 +182,10 @@ def _join(
         inputs = _resolve_rate_scales(study, inputs, references)
         enqueue_warm_start(study, inputs.config, warm)
         if fresh and config.sampler.start_at_defaults:  # after a warm start's, in a new study only
-            enqueue_default_start(study, default_start(inputs.method_class, inputs.config.method.search))
+            start = default_start(
+                inputs.method_class, inputs.config.method.search, inputs.config.method.fixed
+            )
+            enqueue_default_start(study, start)
         stream = StudyRecord.of(study).sampler_streams
         study.set_user_attr(study_record.SAMPLER_STREAMS, stream + 1)
         study.sampler = sampler if sampler is not None else make_sampler(config.sampler, stream)
