@@ -60,6 +60,7 @@ def test_a_warm_started_study_runs_the_earlier_front_first_once(
         ({"study": "nope"}, "warm_start.study: no study named 'nope'"),
         ({"storage": "sqlite:///{missing}/x.db"}, "warm_start.storage: "),
         ({"search_only_ascent": True}, "warm_start.study: 'tiny' searched ascent_lr, retain_lr"),
+        ({"adam": True}, "warm_start.study: 'tiny' stepped with sgd, this study steps with adam"),
     ],
 )
 def test_a_warm_start_that_cannot_be_used_exits_2_with_its_path_and_nothing_written(
@@ -78,6 +79,9 @@ def test_a_warm_start_that_cannot_be_used_exits_2_with_its_path_and_nothing_writ
             "fixed": {"steps": 6, "batch_size": 16, "retain_lr": 0.05},
             "search": {"ascent_lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
         }
+    elif change.get("adam"):  # the same space, its rates per-weight step sizes now
+        overrides["method"] = {**tiny_study(tmp_path).method.model_dump(mode="json", exclude_none=True)}
+        overrides["method"]["fixed"] = {**overrides["method"]["fixed"], "optimizer": "adam"}
     else:
         warm.update({k: str(v).format(missing=tmp_path / "missing") for k, v in change.items()})
     study = write_study(tmp_path, tiny_study(tmp_path, warm_start=warm, **overrides))

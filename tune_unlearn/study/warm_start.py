@@ -18,8 +18,10 @@ from optuna.trial import FrozenTrial, TrialState
 from tune_unlearn.config.storages import StorageUrl, redact
 from tune_unlearn.config.study_config import SearchParam, StudyConfig
 from tune_unlearn.errors import UsageError
+from tune_unlearn.methods import METHODS
 from tune_unlearn.report import study_record
 from tune_unlearn.report.pareto import HypervolumeBox, front_trials
+from tune_unlearn.report.study_record import StudyRecord
 from tune_unlearn.study.objective import open_storage
 
 #: The new study's attribute recording what was enqueued from where.
@@ -57,7 +59,35 @@ def warm_configurations(config: StudyConfig) -> list[dict[str, Any]]:
             f"searches {', '.join(sorted(searched)) or 'nothing'}: a warm start needs the same "
             "hyperparameters"
         )
+    theirs_steps, ours_steps = (
+        _steps(source, config),
+        config.method.fixed.get("optimizer", _own_steps(config)),
+    )
+    if trials and theirs_steps != ours_steps:
+        raise UsageError(
+            f"warm_start.study: {settings.study!r} stepped with {theirs_steps}, this study steps with "
+            f"{ours_steps}: the same rate is another step under each (a plain-step rate against a "
+            f"per-weight step size); name `optimizer: {theirs_steps}` in method.fixed to start from "
+            "it, or start without it"
+        )
     return _best_first(source, trials, config.method.search, settings.top)
+
+
+def _own_steps(config: StudyConfig) -> str:
+    return str(METHODS.get(config.method.name).hyperparameters()["optimizer"])
+
+
+def _steps(source: optuna.Study, config: StudyConfig) -> str:
+    """The optimizer the source's trials stepped with: its stored study file's, else the
+    method's own (a study stored before a default space took Adam named none and stepped so)."""
+    method = (StudyRecord.of(source).study_file or {}).get("method", {})
+    if method.get("name") in METHODS:
+        return str(
+            method.get("fixed", {}).get(
+                "optimizer", METHODS.get(method["name"]).hyperparameters()["optimizer"]
+            )
+        )
+    return _own_steps(config)
 
 
 def _best_first(
