@@ -441,7 +441,8 @@ def test_a_study_drawn_from_the_plain_step_default_space_is_refused_under_the_ad
     """A default-space study whose trials were drawn with plain steps (as every default-space
     study before the Adam default was: its file names no optimizer) resumed now would draw
     Adam's absolute rates under the same name: exit 2, each rate named with both ranges, no
-    trial added; naming ``optimizer: sgd`` resumes it on the space it was drawn from."""
+    trial added, and neither ``report`` nor ``apply`` reads it so; naming ``optimizer: sgd``
+    resumes it on the space it was drawn from."""
     plain = {"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16, "optimizer": "sgd"}}
     first = run_study(tiny_study(tmp_path, method=plain, n_trials=1), progress=False)
     stored = first.study.user_attrs["study_file"]
@@ -449,11 +450,18 @@ def test_a_study_drawn_from_the_plain_step_default_space_is_refused_under_the_ad
     first.study.set_user_attr("study_file", stored)
     unnamed = tiny_study(tmp_path, method={"name": "graddiff", "fixed": {"steps": 2, "batch_size": 16}})
     assert unnamed.method.fixed["optimizer"] == "adam"
-    assert main([str(write_study(tmp_path, unnamed)), "--add-trials", "1"]) == 2
-    message = capsys.readouterr().err
-    assert (
-        "ascent_lr: was [" in message and "retain_lr: was [" in message and "now [1e-05, 0.01] log" in message
-    )
+    path, model = write_study(tmp_path, unnamed), tmp_path / "m.pt"
+    # resumed, reported or re-run: none under Adam's reading of the rates its trials drew
+    for command in (
+        [str(path), "--add-trials", "1"],
+        ["report", str(path)],
+        ["apply", str(path), "--trial", "0", "--save", str(model)],
+    ):
+        assert main(command) == 2
+        message = capsys.readouterr().err
+        assert "ascent_lr: was [" in message and "retain_lr: was [" in message
+        assert "now [1e-05, 0.01] log" in message
+    assert not model.exists()
     assert len(optuna.load_study(study_name="tiny", storage=storage_url(unnamed)).trials) == 1
     resumed = run_study(tiny_study(tmp_path, method=plain), add_trials=1, progress=False)
     assert len(resumed.study.trials) == 2

@@ -16,7 +16,12 @@ from tune_unlearn.report.outputs import check_writable, write_outputs
 from tune_unlearn.report.study_record import StudyRecord
 from tune_unlearn.report.summary import StudySummary, summarise
 from tune_unlearn.study.finalize import save_run
-from tune_unlearn.study.objective import open_storage, refuse_old_metrics, storage_url
+from tune_unlearn.study.objective import (
+    open_storage,
+    refuse_changed_default_space,
+    refuse_old_metrics,
+    storage_url,
+)
 from tune_unlearn.trial import configuration_run
 from tune_unlearn.trial.inputs import load_inputs
 from tune_unlearn.trial.study_references import load_study_references
@@ -29,10 +34,13 @@ def load_summary(config: StudyConfig, storage: str | None = None) -> StudySummar
         study = optuna.load_study(study_name=config.name, storage=open_storage(url))
     except KeyError:
         raise UsageError(f"no study named {config.name!r} in {redact(url)}") from None
+    # The space the study searched: relative ranges in the rates its scales gave.
+    resolved = with_rate_scales(config, StudyRecord.of(study).rate_scales)
     with reading_input():
         refuse_old_metrics(study)
-    # The space the study searched: relative ranges in the rates its scales gave.
-    return summarise(study, with_rate_scales(config, StudyRecord.of(study).rate_scales))
+        if config.method.is_default_search():  # a default space that moved: not this study's
+            refuse_changed_default_space(study, resolved)
+    return summarise(study, resolved)
 
 
 def rebuild_report(config: StudyConfig, storage: str | None = None) -> StudySummary:
