@@ -34,6 +34,7 @@ def test_outputs_hold_every_complete_trial_with_recomputable_scores(tmp_path: Pa
     out = run.output
     document = json.loads((out / "pareto.json").read_text())
     assert document["study"] == "tiny"
+    assert document["fixed"] == {"steps": 6, "batch_size": 16}  # what every trial's params ran with
     assert [o["name"] for o in document["objectives"]] == config.objectives
     assert len(document["trials"]) == 3
     numbers_on_front = {t.number for t in run.study.best_trials}

@@ -82,6 +82,8 @@ def pareto_document(summary: StudySummary) -> dict[str, Any]:
         "package_version": __version__,
         "problem": config.problem.name or config.problem.factory,
         "method": config.method.name,
+        # Every trial's params run with these: a rate means nothing without its `optimizer`.
+        "fixed": config.method.fixed,
         "forget_mode": config.forget.mode,
         # The measured gradient scales the default rate ranges are relative to (empty when
         # the space is absolute), and the space searched, in absolute units.
