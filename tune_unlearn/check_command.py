@@ -128,8 +128,7 @@ def check_study(config: StudyConfig, study: Path) -> int:
         f"{len(config.method.search)} searched hyperparameters, {config.n_trials} trials)"
     )
     given = "the method's default" if config.method.is_default_search() else "the study file's"
-    steps = config.method.fixed.get("optimizer", inputs.method_class.hyperparameters()["optimizer"])
-    print(f"search space ({given}; {steps} steps):")
+    print(f"search space ({given}; {inputs.method_class.steps_with(config.method.fixed)} steps):")
     print(describe_search(config.method.search, indent="  ") or "  (nothing searched)")
     return EXIT_OK
 

@@ -189,6 +189,11 @@ class UnlearningMethod(ABC):
         return {f.name: f.default for f in dataclasses.fields(cls)}
 
     @classmethod
+    def steps_with(cls, fixed: Mapping[str, Any]) -> str:
+        """The optimizer a run with these fixed values steps with: theirs, else the method's own."""
+        return str(fixed.get("optimizer", cls.hyperparameters()["optimizer"]))
+
+    @classmethod
     def study_fixed(cls, fixed: Mapping[str, Any]) -> dict[str, Any]:
         """``fixed`` as a study that searches the method's default space runs it: with
         ``optimizer: adam`` added where the method's own steps are plain gradient descent,
@@ -210,8 +215,7 @@ class UnlearningMethod(ABC):
         ``adam``, on a method whose default is ``sgd``, every searched rate takes
         :data:`ADAM_RATES` instead of its range relative to a gradient scale."""
         space = {k: dict(v) for k, v in cls.default_search.items() if k not in fixed}
-        own = cls.hyperparameters()["optimizer"]
-        if fixed.get("optimizer", own) == "adam" != own:
+        if cls.steps_with(fixed) == "adam" != cls.steps_with({}):
             declared = cls.constraints()
             for name in space:
                 if declared[name].rate:

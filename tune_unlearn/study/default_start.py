@@ -67,7 +67,7 @@ def default_start(
     ranges resolved)."""
     defaults = method_class.hyperparameters()
     declared = method_class.constraints()
-    steps_differ = (fixed or {}).get("optimizer", defaults["optimizer"]) != defaults["optimizer"]
+    steps_differ = method_class.steps_with(fixed or {}) != method_class.steps_with({})
     params: dict[str, Any] = {}
     replaced, other_steps = [], []
     for name, dimension in space.items():

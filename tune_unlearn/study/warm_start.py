@@ -61,7 +61,7 @@ def warm_configurations(config: StudyConfig) -> list[dict[str, Any]]:
         )
     theirs_steps, ours_steps = (
         _steps(source, config),
-        config.method.fixed.get("optimizer", _own_steps(config)),
+        METHODS.get(config.method.name).steps_with(config.method.fixed),
     )
     if trials and theirs_steps != ours_steps:
         raise UsageError(
@@ -73,21 +73,13 @@ def warm_configurations(config: StudyConfig) -> list[dict[str, Any]]:
     return _best_first(source, trials, config.method.search, settings.top)
 
 
-def _own_steps(config: StudyConfig) -> str:
-    return str(METHODS.get(config.method.name).hyperparameters()["optimizer"])
-
-
 def _steps(source: optuna.Study, config: StudyConfig) -> str:
     """The optimizer the source's trials stepped with: its stored study file's, else the
     method's own (a study stored before a default space took Adam named none and stepped so)."""
     method = (StudyRecord.of(source).study_file or {}).get("method", {})
     if method.get("name") in METHODS:
-        return str(
-            method.get("fixed", {}).get(
-                "optimizer", METHODS.get(method["name"]).hyperparameters()["optimizer"]
-            )
-        )
-    return _own_steps(config)
+        return METHODS.get(method["name"]).steps_with(method.get("fixed", {}))
+    return METHODS.get(config.method.name).steps_with({})
 
 
 def _best_first(
