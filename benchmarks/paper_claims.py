@@ -21,6 +21,10 @@ forgets its segmentation labels, full deletes it; ``--samples`` sets its size as
 
     python benchmarks/paper_claims.py --problem digits --modes partial full --seeds 5 \
         --trials 20 --threads 1 [--json out.json]
+
+Runs over different ``--methods`` side by side (one per core), then as one comparison:
+
+    python benchmarks/paper_claims.py --combine a.json b.json [--json both.json]
 """
 
 from __future__ import annotations
@@ -225,6 +229,104 @@ def matched_uis(summary: StudySummary, floor: float) -> tuple[float | None, dict
     return best
 
 
+def claim_reductions(matched: dict[str, list[float | None]]) -> dict[str, dict[str, Any]]:
+    """Each interference-aware method against each baseline present: ``1 − UIS_ours /
+    UIS_baseline`` per seed where both matched, its mean and 95% t interval; and against the
+    best baseline, the one of least mean matched UIS."""
+    baselines = [m for m in matched if m not in INTERFERENCE_AWARE]
+    reductions: dict[str, dict[str, Any]] = {}
+    for ours in (m for m in matched if m in INTERFERENCE_AWARE):
+        for theirs in baselines:
+            paired = [
+                1.0 - a / b
+                for a, b in zip(matched[ours], matched[theirs], strict=True)
+                if a is not None and b is not None and b > 0 and math.isfinite(a / b)
+            ]
+            interval = Interval.of(paired)
+            reductions[f"{ours} vs {theirs}"] = {**interval.as_dict(), "per_seed": paired}
+        means = {b: Interval.of(matched[b]).mean for b in baselines}
+        known = {b: v for b, v in means.items() if v is not None}
+        if known:
+            best = min(known, key=lambda b: known[b])
+            reductions[f"{ours} vs best baseline ({best})"] = reductions[f"{ours} vs {best}"]
+    return reductions
+
+
+def print_claims(
+    matched: dict[str, list[float | None]],
+    most: dict[str, list[str]],
+    honest: float | None,
+    floor_text: str,
+) -> dict[str, dict[str, Any]]:
+    """Print the matched UIS per seed, what each method reached at most, and the paired
+    reductions; return the reductions."""
+    print(f"\nThe honest retrain's own retained utility: {honest:.4f}" if honest else "")
+    print(f"\nMatched UIS (efficacy ≥ 0.9, utility ≥ {floor_text}), per seed; — = no such trial:")
+    for method, values in matched.items():
+        cells = ", ".join("—" if v is None else f"{v:.4f}" for v in values)
+        seeds = sum(v is not None for v in values)
+        print(f"- {method}: {cells} ({seeds}/{len(values)} seeds; mean {Interval.of(values).text()})")
+    if most:
+        print("\nPer seed, the trial of highest forget efficacy (efficacy/utility/UIS):")
+        for method, cells in most.items():
+            print(f"- {method}: {', '.join(cells)}")
+    reductions = claim_reductions(matched)
+    print("\nRelative UIS reduction 1 − UIS_ours / UIS_baseline (paired by seed), mean [95% CI] (seeds):")
+    for name, value in reductions.items():
+        text = Interval(value["mean"], value["ci95_low"], value["ci95_high"], value["seeds"]).text(3)
+        print(f"- {name}: {text} ({value['seeds']} seeds)")
+    return reductions
+
+
+#: What two runs must share for their methods to be read as one comparison.
+SAME_SETTING = ("problem", "seeds", "trials", "samples", "utility_floor", "utility_floor_of_retrain")
+
+
+def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Runs of this benchmark over different ``--methods`` (side by side, one per core) as one:
+    per mode, the union of their methods' matched UIS and what each reached at most, with the
+    reductions computed over the union. Runs that differ in their setting or repeat a method
+    raise ``ValueError``: their seeds would not pair."""
+    first = reports[0]["args"]
+    for other in reports[1:]:
+        differ = [k for k in SAME_SETTING if other["args"].get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"the runs differ in {', '.join('--' + k.replace('_', '-') for k in differ)}")
+    combined: dict[str, Any] = {"args": {**first, "combined": len(reports)}, "settings": {}}
+    modes = [m for report in reports for m in report["settings"]]
+    for mode in dict.fromkeys(modes):
+        matched: dict[str, list[float | None]] = {}
+        most: dict[str, list[str]] = {}
+        honest = None
+        for report in reports:
+            setting_ = report["settings"].get(mode)
+            if setting_ is None:
+                raise ValueError(f"a run has no {mode} mode")
+            repeated = sorted(set(matched) & set(setting_["matched_uis"]))
+            if repeated:
+                raise ValueError(f"{', '.join(repeated)} in more than one run")
+            matched.update(setting_["matched_uis"])
+            most.update(setting_.get("most_forgetting", {}))
+            honest = honest if honest is not None else setting_.get("retrain_utility")
+        combined["settings"][mode] = {
+            "retrain_utility": honest,
+            "matched_uis": matched,
+            "most_forgetting": most,
+        }
+    return combined
+
+
+def print_combined(combined: dict[str, Any]) -> None:
+    args = combined["args"]
+    of_retrain = args.get("utility_floor_of_retrain")
+    floor_text = args["utility_floor"] if of_retrain in (None, "None") else f"{of_retrain} × the retrain's"
+    for mode, setting_ in combined["settings"].items():
+        print(f"\n## {args['problem']}, {mode} mode: {args['combined']} runs combined")
+        setting_["reductions"] = print_claims(
+            setting_["matched_uis"], setting_["most_forgetting"], setting_["retrain_utility"], floor_text
+        )
+
+
 def descent_range(parser: argparse.ArgumentParser, words: list[str]) -> tuple[float, float, str]:
     """``--descent-range LOW HIGH SCALE`` checked before anything runs (exit 2 on bad input)."""
     low, high, scale = words
@@ -304,7 +406,25 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tune_unlearn")
     parser.add_argument("--out", type=Path, default=None, help="comparison folders (default: temporary)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        default=None,
+        help="run nothing: read the --json files of runs over different --methods (the same "
+        "problem, seeds, trials, samples and floor) and report their methods as one comparison",
+    )
     args = parser.parse_args()
+    if args.combine is not None:
+        try:
+            combined = combine([json.loads(path.read_text()) for path in args.combine])
+        except (OSError, ValueError, KeyError) as error:
+            parser.error(f"--combine: {error}")
+        print_combined(combined)
+        if args.json:
+            args.json.write_text(json.dumps(combined, indent=1, default=str))
+        return
     descent = None if args.descent_range is None else descent_range(parser, args.descent_range)
     if args.optimizer == "adam" and (descent is not None or args.lr_scale is not None):
         parser.error("--optimizer adam draws absolute rates: --lr-scale and --descent-range do not apply")
@@ -357,41 +477,15 @@ def main() -> None:
             if args.utility_floor_of_retrain is None
             else f"{args.utility_floor_of_retrain} × the retrain's"
         )
-        print(f"\nThe honest retrain's own retained utility: {honest:.4f}" if honest else "")
-        print(f"\nMatched UIS (efficacy ≥ 0.9, utility ≥ {floor_text}), per seed; — = no such trial:")
-        for method, values in matched.items():
-            cells = ", ".join("—" if v is None else f"{v:.4f}" for v in values)
-            print(f"- {method}: {cells} (mean {Interval.of(values).text()})")
-        print("\nPer seed, the trial of highest forget efficacy (efficacy/utility/UIS):")
-        for result in board.results:
-            print(f"- {result.method}: {', '.join(most_forgetting(s) for s in result.summaries)}")
-        baselines = [m for m in matched if m not in INTERFERENCE_AWARE]
-        reductions: dict[str, dict[str, Any]] = {}
-        for ours in (m for m in matched if m in INTERFERENCE_AWARE):
-            for theirs in baselines:
-                paired = [
-                    1.0 - a / b
-                    for a, b in zip(matched[ours], matched[theirs], strict=True)
-                    if a is not None and b is not None and b > 0 and math.isfinite(a / b)
-                ]
-                interval = Interval.of(paired)
-                reductions[f"{ours} vs {theirs}"] = {**interval.as_dict(), "per_seed": paired}
-            # the best baseline: the least mean matched UIS among baselines with a matched trial
-            means = {b: Interval.of(matched[b]).mean for b in baselines}
-            known = {b: v for b, v in means.items() if v is not None}
-            if known:
-                best = min(known, key=lambda b: known[b])
-                reductions[f"{ours} vs best baseline ({best})"] = reductions[f"{ours} vs {best}"]
-        print("\nRelative UIS reduction 1 − UIS_ours / UIS_baseline (paired by seed), mean [95% CI] (seeds):")
-        for name, value in reductions.items():
-            text = Interval(value["mean"], value["ci95_low"], value["ci95_high"], value["seeds"]).text(3)
-            print(f"- {name}: {text} ({value['seeds']} seeds)")
+        most = {r.method: [most_forgetting(s) for s in r.summaries] for r in board.results}
+        reductions = print_claims(matched, most, honest, floor_text)
         report["settings"][mode] = {
             "seconds": seconds,
             "leaderboard": board.as_dict(),
             "retrain_utility": honest,
             "matched_uis": matched,
             "matched_trials": chosen,
+            "most_forgetting": most,
             "reductions": reductions,
         }
         if args.json:  # after every mode, so that a run stopped for time keeps what it finished

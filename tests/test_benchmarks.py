@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -313,3 +314,32 @@ def test_the_claims_adam_lever_draws_absolute_rates_and_keeps_the_other_dimensio
         assert adam[name] == {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}
     assert adam["projection_strength"] == sgd["projection_strength"]
     assert "steps" not in adam and "optimizer" not in adam
+
+
+def _claims_run(matched: dict[str, list[float | None]], seeds: str = "2") -> dict[str, Any]:
+    """A paper_claims --json report of one full-mode run, as the benchmark writes it."""
+    args = {"problem": "shapes", "seeds": seeds, "trials": "8", "samples": "2000"}
+    args |= {"utility_floor": "0.95", "utility_floor_of_retrain": "0.95"}
+    setting = {"retrain_utility": 0.85, "matched_uis": matched, "most_forgetting": {}}
+    return {"args": args, "settings": {"full": setting}}
+
+
+def test_runs_over_different_methods_combine_into_one_claim() -> None:
+    """interference_aware ran in one process, GradDiff in another: their seeds pair only once
+    combined (seed 0: 1 − 0.02/0.04 = 0.5; seed 1: GradDiff matched nothing, so no pair)."""
+    claims = _benchmark_module("paper_claims")
+    combined = claims.combine(
+        [_claims_run({"interference_aware": [0.02, 0.03]}), _claims_run({"graddiff": [0.04, None]})]
+    )
+    full = combined["settings"]["full"]
+    assert full["matched_uis"] == {"interference_aware": [0.02, 0.03], "graddiff": [0.04, None]}
+    reduction = claims.claim_reductions(full["matched_uis"])["interference_aware vs graddiff"]
+    assert reduction["per_seed"] == pytest.approx([0.5]) and reduction["seeds"] == 1
+
+
+def test_runs_that_do_not_pair_are_not_combined() -> None:
+    claims = _benchmark_module("paper_claims")
+    with pytest.raises(ValueError, match="--seeds"):
+        claims.combine([_claims_run({"npo": [0.1, 0.2]}), _claims_run({"graddiff": [0.1]}, seeds="1")])
+    with pytest.raises(ValueError, match="npo in more than one run"):
+        claims.combine([_claims_run({"npo": [0.1, 0.2]}), _claims_run({"npo": [0.1, 0.2]})])
