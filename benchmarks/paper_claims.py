@@ -252,6 +252,11 @@ def claim_reductions(matched: dict[str, list[float | None]]) -> dict[str, dict[s
     return reductions
 
 
+def describe_floor(absolute: object, of_retrain: object | None) -> str:
+    """The utility floor a match needs, as the report names it."""
+    return f"{absolute}" if of_retrain is None else f"{of_retrain} × the retrain's"
+
+
 def print_claims(
     matched: dict[str, list[float | None]],
     most: dict[str, list[str]],
@@ -318,8 +323,8 @@ def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 def print_combined(combined: dict[str, Any]) -> None:
     args = combined["args"]
-    of_retrain = args.get("utility_floor_of_retrain")
-    floor_text = args["utility_floor"] if of_retrain in (None, "None") else f"{of_retrain} × the retrain's"
+    of_retrain = args.get("utility_floor_of_retrain")  # the --json keeps every argument as text
+    floor_text = describe_floor(args["utility_floor"], None if of_retrain in (None, "None") else of_retrain)
     for mode, setting_ in combined["settings"].items():
         print(f"\n## {args['problem']}, {mode} mode: {args['combined']} runs combined")
         setting_["reductions"] = print_claims(
@@ -419,8 +424,10 @@ def main() -> None:
     if args.combine is not None:
         try:
             combined = combine([json.loads(path.read_text()) for path in args.combine])
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError) as error:
             parser.error(f"--combine: {error}")
+        except KeyError as missing:
+            parser.error(f"--combine: not a paper_claims --json report (it has no {missing})")
         print_combined(combined)
         if args.json:
             args.json.write_text(json.dumps(combined, indent=1, default=str))
@@ -472,11 +479,7 @@ def main() -> None:
         print(board.markdown().split("\n![")[0])
         utilities = [s.reference_retained_utility for r in board.results for s in r.summaries]
         honest = next((u for u in utilities if u is not None), None)
-        floor_text = (
-            f"{args.utility_floor}"
-            if args.utility_floor_of_retrain is None
-            else f"{args.utility_floor_of_retrain} × the retrain's"
-        )
+        floor_text = describe_floor(args.utility_floor, args.utility_floor_of_retrain)
         most = {r.method: [most_forgetting(s) for s in r.summaries] for r in board.results}
         reductions = print_claims(matched, most, honest, floor_text)
         report["settings"][mode] = {
