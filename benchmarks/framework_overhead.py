@@ -22,6 +22,7 @@ import torch
 from _shapes_study import shapes_study
 
 from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.references.training import default_cache_dir
 from tune_unlearn.study.runner import run_study
 
 SEARCH = {
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tune_unlearn")
+    parser.add_argument("--cache", type=Path, default=default_cache_dir())
     parser.add_argument("--retain-sample", type=int, default=2000, help="0: score the whole retain set")
     parser.add_argument("--eval-batch", type=int, default=256)
     parser.add_argument(

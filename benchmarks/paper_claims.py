@@ -43,6 +43,7 @@ from tune_unlearn.config.study_config import parse_study
 from tune_unlearn.methods import METHODS
 from tune_unlearn.methods._base import ADAM_RATES, DESCENT_RATES
 from tune_unlearn.methods._rate_scale import Scale
+from tune_unlearn.references.training import default_cache_dir
 from tune_unlearn.report.leaderboard import Interval, Leaderboard, default_plot_objectives
 from tune_unlearn.report.summary import StudySummary
 from tune_unlearn.report.trial_record import TrialRecord
@@ -408,7 +409,7 @@ def main() -> None:
         "absolute --utility-floor",
     )
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tune_unlearn")
+    parser.add_argument("--cache", type=Path, default=default_cache_dir())
     parser.add_argument("--out", type=Path, default=None, help="comparison folders (default: temporary)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(

@@ -24,6 +24,7 @@ import torch
 from _shapes_study import shapes_study
 
 from tune_unlearn.config.study_config import parse_study
+from tune_unlearn.references.training import default_cache_dir
 from tune_unlearn.study.runner import run_study
 from tune_unlearn.trial.study_references import load_study_values
 
@@ -41,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tune_unlearn")
+    parser.add_argument("--cache", type=Path, default=default_cache_dir())
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
     )

@@ -326,7 +326,10 @@ DEFAULT_RETRAIN_SEEDS = 5
 
 class EnsembleConfig(Strict):
     """``retrain: {seeds: K}``: K retrains with seeds ``problem.seed + 0 … K − 1``, trained in
-    ``n_jobs`` processes (default: as many as cores and members allow).
+    ``n_jobs`` processes (default: as many as cores and members allow, or this process alone
+    when the processes would save less than the 10 s they take to start, judged from a few
+    timed training steps; a CPU member then trains on one thread either way, so the choice
+    does not change its weights).
 
     ``scope``: ``request`` (default) trains the K members for this request alone; ``stream``
     (a request stream only) trains one **bank** of K members on the train set less *every*

@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -31,6 +32,11 @@ from tune_unlearn.references.training import (
     train_members,
     train_model,
 )
+
+#: What starting the ensemble's worker processes costs (each imports torch and receives the
+#: data): about 8 s on a two-core machine. Members whose parallel training would save less than
+#: this train one after another in this process instead.
+PROCESS_START_SECONDS = 10.0
 
 
 class ReferenceBudgetError(UsageError):
@@ -69,12 +75,22 @@ class ReferencePlan:
         cache = self.cache()
         return [cache.key("retrain", self.problem, s, self.retrain_request) for s in self.member_seeds]
 
+    @cached_property
+    def seconds_per_model(self) -> float:
+        """One model's estimated training seconds here (a few timed steps; measured once)."""
+        return estimate_training_seconds(self.problem, self.data, self.all_train)
+
     def jobs(self, members: int) -> int:
-        """Processes to train ``members`` in: one on an accelerator, else as cores allow."""
+        """Processes to train ``members`` in: one on an accelerator, else as cores allow, or
+        one when starting the processes would cost more than they save (``n_jobs`` unset)."""
         ensemble = self.config.ensemble()
         if self.device.type != "cpu" or ensemble is None or members <= 1:
             return 1
-        return max(1, min(members, ensemble.n_jobs or os.cpu_count() or 1))
+        if ensemble.n_jobs is not None:
+            return max(1, min(members, ensemble.n_jobs))
+        jobs = max(1, min(members, os.cpu_count() or 1))
+        saved = self.seconds_per_model * (members - math.ceil(members / jobs))
+        return jobs if saved >= PROCESS_START_SECONDS else 1
 
     def missing_cost(self) -> tuple[int, float]:
         """How many references are not cached yet, and the estimated seconds to train them
@@ -84,9 +100,8 @@ class ReferencePlan:
         missing_members = sum(not cache.cached("retrain", key) for key in self.member_keys())
         if not missing_original and not missing_members:
             return 0, 0.0
-        per_model = estimate_training_seconds(self.problem, self.data, self.all_train)
         rounds = missing_original + math.ceil(missing_members / self.jobs(missing_members))
-        return missing_original + missing_members, per_model * rounds
+        return missing_original + missing_members, self.seconds_per_model * rounds
 
     def check_budget(self, cost: tuple[int, float] | None = None) -> None:
         """Refuse (:class:`ReferenceBudgetError`) references estimated over the budget."""
@@ -139,6 +154,8 @@ def load_references(
     elif plan.member_seeds:
         keys = plan.member_keys()
         by_key = dict(zip(keys, plan.member_seeds, strict=True))
+        ensemble = plan.config.ensemble()
+        ensemble_jobs_unset = ensemble is not None and ensemble.n_jobs is None
 
         def train_missing(missing: list[str]) -> list[tuple[dict[str, Tensor], float]]:
             return train_members(
@@ -147,6 +164,9 @@ def load_references(
                 plan.retrain_set,
                 [by_key[k] for k in missing],
                 n_jobs=plan.jobs(len(missing)),
+                # Where timing chose between processes and this one, a CPU member trains on
+                # one thread either way: its weights do not depend on how busy the machine was.
+                one_thread=plan.device.type == "cpu" and ensemble_jobs_unset,
                 description="training retrain ensemble",
                 progress=progress,
             )

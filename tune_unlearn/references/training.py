@@ -9,11 +9,13 @@ a worker that finds one being trained waits for it.
 The retrain reference is an *ensemble*: K models trained with seeds ``seed, seed + 1, …``. One
 retrain is one draw from the distribution of honest deletions; the ensemble's spread is what
 lets metrics and checks tell a real difference from seed noise. Members missing from the cache
-are trained in parallel processes (joblib) where the device is a CPU and cores allow.
+are trained in parallel processes (joblib) where the device is a CPU and cores allow
+(``reference_models.ReferencePlan.jobs`` decides).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -22,7 +24,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -274,6 +276,18 @@ def _train_in_worker(
     return _timed(lambda: train_model(problem, data, labeled, seed=seed, progress=False))
 
 
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """``count`` torch threads inside the block (``None``: as they are), restored after."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_members(
     problem: Problem,
     data: MultiTaskData,
@@ -283,9 +297,11 @@ def train_members(
     n_jobs: int,
     description: str = "training",
     progress: bool = True,
+    one_thread: bool = False,
 ) -> list[tuple[StateDict, float]]:
     """Train one model per seed: in ``n_jobs`` processes on a CPU (each member's seconds are
-    then its own process's wall time), one after another otherwise."""
+    then its own process's wall time), one after another otherwise, on one torch thread each
+    with ``one_thread`` (as a worker process trains them)."""
     if n_jobs > 1 and len(seeds) > 1 and data.device.type == "cpu" and isinstance(data.inputs, Tensor):
         from joblib import Parallel, delayed
 
@@ -302,20 +318,21 @@ def train_members(
                 "training its members one after another",
                 stacklevel=2,
             )
-    return [
-        _timed(
-            functools.partial(
-                train_model,
-                problem,
-                data,
-                labeled,
-                seed=seed,
-                description=f"{description} (seed {seed})",
-                progress=progress,
+    with _torch_threads(1 if one_thread else None):
+        return [
+            _timed(
+                functools.partial(
+                    train_model,
+                    problem,
+                    data,
+                    labeled,
+                    seed=seed,
+                    description=f"{description} (seed {seed})",
+                    progress=progress,
+                )
             )
-        )
-        for seed in seeds
-    ]
+            for seed in seeds
+        ]
 
 
 def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:
