@@ -72,6 +72,7 @@ def setting(
     ia_space: str,
     on_collapse: str = "prune",
     sampler: str = "tpe",
+    own_budget: bool = False,
 ) -> dict[str, Any]:
     if problem == "digits":
         problem_section: dict[str, Any] = {"name": "digits", "seed": 0}
@@ -102,6 +103,8 @@ def setting(
         if mode == "partial":
             forget["target_tasks"] = ["shape"]
         fixed = {"steps": 60, "batch_size": 64, "refresh_every": 10}
+    if own_budget:  # every method at its own default steps and batch size
+        fixed = {k: v for k, v in fixed.items() if k not in ("steps", "batch_size")}
     return {
         "name": f"claims-{problem}-{mode}",
         "problem": problem_section,
@@ -285,7 +288,17 @@ def print_claims(
 
 
 #: What two runs must share for their methods to be read as one comparison.
-SAME_SETTING = ("problem", "seeds", "trials", "samples", "utility_floor", "utility_floor_of_retrain")
+SAME_SETTING = (
+    "problem",
+    "seeds",
+    "trials",
+    "samples",
+    "utility_floor",
+    "utility_floor_of_retrain",
+    "own_budget",
+)
+#: Settings a report written before the flag existed ran at (the --json keeps arguments as text).
+BEFORE_THE_FLAG = {"own_budget": "False"}
 
 
 def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -295,7 +308,11 @@ def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
     raise ``ValueError``: their seeds would not pair."""
     first = reports[0]["args"]
     for other in reports[1:]:
-        differ = [k for k in SAME_SETTING if other["args"].get(k) != first.get(k)]
+        differ = [
+            k
+            for k in SAME_SETTING
+            if other["args"].get(k, BEFORE_THE_FLAG.get(k)) != first.get(k, BEFORE_THE_FLAG.get(k))
+        ]
         if differ:
             raise ValueError(f"the runs differ in {', '.join('--' + k.replace('_', '-') for k in differ)}")
     combined: dict[str, Any] = {"args": {**first, "combined": len(reports)}, "settings": {}}
@@ -401,6 +418,11 @@ def main() -> None:
     )
     parser.add_argument("--utility-floor", type=float, default=0.95)
     parser.add_argument(
+        "--own-budget",
+        action="store_true",
+        help="each method at its own default steps and batch size, not the problem's shared budget",
+    )
+    parser.add_argument(
         "--utility-floor-of-retrain",
         type=float,
         default=None,
@@ -458,6 +480,7 @@ def main() -> None:
             args.ia_space,
             args.on_collapse,
             args.sampler,
+            args.own_budget,
         )
         if args.lr_scale is None and descent is None and args.optimizer is None:
             comparison = run_comparison(parse_study(raw), args.methods, seeds=args.seeds, progress=False)

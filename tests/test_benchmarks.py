@@ -343,3 +343,23 @@ def test_runs_that_do_not_pair_are_not_combined() -> None:
         claims.combine([_claims_run({"npo": [0.1, 0.2]}), _claims_run({"graddiff": [0.1]}, seeds="1")])
     with pytest.raises(ValueError, match="npo in more than one run"):
         claims.combine([_claims_run({"npo": [0.1, 0.2]}), _claims_run({"npo": [0.1, 0.2]})])
+
+
+def test_runs_at_different_step_budgets_are_not_combined_and_older_reports_ran_the_shared_one() -> None:
+    claims = _benchmark_module("paper_claims")
+    own = _claims_run({"shrink_perturb": [0.1]}, seeds="1")
+    own["args"]["own_budget"] = "True"
+    older = _claims_run({"graddiff": [0.1]}, seeds="1")  # written before --own-budget existed
+    with pytest.raises(ValueError, match="--own-budget"):
+        claims.combine([older, own])
+    shared = _claims_run({"shrink_perturb": [0.1]}, seeds="1")
+    shared["args"]["own_budget"] = "False"
+    assert claims.combine([older, shared])["args"]["combined"] == 2
+
+
+def test_the_own_budget_leaves_each_method_its_default_steps_and_batch(tmp_path: Path) -> None:
+    claims = _benchmark_module("paper_claims")
+    shared = claims.setting("scenes", "full", 600, tmp_path, tmp_path, 8, "default")
+    own = claims.setting("scenes", "full", 600, tmp_path, tmp_path, 8, "default", own_budget=True)
+    assert shared["method"]["fixed"] == {"steps": 40, "batch_size": 16, "refresh_every": 20}
+    assert own["method"]["fixed"] == {"refresh_every": 20}
