@@ -10,6 +10,7 @@ measured on the same device (CUDA-event seconds on a GPU). References are cached
 ``--cache``: the retrain's training seconds are the ones recorded when it was trained.
 
     python benchmarks/unlearn_vs_retrain.py [--samples 20000] [--trials 24]
+        [--steps N (fixed; default: searched)]
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument(
+        "--steps", type=int, default=None, help="fix the unlearning steps (default: searched, 20-100)"
+    )
     parser.add_argument("--cache", type=Path, default=default_cache_dir())
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
@@ -53,10 +57,10 @@ def main() -> None:
         raw = shapes_study(
             args.samples,
             trials=args.trials,
-            steps=None,
+            steps=args.steps,
             out=Path(tmp),
             cache=args.cache,
-            search=SEARCH,
+            search=SEARCH if args.steps is None else {k: v for k, v in SEARCH.items() if k != "steps"},
             fraction=1.0,
             sampler={"name": "tpe", "seed": 0},
             constraints=["forget_efficacy >= 0.9"],

@@ -138,7 +138,7 @@ TINY = {
         ["correlation 0.0: references ready in", "forget efficacy"],
     ),
     "unlearn_vs_retrain.py": (
-        ["--samples", "400", "--trials", "1", "--threads", "1"],
+        ["--samples", "400", "--trials", "1", "--steps", "4", "--threads", "1"],
         ["shapes 400 samples; retrain reference:", "the retrain's own retained utility"],
     ),
     "ascent_window.py": (
