@@ -34,7 +34,7 @@ from tune_unlearn.references.training import (
 )
 
 #: What starting the ensemble's worker processes costs (each imports torch and receives the
-#: data): about 8 s on a two-core machine. Members whose parallel training would save less than
+#: data): 8-10 s measured on a two-core machine. Members whose parallel training would save less than
 #: this train one after another in this process instead.
 PROCESS_START_SECONDS = 10.0
 
@@ -91,6 +91,14 @@ class ReferencePlan:
         jobs = max(1, min(members, os.cpu_count() or 1))
         saved = self.seconds_per_model * (members - math.ceil(members / jobs))
         return jobs if saved >= PROCESS_START_SECONDS else 1
+
+    @property
+    def members_on_one_thread(self) -> bool:
+        """Whether a member trained in this process uses one torch thread, as a worker does:
+        on a CPU where :meth:`jobs` chooses by timing (``n_jobs`` unset), so that how busy the
+        machine was when it chose does not change the members' weights."""
+        ensemble = self.config.ensemble()
+        return self.device.type == "cpu" and ensemble is not None and ensemble.n_jobs is None
 
     def missing_cost(self) -> tuple[int, float]:
         """How many references are not cached yet, and the estimated seconds to train them
@@ -154,8 +162,6 @@ def load_references(
     elif plan.member_seeds:
         keys = plan.member_keys()
         by_key = dict(zip(keys, plan.member_seeds, strict=True))
-        ensemble = plan.config.ensemble()
-        ensemble_jobs_unset = ensemble is not None and ensemble.n_jobs is None
 
         def train_missing(missing: list[str]) -> list[tuple[dict[str, Tensor], float]]:
             return train_members(
@@ -164,9 +170,7 @@ def load_references(
                 plan.retrain_set,
                 [by_key[k] for k in missing],
                 n_jobs=plan.jobs(len(missing)),
-                # Where timing chose between processes and this one, a CPU member trains on
-                # one thread either way: its weights do not depend on how busy the machine was.
-                one_thread=plan.device.type == "cpu" and ensemble_jobs_unset,
+                one_thread=plan.members_on_one_thread,
                 description="training retrain ensemble",
                 progress=progress,
             )
